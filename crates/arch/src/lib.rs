@@ -1,0 +1,8 @@
+//! x86_64 platform knowledge of the tapir VMM: the memory map, boot
+//! protocols (Linux 64-bit, PVH), vCPU register/CPUID/MSR set-up and the
+//! ACPI tables that describe the machine to the guest.
+
+pub mod acpi;
+pub mod boot;
+pub mod cpu;
+pub mod layout;

@@ -1,0 +1,16 @@
+//! Platform devices of the tapir VMM and the buses they sit on.
+//!
+//! Devices are plain state machines: they see register accesses through
+//! [`BusDevice`] and reach the outside world (interrupt lines, the VM's
+//! power state) only through injected traits from [`irq`] and [`power`].
+
+pub mod bus;
+pub mod irq;
+pub mod power;
+
+pub use bus::{Bus, BusDevice, BusError};
+pub use irq::{EdgeIrq, LevelIrq};
+pub use power::{PowerEvent, PowerSink};
+pub mod acpi_pm;
+pub mod i8042;
+pub mod serial;

@@ -1,0 +1,148 @@
+//! vCPU threads: the KVM_RUN loop and its explicit run state.
+
+use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use kvm_ioctls::{VcpuExit, VcpuFd};
+use tapir_devices::Bus;
+
+use crate::exit::dump_registers;
+use crate::VmControl;
+
+/// The run state of a vCPU thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum VcpuState {
+    /// Created, not yet entered the guest.
+    Created = 0,
+    /// In (or about to enter) KVM_RUN.
+    Running = 1,
+    /// Left the run loop; the thread is finishing.
+    Exited = 2,
+}
+
+/// State shared between a vCPU thread and the VMM.
+pub struct VcpuHandle {
+    /// vCPU index.
+    pub id: u8,
+    state: Arc<AtomicU8>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl VcpuHandle {
+    /// The current run state.
+    pub fn state(&self) -> VcpuState {
+        match self.state.load(Ordering::SeqCst) {
+            0 => VcpuState::Created,
+            1 => VcpuState::Running,
+            _ => VcpuState::Exited,
+        }
+    }
+
+    /// Sends the kick signal so that a blocked KVM_RUN returns.
+    pub fn kick(&self) {
+        if let Some(t) = &self.thread {
+            use std::os::unix::thread::JoinHandleExt;
+            // SAFETY: the pthread_t comes from a JoinHandle we still own, so
+            // the thread has not been joined or detached; the signal has a
+            // no-op handler installed by `signals::install`.
+            unsafe { libc::pthread_kill(t.as_pthread_t(), crate::signals::kick_signal()) };
+        }
+    }
+
+    /// Joins the thread once it has exited.
+    pub fn join(&mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Buses the vCPUs dispatch exits to.
+pub struct Buses {
+    /// Port I/O.
+    pub pio: Bus,
+    /// MMIO.
+    pub mmio: Bus,
+}
+
+/// How many unclaimed accesses are reported before going quiet.
+const UNCLAIMED_REPORT_LIMIT: u32 = 10;
+
+static UNCLAIMED_REPORTS: AtomicU32 = AtomicU32::new(0);
+
+fn report_unclaimed(vcpu: u8, what: &str, addr: u64, len: usize) {
+    let n = UNCLAIMED_REPORTS.fetch_add(1, Ordering::Relaxed);
+    if n < UNCLAIMED_REPORT_LIMIT {
+        eprintln!("tapir: warning: vCPU {vcpu}: {what} {addr:#x} ({len} bytes) hits no device; ignored");
+    } else if n == UNCLAIMED_REPORT_LIMIT {
+        eprintln!("tapir: warning: more unclaimed accesses; no longer reporting them");
+    }
+}
+
+/// Starts the thread that runs `vcpu` until the VM stops.
+pub fn spawn(id: u8, mut vcpu: VcpuFd, buses: Arc<Buses>, control: Arc<VmControl>) -> std::io::Result<VcpuHandle> {
+    let state = Arc::new(AtomicU8::new(VcpuState::Created as u8));
+    let st = state.clone();
+    let thread = std::thread::Builder::new().name(format!("vcpu{id}")).spawn(move || {
+        st.store(VcpuState::Running as u8, Ordering::SeqCst);
+        run_loop(id, &mut vcpu, &buses, &control);
+        st.store(VcpuState::Exited as u8, Ordering::SeqCst);
+    })?;
+    Ok(VcpuHandle { id, state, thread: Some(thread) })
+}
+
+fn run_loop(id: u8, vcpu: &mut VcpuFd, buses: &Buses, control: &VmControl) {
+    while !control.stopping() {
+        let died = match vcpu.run() {
+            Ok(VcpuExit::IoIn(port, data)) => {
+                if !buses.pio.read(port.into(), data) && port != 0x80 {
+                    report_unclaimed(id, "port read", port.into(), data.len());
+                }
+                None
+            }
+            Ok(VcpuExit::IoOut(port, data)) => {
+                // Port 0x80 is the POST/delay port: writes are expected to vanish.
+                if !buses.pio.write(port.into(), data) && port != 0x80 {
+                    report_unclaimed(id, "port write", port.into(), data.len());
+                }
+                None
+            }
+            Ok(VcpuExit::MmioRead(addr, data)) => {
+                if !buses.mmio.read(addr, data) {
+                    report_unclaimed(id, "MMIO read", addr, data.len());
+                }
+                None
+            }
+            Ok(VcpuExit::MmioWrite(addr, data)) => {
+                if !buses.mmio.write(addr, data) {
+                    report_unclaimed(id, "MMIO write", addr, data.len());
+                }
+                None
+            }
+            Ok(VcpuExit::Intr) | Ok(VcpuExit::IrqWindowOpen) => None,
+            Ok(VcpuExit::Hlt) => Some("halted with interrupts off (HLT exit)".to_string()),
+            Ok(VcpuExit::Shutdown) => Some("triple fault (KVM_EXIT_SHUTDOWN)".to_string()),
+            Ok(VcpuExit::FailEntry(reason, cpu)) => {
+                Some(format!("VM entry failed (hardware reason {reason:#x}, host cpu {cpu})"))
+            }
+            Ok(VcpuExit::InternalError) => Some("KVM internal error (emulation failure)".to_string()),
+            Ok(VcpuExit::SystemEvent(kind, _)) => {
+                match kind {
+                    kvm_bindings::KVM_SYSTEM_EVENT_SHUTDOWN => control.power_off(),
+                    kvm_bindings::KVM_SYSTEM_EVENT_RESET => control.reset(),
+                    _ => {}
+                }
+                None
+            }
+            Ok(other) => Some(format!("unexpected VM exit {other:?}")),
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => None,
+            Err(e) => Some(format!("KVM_RUN failed: {e}")),
+        };
+        if let Some(reason) = died {
+            control.guest_died(id, reason, dump_registers(vcpu));
+            break;
+        }
+    }
+}

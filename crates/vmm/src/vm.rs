@@ -1,0 +1,378 @@
+//! Building a VM from its configuration and running it to the end.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use event_manager::{EventManager, EventOps, Events, MutEventSubscriber, SubscriberOps};
+use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
+use kvm_ioctls::{Cap, Kvm, VmFd};
+use tapir_arch::{acpi, boot, cpu, layout};
+use tapir_config::{SerialConfig, VmConfig};
+use tapir_devices::acpi_pm::{AcpiPm, REGISTER_BLOCK_LEN};
+use tapir_devices::i8042::I8042;
+use tapir_devices::serial::{SerialDevice, SerialMetrics};
+use tapir_devices::Bus;
+use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use crate::console::{self, ConsoleInput, RawTerminal, StdoutWriter};
+use crate::host::{self, HostError, KvmKind};
+use crate::irq::{IrqfdEdge, IrqfdLevel};
+use crate::pci::PciPlatform;
+use crate::vcpu::{self, Buses, VcpuHandle, VcpuState};
+use crate::{signals, ExitReason, VmControl};
+
+/// Errors that stop tapir before or while building the VM (exit status 1).
+#[derive(Debug, thiserror::Error)]
+pub enum VmmError {
+    /// /dev/kvm problems.
+    #[error(transparent)]
+    Host(#[from] HostError),
+    /// A file given on the command line cannot be read.
+    #[error("cannot open {what} '{path}': {source}")]
+    OpenFile { what: &'static str, path: PathBuf, source: std::io::Error },
+    /// Guest memory too small.
+    #[error("--memory {0} MiB is too small: tapir needs at least {min} MiB", min = layout::MIN_MEMORY >> 20)]
+    TooLittleMemory(u64),
+    /// Kernel loading.
+    #[error("kernel '{path}': {source}")]
+    Kernel { path: PathBuf, source: boot::BootError },
+    /// Initrd loading.
+    #[error("initrd '{path}': {source}")]
+    Initrd { path: PathBuf, source: boot::BootError },
+    /// Command line.
+    #[error("kernel command line: {0}")]
+    Cmdline(boot::BootError),
+    /// Boot parameter set-up.
+    #[error("boot set-up: {0}")]
+    Boot(boot::BootError),
+    /// ACPI tables.
+    #[error("ACPI tables: {0}")]
+    Acpi(#[from] acpi::AcpiError),
+    /// vCPU register set-up.
+    #[error("vCPU {0} set-up: {1}")]
+    Cpu(u8, cpu::CpuError),
+    /// A KVM ioctl failed.
+    #[error("{what}: {source}")]
+    Kvm { what: &'static str, source: kvm_ioctls::Error },
+    /// Guest memory could not be allocated.
+    #[error("cannot allocate {0} MiB of guest memory: {1}")]
+    Memory(u64, String),
+    /// Device set-up.
+    #[error("device set-up: {0}")]
+    Device(String),
+    /// A feature that is parsed but not built yet.
+    #[error("{0}")]
+    NotBuilt(String),
+    /// Other I/O.
+    #[error("{what}: {source}")]
+    Io { what: &'static str, source: std::io::Error },
+}
+
+fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmmError {
+    move |source| VmmError::Kvm { what, source }
+}
+
+fn io_err(what: &'static str) -> impl FnOnce(std::io::Error) -> VmmError {
+    move |source| VmmError::Io { what, source }
+}
+
+fn open(what: &'static str, path: &Path) -> Result<File, VmmError> {
+    File::open(path).map_err(|source| VmmError::OpenFile { what, path: path.to_path_buf(), source })
+}
+
+/// Tokens of the VMM's own event subscriber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+enum Token {
+    Exit = 0,
+    Terminate = 1,
+    Resample = 2,
+}
+
+impl Token {
+    fn from_data(data: u32) -> Option<(Token, u32)> {
+        let idx = data >> 8;
+        match data & 0xff {
+            0 => Some((Token::Exit, idx)),
+            1 => Some((Token::Terminate, idx)),
+            2 => Some((Token::Resample, idx)),
+            _ => None,
+        }
+    }
+    fn data(self, idx: u32) -> u32 {
+        (idx << 8) | self as u32
+    }
+}
+
+/// Watches the stop event, SIGINT/SIGTERM and INTx resample fds.
+struct ControlSubscriber {
+    control: Arc<VmControl>,
+    term: EventFd,
+    level_irqs: Vec<Arc<IrqfdLevel>>,
+}
+
+impl MutEventSubscriber for ControlSubscriber {
+    fn init(&mut self, ops: &mut EventOps) {
+        let _ = ops.add(Events::with_data(&self.control.exit_evt, Token::Exit.data(0), EventSet::IN));
+        let _ = ops.add(Events::with_data(&self.term, Token::Terminate.data(0), EventSet::IN));
+        for (i, l) in self.level_irqs.iter().enumerate() {
+            let _ = ops.add(Events::with_data(l.resample_fd(), Token::Resample.data(i as u32), EventSet::IN));
+        }
+    }
+
+    fn process(&mut self, events: Events, _ops: &mut EventOps) {
+        match Token::from_data(events.data()) {
+            Some((Token::Exit, _)) => {
+                let _ = self.control.exit_evt.read();
+            }
+            Some((Token::Terminate, _)) => {
+                let _ = self.term.read();
+                self.control.stop(ExitReason::Signal(signals::received().unwrap_or(libc::SIGTERM)));
+            }
+            Some((Token::Resample, i)) => {
+                if let Some(l) = self.level_irqs.get(i as usize) {
+                    let _ = l.resample();
+                }
+            }
+            None => {}
+        }
+    }
+}
+
+fn create_memory(vm: &VmFd, mem_size: u64) -> Result<GuestMemoryMmap, VmmError> {
+    let regions = boot::ram_regions(mem_size);
+    let mem = GuestMemoryMmap::<()>::from_ranges(&regions).map_err(|e| VmmError::Memory(mem_size >> 20, e.to_string()))?;
+    for (slot, region) in mem.iter().enumerate() {
+        let host =
+            mem.get_host_address(region.start_addr()).map_err(|e| VmmError::Memory(mem_size >> 20, e.to_string()))?;
+        let r = kvm_userspace_memory_region {
+            slot: slot as u32,
+            flags: 0,
+            guest_phys_addr: region.start_addr().0,
+            memory_size: region.len(),
+            userspace_addr: host as u64,
+        };
+        // SAFETY: the region is a live mapping owned by `mem`, which the VM
+        // (and every vCPU) keeps until after the vCPU threads are joined.
+        unsafe { vm.set_user_memory_region(r) }.map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
+    }
+    Ok(mem)
+}
+
+/// Everything a built VM owns.
+struct Vm {
+    _kvm: Kvm,
+    vm: VmFd,
+    mem: GuestMemoryMmap,
+    control: Arc<VmControl>,
+    buses: Arc<Buses>,
+    serial: Arc<SerialDevice>,
+    serial_space: EventFd,
+    level_irqs: Vec<Arc<IrqfdLevel>>,
+    rsdp: GuestAddress,
+}
+
+fn build_platform(kvm: Kvm, config: &VmConfig) -> Result<Vm, VmmError> {
+    let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
+    vm.set_tss_address(0xfffb_d000).map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
+    vm.set_identity_map_address(0xfffb_c000).map_err(kvm_err("KVM_SET_IDENTITY_MAP_ADDR"))?;
+    vm.create_irq_chip().map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
+    let pit = kvm_pit_config { flags: KVM_PIT_SPEAKER_DUMMY, ..Default::default() };
+    vm.create_pit2(pit).map_err(kvm_err("KVM_CREATE_PIT2"))?;
+    let mem = create_memory(&vm, config.memory)?;
+
+    let control = Arc::new(VmControl::new().map_err(io_err("eventfd"))?);
+    let mut pio = Bus::new();
+    let mut mmio = Bus::new();
+
+    // COM1.
+    let serial_space = EventFd::new(EFD_NONBLOCK).map_err(io_err("eventfd"))?;
+    let space = serial_space.try_clone().map_err(io_err("eventfd"))?;
+    let metrics = Arc::new(SerialMetrics::new(Box::new(move || {
+        let _ = space.write(1);
+    })));
+    let out: Box<dyn Write + Send> = match &config.serial {
+        SerialConfig::Stdio => Box::new(StdoutWriter),
+        SerialConfig::File(p) => Box::new(
+            console::file_writer(p).map_err(|source| VmmError::OpenFile { what: "serial output file", path: p.clone(), source })?,
+        ),
+        SerialConfig::None => Box::new(std::io::sink()),
+    };
+    let com1_irq = Arc::new(IrqfdEdge::new(&vm, layout::COM1_IRQ).map_err(io_err("COM1 irqfd"))?);
+    let serial = Arc::new(SerialDevice::new(com1_irq, metrics, out));
+    let dev_err = |e: tapir_devices::BusError| VmmError::Device(e.to_string());
+    pio.insert(layout::COM1_PORT, 8, serial.clone()).map_err(dev_err)?;
+    pio.insert(layout::I8042_DATA_PORT, 5, Arc::new(I8042::new(control.clone()))).map_err(dev_err)?;
+    let pm = AcpiPm::new(layout::ACPI_S5_SLP_TYP, layout::ACPI_RESET_VALUE, control.clone());
+    pio.insert(layout::ACPI_SLEEP_CONTROL_PORT, REGISTER_BLOCK_LEN, Arc::new(pm)).map_err(dev_err)?;
+
+    // PCI root complex on bus 0.
+    let pci = PciPlatform::new(&mut pio, &mut mmio).map_err(VmmError::Device)?;
+    let level_irqs = Vec::new();
+
+    let rsdp = acpi::create_acpi_tables(
+        &mem,
+        &acpi::AcpiConfig {
+            nr_cpus: config.cpus,
+            pci: pci.acpi_info(),
+            serial_ports: vec![(layout::COM1_PORT as u16, layout::COM1_IRQ)],
+        },
+    )?;
+    let buses = Arc::new(Buses { pio, mmio });
+    Ok(Vm { _kvm: kvm, vm, mem, control, buses, serial, serial_space, level_irqs, rsdp })
+}
+
+/// Where the boot vCPU starts.
+enum Entry {
+    Linux64 { rip: u64 },
+    Pvh { eip: u64 },
+}
+
+fn load_guest(vm: &Vm, config: &VmConfig) -> Result<Entry, VmmError> {
+    let mut kf = open("kernel", &config.kernel)?;
+    let kernel =
+        boot::load_kernel(&vm.mem, &mut kf).map_err(|source| VmmError::Kernel { path: config.kernel.clone(), source })?;
+    let initrd = match &config.initrd {
+        Some(p) => {
+            let mut f = open("initrd", p)?;
+            Some(boot::load_initrd(&vm.mem, &kernel, &mut f, config.memory).map_err(|source| VmmError::Initrd { path: p.clone(), source })?)
+        }
+        None => None,
+    };
+    let cmdline_size = boot::write_cmdline(&vm.mem, &config.cmdline).map_err(VmmError::Cmdline)?;
+    match kernel.kind {
+        boot::KernelKind::ElfPvh => {
+            boot::configure_pvh_boot(&vm.mem, GuestAddress(layout::CMDLINE_START), initrd, vm.rsdp, config.memory).map_err(VmmError::Boot)?;
+            Ok(Entry::Pvh { eip: kernel.entry.0 })
+        }
+        _ => {
+            boot::configure_linux_boot(&vm.mem, &kernel, cmdline_size, initrd, vm.rsdp, config.memory)
+                .map_err(VmmError::Boot)?;
+            Ok(Entry::Linux64 { rip: kernel.entry.0 })
+        }
+    }
+}
+
+fn create_vcpus(kvm: &Kvm, vm: &Vm, config: &VmConfig, entry: &Entry) -> Result<Vec<kvm_ioctls::VcpuFd>, VmmError> {
+    let base_cpuid = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
+    let tsc_deadline = kvm.check_extension(Cap::TscDeadlineTimer);
+    let mut vcpus = Vec::with_capacity(config.cpus as usize);
+    for id in 0..config.cpus {
+        let vcpu = vm.vm.create_vcpu(id as u64).map_err(kvm_err("KVM_CREATE_VCPU"))?;
+        let mut cpuid = base_cpuid.clone();
+        cpu::filter_cpuid(&mut cpuid, id, config.cpus, tsc_deadline);
+        vcpu.set_cpuid2(&cpuid).map_err(kvm_err("KVM_SET_CPUID2"))?;
+        let e = |err| VmmError::Cpu(id, err);
+        cpu::setup_msrs(kvm, &vcpu).map_err(e)?;
+        cpu::setup_fpu(&vcpu).map_err(e)?;
+        cpu::setup_lapic(&vcpu).map_err(e)?;
+        if id == 0 {
+            match entry {
+                Entry::Linux64 { rip } => {
+                    cpu::setup_long_mode(&vm.mem, &vcpu, *rip, layout::ZERO_PAGE_START).map_err(e)?
+                }
+                Entry::Pvh { eip } => {
+                    cpu::setup_protected_mode_pvh(&vm.mem, &vcpu, *eip, layout::PVH_INFO_START).map_err(e)?
+                }
+            }
+        }
+        vcpus.push(vcpu);
+    }
+    Ok(vcpus)
+}
+
+/// How long teardown waits for vCPU threads to leave KVM_RUN.
+const VCPU_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn stop_vcpus(handles: &mut [VcpuHandle]) {
+    let deadline = Instant::now() + VCPU_STOP_TIMEOUT;
+    loop {
+        let running: Vec<&VcpuHandle> = handles.iter().filter(|h| h.state() != VcpuState::Exited).collect();
+        if running.is_empty() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let ids: Vec<String> = running.iter().map(|h| h.id.to_string()).collect();
+            eprintln!("tapir: warning: vCPU(s) {} did not stop in time; exiting anyway", ids.join(","));
+            return;
+        }
+        for h in &running {
+            h.kick();
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for h in handles.iter_mut() {
+        h.join();
+    }
+}
+
+/// Builds the VM described by `config`, runs it until it stops, and says why.
+pub fn run(config: &VmConfig) -> Result<ExitReason, VmmError> {
+    if config.memory < layout::MIN_MEMORY {
+        return Err(VmmError::TooLittleMemory(config.memory >> 20));
+    }
+    if !config.nics.is_empty() {
+        return Err(VmmError::NotBuilt(
+            "--nic: network devices are not built yet in this version of tapir (the option is parsed and validated; \
+             virtio-net, e1000 and rtl8139 come next)"
+                .into(),
+        ));
+    }
+    // Fail on unreadable inputs before touching KVM.
+    open("kernel", &config.kernel)?;
+    if let Some(p) = &config.initrd {
+        open("initrd", p)?;
+    }
+    let kvm = host::open_kvm()?;
+    let base_kvm = host::open_kvm()?;
+    let vm = build_platform(kvm, config)?;
+    let entry = load_guest(&vm, config)?;
+    let vcpus = create_vcpus(&base_kvm, &vm, config, &entry)?;
+    if host::kvm_kind() == KvmKind::Pvm {
+        eprintln!("tapir: {}", host::PVM_NOTE);
+    }
+
+    let term = EventFd::new(EFD_NONBLOCK).map_err(io_err("eventfd"))?;
+    signals::install(&term).map_err(io_err("installing signal handlers"))?;
+    let mut em = EventManager::<Arc<Mutex<dyn MutEventSubscriber + Send>>>::new().map_err(|e| VmmError::Device(format!("event loop: {e:?}")))?;
+    let ctl = ControlSubscriber { control: vm.control.clone(), term, level_irqs: vm.level_irqs.clone() };
+    em.add_subscriber(Arc::new(Mutex::new(ctl)));
+
+    let interactive = config.serial == SerialConfig::Stdio && nix::unistd::isatty(std::io::stdin()).unwrap_or(false);
+    let _raw_terminal = if interactive { RawTerminal::stdin() } else { None };
+    if config.serial == SerialConfig::Stdio {
+        let space = vm.serial_space.try_clone().map_err(io_err("eventfd"))?;
+        let input = ConsoleInput::new(vm.serial.clone(), space, interactive, vm.control.clone());
+        em.add_subscriber(Arc::new(Mutex::new(input)));
+    }
+
+    let mut handles = Vec::with_capacity(vcpus.len());
+    for (id, vcpu) in vcpus.into_iter().enumerate() {
+        match vcpu::spawn(id as u8, vcpu, vm.buses.clone(), vm.control.clone()) {
+            Ok(h) => handles.push(h),
+            Err(e) => {
+                vm.control.stop(ExitReason::Signal(0));
+                stop_vcpus(&mut handles);
+                return Err(VmmError::Io { what: "starting vCPU thread", source: e });
+            }
+        }
+    }
+    while !vm.control.stopping() {
+        if let Err(e) = em.run_with_timeout(500) {
+            if !matches!(e, event_manager::Error::Epoll(ref errno) if errno.errno() == libc::EINTR) {
+                eprintln!("tapir: event loop error: {e:?}");
+                vm.control.stop(ExitReason::Signal(0));
+            }
+        }
+    }
+    stop_vcpus(&mut handles);
+    signals::detach();
+    let _ = vm.vm.as_raw_fd();
+    Ok(vm.control.reason().unwrap_or(ExitReason::PowerOff))
+}

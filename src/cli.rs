@@ -1,0 +1,124 @@
+//! Command-line flags (clap) and the `run` / `--nic help` commands.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use tapir_config::{nic::NicArg, parse_size, NicModel, SerialConfig, VmConfig, MAX_VCPUS};
+
+/// tapir: a small, fast KVM virtual machine monitor for networking tests.
+#[derive(Parser, Debug)]
+#[command(name = "tapir", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Boot a kernel in a new VM and run it until it powers off.
+    ///
+    /// Exit status: 0 when the guest powers off or reboots, 1 for tapir's own
+    /// errors, 2 when the guest dies (triple fault, KVM internal error),
+    /// 128+N when stopped by signal N. On an interactive console, Ctrl-A x quits.
+    Run(RunArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// Kernel image: bzImage, or ELF vmlinux (PVH entry when it has the note).
+    #[arg(long, value_name = "PATH", required_unless_present = "nic")]
+    kernel: Option<PathBuf>,
+    /// Initramfs to load.
+    #[arg(long, value_name = "PATH")]
+    initrd: Option<PathBuf>,
+    /// Kernel command line.
+    #[arg(long, value_name = "STR", default_value = "console=ttyS0")]
+    cmdline: String,
+    /// Number of vCPUs.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=MAX_VCPUS as i64))]
+    cpus: u8,
+    /// Guest memory, e.g. 256M or 2G.
+    #[arg(long, value_name = "SIZE", default_value = "512M", value_parser = parse_size)]
+    memory: u64,
+    /// Where COM1 goes: stdio, file:PATH or none.
+    #[arg(long, value_name = "DEST", default_value = "stdio")]
+    serial: SerialConfig,
+    /// A network interface: model=virtio|e1000|rtl8139,net=user|tap|bridge|passthrough,
+    /// id=,mac=,addr=,vlan=,... (repeatable). `--nic help` lists models and backends.
+    #[arg(long, value_name = "SPEC")]
+    nic: Vec<NicArg>,
+}
+
+/// The `--nic help` listing.
+pub fn nic_help() -> String {
+    let mut s = String::from("NIC models (--nic model=NAME):\n");
+    for m in NicModel::ALL {
+        let (ids, driver, note) = match m {
+            NicModel::Virtio => ("1af4:1041", "virtio_net", "virtio 1.x over PCI; option vectors=N (MSI-X, 0 = INTx)"),
+            NicModel::E1000 => ("8086:100e", "e1000", "Intel 82540EM"),
+            NicModel::Rtl8139 => ("10ec:8139", "8139cp (rev >= 0x20), 8139too (rev=N below 0x20)", "Realtek RTL8139C+"),
+        };
+        s += &format!("  {:<8} PCI {}  driver {:<14} {} [not built yet]\n", m.name(), ids, driver, note);
+    }
+    s += "\nBackends (--nic net=NAME):\n";
+    s += "  user         user-mode NAT, no privileges: subnet=, gateway=, dns=, dhcpstart=, hostfwd=, restrict=on|off [not built yet]\n";
+    s += "  tap          a tap device: ifname=NAME (existing or created) or fd=N [not built yet]\n";
+    s += "  bridge       a new tap on an existing bridge: br=NAME [ifname=NAME] [not built yet]\n";
+    s += "  passthrough  direct attach to a host NIC: host=IFNAME [not built yet]\n";
+    s += "\nCommon keys: id=NAME, mac=XX:XX:XX:XX:XX:XX, addr=SLOT (hex, 1..1f), vlan=1..4094\n";
+    s
+}
+
+/// Runs the CLI; returns the process exit status or a one-line error.
+pub fn main() -> Result<u8, String> {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help and --version.
+            print!("{e}");
+            return Ok(0);
+        }
+        Err(e) => {
+            // One clear line: clap's message without the usage block.
+            let text = e.to_string();
+            let msg: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.trim().is_empty() && !l.starts_with("Usage:"))
+                .map(|l| l.trim().trim_start_matches("error: "))
+                .collect();
+            return Err(format!("{} (see tapir run --help)", msg.join(" ")));
+        }
+    };
+    match cli.command {
+        Command::Run(args) => {
+            if args.nic.iter().any(|n| matches!(n, NicArg::Help)) {
+                print!("{}", nic_help());
+                return Ok(0);
+            }
+            let config = VmConfig {
+                kernel: args.kernel.ok_or("--kernel is required")?,
+                initrd: args.initrd,
+                cmdline: args.cmdline,
+                cpus: args.cpus,
+                memory: args.memory,
+                serial: args.serial,
+                nics: args
+                    .nic
+                    .into_iter()
+                    .filter_map(|n| match n {
+                        NicArg::Nic(spec) => Some(spec),
+                        NicArg::Help => None,
+                    })
+                    .collect(),
+            };
+            let reason = tapir_vmm::run(&config).map_err(|e| e.to_string())?;
+            if let tapir_vmm::ExitReason::GuestDied { registers, .. } = &reason {
+                eprintln!("tapir: {}", reason.describe());
+                eprint!("{registers}");
+            } else {
+                eprintln!("tapir: {}", reason.describe());
+            }
+            Ok(reason.exit_code() as u8)
+        }
+    }
+}

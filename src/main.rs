@@ -1,0 +1,16 @@
+//! tapir: the command line. Parses flags into a [`tapir_config::VmConfig`],
+//! hands it to the VMM, and turns the outcome into an exit status.
+
+mod cli;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    match cli::main() {
+        Ok(code) => ExitCode::from(code),
+        Err(msg) => {
+            eprintln!("tapir: {msg}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! Bad input on the command line: each mistake a user will make gets one
+//! clear error line and exit status 1, and nothing hangs.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{error_lines, run, tapir_bin, Outcome};
+
+const T: Duration = Duration::from_secs(30);
+
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("tapir-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+fn assert_user_error(o: &Outcome, needle: &str) {
+    assert_eq!(o.code, 1, "exit status for {needle:?}\nstderr:\n{}", o.stderr);
+    let lines = error_lines(&o.stderr);
+    assert_eq!(lines.len(), 1, "want exactly one error line, got:\n{}", o.stderr);
+    assert!(lines[0].starts_with("tapir: "), "{}", lines[0]);
+    assert!(lines[0].contains(needle), "{:?} not in {:?}", needle, lines[0]);
+}
+
+fn kernel() -> String {
+    tapir_testkernel::elf_path().to_str().unwrap().to_string()
+}
+
+#[test]
+fn missing_kernel_file() {
+    let o = run(&["run", "--kernel", "/nonexistent/vmlinuz"], T);
+    assert_user_error(&o, "cannot open kernel '/nonexistent/vmlinuz': No such file or directory");
+}
+
+#[test]
+fn missing_initrd_file() {
+    let o = run(&["run", "--kernel", &kernel(), "--initrd", "/nonexistent/initrd"], T);
+    assert_user_error(&o, "cannot open initrd '/nonexistent/initrd'");
+}
+
+#[test]
+fn kernel_flag_is_required() {
+    let o = run(&["run", "--memory", "64M"], T);
+    assert_user_error(&o, "--kernel");
+}
+
+#[test]
+fn a_file_that_is_not_a_kernel() {
+    let p = scratch("not-a-kernel");
+    std::fs::write(&p, vec![0x5au8; 64 * 1024]).unwrap();
+    let o = run(&["run", "--kernel", p.to_str().unwrap()], T);
+    assert_user_error(&o, "not a kernel image");
+    // An empty file too.
+    std::fs::write(&p, b"").unwrap();
+    let o = run(&["run", "--kernel", p.to_str().unwrap()], T);
+    assert_user_error(&o, "not a kernel image");
+}
+
+#[test]
+fn a_directory_is_not_a_kernel() {
+    let o = run(&["run", "--kernel", "/"], T);
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert_eq!(error_lines(&o.stderr).len(), 1, "{}", o.stderr);
+}
+
+#[test]
+fn too_little_memory() {
+    let o = run(&["run", "--kernel", &kernel(), "--memory", "1M"], T);
+    assert_user_error(&o, "--memory 1 MiB is too small");
+}
+
+#[test]
+fn unparseable_memory() {
+    let o = run(&["run", "--kernel", &kernel(), "--memory", "lots"], T);
+    assert_user_error(&o, "invalid size 'lots'");
+}
+
+#[test]
+fn zero_cpus() {
+    let o = run(&["run", "--kernel", &kernel(), "--cpus", "0"], T);
+    assert_user_error(&o, "--cpus");
+}
+
+#[test]
+fn too_many_cpus() {
+    let o = run(&["run", "--kernel", &kernel(), "--cpus", "300"], T);
+    assert_user_error(&o, "--cpus");
+}
+
+#[test]
+fn bad_serial() {
+    let o = run(&["run", "--kernel", &kernel(), "--serial", "tcp:1234"], T);
+    assert_user_error(&o, "invalid --serial 'tcp:1234'");
+}
+
+#[test]
+fn initrd_larger_than_memory() {
+    let p = scratch("big-initrd");
+    let f = std::fs::File::create(&p).unwrap();
+    f.set_len(40 << 20).unwrap();
+    let o = run(&["run", "--kernel", &kernel(), "--initrd", p.to_str().unwrap(), "--memory", "32M"], T);
+    assert_user_error(&o, "does not fit");
+}
+
+#[test]
+fn command_line_too_long() {
+    let long = "x".repeat(70_000);
+    let o = run(&["run", "--kernel", &kernel(), "--memory", "32M", "--cmdline", &long], T);
+    assert_user_error(&o, "command line");
+}
+
+#[test]
+fn no_kvm_device() {
+    let o = common::Running::start_cmd(
+        std::process::Command::new(tapir_bin())
+            .env("TAPIR_KVM_PATH", "/nonexistent/kvm")
+            .args(["run", "--kernel", &kernel(), "--memory", "32M"]),
+    )
+    .finish(T);
+    assert_user_error(&o, "does not exist: KVM is not available");
+}
+
+#[test]
+fn no_permission_on_kvm() {
+    // Run as 'nobody' against /dev/kvm (mode 0600 root) when we can switch user.
+    let is_root = unsafe { libc::geteuid() } == 0;
+    let meta = std::fs::metadata("/dev/kvm");
+    let setpriv = std::path::Path::new("/usr/bin/setpriv").exists();
+    if is_root && setpriv && meta.is_ok() {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(meta.unwrap().permissions().mode() & 0o006, 0, "/dev/kvm is world-accessible here; this test needs 0600/0660");
+        let o = common::Running::start_cmd(std::process::Command::new("/usr/bin/setpriv").args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            tapir_bin().to_str().unwrap(),
+            "run",
+            "--kernel",
+            &kernel(),
+            "--memory",
+            "32M",
+        ]))
+        .finish(T);
+        assert_user_error(&o, "no permission to open /dev/kvm");
+    } else {
+        // Not root: we are the unprivileged user; check the same path if we lack access.
+        let o = run(&["run", "--kernel", &kernel(), "--memory", "32M", "--serial", "none"], T);
+        if o.code == 1 {
+            assert_user_error(&o, "no permission to open /dev/kvm");
+        } else {
+            assert_eq!(o.code, 0, "{}", o.stderr);
+        }
+    }
+}
+
+#[test]
+fn nic_is_validated_and_not_built_yet() {
+    let o = run(&["run", "--kernel", &kernel(), "--nic", "model=virtio,net=tap,ifname=tap0"], T);
+    assert_user_error(&o, "not built yet");
+    let o = run(&["run", "--kernel", &kernel(), "--nic", "model=ne2k"], T);
+    assert_user_error(&o, "invalid model 'ne2k'");
+    let o = run(&["run", "--kernel", &kernel(), "--nic", "mac=01:02:03:04:05:06"], T);
+    assert_user_error(&o, "multicast");
+    let o = run(&["run", "--kernel", &kernel(), "--nic", "net=bridge"], T);
+    assert_user_error(&o, "net=bridge needs br=");
+}
+
+#[test]
+fn nic_help_lists_models_and_backends() {
+    for spec in ["help", "model=help"] {
+        let o = run(&["run", "--nic", spec], T);
+        assert_eq!(o.code, 0, "{}", o.stderr);
+        for needle in ["virtio", "1af4:1041", "e1000", "8086:100e", "rtl8139", "10ec:8139", "8139cp", "8139too", "user", "tap", "bridge", "passthrough"] {
+            assert!(o.stdout.contains(needle), "{needle} missing from:\n{}", o.stdout);
+        }
+    }
+}

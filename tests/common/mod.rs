@@ -1,0 +1,144 @@
+//! Helpers shared by the integration tests: run the tapir binary with a
+//! deadline so that a hang fails the test instead of blocking it.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Result of one tapir run.
+#[derive(Debug)]
+pub struct Outcome {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+/// Path of the tapir binary under test.
+pub fn tapir_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_tapir"))
+}
+
+/// A running tapir whose output is collected in the background.
+pub struct Running {
+    pub child: Child,
+    stdout: Arc<Mutex<Vec<u8>>>,
+    stderr: Arc<Mutex<Vec<u8>>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+    start: Instant,
+}
+
+fn collect(mut r: impl Read + Send + 'static, buf: Arc<Mutex<Vec<u8>>>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut chunk = [0u8; 4096];
+        while let Ok(n) = r.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            buf.lock().unwrap().extend_from_slice(&chunk[..n]);
+        }
+    })
+}
+
+impl Running {
+    /// Starts `tapir ARGS...` with piped stdin/stdout/stderr.
+    pub fn start(args: &[&str]) -> Running {
+        Self::start_cmd(Command::new(tapir_bin()).args(args))
+    }
+
+    /// Starts a prepared command with piped stdio.
+    pub fn start_cmd(cmd: &mut Command) -> Running {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tapir");
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let readers = vec![
+            collect(child.stdout.take().unwrap(), stdout.clone()),
+            collect(child.stderr.take().unwrap(), stderr.clone()),
+        ];
+        Running { child, stdout, stderr, readers, start: Instant::now() }
+    }
+
+    /// Output so far.
+    pub fn stdout_now(&self) -> String {
+        String::from_utf8_lossy(&self.stdout.lock().unwrap()).into_owned()
+    }
+
+    /// Waits until stdout contains `needle`; false on timeout or exit.
+    pub fn wait_for_output(&mut self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.stdout_now().contains(needle) {
+                return true;
+            }
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return self.stdout_now().contains(needle);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// Writes to tapir's stdin.
+    pub fn send(&mut self, bytes: &[u8]) {
+        let stdin = self.child.stdin.as_mut().expect("stdin");
+        stdin.write_all(bytes).expect("write stdin");
+        stdin.flush().unwrap();
+    }
+
+    /// Sends a signal to tapir.
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    /// Waits for exit; kills tapir and panics if it takes longer than `timeout`.
+    pub fn finish(mut self, timeout: Duration) -> Outcome {
+        drop(self.child.stdin.take());
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(st) = self.child.try_wait().expect("wait") {
+                break st;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "tapir did not exit within {timeout:?} (hung)\nstdout:\n{}\nstderr:\n{}",
+                    self.stdout_now(),
+                    String::from_utf8_lossy(&self.stderr.lock().unwrap())
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
+        use std::os::unix::process::ExitStatusExt;
+        let code = status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+        Outcome {
+            code,
+            stdout: String::from_utf8_lossy(&self.stdout.lock().unwrap()).into_owned(),
+            stderr: String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned(),
+            elapsed: self.start.elapsed(),
+        }
+    }
+}
+
+/// Runs tapir to completion with stdin closed.
+pub fn run(args: &[&str], timeout: Duration) -> Outcome {
+    Running::start(args).finish(timeout)
+}
+
+/// The lines tapir printed on stderr that are not informational notes.
+pub fn error_lines(stderr: &str) -> Vec<&str> {
+    stderr.lines().filter(|l| !l.starts_with("tapir: note:")).collect()
+}

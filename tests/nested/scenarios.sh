@@ -1,0 +1,131 @@
+#!/bin/bash
+# Linux-guest scenarios for tapir, run in ONE place that has a usable KVM:
+# inside the nested L1 VM (resources/nested/tapir-nested) on a PVM host, or
+# directly on a host with VT-x/AMD-V. tests/nested.rs drives this script and
+# checks what it leaves behind.
+#
+# Usage: scenarios.sh TAPIR KERNEL INITRD OUTDIR [SCENARIO...]
+# For each scenario NAME it writes OUTDIR/NAME.log (tapir's stdout+stderr,
+# i.e. the guest console plus tapir's messages), OUTDIR/NAME.rc (tapir's
+# exit status) and OUTDIR/NAME.secs (wall time). A scenario that hangs is
+# killed by `timeout` and records 124.
+set -uo pipefail
+TAPIR=$1 KERNEL=$2 INITRD=$3 OUT=$4
+shift 4
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+WORK=$(mktemp -d /tmp/tapir-scen.XXXXXX)
+trap 'rm -rf "$WORK"' EXIT
+
+# An initrd = the default guest + an extra cpio carrying /scenario.sh.
+with_scenario() { # NAME SCRIPT-TEXT -> prints the combined initrd path
+    printf '%s\n' "$2" >"$WORK/$1.sh"
+    "$ROOT/resources/guest/make-scenario-cpio.sh" "$WORK/$1.sh" "$WORK/$1.cpio.gz" >/dev/null
+    cat "$INITRD" "$WORK/$1.cpio.gz" >"$WORK/$1.initrd"
+    echo "$WORK/$1.initrd"
+}
+
+record() { # NAME RC START
+    echo "$2" >"$OUT/$1.rc"
+    echo $(($(date +%s) - $3)) >"$OUT/$1.secs"
+    echo "scenario $1: exit $2 after $(cat "$OUT/$1.secs") s"
+}
+
+# Runs tapir with stdin from /dev/null; remaining args go to `tapir run`.
+run_plain() { # NAME TIMEOUT ARGS...
+    local name=$1 t=$2 start
+    shift 2
+    start=$(date +%s)
+    timeout -k 5 "$t" "$TAPIR" run "$@" </dev/null >"$OUT/$name.log" 2>&1
+    record "$name" $? "$start"
+}
+
+wait_for() { # FILE PATTERN SECONDS
+    local i
+    for ((i = 0; i < $3 * 10; i++)); do
+        grep -q "$2" "$1" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+CONSOLE="console=ttyS0 loglevel=6"
+
+# Scenario script shared by the boot checks: the kernel log and the
+# interrupt/PCI/memory view of the guest, between markers.
+REPORT='echo "==DMESG-BEGIN=="; dmesg; echo "==DMESG-END=="
+echo "==INTERRUPTS=="; cat /proc/interrupts
+echo "==IOMEM=="; cat /proc/iomem
+echo "==PCI=="; for d in /sys/bus/pci/devices/*; do echo "$d $(cat $d/vendor):$(cat $d/device) class=$(cat $d/class) irq=$(cat $d/irq)"; done
+echo "==END=="'
+
+scenario_smp2_poweroff() {
+    run_plain smp2_poweroff 400 --kernel "$KERNEL" --initrd "$(with_scenario smp2 "$REPORT")" \
+        --cpus 2 --memory 256M --cmdline "$CONSOLE tapir.exit=poweroff"
+}
+
+scenario_up_poweroff() {
+    run_plain up_poweroff 200 --kernel "$KERNEL" --initrd "$(with_scenario up "$REPORT")" \
+        --memory 256M --cmdline "$CONSOLE tapir.exit=poweroff"
+}
+
+scenario_up_reboot() {
+    run_plain up_reboot 200 --kernel "$KERNEL" --initrd "$INITRD" \
+        --memory 256M --cmdline "$CONSOLE tapir.exit=reboot"
+}
+
+# ELF vmlinux with a PVH note, taken out of the bzImage's payload.
+scenario_elf_pvh() {
+    local elf=$WORK/vmlinux
+    if ! "$ROOT/resources/guest/extract-vmlinux.sh" "$KERNEL" "$elf" >"$OUT/elf_pvh.extract" 2>&1; then
+        echo "extract-vmlinux failed" >"$OUT/elf_pvh.log"
+        record elf_pvh 125 "$(date +%s)"
+        return
+    fi
+    run_plain elf_pvh 200 --kernel "$elf" --initrd "$INITRD" \
+        --memory 256M --cmdline "$CONSOLE tapir.exit=poweroff"
+}
+
+# Console input through a pipe: the guest shell runs what we type.
+scenario_console_input() {
+    local name=console_input start fifo=$WORK/console.fifo
+    mkfifo "$fifo"
+    start=$(date +%s)
+    timeout -k 5 200 "$TAPIR" run --kernel "$KERNEL" --initrd "$INITRD" --memory 256M \
+        --cmdline "$CONSOLE tapir.exit=shell" <"$fifo" >"$OUT/$name.log" 2>&1 &
+    local pid=$!
+    exec 7>"$fifo"
+    if wait_for "$OUT/$name.log" 'TAPIR-GUEST: booted' 150; then
+        sleep 2
+        # shellcheck disable=SC2016 # expanded by the guest shell
+        printf 'echo typed-$((6*7))-ok\n' >&7
+        wait_for "$OUT/$name.log" 'typed-42-ok' 30
+        printf 'poweroff -f\n' >&7
+    fi
+    wait "$pid"
+    local rc=$?
+    exec 7>&-
+    record "$name" "$rc" "$start"
+}
+
+# SIGTERM ends tapir cleanly while the guest sits at its shell.
+scenario_sigterm() {
+    local name=sigterm start
+    start=$(date +%s)
+    timeout -k 5 200 "$TAPIR" run --kernel "$KERNEL" --initrd "$INITRD" --memory 256M \
+        --cmdline "$CONSOLE tapir.exit=shell" </dev/null >"$OUT/$name.log" 2>&1 &
+    local pid=$!
+    if wait_for "$OUT/$name.log" 'TAPIR-GUEST: booted' 150; then
+        sleep 1
+        kill -TERM "$pid"
+    fi
+    wait "$pid"
+    record "$name" $? "$start"
+}
+
+ALL="up_poweroff up_reboot elf_pvh console_input sigterm smp2_poweroff"
+echo "kvm: $(ls -l /dev/kvm 2>&1)"
+for s in ${*:-$ALL}; do
+    "scenario_$s"
+done
+echo "scenarios done"
