@@ -54,11 +54,25 @@ pub fn nic_help() -> String {
     let mut s = String::from("NIC models (--nic model=NAME):\n");
     for m in NicModel::ALL {
         let (ids, driver, note) = match m {
-            NicModel::Virtio => ("1af4:1041", "virtio_net", "virtio 1.x over PCI; option vectors=N (MSI-X, 0 = INTx)"),
+            NicModel::Virtio => (
+                "1af4:1041",
+                "virtio_net",
+                "virtio 1.x over PCI; option vectors=N (MSI-X, 0 = INTx)",
+            ),
             NicModel::E1000 => ("8086:100e", "e1000", "Intel 82540EM"),
-            NicModel::Rtl8139 => ("10ec:8139", "8139cp (rev >= 0x20), 8139too (rev=N below 0x20)", "Realtek RTL8139C+"),
+            NicModel::Rtl8139 => (
+                "10ec:8139",
+                "8139cp (rev >= 0x20), 8139too (rev=N below 0x20)",
+                "Realtek RTL8139C+",
+            ),
         };
-        s += &format!("  {:<8} PCI {}  driver {:<14} {} [not built yet]\n", m.name(), ids, driver, note);
+        s += &format!(
+            "  {:<8} PCI {}  driver {:<14} {} [not built yet]\n",
+            m.name(),
+            ids,
+            driver,
+            note
+        );
     }
     s += "\nBackends (--nic net=NAME):\n";
     s += "  user         user-mode NAT, no privileges: subnet=, gateway=, dns=, dhcpstart=, hostfwd=, restrict=on|off [not built yet]\n";

@@ -16,11 +16,25 @@ fn scratch(name: &str) -> std::path::PathBuf {
 }
 
 fn assert_user_error(o: &Outcome, needle: &str) {
-    assert_eq!(o.code, 1, "exit status for {needle:?}\nstderr:\n{}", o.stderr);
+    assert_eq!(
+        o.code, 1,
+        "exit status for {needle:?}\nstderr:\n{}",
+        o.stderr
+    );
     let lines = error_lines(&o.stderr);
-    assert_eq!(lines.len(), 1, "want exactly one error line, got:\n{}", o.stderr);
+    assert_eq!(
+        lines.len(),
+        1,
+        "want exactly one error line, got:\n{}",
+        o.stderr
+    );
     assert!(lines[0].starts_with("tapir: "), "{}", lines[0]);
-    assert!(lines[0].contains(needle), "{:?} not in {:?}", needle, lines[0]);
+    assert!(
+        lines[0].contains(needle),
+        "{:?} not in {:?}",
+        needle,
+        lines[0]
+    );
 }
 
 fn kernel() -> String {
@@ -30,12 +44,24 @@ fn kernel() -> String {
 #[test]
 fn missing_kernel_file() {
     let o = run(&["run", "--kernel", "/nonexistent/vmlinuz"], T);
-    assert_user_error(&o, "cannot open kernel '/nonexistent/vmlinuz': No such file or directory");
+    assert_user_error(
+        &o,
+        "cannot open kernel '/nonexistent/vmlinuz': No such file or directory",
+    );
 }
 
 #[test]
 fn missing_initrd_file() {
-    let o = run(&["run", "--kernel", &kernel(), "--initrd", "/nonexistent/initrd"], T);
+    let o = run(
+        &[
+            "run",
+            "--kernel",
+            &kernel(),
+            "--initrd",
+            "/nonexistent/initrd",
+        ],
+        T,
+    );
     assert_user_error(&o, "cannot open initrd '/nonexistent/initrd'");
 }
 
@@ -99,14 +125,36 @@ fn initrd_larger_than_memory() {
     let p = scratch("big-initrd");
     let f = std::fs::File::create(&p).unwrap();
     f.set_len(40 << 20).unwrap();
-    let o = run(&["run", "--kernel", &kernel(), "--initrd", p.to_str().unwrap(), "--memory", "32M"], T);
+    let o = run(
+        &[
+            "run",
+            "--kernel",
+            &kernel(),
+            "--initrd",
+            p.to_str().unwrap(),
+            "--memory",
+            "32M",
+        ],
+        T,
+    );
     assert_user_error(&o, "does not fit");
 }
 
 #[test]
 fn command_line_too_long() {
     let long = "x".repeat(70_000);
-    let o = run(&["run", "--kernel", &kernel(), "--memory", "32M", "--cmdline", &long], T);
+    let o = run(
+        &[
+            "run",
+            "--kernel",
+            &kernel(),
+            "--memory",
+            "32M",
+            "--cmdline",
+            &long,
+        ],
+        T,
+    );
     assert_user_error(&o, "command line");
 }
 
@@ -127,9 +175,13 @@ fn no_permission_on_kvm() {
     let is_root = unsafe { libc::geteuid() } == 0;
     let meta = std::fs::metadata("/dev/kvm");
     let setpriv = std::path::Path::new("/usr/bin/setpriv").exists();
-    if is_root && setpriv && meta.is_ok() {
+    if let (true, true, Ok(meta)) = (is_root, setpriv, meta) {
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(meta.unwrap().permissions().mode() & 0o006, 0, "/dev/kvm is world-accessible here; this test needs 0600/0660");
+        assert_eq!(
+            meta.permissions().mode() & 0o006,
+            0,
+            "/dev/kvm is world-accessible here; this test needs 0600/0660"
+        );
         let o = common::Running::start_cmd(std::process::Command::new("/usr/bin/setpriv").args([
             "--reuid=65534",
             "--regid=65534",
@@ -145,7 +197,18 @@ fn no_permission_on_kvm() {
         assert_user_error(&o, "no permission to open /dev/kvm");
     } else {
         // Not root: we are the unprivileged user; check the same path if we lack access.
-        let o = run(&["run", "--kernel", &kernel(), "--memory", "32M", "--serial", "none"], T);
+        let o = run(
+            &[
+                "run",
+                "--kernel",
+                &kernel(),
+                "--memory",
+                "32M",
+                "--serial",
+                "none",
+            ],
+            T,
+        );
         if o.code == 1 {
             assert_user_error(&o, "no permission to open /dev/kvm");
         } else {
@@ -156,11 +219,29 @@ fn no_permission_on_kvm() {
 
 #[test]
 fn nic_is_validated_and_not_built_yet() {
-    let o = run(&["run", "--kernel", &kernel(), "--nic", "model=virtio,net=tap,ifname=tap0"], T);
+    let o = run(
+        &[
+            "run",
+            "--kernel",
+            &kernel(),
+            "--nic",
+            "model=virtio,net=tap,ifname=tap0",
+        ],
+        T,
+    );
     assert_user_error(&o, "not built yet");
     let o = run(&["run", "--kernel", &kernel(), "--nic", "model=ne2k"], T);
     assert_user_error(&o, "invalid model 'ne2k'");
-    let o = run(&["run", "--kernel", &kernel(), "--nic", "mac=01:02:03:04:05:06"], T);
+    let o = run(
+        &[
+            "run",
+            "--kernel",
+            &kernel(),
+            "--nic",
+            "mac=01:02:03:04:05:06",
+        ],
+        T,
+    );
     assert_user_error(&o, "multicast");
     let o = run(&["run", "--kernel", &kernel(), "--nic", "net=bridge"], T);
     assert_user_error(&o, "net=bridge needs br=");
@@ -171,8 +252,25 @@ fn nic_help_lists_models_and_backends() {
     for spec in ["help", "model=help"] {
         let o = run(&["run", "--nic", spec], T);
         assert_eq!(o.code, 0, "{}", o.stderr);
-        for needle in ["virtio", "1af4:1041", "e1000", "8086:100e", "rtl8139", "10ec:8139", "8139cp", "8139too", "user", "tap", "bridge", "passthrough"] {
-            assert!(o.stdout.contains(needle), "{needle} missing from:\n{}", o.stdout);
+        for needle in [
+            "virtio",
+            "1af4:1041",
+            "e1000",
+            "8086:100e",
+            "rtl8139",
+            "10ec:8139",
+            "8139cp",
+            "8139too",
+            "user",
+            "tap",
+            "bridge",
+            "passthrough",
+        ] {
+            assert!(
+                o.stdout.contains(needle),
+                "{needle} missing from:\n{}",
+                o.stdout
+            );
         }
     }
 }

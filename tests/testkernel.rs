@@ -14,25 +14,51 @@ const T: Duration = Duration::from_secs(60);
 
 fn tk(args: &[&str], cmdline: &str) -> Outcome {
     let kernel = tapir_testkernel::elf_path();
-    let mut v = vec!["run", "--kernel", kernel.to_str().unwrap(), "--cmdline", cmdline];
+    let mut v = vec![
+        "run",
+        "--kernel",
+        kernel.to_str().unwrap(),
+        "--cmdline",
+        cmdline,
+    ];
     v.extend_from_slice(args);
     run(&v, T)
 }
 
 fn assert_pass(o: &Outcome) {
-    assert!(o.stdout.contains("TESTKERNEL: PASS"), "no PASS:\nstdout:\n{}\nstderr:\n{}", o.stdout, o.stderr);
-    assert!(!o.stdout.contains("TESTKERNEL: FAIL"), "FAIL seen:\n{}", o.stdout);
+    assert!(
+        o.stdout.contains("TESTKERNEL: PASS"),
+        "no PASS:\nstdout:\n{}\nstderr:\n{}",
+        o.stdout,
+        o.stderr
+    );
+    assert!(
+        !o.stdout.contains("TESTKERNEL: FAIL"),
+        "FAIL seen:\n{}",
+        o.stdout
+    );
     assert_eq!(o.code, 0, "exit status\nstderr:\n{}", o.stderr);
-    assert!(o.stderr.contains("guest powered off"), "stderr: {}", o.stderr);
+    assert!(
+        o.stderr.contains("guest powered off"),
+        "stderr: {}",
+        o.stderr
+    );
 }
 
 #[test]
 fn boots_linux64_entry_and_checks_the_machine() {
-    let o = tk(&["--memory", "64M"], "test=basic expect_cpus=1 expect_mem_mib=64");
+    let o = tk(
+        &["--memory", "64M"],
+        "test=basic expect_cpus=1 expect_mem_mib=64",
+    );
     assert_pass(&o);
     assert!(o.stdout.contains("boot=linux64"), "{}", o.stdout);
     // The host bridge is the only PCI function on bus 0.
-    assert!(o.stdout.contains("PCI 00:00.0 1b36:0008 class 060000"), "{}", o.stdout);
+    assert!(
+        o.stdout.contains("PCI 00:00.0 1b36:0008 class 060000"),
+        "{}",
+        o.stdout
+    );
     assert_eq!(o.stdout.matches("PCI 00:").count(), 1, "{}", o.stdout);
 }
 
@@ -40,7 +66,15 @@ fn boots_linux64_entry_and_checks_the_machine() {
 fn boots_pvh_entry() {
     let kernel = tapir_testkernel::pvh_elf_path();
     let o = run(
-        &["run", "--kernel", kernel.to_str().unwrap(), "--memory", "32M", "--cmdline", "test=basic expect_cpus=1 expect_mem_mib=32"],
+        &[
+            "run",
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--memory",
+            "32M",
+            "--cmdline",
+            "test=basic expect_cpus=1 expect_mem_mib=32",
+        ],
         T,
     );
     assert_pass(&o);
@@ -49,21 +83,33 @@ fn boots_pvh_entry() {
 
 #[test]
 fn madt_lists_every_vcpu() {
-    assert_pass(&tk(&["--cpus", "4", "--memory", "32M"], "test=basic expect_cpus=4 expect_mem_mib=32"));
+    assert_pass(&tk(
+        &["--cpus", "4", "--memory", "32M"],
+        "test=basic expect_cpus=4 expect_mem_mib=32",
+    ));
 }
 
 #[test]
 fn memory_above_the_pci_hole_is_reported() {
     // 3.5 GiB: 3 GiB below the hole and 512 MiB above 4 GiB (lazily mapped).
-    assert_pass(&tk(&["--memory", "3584M"], "test=basic expect_cpus=1 expect_mem_mib=3584"));
+    assert_pass(&tk(
+        &["--memory", "3584M"],
+        "test=basic expect_cpus=1 expect_mem_mib=3584",
+    ));
 }
 
 #[test]
 fn a_broken_promise_is_caught_by_the_guest() {
     // The guest checks what tapir promised: a wrong expectation must FAIL.
-    let o = tk(&["--cpus", "2", "--memory", "32M"], "test=basic expect_cpus=3 expect_mem_mib=32");
+    let o = tk(
+        &["--cpus", "2", "--memory", "32M"],
+        "test=basic expect_cpus=3 expect_mem_mib=32",
+    );
     assert!(o.stdout.contains("TESTKERNEL: FAIL"), "{}", o.stdout);
-    let o = tk(&["--memory", "32M"], "test=basic expect_cpus=1 expect_mem_mib=64");
+    let o = tk(
+        &["--memory", "32M"],
+        "test=basic expect_cpus=1 expect_mem_mib=64",
+    );
     assert!(o.stdout.contains("TESTKERNEL: FAIL"), "{}", o.stdout);
 }
 
@@ -85,15 +131,27 @@ fn i8042_reset_reboots() {
 fn triple_fault_is_a_dead_guest_with_registers() {
     let o = tk(&["--memory", "32M"], "test=triple-fault");
     assert_eq!(o.code, 2, "stderr: {}", o.stderr);
-    assert!(o.stderr.contains("guest died on vCPU 0: triple fault"), "stderr: {}", o.stderr);
-    assert!(o.stderr.contains("rip=0x") && o.stderr.contains("cr0="), "stderr: {}", o.stderr);
+    assert!(
+        o.stderr.contains("guest died on vCPU 0: triple fault"),
+        "stderr: {}",
+        o.stderr
+    );
+    assert!(
+        o.stderr.contains("rip=0x") && o.stderr.contains("cr0="),
+        "stderr: {}",
+        o.stderr
+    );
 }
 
 #[test]
 fn unmapped_mmio_reads_all_ones_and_the_vm_survives() {
     let o = tk(&["--memory", "32M"], "test=mmio-unmapped");
     assert_pass(&o);
-    assert!(o.stdout.to_lowercase().contains("0xffffffff"), "{}", o.stdout);
+    assert!(
+        o.stdout.to_lowercase().contains("0xffffffff"),
+        "{}",
+        o.stdout
+    );
 }
 
 #[test]
@@ -106,8 +164,20 @@ fn unclaimed_port_reads_all_ones_with_a_warning() {
 #[test]
 fn serial_input_reaches_the_guest() {
     let kernel = tapir_testkernel::elf_path();
-    let mut r = Running::start(&["run", "--kernel", kernel.to_str().unwrap(), "--memory", "32M", "--cmdline", "test=echo"]);
-    assert!(r.wait_for_output("ECHO READY", T), "no ECHO READY: {}", r.stdout_now());
+    let mut r = Running::start(&[
+        "run",
+        "--kernel",
+        kernel.to_str().unwrap(),
+        "--memory",
+        "32M",
+        "--cmdline",
+        "test=echo",
+    ]);
+    assert!(
+        r.wait_for_output("ECHO READY", T),
+        "no ECHO READY: {}",
+        r.stdout_now()
+    );
     r.send(b"hello tapir\n");
     let o = r.finish(T);
     assert!(o.stdout.contains("ECHO GOT hello tapir"), "{}", o.stdout);
@@ -117,19 +187,39 @@ fn serial_input_reaches_the_guest() {
 #[test]
 fn sigterm_stops_a_halted_guest() {
     let kernel = tapir_testkernel::elf_path();
-    let mut r = Running::start(&["run", "--kernel", kernel.to_str().unwrap(), "--memory", "32M", "--cmdline", "test=halt"]);
+    let mut r = Running::start(&[
+        "run",
+        "--kernel",
+        kernel.to_str().unwrap(),
+        "--memory",
+        "32M",
+        "--cmdline",
+        "test=halt",
+    ]);
     assert!(r.wait_for_output("HALTING", T), "{}", r.stdout_now());
     r.signal(libc::SIGTERM);
     let o = r.finish(Duration::from_secs(10));
     assert_eq!(o.code, 128 + libc::SIGTERM, "stderr: {}", o.stderr);
-    assert!(o.stderr.contains("stopped by signal 15"), "stderr: {}", o.stderr);
+    assert!(
+        o.stderr.contains("stopped by signal 15"),
+        "stderr: {}",
+        o.stderr
+    );
 }
 
 #[test]
 fn sigint_stops_a_halted_smp_guest() {
     let kernel = tapir_testkernel::elf_path();
     let mut r = Running::start(&[
-        "run", "--kernel", kernel.to_str().unwrap(), "--cpus", "2", "--memory", "32M", "--cmdline", "test=halt",
+        "run",
+        "--kernel",
+        kernel.to_str().unwrap(),
+        "--cpus",
+        "2",
+        "--memory",
+        "32M",
+        "--cmdline",
+        "test=halt",
     ]);
     assert!(r.wait_for_output("HALTING", T), "{}", r.stdout_now());
     r.signal(libc::SIGINT);
@@ -143,9 +233,16 @@ fn serial_to_file_and_to_nowhere() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("console.log");
     let spec = format!("file:{}", path.display());
-    let o = tk(&["--memory", "32M", "--serial", &spec], "test=basic expect_cpus=1");
+    let o = tk(
+        &["--memory", "32M", "--serial", &spec],
+        "test=basic expect_cpus=1",
+    );
     assert_eq!(o.code, 0, "{}", o.stderr);
-    assert!(!o.stdout.contains("TESTKERNEL"), "guest output leaked to stdout: {}", o.stdout);
+    assert!(
+        !o.stdout.contains("TESTKERNEL"),
+        "guest output leaked to stdout: {}",
+        o.stdout
+    );
     let text = std::fs::read_to_string(&path).unwrap();
     assert!(text.contains("TESTKERNEL: PASS"), "{text}");
     let o = tk(&["--memory", "32M", "--serial", "none"], "test=basic");

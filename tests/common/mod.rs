@@ -32,7 +32,10 @@ pub struct Running {
     start: Instant,
 }
 
-fn collect(mut r: impl Read + Send + 'static, buf: Arc<Mutex<Vec<u8>>>) -> std::thread::JoinHandle<()> {
+fn collect(
+    mut r: impl Read + Send + 'static,
+    buf: Arc<Mutex<Vec<u8>>>,
+) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let mut chunk = [0u8; 4096];
         while let Ok(n) = r.read(&mut chunk) {
@@ -64,7 +67,13 @@ impl Running {
             collect(child.stdout.take().unwrap(), stdout.clone()),
             collect(child.stderr.take().unwrap(), stderr.clone()),
         ];
-        Running { child, stdout, stderr, readers, start: Instant::now() }
+        Running {
+            child,
+            stdout,
+            stderr,
+            readers,
+            start: Instant::now(),
+        }
     }
 
     /// Output so far.
@@ -123,7 +132,9 @@ impl Running {
             let _ = r.join();
         }
         use std::os::unix::process::ExitStatusExt;
-        let code = status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+        let code = status
+            .code()
+            .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
         Outcome {
             code,
             stdout: String::from_utf8_lossy(&self.stdout.lock().unwrap()).into_owned(),
@@ -140,5 +151,8 @@ pub fn run(args: &[&str], timeout: Duration) -> Outcome {
 
 /// The lines tapir printed on stderr that are not informational notes.
 pub fn error_lines(stderr: &str) -> Vec<&str> {
-    stderr.lines().filter(|l| !l.starts_with("tapir: note:")).collect()
+    stderr
+        .lines()
+        .filter(|l| !l.starts_with("tapir: note:"))
+        .collect()
 }

@@ -49,13 +49,13 @@ wait_for() { # FILE PATTERN SECONDS
     return 1
 }
 
-CONSOLE="console=ttyS0 loglevel=6"
+CONSOLE="console=ttyS0 quiet"
 
 # Scenario script shared by the boot checks: the kernel log and the
 # interrupt/PCI/memory view of the guest, between markers.
-REPORT='echo "==DMESG-BEGIN=="; dmesg; echo "==DMESG-END=="
+REPORT='echo "==DMESG-BEGIN=="; dmesg -r | grep "^<[0-4]>"; echo "==DMESG-END=="
+echo "==DMESG-PCI-IRQ=="; dmesg | grep -iE "pci|irq|_osc|mmconfig|ioapic|smp|cpu[0-9]* |brought up"
 echo "==INTERRUPTS=="; cat /proc/interrupts
-echo "==IOMEM=="; cat /proc/iomem
 echo "==PCI=="; for d in /sys/bus/pci/devices/*; do echo "$d $(cat $d/vendor):$(cat $d/device) class=$(cat $d/class) irq=$(cat $d/irq)"; done
 echo "==END=="'
 

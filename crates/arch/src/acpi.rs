@@ -9,7 +9,7 @@
 //!           └─ MCFG (ECAM for segment 0, bus 0)
 //! ```
 //!
-//! Everything is laid out in `[ACPI_START, ACPI_START + ACPI_SIZE)`; the
+//! Everything is laid out in `[ACPI_START, ACPI_START + ACPI_TABLES_SIZE)`; the
 //! RSDP comes first so that a guest scanning the BIOS area finds it.
 
 mod dsdt;
@@ -170,7 +170,7 @@ pub fn create_acpi_tables<M: GuestMemory>(
         mem,
         cfg,
         GuestAddress(layout::ACPI_START),
-        layout::ACPI_SIZE,
+        layout::ACPI_TABLES_SIZE,
     )
 }
 

@@ -347,14 +347,8 @@ fn u64_at(b: &[u8], off: usize) -> u64 {
 /// PVH note makes it [`KernelKind::ElfPvh`]. bzImages are loaded at
 /// `code32_start` (1 MiB) and checked for a usable 64-bit boot protocol and
 /// for enough memory to decompress themselves.
-pub fn load_kernel<M: GuestMemoryBackend>(
-    mem: &M,
-    kernel_file: &mut File,
-) -> Result<LoadedKernel> {
-    let file_len = kernel_file
-        .metadata()
-        .map_err(BootError::ReadKernel)?
-        .len();
+pub fn load_kernel<M: GuestMemoryBackend>(mem: &M, kernel_file: &mut File) -> Result<LoadedKernel> {
+    let file_len = kernel_file.metadata().map_err(BootError::ReadKernel)?.len();
     let mut head = [0u8; SETUP_HEADER_END];
     let n = read_prefix(kernel_file, &mut head).map_err(BootError::ReadKernel)?;
     let head = &head[..n];
@@ -390,10 +384,15 @@ fn load_elf<M: GuestMemoryBackend>(
         return Err(BootError::ElfMalformed("unexpected program header size"));
     }
     if e_phoff < ELF_HEADER_SIZE as u64 {
-        return Err(BootError::ElfMalformed("program headers overlap the ELF header"));
+        return Err(BootError::ElfMalformed(
+            "program headers overlap the ELF header",
+        ));
     }
     let phdrs_len = (e_phnum * ELF_PHDR_SIZE) as u64;
-    if e_phoff.checked_add(phdrs_len).is_none_or(|end| end > file_len) {
+    if e_phoff
+        .checked_add(phdrs_len)
+        .is_none_or(|end| end > file_len)
+    {
         return Err(BootError::KernelTruncated(
             "file ends inside the ELF program headers".into(),
         ));
@@ -414,7 +413,10 @@ fn load_elf<M: GuestMemoryBackend>(
         if p_type != PT_LOAD || p_filesz == 0 {
             continue;
         }
-        if p_offset.checked_add(p_filesz).is_none_or(|end| end > file_len) {
+        if p_offset
+            .checked_add(p_filesz)
+            .is_none_or(|end| end > file_len)
+        {
             return Err(BootError::KernelTruncated(format!(
                 "segment at file offset {p_offset:#x} ({p_filesz:#x} bytes) runs past the \
                  end of the {file_len}-byte file"
@@ -434,8 +436,8 @@ fn load_elf<M: GuestMemoryBackend>(
         return Err(BootError::ElfNoSegments);
     }
 
-    let result = Elf::load(mem, None, file, Some(GuestAddress(HIMEM_START)))
-        .map_err(BootError::ElfLoad)?;
+    let result =
+        Elf::load(mem, None, file, Some(GuestAddress(HIMEM_START))).map_err(BootError::ElfLoad)?;
     let (kind, entry) = match result.pvh_boot_cap {
         PvhBootCapability::PvhEntryPresent(addr) => (KernelKind::ElfPvh, addr),
         _ => (KernelKind::ElfLinux64, GuestAddress(e_entry)),
@@ -483,7 +485,7 @@ fn load_bzimage<M: GuestMemoryBackend>(
         n => u64::from(n),
     };
     let setup_bytes = (setup_sects + 1) * 512;
-    let payload = file_len.checked_sub(setup_bytes).unwrap_or(0);
+    let payload = file_len.saturating_sub(setup_bytes);
     let expected = u64::from(hdr.syssize) * 16;
     if payload == 0 || payload < expected {
         return Err(BootError::KernelTruncated(format!(
@@ -525,9 +527,7 @@ fn load_bzimage<M: GuestMemoryBackend>(
         .map_err(BootError::BzImageLoad)?;
     Ok(LoadedKernel {
         kind: KernelKind::BzImage,
-        entry: result
-            .kernel_load
-            .unchecked_add(BZIMAGE_64BIT_ENTRY_OFFSET),
+        entry: result.kernel_load.unchecked_add(BZIMAGE_64BIT_ENTRY_OFFSET),
         load_addr: result.kernel_load,
         kernel_end: GuestAddress(needed_end.max(result.kernel_end)),
         setup_header: result.setup_header,
@@ -544,10 +544,7 @@ pub fn load_initrd<M: GuestMemoryBackend>(
     initrd_file: &mut File,
     mem_size: u64,
 ) -> Result<(GuestAddress, usize)> {
-    let size = initrd_file
-        .metadata()
-        .map_err(BootError::ReadInitrd)?
-        .len();
+    let size = initrd_file.metadata().map_err(BootError::ReadInitrd)?.len();
     if size == 0 {
         return Err(BootError::InitrdEmpty);
     }
@@ -843,7 +840,15 @@ mod tests {
         // offset, vaddr, paddr, filesz, memsz, align
         phdr(
             0,
-            [CODE_OFFSET as u64, paddr, paddr, code_len, code_len + 0x1000, 0x1000, 0],
+            [
+                CODE_OFFSET as u64,
+                paddr,
+                paddr,
+                code_len,
+                code_len + 0x1000,
+                0x1000,
+                0,
+            ],
             PT_LOAD,
             5,
         );
@@ -1022,7 +1027,10 @@ mod tests {
 
         let mut f = TempFile::with_contents(&build_elf(0x8000, &[0xf4; 16], None));
         let err = load_kernel(&mem, &mut f.file).unwrap_err();
-        assert!(matches!(err, BootError::KernelLoadAddress(0x8000)), "{err:?}");
+        assert!(
+            matches!(err, BootError::KernelLoadAddress(0x8000)),
+            "{err:?}"
+        );
 
         // A segment that runs past the end of the file.
         let mut img = build_elf(2 * MIB, &[0xf4; 64], None);
@@ -1081,7 +1089,10 @@ mod tests {
         head[0x258..0x260].copy_from_slice(&0x8000u64.to_le_bytes());
         let mut f = with_payload(head);
         let err = load_kernel(&mem, &mut f.file).unwrap_err();
-        assert!(matches!(err, BootError::BzImageNotRelocatable(0x8000)), "{err:?}");
+        assert!(
+            matches!(err, BootError::BzImageNotRelocatable(0x8000)),
+            "{err:?}"
+        );
 
         // Relocatable, decompresses at 16 MiB and needs 60 MiB there.
         let mut head = bzimage_head(0x20f, LOADED_HIGH, XLF_KERNEL_64);
@@ -1123,15 +1134,21 @@ mod tests {
         // The protected-mode kernel follows the setup sectors.
         let setup_bytes = (usize::from(hdr.setup_sects) + 1) * 512;
         let mut back = vec![0u8; 4096];
-        mem.read_slice(&mut back, GuestAddress(HIMEM_START)).unwrap();
+        mem.read_slice(&mut back, GuestAddress(HIMEM_START))
+            .unwrap();
         assert_eq!(back, image[setup_bytes..setup_bytes + 4096]);
         assert!(k.kernel_end.raw_value() > HIMEM_START + (image.len() - setup_bytes) as u64);
 
         // Complete set-up, then read the zero page back.
         let size = write_cmdline(&mem, "console=ttyS0 reboot=k panic=1").unwrap();
         let initrd = TempFile::with_contents(&[0x5a; 10000]);
-        let (initrd_addr, initrd_len) =
-            load_initrd(&mem, &k, &mut { initrd.file.try_clone().unwrap() }, 256 * MIB).unwrap();
+        let (initrd_addr, initrd_len) = load_initrd(
+            &mem,
+            &k,
+            &mut { initrd.file.try_clone().unwrap() },
+            256 * MIB,
+        )
+        .unwrap();
         configure_linux_boot(
             &mem,
             &k,
@@ -1206,7 +1223,10 @@ mod tests {
         let kernel = elf_kernel(HIMEM_START, 16 * MIB);
         let mut f = TempFile::sparse(50 * MIB);
         let err = load_initrd(&mem, &kernel, &mut f.file, 64 * MIB).unwrap_err();
-        assert!(matches!(err, BootError::InitrdTooBig { size_mib: 50 }), "{err:?}");
+        assert!(
+            matches!(err, BootError::InitrdTooBig { size_mib: 50 }),
+            "{err:?}"
+        );
 
         let mut f = TempFile::new();
         let err = load_initrd(&mem, &kernel, &mut f.file, 64 * MIB).unwrap_err();
@@ -1219,7 +1239,8 @@ mod tests {
         let size = write_cmdline(&mem, "console=ttyS0").unwrap();
         assert_eq!(size, 14);
         let mut back = [0xffu8; 14];
-        mem.read_slice(&mut back, GuestAddress(CMDLINE_START)).unwrap();
+        mem.read_slice(&mut back, GuestAddress(CMDLINE_START))
+            .unwrap();
         assert_eq!(&back, b"console=ttyS0\0");
 
         let longest = "x".repeat(CMDLINE_MAX_SIZE - 1);
@@ -1302,7 +1323,13 @@ mod tests {
         assert_eq!({ p.hdr.ramdisk_image }, 0);
         let err = configure_linux_boot(&mem, &kernel, 2049, None, rsdp, 16 * MIB).unwrap_err();
         assert!(
-            matches!(err, BootError::CmdlineTooLongForKernel { len: 2048, max: 2047 }),
+            matches!(
+                err,
+                BootError::CmdlineTooLongForKernel {
+                    len: 2048,
+                    max: 2047
+                }
+            ),
             "{err:?}"
         );
     }

@@ -91,7 +91,9 @@ const TOPOLOGY_LEVEL_CORE: u32 = 2;
 
 /// Number of bits of the APIC id that select a core: ceil(log2(n)).
 fn core_id_bits(nr_vcpus: u8) -> u32 {
-    u32::from(nr_vcpus.max(1)).next_power_of_two().trailing_zeros()
+    u32::from(nr_vcpus.max(1))
+        .next_power_of_two()
+        .trailing_zeros()
 }
 
 /// One subleaf of the x2APIC topology leaves (0xB and 0x1F): level 0 is SMT
@@ -101,7 +103,11 @@ fn topology_subleaf(entry: &mut kvm_cpuid_entry2, vcpu_id: u8, nr_vcpus: u8) {
     let level = entry.index;
     let (shift, count, level_type) = match level {
         0 => (0, 1, TOPOLOGY_LEVEL_SMT),
-        1 => (core_id_bits(nr_vcpus), u32::from(nr_vcpus.max(1)), TOPOLOGY_LEVEL_CORE),
+        1 => (
+            core_id_bits(nr_vcpus),
+            u32::from(nr_vcpus.max(1)),
+            TOPOLOGY_LEVEL_CORE,
+        ),
         _ => (0, 0, TOPOLOGY_LEVEL_INVALID),
     };
     entry.eax = shift;
@@ -544,7 +550,7 @@ pub fn setup_protected_mode_pvh<M: GuestMemoryBackend>(
 mod tests {
     use kvm_bindings::{kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES};
     use kvm_ioctls::{VcpuExit, VmFd};
-    use vm_memory::{GuestMemoryMmap, GuestMemoryRegion as _};
+    use vm_memory::GuestMemoryMmap;
 
     use super::*;
     use crate::layout::ZERO_PAGE_START;
@@ -707,14 +713,26 @@ mod tests {
         assert_eq!(GDT_DATA, 0x00cf_9300_0000_ffff);
 
         let cs = segment_from_gdt(GDT_CODE64, 1);
-        assert_eq!((cs.base, cs.limit, cs.selector, cs.type_), (0, 0xffff_ffff, 8, 0xb));
-        assert_eq!((cs.present, cs.dpl, cs.s, cs.l, cs.db, cs.g), (1, 0, 1, 1, 0, 1));
+        assert_eq!(
+            (cs.base, cs.limit, cs.selector, cs.type_),
+            (0, 0xffff_ffff, 8, 0xb)
+        );
+        assert_eq!(
+            (cs.present, cs.dpl, cs.s, cs.l, cs.db, cs.g),
+            (1, 0, 1, 1, 0, 1)
+        );
         let cs32 = segment_from_gdt(GDT_CODE32, 1);
         assert_eq!((cs32.l, cs32.db), (0, 1));
         let ds = segment_from_gdt(GDT_DATA, 2);
-        assert_eq!((ds.selector, ds.type_, ds.l, ds.db, ds.limit), (0x10, 3, 0, 1, 0xffff_ffff));
+        assert_eq!(
+            (ds.selector, ds.type_, ds.l, ds.db, ds.limit),
+            (0x10, 3, 0, 1, 0xffff_ffff)
+        );
         let tr = segment_from_gdt(GDT_TSS, 3);
-        assert_eq!((tr.selector, tr.type_, tr.s, tr.limit, tr.g), (0x18, 0xb, 0, 0x67, 0));
+        assert_eq!(
+            (tr.selector, tr.type_, tr.s, tr.limit, tr.g),
+            (0x18, 0xb, 0, 0x67, 0)
+        );
         let null = segment_from_gdt(GDT_NULL, 0);
         assert_eq!(null.unusable, 1);
         let based = segment_from_gdt(gdt_entry(0xc093, 0x1234_5678, 0xabcde), 2);
@@ -791,7 +809,10 @@ mod tests {
 
         let sregs = vcpu.get_sregs().unwrap();
         assert_eq!(sregs.efer & (EFER_LMA | EFER_LME), EFER_LMA | EFER_LME);
-        assert_eq!(sregs.cr0 & (X86_CR0_PG | X86_CR0_PE), X86_CR0_PG | X86_CR0_PE);
+        assert_eq!(
+            sregs.cr0 & (X86_CR0_PG | X86_CR0_PE),
+            X86_CR0_PG | X86_CR0_PE
+        );
         assert_eq!(sregs.cr4 & X86_CR4_PAE, X86_CR4_PAE);
         assert_eq!(sregs.cr3, PML4_START);
         assert_eq!((sregs.cs.selector, sregs.cs.l), (0x8, 1));
@@ -801,8 +822,14 @@ mod tests {
         assert_eq!((sregs.idt.base, sregs.idt.limit), (IDT_START, 7));
 
         let regs = vcpu.get_regs().unwrap();
-        assert_eq!((regs.rip, regs.rsi, regs.rflags), (ENTRY, ZERO_PAGE_START, 2));
-        assert_eq!((regs.rsp, regs.rbp), (BOOT_STACK_POINTER, BOOT_STACK_POINTER));
+        assert_eq!(
+            (regs.rip, regs.rsi, regs.rflags),
+            (ENTRY, ZERO_PAGE_START, 2)
+        );
+        assert_eq!(
+            (regs.rsp, regs.rbp),
+            (BOOT_STACK_POINTER, BOOT_STACK_POINTER)
+        );
 
         let fpu = vcpu.get_fpu().unwrap();
         assert_eq!(fpu.fcw, 0x37f);
@@ -825,16 +852,31 @@ mod tests {
         assert_eq!(vcpu.get_msrs(&mut msrs).unwrap(), 2);
         assert_eq!(msrs.as_slice()[0].data, 0);
         assert_eq!(msrs.as_slice()[1].data & MISC_ENABLE_FAST_STRING, 1);
+        // MTRRdefType is best effort: where KVM has it, it holds E|WB.
+        let mut mtrr = Msrs::from_entries(&[kvm_msr_entry {
+            index: MSR_MTRR_DEF_TYPE,
+            ..Default::default()
+        }])
+        .unwrap();
+        if vcpu.get_msrs(&mut mtrr).unwrap() == 1 {
+            assert_eq!(mtrr.as_slice()[0].data, MTRR_ENABLE | MTRR_TYPE_WB);
+        }
 
         // Page tables: PML4 -> PDPT -> 4 PDs of 2 MiB pages, identity.
         let pml4: u64 = mem.read_obj(GuestAddress(PML4_START)).unwrap();
         assert_eq!(pml4, PDPT_START | 0x3);
-        assert_eq!(mem.read_obj::<u64>(GuestAddress(PML4_START + 8)).unwrap(), 0);
+        assert_eq!(
+            mem.read_obj::<u64>(GuestAddress(PML4_START + 8)).unwrap(),
+            0
+        );
         for i in 0..4 {
             let pdpte: u64 = mem.read_obj(GuestAddress(PDPT_START + i * 8)).unwrap();
             assert_eq!(pdpte, (PD_START + i * PAGE_SIZE) | 0x3);
         }
-        assert_eq!(mem.read_obj::<u64>(GuestAddress(PDPT_START + 32)).unwrap(), 0);
+        assert_eq!(
+            mem.read_obj::<u64>(GuestAddress(PDPT_START + 32)).unwrap(),
+            0
+        );
         for (pd, slot) in [(0u64, 0u64), (0, 1), (1, 7), (3, 511)] {
             let pde: u64 = mem
                 .read_obj(GuestAddress(PD_START + pd * PAGE_SIZE + slot * 8))
@@ -915,7 +957,13 @@ mod tests {
         let vcpu = vm.create_vcpu(0).unwrap();
         setup_lapic(&vcpu).unwrap();
         let lapic = vcpu.get_lapic().unwrap();
-        assert_eq!((lapic_reg(&lapic, APIC_LVT_LINT0) >> 8) & 0x7, APIC_MODE_EXTINT);
-        assert_eq!((lapic_reg(&lapic, APIC_LVT_LINT1) >> 8) & 0x7, APIC_MODE_NMI);
+        assert_eq!(
+            (lapic_reg(&lapic, APIC_LVT_LINT0) >> 8) & 0x7,
+            APIC_MODE_EXTINT
+        );
+        assert_eq!(
+            (lapic_reg(&lapic, APIC_LVT_LINT1) >> 8) & 0x7,
+            APIC_MODE_NMI
+        );
     }
 }

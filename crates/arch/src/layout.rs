@@ -29,10 +29,17 @@ pub const CMDLINE_START: u64 = 0x20000;
 pub const CMDLINE_MAX_SIZE: usize = 0x10000;
 /// End of the low RAM that is reported as usable (EBDA starts here).
 pub const LOW_RAM_END: u64 = 0x9fc00;
-/// ACPI tables region (reserved in the e820 map); the RSDP is first.
+/// Firmware area (reserved in the e820 map): ACPI tables, RSDP first,
+/// and the reset-vector stub in its last page.
 pub const ACPI_START: u64 = 0xe0000;
-/// Size of the ACPI tables region.
+/// Size of the reserved firmware area (up to 1 MiB).
 pub const ACPI_SIZE: u64 = 0x20000;
+/// Room for the ACPI tables inside the firmware area.
+pub const ACPI_TABLES_SIZE: u64 = 0x1f000;
+/// The real-mode reset vector (F000:FFF0). Linux falls back to jumping
+/// here to reboot ("BIOS reboot"); tapir places a stub that writes the ACPI
+/// reset register, as a firmware's reset path would.
+pub const RESET_VECTOR: u64 = 0xffff0;
 /// Where the kernel is loaded (1 MiB).
 pub const HIMEM_START: u64 = 0x10_0000;
 

@@ -5,4 +5,5 @@
 pub mod acpi;
 pub mod boot;
 pub mod cpu;
+pub mod firmware;
 pub mod layout;

@@ -60,7 +60,8 @@ impl RawTerminal {
         termios::cfmakeraw(&mut raw);
         // Keep output post-processing so "\n" still returns the carriage.
         raw.output_flags = saved.output_flags;
-        raw.local_flags &= !(LocalFlags::ECHO | LocalFlags::ICANON | LocalFlags::ISIG | LocalFlags::IEXTEN);
+        raw.local_flags &=
+            !(LocalFlags::ECHO | LocalFlags::ICANON | LocalFlags::ISIG | LocalFlags::IEXTEN);
         termios::tcsetattr(fd, SetArg::TCSANOW, &raw).ok()?;
         Some(Self { fd, saved })
     }
@@ -93,8 +94,21 @@ pub struct ConsoleInput {
 
 impl ConsoleInput {
     /// `space` is the eventfd the serial device signals when its FIFO empties.
-    pub fn new(serial: Arc<SerialDevice>, space: EventFd, interactive: bool, control: Arc<dyn ConsoleControl>) -> Self {
-        Self { serial, space, pending: Vec::new(), watching_stdin: false, interactive, saw_escape: false, control }
+    pub fn new(
+        serial: Arc<SerialDevice>,
+        space: EventFd,
+        interactive: bool,
+        control: Arc<dyn ConsoleControl>,
+    ) -> Self {
+        Self {
+            serial,
+            space,
+            pending: Vec::new(),
+            watching_stdin: false,
+            interactive,
+            saw_escape: false,
+            control,
+        }
     }
 
     fn stdin_fd() -> i32 {
@@ -180,10 +194,15 @@ impl MutEventSubscriber for ConsoleInput {
                         self.set_stdin_watch(ops, false);
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted || e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e)
+                    if e.kind() == io::ErrorKind::Interrupted
+                        || e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(_) => self.set_stdin_watch(ops, false),
             }
-        } else if events.event_set().intersects(EventSet::HANG_UP | EventSet::ERROR) {
+        } else if events
+            .event_set()
+            .intersects(EventSet::HANG_UP | EventSet::ERROR)
+        {
             self.set_stdin_watch(ops, false);
         }
     }

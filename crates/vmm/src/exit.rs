@@ -48,7 +48,9 @@ impl ExitReason {
         match self {
             ExitReason::PowerOff => "guest powered off".into(),
             ExitReason::Reset => "guest rebooted (tapir exits on reset)".into(),
-            ExitReason::GuestDied { vcpu, reason, .. } => format!("guest died on vCPU {vcpu}: {reason}"),
+            ExitReason::GuestDied { vcpu, reason, .. } => {
+                format!("guest died on vCPU {vcpu}: {reason}")
+            }
             ExitReason::Signal(s) => format!("stopped by signal {s}"),
             ExitReason::Quit => "quit from the console (Ctrl-A x)".into(),
         }
@@ -60,10 +62,26 @@ pub fn dump_registers(vcpu: &VcpuFd) -> String {
     let mut s = String::new();
     match vcpu.get_regs() {
         Ok(r) => {
-            let _ = writeln!(s, "  rip={:#018x} rsp={:#018x} rbp={:#018x} rflags={:#x}", r.rip, r.rsp, r.rbp, r.rflags);
-            let _ = writeln!(s, "  rax={:#018x} rbx={:#018x} rcx={:#018x} rdx={:#018x}", r.rax, r.rbx, r.rcx, r.rdx);
-            let _ = writeln!(s, "  rsi={:#018x} rdi={:#018x} r8 ={:#018x} r9 ={:#018x}", r.rsi, r.rdi, r.r8, r.r9);
-            let _ = writeln!(s, "  r10={:#018x} r11={:#018x} r12={:#018x} r13={:#018x}", r.r10, r.r11, r.r12, r.r13);
+            let _ = writeln!(
+                s,
+                "  rip={:#018x} rsp={:#018x} rbp={:#018x} rflags={:#x}",
+                r.rip, r.rsp, r.rbp, r.rflags
+            );
+            let _ = writeln!(
+                s,
+                "  rax={:#018x} rbx={:#018x} rcx={:#018x} rdx={:#018x}",
+                r.rax, r.rbx, r.rcx, r.rdx
+            );
+            let _ = writeln!(
+                s,
+                "  rsi={:#018x} rdi={:#018x} r8 ={:#018x} r9 ={:#018x}",
+                r.rsi, r.rdi, r.r8, r.r9
+            );
+            let _ = writeln!(
+                s,
+                "  r10={:#018x} r11={:#018x} r12={:#018x} r13={:#018x}",
+                r.r10, r.r11, r.r12, r.r13
+            );
             let _ = writeln!(s, "  r14={:#018x} r15={:#018x}", r.r14, r.r15);
         }
         Err(e) => {
@@ -80,7 +98,15 @@ pub fn dump_registers(vcpu: &VcpuFd) -> String {
             let _ = writeln!(
                 s,
                 "  cs={:#x} (base {:#x}, l={}) ss={:#x} ds={:#x} gdt={:#x}/{:#x} idt={:#x}/{:#x}",
-                sr.cs.selector, sr.cs.base, sr.cs.l, sr.ss.selector, sr.ds.selector, sr.gdt.base, sr.gdt.limit, sr.idt.base, sr.idt.limit
+                sr.cs.selector,
+                sr.cs.base,
+                sr.cs.l,
+                sr.ss.selector,
+                sr.ds.selector,
+                sr.gdt.base,
+                sr.gdt.limit,
+                sr.idt.base,
+                sr.idt.limit
             );
         }
         Err(e) => {

@@ -22,7 +22,9 @@ pub enum HostError {
     #[error("/dev/kvm does not exist: KVM is not available on this host (load kvm_intel or kvm_amd, or run Linux guests with resources/nested/tapir-nested)")]
     NoKvm,
     /// Permission denied.
-    #[error("no permission to open /dev/kvm: run as a user in the group that owns it (usually 'kvm')")]
+    #[error(
+        "no permission to open /dev/kvm: run as a user in the group that owns it (usually 'kvm')"
+    )]
     Permission,
     /// Any other failure.
     #[error("cannot open /dev/kvm: {0}")]
@@ -42,7 +44,8 @@ pub fn kvm_kind() -> KvmKind {
 }
 
 /// The note printed when running on PVM.
-pub const PVM_NOTE: &str = "note: /dev/kvm is PVM (kvm_pvm): this guest runs under the host's instruction emulator \
+pub const PVM_NOTE: &str =
+    "note: /dev/kvm is PVM (kvm_pvm): this guest runs under the host's instruction emulator \
 (about 1.5 us per instruction); unmodified Linux kernels stall or die there (cmpxchg16b, xrstor). \
 Run Linux guests inside resources/nested/tapir-nested, which provides a nested KVM.";
 

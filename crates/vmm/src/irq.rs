@@ -48,8 +48,13 @@ impl IrqfdLevel {
     pub fn new(vm: &VmFd, gsi: u32) -> io::Result<Self> {
         let trigger = EventFd::new(EFD_NONBLOCK)?;
         let resample = EventFd::new(EFD_NONBLOCK)?;
-        vm.register_irqfd_with_resample(&trigger, &resample, gsi).map_err(kvm_err)?;
-        Ok(Self { trigger, resample, level: AtomicBool::new(false) })
+        vm.register_irqfd_with_resample(&trigger, &resample, gsi)
+            .map_err(kvm_err)?;
+        Ok(Self {
+            trigger,
+            resample,
+            level: AtomicBool::new(false),
+        })
     }
 
     /// The fd the event loop watches.

@@ -35,7 +35,11 @@ pub struct VmControl {
 
 impl VmControl {
     fn new() -> std::io::Result<Self> {
-        Ok(Self { reason: Mutex::new(None), stopping: AtomicBool::new(false), exit_evt: EventFd::new(EFD_NONBLOCK)? })
+        Ok(Self {
+            reason: Mutex::new(None),
+            stopping: AtomicBool::new(false),
+            exit_evt: EventFd::new(EFD_NONBLOCK)?,
+        })
     }
 
     /// Records why the VM stops (if nothing else did first) and wakes the
@@ -66,7 +70,11 @@ impl VmControl {
 
     /// A vCPU can no longer run.
     pub fn guest_died(&self, vcpu: u8, reason: String, registers: String) {
-        self.stop(ExitReason::GuestDied { vcpu, reason, registers })
+        self.stop(ExitReason::GuestDied {
+            vcpu,
+            reason,
+            registers,
+        })
     }
 
     fn reason(&self) -> Option<ExitReason> {

@@ -24,13 +24,30 @@ impl PciPlatform {
         };
         let segment = PciSegment::new(config).map_err(|e| format!("PCI: {e}"))?;
         let bus_err = |e: tapir_devices::BusError| format!("PCI: {e}");
-        pio.insert(layout::PCI_CONFIG_IO_START, layout::PCI_CONFIG_IO_SIZE, segment.config_io()).map_err(bus_err)?;
-        pio.insert(layout::PCI_IO_START, layout::PCI_IO_SIZE, segment.io_bar_window()).map_err(bus_err)?;
+        pio.insert(
+            layout::PCI_CONFIG_IO_START,
+            layout::PCI_CONFIG_IO_SIZE,
+            segment.config_io(),
+        )
+        .map_err(bus_err)?;
+        pio.insert(
+            layout::PCI_IO_START,
+            layout::PCI_IO_SIZE,
+            segment.io_bar_window(),
+        )
+        .map_err(bus_err)?;
         let (ecam, ecam_len) = segment.ecam_window();
-        mmio.insert(ecam, ecam_len, segment.config_mmio()).map_err(bus_err)?;
+        mmio.insert(ecam, ecam_len, segment.config_mmio())
+            .map_err(bus_err)?;
         let window: Arc<_> = segment.mmio_bar_window();
-        mmio.insert(layout::PCI_MMIO32_START, layout::PCI_MMIO32_SIZE, window.clone()).map_err(bus_err)?;
-        mmio.insert(layout::PCI_MMIO64_START, layout::PCI_MMIO64_SIZE, window).map_err(bus_err)?;
+        mmio.insert(
+            layout::PCI_MMIO32_START,
+            layout::PCI_MMIO32_SIZE,
+            window.clone(),
+        )
+        .map_err(bus_err)?;
+        mmio.insert(layout::PCI_MMIO64_START, layout::PCI_MMIO64_SIZE, window)
+            .map_err(bus_err)?;
         Ok(Self { segment })
     }
 

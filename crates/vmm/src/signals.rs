@@ -11,7 +11,11 @@ use vmm_sys_util::signal::{register_signal_handler, SIGRTMIN};
 static TERM_EVENT_FD: AtomicI32 = AtomicI32::new(-1);
 static TERM_SIGNAL: AtomicI32 = AtomicI32::new(0);
 
-extern "C" fn on_terminate(signo: libc::c_int, _info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
+extern "C" fn on_terminate(
+    signo: libc::c_int,
+    _info: *mut libc::siginfo_t,
+    _ctx: *mut libc::c_void,
+) {
     TERM_SIGNAL.store(signo, Ordering::SeqCst);
     let fd = TERM_EVENT_FD.load(Ordering::SeqCst);
     if fd >= 0 {
@@ -37,9 +41,11 @@ pub fn kick_signal() -> i32 {
 pub fn install(term_evt: &EventFd) -> io::Result<()> {
     TERM_EVENT_FD.store(term_evt.as_raw_fd(), Ordering::SeqCst);
     for sig in [libc::SIGINT, libc::SIGTERM] {
-        register_signal_handler(sig, on_terminate).map_err(|e| io::Error::from_raw_os_error(e.errno()))?;
+        register_signal_handler(sig, on_terminate)
+            .map_err(|e| io::Error::from_raw_os_error(e.errno()))?;
     }
-    register_signal_handler(kick_signal(), on_kick).map_err(|e| io::Error::from_raw_os_error(e.errno()))?;
+    register_signal_handler(kick_signal(), on_kick)
+        .map_err(|e| io::Error::from_raw_os_error(e.errno()))?;
     Ok(())
 }
 

@@ -67,6 +67,14 @@ pub struct Buses {
     pub mmio: Bus,
 }
 
+/// Legacy ports that Linux probes on every PC and that tapir leaves
+/// unclaimed on purpose: POST/delay (0x80, 0xed), DMA page registers (0x81-0x8f),
+/// Super I/O configuration (0x2e/0x2f, 0x4e/0x4f), system control port B (0x61),
+/// and the COM2-COM4 UARTs (0x2e8, 0x2f8, 0x3e8) that the 8250 driver probes.
+fn expected_probe(port: u16) -> bool {
+    matches!(port, 0x2e | 0x2f | 0x4e | 0x4f | 0x61 | 0x80..=0x8f | 0xed | 0x2e8..=0x2ff | 0x3e8..=0x3ef)
+}
+
 /// How many unclaimed accesses are reported before going quiet.
 const UNCLAIMED_REPORT_LIMIT: u32 = 10;
 
@@ -75,36 +83,48 @@ static UNCLAIMED_REPORTS: AtomicU32 = AtomicU32::new(0);
 fn report_unclaimed(vcpu: u8, what: &str, addr: u64, len: usize) {
     let n = UNCLAIMED_REPORTS.fetch_add(1, Ordering::Relaxed);
     if n < UNCLAIMED_REPORT_LIMIT {
-        eprintln!("tapir: warning: vCPU {vcpu}: {what} {addr:#x} ({len} bytes) hits no device; ignored");
+        eprintln!(
+            "tapir: warning: vCPU {vcpu}: {what} {addr:#x} ({len} bytes) hits no device; ignored"
+        );
     } else if n == UNCLAIMED_REPORT_LIMIT {
         eprintln!("tapir: warning: more unclaimed accesses; no longer reporting them");
     }
 }
 
 /// Starts the thread that runs `vcpu` until the VM stops.
-pub fn spawn(id: u8, mut vcpu: VcpuFd, buses: Arc<Buses>, control: Arc<VmControl>) -> std::io::Result<VcpuHandle> {
+pub fn spawn(
+    id: u8,
+    mut vcpu: VcpuFd,
+    buses: Arc<Buses>,
+    control: Arc<VmControl>,
+) -> std::io::Result<VcpuHandle> {
     let state = Arc::new(AtomicU8::new(VcpuState::Created as u8));
     let st = state.clone();
-    let thread = std::thread::Builder::new().name(format!("vcpu{id}")).spawn(move || {
-        st.store(VcpuState::Running as u8, Ordering::SeqCst);
-        run_loop(id, &mut vcpu, &buses, &control);
-        st.store(VcpuState::Exited as u8, Ordering::SeqCst);
-    })?;
-    Ok(VcpuHandle { id, state, thread: Some(thread) })
+    let thread = std::thread::Builder::new()
+        .name(format!("vcpu{id}"))
+        .spawn(move || {
+            st.store(VcpuState::Running as u8, Ordering::SeqCst);
+            run_loop(id, &mut vcpu, &buses, &control);
+            st.store(VcpuState::Exited as u8, Ordering::SeqCst);
+        })?;
+    Ok(VcpuHandle {
+        id,
+        state,
+        thread: Some(thread),
+    })
 }
 
 fn run_loop(id: u8, vcpu: &mut VcpuFd, buses: &Buses, control: &VmControl) {
     while !control.stopping() {
         let died = match vcpu.run() {
             Ok(VcpuExit::IoIn(port, data)) => {
-                if !buses.pio.read(port.into(), data) && port != 0x80 {
+                if !buses.pio.read(port.into(), data) && !expected_probe(port) {
                     report_unclaimed(id, "port read", port.into(), data.len());
                 }
                 None
             }
             Ok(VcpuExit::IoOut(port, data)) => {
-                // Port 0x80 is the POST/delay port: writes are expected to vanish.
-                if !buses.pio.write(port.into(), data) && port != 0x80 {
+                if !buses.pio.write(port.into(), data) && !expected_probe(port) {
                     report_unclaimed(id, "port write", port.into(), data.len());
                 }
                 None
@@ -124,10 +144,12 @@ fn run_loop(id: u8, vcpu: &mut VcpuFd, buses: &Buses, control: &VmControl) {
             Ok(VcpuExit::Intr) | Ok(VcpuExit::IrqWindowOpen) => None,
             Ok(VcpuExit::Hlt) => Some("halted with interrupts off (HLT exit)".to_string()),
             Ok(VcpuExit::Shutdown) => Some("triple fault (KVM_EXIT_SHUTDOWN)".to_string()),
-            Ok(VcpuExit::FailEntry(reason, cpu)) => {
-                Some(format!("VM entry failed (hardware reason {reason:#x}, host cpu {cpu})"))
+            Ok(VcpuExit::FailEntry(reason, cpu)) => Some(format!(
+                "VM entry failed (hardware reason {reason:#x}, host cpu {cpu})"
+            )),
+            Ok(VcpuExit::InternalError) => {
+                Some("KVM internal error (emulation failure)".to_string())
             }
-            Ok(VcpuExit::InternalError) => Some("KVM internal error (emulation failure)".to_string()),
             Ok(VcpuExit::SystemEvent(kind, _)) => {
                 match kind {
                     kvm_bindings::KVM_SYSTEM_EVENT_SHUTDOWN => control.power_off(),

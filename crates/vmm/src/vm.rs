@@ -8,9 +8,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use event_manager::{EventManager, EventOps, Events, MutEventSubscriber, SubscriberOps};
-use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
+use kvm_bindings::{
+    kvm_pit_config, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
+};
 use kvm_ioctls::{Cap, Kvm, VmFd};
-use tapir_arch::{acpi, boot, cpu, layout};
+use tapir_arch::{acpi, boot, cpu, firmware, layout};
 use tapir_config::{SerialConfig, VmConfig};
 use tapir_devices::acpi_pm::{AcpiPm, REGISTER_BLOCK_LEN};
 use tapir_devices::i8042::I8042;
@@ -35,16 +37,26 @@ pub enum VmmError {
     Host(#[from] HostError),
     /// A file given on the command line cannot be read.
     #[error("cannot open {what} '{path}': {source}")]
-    OpenFile { what: &'static str, path: PathBuf, source: std::io::Error },
+    OpenFile {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// Guest memory too small.
     #[error("--memory {0} MiB is too small: tapir needs at least {min} MiB", min = layout::MIN_MEMORY >> 20)]
     TooLittleMemory(u64),
     /// Kernel loading.
     #[error("kernel '{path}': {source}")]
-    Kernel { path: PathBuf, source: boot::BootError },
+    Kernel {
+        path: PathBuf,
+        source: boot::BootError,
+    },
     /// Initrd loading.
     #[error("initrd '{path}': {source}")]
-    Initrd { path: PathBuf, source: boot::BootError },
+    Initrd {
+        path: PathBuf,
+        source: boot::BootError,
+    },
     /// Command line.
     #[error("kernel command line: {0}")]
     Cmdline(boot::BootError),
@@ -59,7 +71,10 @@ pub enum VmmError {
     Cpu(u8, cpu::CpuError),
     /// A KVM ioctl failed.
     #[error("{what}: {source}")]
-    Kvm { what: &'static str, source: kvm_ioctls::Error },
+    Kvm {
+        what: &'static str,
+        source: kvm_ioctls::Error,
+    },
     /// Guest memory could not be allocated.
     #[error("cannot allocate {0} MiB of guest memory: {1}")]
     Memory(u64, String),
@@ -71,7 +86,10 @@ pub enum VmmError {
     NotBuilt(String),
     /// Other I/O.
     #[error("{what}: {source}")]
-    Io { what: &'static str, source: std::io::Error },
+    Io {
+        what: &'static str,
+        source: std::io::Error,
+    },
 }
 
 fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmmError {
@@ -83,7 +101,11 @@ fn io_err(what: &'static str) -> impl FnOnce(std::io::Error) -> VmmError {
 }
 
 fn open(what: &'static str, path: &Path) -> Result<File, VmmError> {
-    File::open(path).map_err(|source| VmmError::OpenFile { what, path: path.to_path_buf(), source })
+    File::open(path).map_err(|source| VmmError::OpenFile {
+        what,
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Tokens of the VMM's own event subscriber.
@@ -119,10 +141,22 @@ struct ControlSubscriber {
 
 impl MutEventSubscriber for ControlSubscriber {
     fn init(&mut self, ops: &mut EventOps) {
-        let _ = ops.add(Events::with_data(&self.control.exit_evt, Token::Exit.data(0), EventSet::IN));
-        let _ = ops.add(Events::with_data(&self.term, Token::Terminate.data(0), EventSet::IN));
+        let _ = ops.add(Events::with_data(
+            &self.control.exit_evt,
+            Token::Exit.data(0),
+            EventSet::IN,
+        ));
+        let _ = ops.add(Events::with_data(
+            &self.term,
+            Token::Terminate.data(0),
+            EventSet::IN,
+        ));
         for (i, l) in self.level_irqs.iter().enumerate() {
-            let _ = ops.add(Events::with_data(l.resample_fd(), Token::Resample.data(i as u32), EventSet::IN));
+            let _ = ops.add(Events::with_data(
+                l.resample_fd(),
+                Token::Resample.data(i as u32),
+                EventSet::IN,
+            ));
         }
     }
 
@@ -133,7 +167,9 @@ impl MutEventSubscriber for ControlSubscriber {
             }
             Some((Token::Terminate, _)) => {
                 let _ = self.term.read();
-                self.control.stop(ExitReason::Signal(signals::received().unwrap_or(libc::SIGTERM)));
+                self.control.stop(ExitReason::Signal(
+                    signals::received().unwrap_or(libc::SIGTERM),
+                ));
             }
             Some((Token::Resample, i)) => {
                 if let Some(l) = self.level_irqs.get(i as usize) {
@@ -147,10 +183,12 @@ impl MutEventSubscriber for ControlSubscriber {
 
 fn create_memory(vm: &VmFd, mem_size: u64) -> Result<GuestMemoryMmap, VmmError> {
     let regions = boot::ram_regions(mem_size);
-    let mem = GuestMemoryMmap::<()>::from_ranges(&regions).map_err(|e| VmmError::Memory(mem_size >> 20, e.to_string()))?;
+    let mem = GuestMemoryMmap::<()>::from_ranges(&regions)
+        .map_err(|e| VmmError::Memory(mem_size >> 20, e.to_string()))?;
     for (slot, region) in mem.iter().enumerate() {
-        let host =
-            mem.get_host_address(region.start_addr()).map_err(|e| VmmError::Memory(mem_size >> 20, e.to_string()))?;
+        let host = mem
+            .get_host_address(region.start_addr())
+            .map_err(|e| VmmError::Memory(mem_size >> 20, e.to_string()))?;
         let r = kvm_userspace_memory_region {
             slot: slot as u32,
             flags: 0,
@@ -180,10 +218,16 @@ struct Vm {
 
 fn build_platform(kvm: Kvm, config: &VmConfig) -> Result<Vm, VmmError> {
     let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
-    vm.set_tss_address(0xfffb_d000).map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
-    vm.set_identity_map_address(0xfffb_c000).map_err(kvm_err("KVM_SET_IDENTITY_MAP_ADDR"))?;
-    vm.create_irq_chip().map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
-    let pit = kvm_pit_config { flags: KVM_PIT_SPEAKER_DUMMY, ..Default::default() };
+    vm.set_tss_address(0xfffb_d000)
+        .map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
+    vm.set_identity_map_address(0xfffb_c000)
+        .map_err(kvm_err("KVM_SET_IDENTITY_MAP_ADDR"))?;
+    vm.create_irq_chip()
+        .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
+    let pit = kvm_pit_config {
+        flags: KVM_PIT_SPEAKER_DUMMY,
+        ..Default::default()
+    };
     vm.create_pit2(pit).map_err(kvm_err("KVM_CREATE_PIT2"))?;
     let mem = create_memory(&vm, config.memory)?;
 
@@ -199,18 +243,39 @@ fn build_platform(kvm: Kvm, config: &VmConfig) -> Result<Vm, VmmError> {
     })));
     let out: Box<dyn Write + Send> = match &config.serial {
         SerialConfig::Stdio => Box::new(StdoutWriter),
-        SerialConfig::File(p) => Box::new(
-            console::file_writer(p).map_err(|source| VmmError::OpenFile { what: "serial output file", path: p.clone(), source })?,
-        ),
+        SerialConfig::File(p) => {
+            Box::new(
+                console::file_writer(p).map_err(|source| VmmError::OpenFile {
+                    what: "serial output file",
+                    path: p.clone(),
+                    source,
+                })?,
+            )
+        }
         SerialConfig::None => Box::new(std::io::sink()),
     };
     let com1_irq = Arc::new(IrqfdEdge::new(&vm, layout::COM1_IRQ).map_err(io_err("COM1 irqfd"))?);
     let serial = Arc::new(SerialDevice::new(com1_irq, metrics, out));
     let dev_err = |e: tapir_devices::BusError| VmmError::Device(e.to_string());
-    pio.insert(layout::COM1_PORT, 8, serial.clone()).map_err(dev_err)?;
-    pio.insert(layout::I8042_DATA_PORT, 5, Arc::new(I8042::new(control.clone()))).map_err(dev_err)?;
-    let pm = AcpiPm::new(layout::ACPI_S5_SLP_TYP, layout::ACPI_RESET_VALUE, control.clone());
-    pio.insert(layout::ACPI_SLEEP_CONTROL_PORT, REGISTER_BLOCK_LEN, Arc::new(pm)).map_err(dev_err)?;
+    pio.insert(layout::COM1_PORT, 8, serial.clone())
+        .map_err(dev_err)?;
+    pio.insert(
+        layout::I8042_DATA_PORT,
+        5,
+        Arc::new(I8042::new(control.clone())),
+    )
+    .map_err(dev_err)?;
+    let pm = AcpiPm::new(
+        layout::ACPI_S5_SLP_TYP,
+        layout::ACPI_RESET_VALUE,
+        control.clone(),
+    );
+    pio.insert(
+        layout::ACPI_SLEEP_CONTROL_PORT,
+        REGISTER_BLOCK_LEN,
+        Arc::new(pm),
+    )
+    .map_err(dev_err)?;
 
     // PCI root complex on bus 0.
     let pci = PciPlatform::new(&mut pio, &mut mmio).map_err(VmmError::Device)?;
@@ -224,8 +289,19 @@ fn build_platform(kvm: Kvm, config: &VmConfig) -> Result<Vm, VmmError> {
             serial_ports: vec![(layout::COM1_PORT as u16, layout::COM1_IRQ)],
         },
     )?;
+    firmware::write_reset_stub(&mem).map_err(|e| VmmError::Device(format!("reset vector: {e}")))?;
     let buses = Arc::new(Buses { pio, mmio });
-    Ok(Vm { _kvm: kvm, vm, mem, control, buses, serial, serial_space, level_irqs, rsdp })
+    Ok(Vm {
+        _kvm: kvm,
+        vm,
+        mem,
+        control,
+        buses,
+        serial,
+        serial_space,
+        level_irqs,
+        rsdp,
+    })
 }
 
 /// Where the boot vCPU starts.
@@ -236,35 +312,72 @@ enum Entry {
 
 fn load_guest(vm: &Vm, config: &VmConfig) -> Result<Entry, VmmError> {
     let mut kf = open("kernel", &config.kernel)?;
-    let kernel =
-        boot::load_kernel(&vm.mem, &mut kf).map_err(|source| VmmError::Kernel { path: config.kernel.clone(), source })?;
+    let kernel = boot::load_kernel(&vm.mem, &mut kf).map_err(|source| VmmError::Kernel {
+        path: config.kernel.clone(),
+        source,
+    })?;
     let initrd = match &config.initrd {
         Some(p) => {
             let mut f = open("initrd", p)?;
-            Some(boot::load_initrd(&vm.mem, &kernel, &mut f, config.memory).map_err(|source| VmmError::Initrd { path: p.clone(), source })?)
+            Some(
+                boot::load_initrd(&vm.mem, &kernel, &mut f, config.memory).map_err(|source| {
+                    VmmError::Initrd {
+                        path: p.clone(),
+                        source,
+                    }
+                })?,
+            )
         }
         None => None,
     };
     let cmdline_size = boot::write_cmdline(&vm.mem, &config.cmdline).map_err(VmmError::Cmdline)?;
     match kernel.kind {
         boot::KernelKind::ElfPvh => {
-            boot::configure_pvh_boot(&vm.mem, GuestAddress(layout::CMDLINE_START), initrd, vm.rsdp, config.memory).map_err(VmmError::Boot)?;
-            Ok(Entry::Pvh { eip: kernel.entry.0 })
+            boot::configure_pvh_boot(
+                &vm.mem,
+                GuestAddress(layout::CMDLINE_START),
+                initrd,
+                vm.rsdp,
+                config.memory,
+            )
+            .map_err(VmmError::Boot)?;
+            Ok(Entry::Pvh {
+                eip: kernel.entry.0,
+            })
         }
         _ => {
-            boot::configure_linux_boot(&vm.mem, &kernel, cmdline_size, initrd, vm.rsdp, config.memory)
-                .map_err(VmmError::Boot)?;
-            Ok(Entry::Linux64 { rip: kernel.entry.0 })
+            boot::configure_linux_boot(
+                &vm.mem,
+                &kernel,
+                cmdline_size,
+                initrd,
+                vm.rsdp,
+                config.memory,
+            )
+            .map_err(VmmError::Boot)?;
+            Ok(Entry::Linux64 {
+                rip: kernel.entry.0,
+            })
         }
     }
 }
 
-fn create_vcpus(kvm: &Kvm, vm: &Vm, config: &VmConfig, entry: &Entry) -> Result<Vec<kvm_ioctls::VcpuFd>, VmmError> {
-    let base_cpuid = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
+fn create_vcpus(
+    kvm: &Kvm,
+    vm: &Vm,
+    config: &VmConfig,
+    entry: &Entry,
+) -> Result<Vec<kvm_ioctls::VcpuFd>, VmmError> {
+    let base_cpuid = kvm
+        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+        .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
     let tsc_deadline = kvm.check_extension(Cap::TscDeadlineTimer);
     let mut vcpus = Vec::with_capacity(config.cpus as usize);
     for id in 0..config.cpus {
-        let vcpu = vm.vm.create_vcpu(id as u64).map_err(kvm_err("KVM_CREATE_VCPU"))?;
+        let vcpu = vm
+            .vm
+            .create_vcpu(id as u64)
+            .map_err(kvm_err("KVM_CREATE_VCPU"))?;
         let mut cpuid = base_cpuid.clone();
         cpu::filter_cpuid(&mut cpuid, id, config.cpus, tsc_deadline);
         vcpu.set_cpuid2(&cpuid).map_err(kvm_err("KVM_SET_CPUID2"))?;
@@ -275,10 +388,12 @@ fn create_vcpus(kvm: &Kvm, vm: &Vm, config: &VmConfig, entry: &Entry) -> Result<
         if id == 0 {
             match entry {
                 Entry::Linux64 { rip } => {
-                    cpu::setup_long_mode(&vm.mem, &vcpu, *rip, layout::ZERO_PAGE_START).map_err(e)?
+                    cpu::setup_long_mode(&vm.mem, &vcpu, *rip, layout::ZERO_PAGE_START)
+                        .map_err(e)?
                 }
                 Entry::Pvh { eip } => {
-                    cpu::setup_protected_mode_pvh(&vm.mem, &vcpu, *eip, layout::PVH_INFO_START).map_err(e)?
+                    cpu::setup_protected_mode_pvh(&vm.mem, &vcpu, *eip, layout::PVH_INFO_START)
+                        .map_err(e)?
                 }
             }
         }
@@ -293,13 +408,19 @@ const VCPU_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 fn stop_vcpus(handles: &mut [VcpuHandle]) {
     let deadline = Instant::now() + VCPU_STOP_TIMEOUT;
     loop {
-        let running: Vec<&VcpuHandle> = handles.iter().filter(|h| h.state() != VcpuState::Exited).collect();
+        let running: Vec<&VcpuHandle> = handles
+            .iter()
+            .filter(|h| h.state() != VcpuState::Exited)
+            .collect();
         if running.is_empty() {
             break;
         }
         if Instant::now() > deadline {
             let ids: Vec<String> = running.iter().map(|h| h.id.to_string()).collect();
-            eprintln!("tapir: warning: vCPU(s) {} did not stop in time; exiting anyway", ids.join(","));
+            eprintln!(
+                "tapir: warning: vCPU(s) {} did not stop in time; exiting anyway",
+                ids.join(",")
+            );
             return;
         }
         for h in &running {
@@ -340,12 +461,22 @@ pub fn run(config: &VmConfig) -> Result<ExitReason, VmmError> {
 
     let term = EventFd::new(EFD_NONBLOCK).map_err(io_err("eventfd"))?;
     signals::install(&term).map_err(io_err("installing signal handlers"))?;
-    let mut em = EventManager::<Arc<Mutex<dyn MutEventSubscriber + Send>>>::new().map_err(|e| VmmError::Device(format!("event loop: {e:?}")))?;
-    let ctl = ControlSubscriber { control: vm.control.clone(), term, level_irqs: vm.level_irqs.clone() };
+    let mut em = EventManager::<Arc<Mutex<dyn MutEventSubscriber + Send>>>::new()
+        .map_err(|e| VmmError::Device(format!("event loop: {e:?}")))?;
+    let ctl = ControlSubscriber {
+        control: vm.control.clone(),
+        term,
+        level_irqs: vm.level_irqs.clone(),
+    };
     em.add_subscriber(Arc::new(Mutex::new(ctl)));
 
-    let interactive = config.serial == SerialConfig::Stdio && nix::unistd::isatty(std::io::stdin()).unwrap_or(false);
-    let _raw_terminal = if interactive { RawTerminal::stdin() } else { None };
+    let interactive = config.serial == SerialConfig::Stdio
+        && nix::unistd::isatty(std::io::stdin()).unwrap_or(false);
+    let _raw_terminal = if interactive {
+        RawTerminal::stdin()
+    } else {
+        None
+    };
     if config.serial == SerialConfig::Stdio {
         let space = vm.serial_space.try_clone().map_err(io_err("eventfd"))?;
         let input = ConsoleInput::new(vm.serial.clone(), space, interactive, vm.control.clone());
@@ -359,13 +490,17 @@ pub fn run(config: &VmConfig) -> Result<ExitReason, VmmError> {
             Err(e) => {
                 vm.control.stop(ExitReason::Signal(0));
                 stop_vcpus(&mut handles);
-                return Err(VmmError::Io { what: "starting vCPU thread", source: e });
+                return Err(VmmError::Io {
+                    what: "starting vCPU thread",
+                    source: e,
+                });
             }
         }
     }
     while !vm.control.stopping() {
         if let Err(e) = em.run_with_timeout(500) {
-            if !matches!(e, event_manager::Error::Epoll(ref errno) if errno.errno() == libc::EINTR) {
+            if !matches!(e, event_manager::Error::Epoll(ref errno) if errno.errno() == libc::EINTR)
+            {
                 eprintln!("tapir: event loop error: {e:?}");
                 vm.control.stop(ExitReason::Signal(0));
             }

@@ -1,0 +1,258 @@
+//! Linux guests under tapir: Debian's kernel and the default initramfs
+//! (resources/guest), booted by the real tapir binary.
+//!
+//! All scenarios run in ONE place with a usable KVM: inside a single nested
+//! L1 VM (resources/nested/tapir-nested) when /dev/kvm is PVM or missing, or
+//! directly on a host with VT-x/AMD-V. tests/nested/scenarios.sh runs them
+//! and leaves NAME.log / NAME.rc per scenario; each test below checks one.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+
+struct Suite {
+    results: HashMap<String, (i32, String)>,
+    runner_output: String,
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn kvm_mode() -> String {
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(". resources/lib/common.sh && tapir_kvm_mode")
+        .current_dir(root())
+        .output()
+        .expect("run tapir_kvm_mode");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn build_guest() -> (String, String) {
+    let out = Command::new(root().join("resources/guest/build-guest.sh"))
+        .output()
+        .expect("run build-guest.sh");
+    assert!(
+        out.status.success(),
+        "build-guest.sh failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let get = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .unwrap_or_else(|| panic!("no {k} in build-guest output: {text}"))
+            .to_string()
+    };
+    (get("KERNEL="), get("INITRD="))
+}
+
+fn suite() -> &'static Suite {
+    static SUITE: OnceLock<Suite> = OnceLock::new();
+    SUITE.get_or_init(|| {
+        let (kernel, initrd) = build_guest();
+        let tapir = common::tapir_bin();
+        let out_dir = root().join("target").join("nested-out");
+        let _ = std::fs::remove_dir_all(&out_dir);
+        std::fs::create_dir_all(&out_dir).unwrap();
+        let scenarios = root().join("tests/nested/scenarios.sh");
+        let mode = kvm_mode();
+        eprintln!("nested suite: KVM mode '{mode}'");
+        let output = if mode == "hw" {
+            Command::new(&scenarios).arg(&tapir).arg(&kernel).arg(&initrd).arg(&out_dir).output()
+        } else {
+            eprintln!("nested suite: /dev/kvm is '{mode}': running the scenarios in a nested L1 VM (QEMU TCG + SVM)");
+            Command::new(root().join("resources/nested/tapir-nested"))
+                .arg("--out")
+                .arg(&out_dir)
+                .arg("--timeout")
+                .arg("2400")
+                .arg("--")
+                .arg(&scenarios)
+                .arg(&tapir)
+                .arg(&kernel)
+                .arg(&initrd)
+                .arg("/run/out")
+                .current_dir(root())
+                .output()
+        }
+        .expect("start the scenario runner");
+        let runner_output = format!(
+            "status {:?}\nstdout:\n{}\nstderr:\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        eprintln!("{runner_output}");
+        let mut results = HashMap::new();
+        for entry in std::fs::read_dir(&out_dir).unwrap().flatten() {
+            let p = entry.path();
+            if p.extension().and_then(|e| e.to_str()) == Some("rc") {
+                let name = p.file_stem().unwrap().to_str().unwrap().to_string();
+                let rc: i32 = std::fs::read_to_string(&p).unwrap().trim().parse().unwrap_or(-1);
+                let log = std::fs::read_to_string(p.with_extension("log")).unwrap_or_default();
+                results.insert(name, (rc, log));
+            }
+        }
+        Suite { results, runner_output }
+    })
+}
+
+fn scenario(name: &str) -> &'static (i32, String) {
+    let s = suite();
+    s.results
+        .get(name)
+        .unwrap_or_else(|| panic!("scenario {name} did not run\n{}", s.runner_output))
+}
+
+/// Parses `TAPIR-GUEST: booted cpus=N mem=MMiB ...`.
+fn booted(log: &str) -> (u32, u64) {
+    let line = log
+        .lines()
+        .find(|l| l.contains("TAPIR-GUEST: booted"))
+        .unwrap_or_else(|| panic!("no booted marker in:\n{log}"));
+    let field = |k: &str| -> u64 {
+        let v = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(k))
+            .unwrap_or_else(|| panic!("{k} in {line}"));
+        v.trim_end_matches("MiB").parse().unwrap()
+    };
+    (field("cpus=") as u32, field("mem="))
+}
+
+fn section<'a>(log: &'a str, begin: &str, end: &str) -> &'a str {
+    let b = log
+        .find(begin)
+        .unwrap_or_else(|| panic!("no {begin} in log:\n{log}"))
+        + begin.len();
+    let e = log[b..].find(end).map(|e| b + e).unwrap_or(log.len());
+    &log[b..e]
+}
+
+/// The kernel's warnings and errors (levels 0-4) that point at IRQ routing,
+/// PCI, ACPI or the APIC: there must be none.
+fn routing_errors(log: &str) -> Vec<String> {
+    let warn = section(log, "==DMESG-BEGIN==", "==DMESG-END==");
+    warn.lines()
+        .filter(|l| {
+            let l = l.to_lowercase();
+            [
+                "irq",
+                "pci",
+                "acpi",
+                "apic",
+                "_osc",
+                "mmconfig",
+                "ecam",
+                "interrupt",
+                "gsi",
+                "_prt",
+                "e820",
+            ]
+            .iter()
+            .any(|k| l.contains(k))
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+fn assert_clean_exit(name: &str, rc: i32, log: &str) {
+    assert_eq!(rc, 0, "{name}: tapir exit status {rc}\n{log}");
+}
+
+#[test]
+fn smp2_guest_sees_two_cpus_256m_and_powers_off() {
+    let (rc, log) = scenario("smp2_poweroff");
+    assert_clean_exit("smp2_poweroff", *rc, log);
+    let (cpus, mem) = booted(log);
+    assert_eq!(cpus, 2, "{log}");
+    assert!(
+        (250..=256).contains(&mem),
+        "guest RAM {mem} MiB, want ~256\n{log}"
+    );
+    assert!(log.contains("tapir: guest powered off"), "{log}");
+    let errs = routing_errors(log);
+    assert!(
+        errs.is_empty(),
+        "kernel warnings about IRQ/PCI/ACPI routing:\n{}",
+        errs.join("\n")
+    );
+    // Both CPUs came up and the host bridge was enumerated through ACPI.
+    let pci = section(log, "==DMESG-PCI-IRQ==", "==INTERRUPTS==");
+    assert!(pci.contains("PCI0") || pci.contains("PNP0A08"), "{pci}");
+    assert!(pci.contains("[1b36:0008]"), "{pci}");
+    let irqs = section(log, "==INTERRUPTS==", "==PCI==");
+    assert!(irqs.contains("CPU1"), "{irqs}");
+    assert!(irqs.contains("ttyS0"), "serial uses an interrupt:\n{irqs}");
+}
+
+#[test]
+fn up_guest_powers_off_cleanly() {
+    let (rc, log) = scenario("up_poweroff");
+    assert_clean_exit("up_poweroff", *rc, log);
+    let (cpus, mem) = booted(log);
+    assert_eq!(cpus, 1);
+    assert!((250..=256).contains(&mem), "{mem}");
+    let errs = routing_errors(log);
+    assert!(
+        errs.is_empty(),
+        "kernel warnings about IRQ/PCI/ACPI routing:\n{}",
+        errs.join("\n")
+    );
+}
+
+#[test]
+fn guest_reboot_ends_tapir_with_status_0() {
+    let (rc, log) = scenario("up_reboot");
+    assert_clean_exit("up_reboot", *rc, log);
+    assert!(log.contains("reboot: Restarting system"), "{log}");
+    assert!(log.contains("tapir: guest rebooted"), "{log}");
+}
+
+#[test]
+fn elf_vmlinux_boots_through_the_pvh_entry() {
+    let (rc, log) = scenario("elf_pvh");
+    assert_clean_exit("elf_pvh", *rc, log);
+    let (cpus, _) = booted(log);
+    assert_eq!(cpus, 1);
+    assert!(log.contains("tapir: guest powered off"), "{log}");
+}
+
+#[test]
+fn console_input_reaches_the_guest_shell() {
+    let (rc, log) = scenario("console_input");
+    assert_clean_exit("console_input", *rc, log);
+    // The guest shell evaluated $((6*7)): the line came from our stdin.
+    assert!(log.contains("typed-42-ok"), "{log}");
+}
+
+#[test]
+fn sigterm_ends_a_running_linux_guest() {
+    let (rc, log) = scenario("sigterm");
+    assert_eq!(*rc, 143, "{log}");
+    assert!(log.contains("tapir: stopped by signal 15"), "{log}");
+}
+
+#[test]
+fn every_scenario_ran() {
+    let s = suite();
+    for name in [
+        "up_poweroff",
+        "up_reboot",
+        "elf_pvh",
+        "console_input",
+        "sigterm",
+        "smp2_poweroff",
+    ] {
+        assert!(
+            s.results.contains_key(name),
+            "{name} missing\n{}",
+            s.runner_output
+        );
+    }
+}
