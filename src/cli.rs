@@ -47,6 +47,10 @@ struct RunArgs {
     /// id=,mac=,addr=,vlan=,... (repeatable). `--nic help` lists models and backends.
     #[arg(long, value_name = "SPEC")]
     nic: Vec<NicArg>,
+    /// On a PVM host, boot a Linux bzImage anyway (it runs under instruction
+    /// emulation: many minutes, and it may die). Without it tapir refuses.
+    #[arg(long)]
+    allow_emulation: bool,
 }
 
 /// The `--nic help` listing.
@@ -116,6 +120,7 @@ pub fn main() -> Result<u8, String> {
                 cpus: args.cpus,
                 memory: args.memory,
                 serial: args.serial,
+                allow_emulation: args.allow_emulation,
                 nics: args
                     .nic
                     .into_iter()

@@ -274,3 +274,91 @@ fn nic_help_lists_models_and_backends() {
         }
     }
 }
+
+fn on_pvm() -> bool {
+    std::path::Path::new("/sys/module/kvm_pvm").exists()
+}
+
+#[test]
+fn linux_bzimage_on_pvm_is_refused_with_the_way_out() {
+    let bz = std::path::Path::new("/boot").read_dir().ok().and_then(|d| {
+        d.flatten().map(|e| e.path()).find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
+        })
+    });
+    let Some(bz) = bz else {
+        eprintln!("note: no /boot/vmlinuz-*: nothing to check");
+        return;
+    };
+    let o = run(
+        &[
+            "run",
+            "--kernel",
+            bz.to_str().unwrap(),
+            "--memory",
+            "256M",
+            "--serial",
+            "none",
+        ],
+        T,
+    );
+    if on_pvm() {
+        assert_user_error(&o, "refusing to boot a Linux bzImage: /dev/kvm here is PVM");
+        assert!(
+            o.stderr.contains("tapir-nested") && o.stderr.contains("--allow-emulation"),
+            "{}",
+            o.stderr
+        );
+    }
+}
+
+#[test]
+fn pvm_is_announced() {
+    let o = run(
+        &[
+            "run",
+            "--kernel",
+            &kernel(),
+            "--memory",
+            "32M",
+            "--serial",
+            "none",
+        ],
+        T,
+    );
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(
+        o.stderr.contains("tapir: note: /dev/kvm is PVM"),
+        on_pvm(),
+        "{}",
+        o.stderr
+    );
+}
+
+#[test]
+fn unreadable_kernel_file() {
+    // Root reads anything: check it as 'nobody' when we can switch user.
+    let is_root = unsafe { libc::geteuid() } == 0;
+    if !(is_root && std::path::Path::new("/usr/bin/setpriv").exists()) {
+        eprintln!("note: not root or no setpriv: unreadable-file case not checked");
+        return;
+    }
+    let p = scratch("unreadable-kernel");
+    std::fs::copy(tapir_testkernel::elf_path(), &p).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(p.parent().unwrap(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let o = common::Running::start_cmd(std::process::Command::new("/usr/bin/setpriv").args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        tapir_bin().to_str().unwrap(),
+        "run",
+        "--kernel",
+        p.to_str().unwrap(),
+    ]))
+    .finish(T);
+    assert_user_error(&o, "cannot open kernel");
+    assert!(o.stderr.contains("Permission denied"), "{}", o.stderr);
+}

@@ -65,4 +65,6 @@ pub struct VmConfig {
     pub serial: SerialConfig,
     /// Network interfaces.
     pub nics: Vec<NicSpec>,
+    /// Run guests that PVM can only emulate (Linux bzImages) anyway.
+    pub allow_emulation: bool,
 }

@@ -81,6 +81,11 @@ pub enum VmmError {
     /// Device set-up.
     #[error("device set-up: {0}")]
     Device(String),
+    /// A Linux bzImage on PVM would crawl for many minutes and then die.
+    #[error("refusing to boot a Linux bzImage: /dev/kvm here is PVM (kvm_pvm), which runs unmodified guests under \
+             instruction emulation, where Linux takes many minutes to decompress and then dies (cmpxchg16b, xrstor); \
+             run it inside resources/nested/tapir-nested, or pass --allow-emulation to try anyway")]
+    PvmLinux,
     /// A feature that is parsed but not built yet.
     #[error("{0}")]
     NotBuilt(String),
@@ -305,9 +310,15 @@ fn build_platform(kvm: Kvm, config: &VmConfig) -> Result<Vm, VmmError> {
 }
 
 /// Where the boot vCPU starts.
-enum Entry {
+enum Start {
     Linux64 { rip: u64 },
     Pvh { eip: u64 },
+}
+
+/// The loaded guest's entry and what it is.
+struct Entry {
+    start: Start,
+    is_linux_bzimage: bool,
 }
 
 fn load_guest(vm: &Vm, config: &VmConfig) -> Result<Entry, VmmError> {
@@ -331,19 +342,15 @@ fn load_guest(vm: &Vm, config: &VmConfig) -> Result<Entry, VmmError> {
         None => None,
     };
     let cmdline_size = boot::write_cmdline(&vm.mem, &config.cmdline).map_err(VmmError::Cmdline)?;
-    match kernel.kind {
+    let is_linux_bzimage = kernel.kind == boot::KernelKind::BzImage;
+    let start = match kernel.kind {
         boot::KernelKind::ElfPvh => {
-            boot::configure_pvh_boot(
-                &vm.mem,
-                GuestAddress(layout::CMDLINE_START),
-                initrd,
-                vm.rsdp,
-                config.memory,
-            )
-            .map_err(VmmError::Boot)?;
-            Ok(Entry::Pvh {
+            let cmdline = GuestAddress(layout::CMDLINE_START);
+            boot::configure_pvh_boot(&vm.mem, cmdline, initrd, vm.rsdp, config.memory)
+                .map_err(VmmError::Boot)?;
+            Start::Pvh {
                 eip: kernel.entry.0,
-            })
+            }
         }
         _ => {
             boot::configure_linux_boot(
@@ -355,11 +362,15 @@ fn load_guest(vm: &Vm, config: &VmConfig) -> Result<Entry, VmmError> {
                 config.memory,
             )
             .map_err(VmmError::Boot)?;
-            Ok(Entry::Linux64 {
+            Start::Linux64 {
                 rip: kernel.entry.0,
-            })
+            }
         }
-    }
+    };
+    Ok(Entry {
+        start,
+        is_linux_bzimage,
+    })
 }
 
 fn create_vcpus(
@@ -386,12 +397,12 @@ fn create_vcpus(
         cpu::setup_fpu(&vcpu).map_err(e)?;
         cpu::setup_lapic(&vcpu).map_err(e)?;
         if id == 0 {
-            match entry {
-                Entry::Linux64 { rip } => {
+            match &entry.start {
+                Start::Linux64 { rip } => {
                     cpu::setup_long_mode(&vm.mem, &vcpu, *rip, layout::ZERO_PAGE_START)
                         .map_err(e)?
                 }
-                Entry::Pvh { eip } => {
+                Start::Pvh { eip } => {
                     cpu::setup_protected_mode_pvh(&vm.mem, &vcpu, *eip, layout::PVH_INFO_START)
                         .map_err(e)?
                 }
@@ -456,6 +467,9 @@ pub fn run(config: &VmConfig) -> Result<ExitReason, VmmError> {
     let entry = load_guest(&vm, config)?;
     let vcpus = create_vcpus(&base_kvm, &vm, config, &entry)?;
     if host::kvm_kind() == KvmKind::Pvm {
+        if entry.is_linux_bzimage && !config.allow_emulation {
+            return Err(VmmError::PvmLinux);
+        }
         eprintln!("tapir: {}", host::PVM_NOTE);
     }
 
