@@ -57,33 +57,38 @@ struct RunArgs {
 pub fn nic_help() -> String {
     let mut s = String::from("NIC models (--nic model=NAME):\n");
     for m in NicModel::ALL {
-        let (ids, driver, note) = match m {
+        let (ids, driver, note, built) = match m {
             NicModel::Virtio => (
                 "1af4:1041",
                 "virtio_net",
-                "virtio 1.x over PCI; option vectors=N (MSI-X, 0 = INTx)",
+                "virtio 1.x over PCI; vectors=N (MSI-X, 0 = INTx)",
+                true,
             ),
-            NicModel::E1000 => ("8086:100e", "e1000", "Intel 82540EM"),
+            NicModel::E1000 => ("8086:100e", "e1000", "Intel 82540EM", false),
             NicModel::Rtl8139 => (
                 "10ec:8139",
                 "8139cp (rev >= 0x20), 8139too (rev=N below 0x20)",
                 "Realtek RTL8139C+",
+                false,
             ),
         };
+        let status = if built { "" } else { " [not built yet]" };
         s += &format!(
-            "  {:<8} PCI {}  driver {:<14} {} [not built yet]\n",
+            "  {:<8} PCI {}  driver {:<14} {}{}\n",
             m.name(),
             ids,
             driver,
-            note
+            note,
+            status
         );
     }
     s += "\nBackends (--nic net=NAME):\n";
+    s += "  tap          a tap device: ifname=NAME (attached if it exists, else created and removed on exit) or fd=N\n";
+    s += "  bridge       a new tap on an existing Linux bridge, removed on exit: br=NAME [ifname=NAME]\n";
     s += "  user         user-mode NAT, no privileges: subnet=, gateway=, dns=, dhcpstart=, hostfwd=, restrict=on|off [not built yet]\n";
-    s += "  tap          a tap device: ifname=NAME (existing or created) or fd=N [not built yet]\n";
-    s += "  bridge       a new tap on an existing bridge: br=NAME [ifname=NAME] [not built yet]\n";
     s += "  passthrough  direct attach to a host NIC: host=IFNAME [not built yet]\n";
-    s += "\nCommon keys: id=NAME, mac=XX:XX:XX:XX:XX:XX, addr=SLOT (hex, 1..1f), vlan=1..4094\n";
+    s += "\nCommon keys: id=NAME, mac=XX:XX:XX:XX:XX:XX (default: stable, locally administered),\n";
+    s += "             addr=SLOT (PCI slot, hex 1..1f), vlan=1..4094 (802.1Q access port)\n";
     s
 }
 

@@ -172,6 +172,7 @@ fn no_kvm_device() {
 #[test]
 fn no_permission_on_kvm() {
     // Run as 'nobody' against /dev/kvm (mode 0600 root) when we can switch user.
+    // SAFETY: geteuid has no preconditions.
     let is_root = unsafe { libc::geteuid() } == 0;
     let meta = std::fs::metadata("/dev/kvm");
     let setpriv = std::path::Path::new("/usr/bin/setpriv").exists();
@@ -218,18 +219,29 @@ fn no_permission_on_kvm() {
 }
 
 #[test]
-fn nic_is_validated_and_not_built_yet() {
+fn nic_is_validated_and_unbuilt_parts_say_so() {
     let o = run(
         &[
             "run",
             "--kernel",
             &kernel(),
             "--nic",
-            "model=virtio,net=tap,ifname=tap0",
+            "model=e1000,net=tap,ifname=tap0",
         ],
         T,
     );
-    assert_user_error(&o, "not built yet");
+    assert_user_error(&o, "model=e1000 is not built yet");
+    let o = run(
+        &[
+            "run",
+            "--kernel",
+            &kernel(),
+            "--nic",
+            "model=virtio,net=user",
+        ],
+        T,
+    );
+    assert_user_error(&o, "net=user is not built yet");
     let o = run(&["run", "--kernel", &kernel(), "--nic", "model=ne2k"], T);
     assert_user_error(&o, "invalid model 'ne2k'");
     let o = run(
@@ -245,6 +257,72 @@ fn nic_is_validated_and_not_built_yet() {
     assert_user_error(&o, "multicast");
     let o = run(&["run", "--kernel", &kernel(), "--nic", "net=bridge"], T);
     assert_user_error(&o, "net=bridge needs br=");
+    let o = run(
+        &[
+            "run",
+            "--kernel",
+            &kernel(),
+            "--nic",
+            "net=tap,ifname=x,vlan=5000",
+        ],
+        T,
+    );
+    assert_user_error(&o, "VLAN id must be 1..4094");
+}
+
+fn can_make_taps() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    euid == 0 && std::path::Path::new("/dev/net/tun").exists()
+}
+
+#[test]
+fn missing_bridge_is_one_clear_line() {
+    if !can_make_taps() {
+        eprintln!("note: needs root and /dev/net/tun");
+        return;
+    }
+    let o = run(
+        &[
+            "run",
+            "--kernel",
+            &kernel(),
+            "--memory",
+            "32M",
+            "--nic",
+            "net=bridge,br=nosuchbr0",
+        ],
+        T,
+    );
+    assert_user_error(&o, "bridge 'nosuchbr0' does not exist");
+}
+
+#[test]
+fn pci_slot_conflicts_are_errors() {
+    if !can_make_taps() {
+        eprintln!("note: needs root and /dev/net/tun");
+        return;
+    }
+    let pid = std::process::id() % 10000;
+    let a = format!("net=tap,ifname=tcA{pid},addr=5");
+    let b = format!("net=tap,ifname=tcB{pid},addr=5");
+    let o = run(
+        &[
+            "run",
+            "--kernel",
+            &kernel(),
+            "--memory",
+            "32M",
+            "--nic",
+            &a,
+            "--nic",
+            &b,
+        ],
+        T,
+    );
+    assert_user_error(&o, "slot");
+    // The taps tapir created for the failed run are gone.
+    assert!(!std::path::Path::new(&format!("/sys/class/net/tcA{pid}")).exists());
 }
 
 #[test]
@@ -339,6 +417,7 @@ fn pvm_is_announced() {
 #[test]
 fn unreadable_kernel_file() {
     // Root reads anything: check it as 'nobody' when we can switch user.
+    // SAFETY: geteuid has no preconditions.
     let is_root = unsafe { libc::geteuid() } == 0;
     if !(is_root && std::path::Path::new("/usr/bin/setpriv").exists()) {
         eprintln!("note: not root or no setpriv: unreadable-file case not checked");

@@ -250,3 +250,49 @@ fn serial_to_file_and_to_nowhere() {
     assert!(o.stdout.is_empty(), "{}", o.stdout);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn can_make_taps() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    euid == 0 && std::path::Path::new("/dev/net/tun").exists()
+}
+
+#[test]
+fn virtio_nics_appear_at_their_pci_slots() {
+    if !can_make_taps() {
+        eprintln!("note: needs root and /dev/net/tun");
+        return;
+    }
+    let pid = std::process::id() % 10000;
+    let a = format!("model=virtio,net=tap,ifname=tkA{pid},addr=5,mac=52:54:00:aa:00:01");
+    let b = format!("model=virtio,net=tap,ifname=tkB{pid},addr=0x1f");
+    let c = format!("model=virtio,net=tap,ifname=tkC{pid},vectors=0");
+    let o = tk(
+        &["--memory", "32M", "--nic", &a, "--nic", &b, "--nic", &c],
+        "test=basic expect_cpus=1",
+    );
+    assert_pass(&o);
+    assert!(
+        o.stdout.contains("PCI 00:05.0 1af4:1041 class 020000"),
+        "{}",
+        o.stdout
+    );
+    assert!(
+        o.stdout.contains("PCI 00:1f.0 1af4:1041 class 020000"),
+        "{}",
+        o.stdout
+    );
+    // The NIC without addr= takes the lowest free slot.
+    assert!(
+        o.stdout.contains("PCI 00:01.0 1af4:1041 class 020000"),
+        "{}",
+        o.stdout
+    );
+    // Taps tapir created are gone once it exits.
+    for n in ["tkA", "tkB", "tkC"] {
+        assert!(
+            !std::path::Path::new(&format!("/sys/class/net/{n}{pid}")).exists(),
+            "{n}{pid} left behind"
+        );
+    }
+}

@@ -10,6 +10,8 @@ pub mod console;
 pub mod exit;
 pub mod host;
 pub mod irq;
+pub mod kvm_irq;
+pub mod net;
 pub mod pci;
 pub mod signals;
 pub mod vcpu;

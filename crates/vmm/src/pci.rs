@@ -63,7 +63,7 @@ impl PciPlatform {
     }
 
     /// The segment, for adding devices.
-    pub fn segment(&self) -> &PciSegment {
-        &self.segment
+    pub fn segment(&mut self) -> &mut PciSegment {
+        &mut self.segment
     }
 }

@@ -25,6 +25,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use crate::console::{self, ConsoleInput, RawTerminal, StdoutWriter};
 use crate::host::{self, HostError, KvmKind};
 use crate::irq::{IrqfdEdge, IrqfdLevel};
+use crate::net;
 use crate::pci::PciPlatform;
 use crate::vcpu::{self, Buses, VcpuHandle, VcpuState};
 use crate::{signals, ExitReason, VmControl};
@@ -86,9 +87,9 @@ pub enum VmmError {
              instruction emulation, where Linux takes many minutes to decompress and then dies (cmpxchg16b, xrstor); \
              run it inside resources/nested/tapir-nested, or pass --allow-emulation to try anyway")]
     PvmLinux,
-    /// A feature that is parsed but not built yet.
-    #[error("{0}")]
-    NotBuilt(String),
+    /// A network interface could not be created.
+    #[error(transparent)]
+    Net(#[from] net::NetError),
     /// Other I/O.
     #[error("{what}: {source}")]
     Io {
@@ -211,7 +212,7 @@ fn create_memory(vm: &VmFd, mem_size: u64) -> Result<GuestMemoryMmap, VmmError> 
 /// Everything a built VM owns.
 struct Vm {
     _kvm: Kvm,
-    vm: VmFd,
+    vm: Arc<VmFd>,
     mem: GuestMemoryMmap,
     control: Arc<VmControl>,
     buses: Arc<Buses>,
@@ -222,7 +223,7 @@ struct Vm {
 }
 
 fn build_platform(kvm: Kvm, config: &VmConfig) -> Result<Vm, VmmError> {
-    let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
+    let vm = Arc::new(kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?);
     vm.set_tss_address(0xfffb_d000)
         .map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
     vm.set_identity_map_address(0xfffb_c000)
@@ -283,8 +284,9 @@ fn build_platform(kvm: Kvm, config: &VmConfig) -> Result<Vm, VmmError> {
     .map_err(dev_err)?;
 
     // PCI root complex on bus 0.
-    let pci = PciPlatform::new(&mut pio, &mut mmio).map_err(VmmError::Device)?;
-    let level_irqs = Vec::new();
+    let mut pci = PciPlatform::new(&mut pio, &mut mmio).map_err(VmmError::Device)?;
+    let nics = net::add_nics(&vm, &mem, &mut pci, &config.nics)?;
+    let level_irqs = nics.iter().map(|n| n.intx.clone()).collect();
 
     let rsdp = acpi::create_acpi_tables(
         &mem,
@@ -448,13 +450,6 @@ fn stop_vcpus(handles: &mut [VcpuHandle]) {
 pub fn run(config: &VmConfig) -> Result<ExitReason, VmmError> {
     if config.memory < layout::MIN_MEMORY {
         return Err(VmmError::TooLittleMemory(config.memory >> 20));
-    }
-    if !config.nics.is_empty() {
-        return Err(VmmError::NotBuilt(
-            "--nic: network devices are not built yet in this version of tapir (the option is parsed and validated; \
-             virtio-net, e1000 and rtl8139 come next)"
-                .into(),
-        ));
     }
     // Fail on unreadable inputs before touching KVM.
     open("kernel", &config.kernel)?;

@@ -1,0 +1,369 @@
+//! The generic NIC worker: one thread per NIC that moves frames between a
+//! model's guest-facing rings ([`NicFrontend`]) and a [`NetBackend`].
+//!
+//! Backpressure, both ways, without busy loops:
+//! - guest → world: a frame the backend refuses with WouldBlock stays
+//!   pending; the worker waits for the backend's `tx_fd` to become
+//!   writable and sends it then, before taking the next one from the guest.
+//! - world → guest: when the guest has no receive buffers, the frame read
+//!   from the backend stays pending, the worker stops reading the backend
+//!   and waits for the guest's "buffers added" notification.
+
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use tapir_net_backend::{NetBackend, NetHdr};
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use crate::vlan;
+
+/// Largest Ethernet frame (with a VLAN tag) the worker moves: 64 KiB GSO
+/// frames plus headers.
+pub const MAX_FRAME: usize = 65_562;
+
+/// Result of handing a received frame to the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RxPush {
+    /// The frame is in guest memory.
+    Delivered,
+    /// The guest has no (or not enough) receive buffers: retry later.
+    NoBuffers,
+    /// The frame cannot be delivered (too big for the buffers, bad
+    /// descriptors): it was dropped and counted.
+    Dropped,
+}
+
+/// What a guest-side event asks the worker to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuestWork {
+    /// Nothing.
+    None,
+    /// The guest queued frames to send.
+    Tx,
+    /// The guest added receive buffers.
+    Rx,
+}
+
+/// The guest-facing half of a NIC as the worker sees it (virtio queues,
+/// e1000 descriptor rings, ...). Implementations own their guest memory
+/// access and interrupts; all guest-controlled data is validated there.
+pub trait NicFrontend: Send {
+    /// Guest-side fds to watch (readable = event), with frontend tokens.
+    fn guest_fds(&self) -> Vec<(RawFd, u32)>;
+    /// Consumes the event on `token`'s fd and says what to do.
+    fn guest_event(&mut self, token: u32) -> GuestWork;
+    /// Takes the next frame the guest transmits into `buf` (cleared first)
+    /// with its offload header. `false` when there is none (and the
+    /// frontend has re-armed its "frames queued" notification).
+    fn pop_tx(&mut self, hdr: &mut NetHdr, buf: &mut Vec<u8>) -> bool;
+    /// Returns the last popped frame's buffers to the guest (sent or dropped).
+    fn complete_tx(&mut self);
+    /// Delivers one received frame.
+    fn push_rx(&mut self, hdr: &NetHdr, frame: &[u8]) -> RxPush;
+    /// Arms the "receive buffers added" notification; `true` means buffers
+    /// are already available again (the worker retries at once).
+    fn rx_wait_buffers(&mut self) -> bool;
+    /// Raises the interrupts that completed work calls for.
+    fn flush(&mut self);
+}
+
+/// Per-NIC counters, readable while the NIC runs.
+#[derive(Debug, Default)]
+pub struct NicStats {
+    /// Frames sent to the backend.
+    pub tx_frames: AtomicU64,
+    /// Bytes sent to the backend.
+    pub tx_bytes: AtomicU64,
+    /// Guest frames dropped (malformed, or the backend failed hard).
+    pub tx_dropped: AtomicU64,
+    /// Frames delivered to the guest.
+    pub rx_frames: AtomicU64,
+    /// Bytes delivered to the guest.
+    pub rx_bytes: AtomicU64,
+    /// Frames from the backend dropped (VLAN filter, undeliverable).
+    pub rx_dropped: AtomicU64,
+    /// Guest receive buffers returned unused because they were unusable
+    /// (read-only or empty descriptor chains).
+    pub rx_bad_buffers: AtomicU64,
+    /// Times the guest had no receive buffers (backend reading paused).
+    pub rx_stalls: AtomicU64,
+    /// Times the backend would block on send (frame held).
+    pub tx_stalls: AtomicU64,
+}
+
+const TOKEN_KILL: u64 = 0;
+const TOKEN_BACKEND_RX: u64 = 1;
+const TOKEN_BACKEND_TX: u64 = 2;
+const TOKEN_GUEST_BASE: u64 = 16;
+
+/// A running worker; stopping it gives the backend back.
+pub struct WorkerHandle {
+    kill: EventFd,
+    thread: Option<JoinHandle<Box<dyn NetBackend>>>,
+}
+
+impl WorkerHandle {
+    /// Stops the worker and returns the backend (None if the thread panicked).
+    pub fn stop(mut self) -> Option<Box<dyn NetBackend>> {
+        self.stop_inner()
+    }
+
+    fn stop_inner(&mut self) -> Option<Box<dyn NetBackend>> {
+        let _ = self.kill.write(1);
+        self.thread.take().and_then(|t| t.join().ok())
+    }
+}
+
+impl Drop for WorkerHandle {
+    fn drop(&mut self) {
+        let _ = self.stop_inner();
+    }
+}
+
+/// Moves frames between one frontend and one backend.
+pub struct NetWorker {
+    frontend: Box<dyn NicFrontend>,
+    backend: Box<dyn NetBackend>,
+    vlan: Option<u16>,
+    stats: Arc<NicStats>,
+    epoll: Epoll,
+    kill: EventFd,
+    tx_hdr: NetHdr,
+    tx_buf: Vec<u8>,
+    tx_tagged: Vec<u8>,
+    tx_pending: bool,
+    rx_buf: Vec<u8>,
+    rx_pending: Option<(NetHdr, usize)>,
+    rx_blocked: bool,
+    backend_interest: (bool, bool),
+    shared_backend_fd: bool,
+}
+
+impl NetWorker {
+    /// Starts the worker thread. `vlan` makes the NIC an 802.1Q access port.
+    pub fn spawn(
+        name: String,
+        frontend: Box<dyn NicFrontend>,
+        backend: Box<dyn NetBackend>,
+        vlan: Option<u16>,
+        stats: Arc<NicStats>,
+    ) -> io::Result<WorkerHandle> {
+        let kill = EventFd::new(EFD_NONBLOCK)?;
+        let epoll = Epoll::new()?;
+        let shared_backend_fd = backend.rx_fd() == backend.tx_fd();
+        let mut w = NetWorker {
+            frontend,
+            backend,
+            vlan,
+            stats,
+            epoll,
+            kill: kill.try_clone()?,
+            tx_hdr: NetHdr::default(),
+            tx_buf: Vec::with_capacity(MAX_FRAME),
+            tx_tagged: Vec::with_capacity(MAX_FRAME),
+            tx_pending: false,
+            rx_buf: vec![0u8; MAX_FRAME],
+            rx_pending: None,
+            rx_blocked: false,
+            backend_interest: (false, false),
+            shared_backend_fd,
+        };
+        w.register()?;
+        let thread = std::thread::Builder::new().name(name).spawn(move || {
+            w.run();
+            w.backend
+        })?;
+        Ok(WorkerHandle {
+            kill,
+            thread: Some(thread),
+        })
+    }
+
+    fn register(&mut self) -> io::Result<()> {
+        self.epoll.ctl(
+            ControlOperation::Add,
+            self.kill.as_raw_fd(),
+            EpollEvent::new(EventSet::IN, TOKEN_KILL),
+        )?;
+        for (fd, token) in self.frontend.guest_fds() {
+            self.epoll.ctl(
+                ControlOperation::Add,
+                fd,
+                EpollEvent::new(EventSet::IN, TOKEN_GUEST_BASE + token as u64),
+            )?;
+        }
+        let empty = EpollEvent::new(EventSet::empty(), TOKEN_BACKEND_RX);
+        self.epoll
+            .ctl(ControlOperation::Add, self.backend.rx_fd(), empty)?;
+        if !self.shared_backend_fd {
+            let empty = EpollEvent::new(EventSet::empty(), TOKEN_BACKEND_TX);
+            self.epoll
+                .ctl(ControlOperation::Add, self.backend.tx_fd(), empty)?;
+        }
+        self.update_backend_interest()
+    }
+
+    /// Watches the backend for reading unless the guest has no buffers, and
+    /// for writing only while a frame is held.
+    fn update_backend_interest(&mut self) -> io::Result<()> {
+        let want = (!self.rx_blocked, self.tx_pending);
+        if want == self.backend_interest {
+            return Ok(());
+        }
+        self.backend_interest = want;
+        let (rx, tx) = want;
+        if self.shared_backend_fd {
+            let mut set = EventSet::empty();
+            if rx {
+                set |= EventSet::IN;
+            }
+            if tx {
+                set |= EventSet::OUT;
+            }
+            return self.epoll.ctl(
+                ControlOperation::Modify,
+                self.backend.rx_fd(),
+                EpollEvent::new(set, TOKEN_BACKEND_RX),
+            );
+        }
+        let rx_set = if rx { EventSet::IN } else { EventSet::empty() };
+        self.epoll.ctl(
+            ControlOperation::Modify,
+            self.backend.rx_fd(),
+            EpollEvent::new(rx_set, TOKEN_BACKEND_RX),
+        )?;
+        let tx_set = if tx { EventSet::OUT } else { EventSet::empty() };
+        self.epoll.ctl(
+            ControlOperation::Modify,
+            self.backend.tx_fd(),
+            EpollEvent::new(tx_set, TOKEN_BACKEND_TX),
+        )
+    }
+
+    fn run(&mut self) {
+        let mut events = vec![EpollEvent::default(); 16];
+        // Frames may already be queued on either side.
+        self.process_tx();
+        self.process_rx();
+        self.frontend.flush();
+        loop {
+            let n = match self.epoll.wait(-1, &mut events) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return,
+            };
+            for ev in &events[..n] {
+                let set = ev.event_set();
+                match ev.data() {
+                    TOKEN_KILL => return,
+                    TOKEN_BACKEND_RX => {
+                        if set.intersects(EventSet::IN | EventSet::ERROR | EventSet::HANG_UP) {
+                            self.process_rx();
+                        }
+                        if set.contains(EventSet::OUT) {
+                            self.process_tx();
+                        }
+                    }
+                    TOKEN_BACKEND_TX => self.process_tx(),
+                    t => match self.frontend.guest_event((t - TOKEN_GUEST_BASE) as u32) {
+                        GuestWork::Tx => self.process_tx(),
+                        GuestWork::Rx => {
+                            self.rx_blocked = false;
+                            self.process_rx();
+                        }
+                        GuestWork::None => {}
+                    },
+                }
+            }
+            self.frontend.flush();
+            let _ = self.update_backend_interest();
+        }
+    }
+
+    /// Sends what the guest queued, holding a frame the backend refuses.
+    fn process_tx(&mut self) {
+        loop {
+            if !self.tx_pending {
+                if !self.frontend.pop_tx(&mut self.tx_hdr, &mut self.tx_buf) {
+                    break;
+                }
+                self.tx_pending = true;
+            }
+            let mut hdr = self.tx_hdr;
+            let frame: &[u8] = match self.vlan {
+                Some(vid) => {
+                    vlan::tag(&mut hdr, &self.tx_buf, vid, &mut self.tx_tagged);
+                    &self.tx_tagged
+                }
+                None => &self.tx_buf,
+            };
+            if frame.len() < vlan::ETHERTYPE_OFFSET + 2 {
+                // Not even an Ethernet header: a guest bug; drop and count.
+                self.stats.tx_dropped.fetch_add(1, Ordering::Relaxed);
+            } else {
+                match self.backend.send(&hdr, &[io::IoSlice::new(frame)]) {
+                    Ok(n) => {
+                        self.stats.tx_frames.fetch_add(1, Ordering::Relaxed);
+                        self.stats.tx_bytes.fetch_add(n as u64, Ordering::Relaxed);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        self.stats.tx_stalls.fetch_add(1, Ordering::Relaxed);
+                        break; // keep the frame; resume when tx_fd is writable
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(_) => {
+                        self.stats.tx_dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            self.tx_pending = false;
+            self.frontend.complete_tx();
+        }
+    }
+
+    /// Delivers frames from the backend while the guest has buffers.
+    fn process_rx(&mut self) {
+        loop {
+            // A held frame was already filtered; a fresh one goes through the VLAN rule.
+            let (mut hdr, mut len, fresh) = match self.rx_pending.take() {
+                Some((h, l)) => (h, l, false),
+                None => match self.backend.recv(&mut self.rx_buf) {
+                    Ok((h, l)) => (h, l, true),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(_) => break, // WouldBlock, or a backend error: wait for readiness
+                },
+            };
+            if let (true, Some(vid)) = (fresh, self.vlan) {
+                match vlan::untag(&mut hdr, &mut self.rx_buf, len, vid) {
+                    Some(l) => len = l,
+                    None => {
+                        self.stats.rx_dropped.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                }
+            }
+            match self.frontend.push_rx(&hdr, &self.rx_buf[..len]) {
+                RxPush::Delivered => {
+                    self.stats.rx_frames.fetch_add(1, Ordering::Relaxed);
+                    self.stats.rx_bytes.fetch_add(len as u64, Ordering::Relaxed);
+                }
+                RxPush::Dropped => {
+                    self.stats.rx_dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                RxPush::NoBuffers => {
+                    self.rx_pending = Some((hdr, len));
+                    if self.frontend.rx_wait_buffers() {
+                        continue;
+                    }
+                    self.stats.rx_stalls.fetch_add(1, Ordering::Relaxed);
+                    self.rx_blocked = true;
+                    break;
+                }
+            }
+        }
+    }
+}

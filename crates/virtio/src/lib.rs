@@ -1,0 +1,11 @@
+//! virtio 1.x for tapir. A virtio device ([`VirtioDevice`]) knows nothing
+//! of PCI; the PCI transport ([`pci::VirtioPciDevice`]) presents any device
+//! to the guest as a modern virtio-pci function.
+
+pub mod device;
+pub mod pci;
+
+pub use device::{
+    ActivateError, ActiveQueue, IoEventRegistry, VirtioDevice, VirtioInterrupt, VirtioInterruptType,
+};
+pub use pci::{VirtioPciDevice, VirtioPciError};

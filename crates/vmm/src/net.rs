@@ -1,0 +1,137 @@
+//! Network interfaces: each `--nic` becomes a PCI NIC model joined to a
+//! backend. This module only assembles; models live in tapir-nic, backends
+//! in tapir-net-backend, the virtio transport in tapir-virtio.
+
+use std::sync::{Arc, Mutex};
+
+use kvm_ioctls::VmFd;
+use tapir_config::{NetBackend as NetSpec, NicModel, NicSpec};
+use tapir_net_backend::{BridgeBackend, NetBackend, TapBackend, TapConfig};
+use tapir_nic::{default_mac, VirtioNet};
+use tapir_pci::{intx_gsi, IntxPin};
+use tapir_virtio::VirtioPciDevice;
+use vm_memory::GuestMemoryMmap;
+
+use crate::irq::IrqfdLevel;
+use crate::kvm_irq::{KvmIoEvents, KvmMsi};
+use crate::pci::PciPlatform;
+
+/// MSI-X vectors of a virtio-net NIC by default: config + RX + TX.
+pub const DEFAULT_VIRTIO_VECTORS: u16 = 3;
+
+/// Errors creating a NIC (each names the NIC).
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// The backend could not be opened.
+    #[error("--nic {nic}: {source}")]
+    Backend {
+        nic: String,
+        source: tapir_net_backend::BackendError,
+    },
+    /// A model or backend that is parsed but not built yet.
+    #[error("--nic {nic}: {what} is not built yet in this version of tapir")]
+    NotBuilt { nic: String, what: String },
+    /// PCI slot or BAR problems.
+    #[error("--nic {nic}: {msg}")]
+    Pci { nic: String, msg: String },
+    /// Interrupt set-up.
+    #[error("--nic {nic}: interrupt set-up: {source}")]
+    Irq { nic: String, source: std::io::Error },
+}
+
+/// What the VMM keeps of a NIC.
+pub struct Nic {
+    /// Name for messages (`id=` or `netN`).
+    pub name: String,
+    /// Its INTx line (resampled by the event loop).
+    pub intx: Arc<IrqfdLevel>,
+}
+
+fn open_backend(name: &str, spec: &NicSpec) -> Result<(Box<dyn NetBackend>, String), NetError> {
+    let be = |source| NetError::Backend {
+        nic: name.to_string(),
+        source,
+    };
+    match &spec.net {
+        NetSpec::Tap { ifname, fd } => {
+            let tap = TapBackend::open(TapConfig {
+                ifname: ifname.clone(),
+                fd: *fd,
+                vnet_hdr: true,
+            })
+            .map_err(be)?;
+            let ifname = tap.ifname().to_string();
+            Ok((Box::new(tap), ifname))
+        }
+        NetSpec::Bridge { br, ifname } => {
+            let b = BridgeBackend::open(br, ifname.as_deref()).map_err(be)?;
+            let ifname = b.ifname().to_string();
+            Ok((Box::new(b), ifname))
+        }
+        other => Err(NetError::NotBuilt {
+            nic: name.to_string(),
+            what: format!("net={}", other.name()),
+        }),
+    }
+}
+
+/// Creates every NIC of `nics` on bus 0.
+pub fn add_nics(
+    vm: &Arc<VmFd>,
+    mem: &GuestMemoryMmap,
+    pci: &mut PciPlatform,
+    nics: &[NicSpec],
+) -> Result<Vec<Nic>, NetError> {
+    let mut out = Vec::with_capacity(nics.len());
+    for (i, spec) in nics.iter().enumerate() {
+        let name = spec.id.clone().unwrap_or_else(|| format!("net{i}"));
+        if spec.model != NicModel::Virtio {
+            return Err(NetError::NotBuilt {
+                nic: name,
+                what: format!("model={}", spec.model.name()),
+            });
+        }
+        let pci_err = |msg: String| NetError::Pci {
+            nic: name.clone(),
+            msg,
+        };
+        let slot = pci
+            .segment()
+            .reserve_slot(spec.slot)
+            .map_err(|e| pci_err(e.to_string()))?;
+        let (backend, ifname) = open_backend(&name, spec)?;
+        let mac = spec
+            .mac
+            .map(|m| m.0)
+            .unwrap_or_else(|| default_mac(&format!("{i}/{ifname}")));
+        let gsi = intx_gsi(slot, IntxPin::IntA);
+        let intx = Arc::new(IrqfdLevel::new(vm, gsi).map_err(|source| NetError::Irq {
+            nic: name.clone(),
+            source,
+        })?);
+        let device = VirtioNet::new(name.clone(), mac, spec.vlan, backend);
+        let vectors = spec.vectors.unwrap_or(DEFAULT_VIRTIO_VECTORS);
+        let transport = VirtioPciDevice::new(
+            device,
+            mem.clone(),
+            vectors,
+            Arc::new(KvmMsi::new(vm.clone())),
+            intx.clone(),
+            Arc::new(KvmIoEvents::new(vm.clone())),
+        )
+        .map_err(|e| pci_err(e.to_string()))?;
+        let transport = Arc::new(Mutex::new(transport));
+        pci.segment()
+            .add_device(slot, transport.clone())
+            .map_err(|e| pci_err(e.to_string()))?;
+        // Now that BAR 0 has its address, queue kicks can go straight to
+        // the eventfds (KVM ioeventfd) instead of exiting to the vCPU thread.
+        transport
+            .lock()
+            .unwrap()
+            .register_ioevents()
+            .map_err(|e| pci_err(e.to_string()))?;
+        out.push(Nic { name, intx });
+    }
+    Ok(out)
+}
