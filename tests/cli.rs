@@ -172,29 +172,15 @@ fn no_kvm_device() {
 #[test]
 fn no_permission_on_kvm() {
     // Run as 'nobody' against /dev/kvm (mode 0600 root) when we can switch user.
-    // SAFETY: geteuid has no preconditions.
-    let is_root = unsafe { libc::geteuid() } == 0;
     let meta = std::fs::metadata("/dev/kvm");
-    let setpriv = std::path::Path::new("/usr/bin/setpriv").exists();
-    if let (true, true, Ok(meta)) = (is_root, setpriv, meta) {
+    if let (true, Ok(meta)) = (common::can_run_as_nobody(), meta) {
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(
             meta.permissions().mode() & 0o006,
             0,
             "/dev/kvm is world-accessible here; this test needs 0600/0660"
         );
-        let o = common::Running::start_cmd(std::process::Command::new("/usr/bin/setpriv").args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            tapir_bin().to_str().unwrap(),
-            "run",
-            "--kernel",
-            &kernel(),
-            "--memory",
-            "32M",
-        ]))
-        .finish(T);
+        let o = common::run_as_nobody(&["run", "--kernel", &kernel(), "--memory", "32M"], T);
         assert_user_error(&o, "no permission to open /dev/kvm");
     } else {
         // Not root: we are the unprivileged user; check the same path if we lack access.
@@ -270,15 +256,9 @@ fn nic_is_validated_and_unbuilt_parts_say_so() {
     assert_user_error(&o, "VLAN id must be 1..4094");
 }
 
-fn can_make_taps() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    euid == 0 && std::path::Path::new("/dev/net/tun").exists()
-}
-
 #[test]
 fn missing_bridge_is_one_clear_line() {
-    if !can_make_taps() {
+    if !common::can_make_taps() {
         eprintln!("note: needs root and /dev/net/tun");
         return;
     }
@@ -299,7 +279,7 @@ fn missing_bridge_is_one_clear_line() {
 
 #[test]
 fn pci_slot_conflicts_are_errors() {
-    if !can_make_taps() {
+    if !common::can_make_taps() {
         eprintln!("note: needs root and /dev/net/tun");
         return;
     }
@@ -417,9 +397,7 @@ fn pvm_is_announced() {
 #[test]
 fn unreadable_kernel_file() {
     // Root reads anything: check it as 'nobody' when we can switch user.
-    // SAFETY: geteuid has no preconditions.
-    let is_root = unsafe { libc::geteuid() } == 0;
-    if !(is_root && std::path::Path::new("/usr/bin/setpriv").exists()) {
+    if !common::can_run_as_nobody() {
         eprintln!("note: not root or no setpriv: unreadable-file case not checked");
         return;
     }
@@ -428,16 +406,7 @@ fn unreadable_kernel_file() {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
     std::fs::set_permissions(p.parent().unwrap(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let o = common::Running::start_cmd(std::process::Command::new("/usr/bin/setpriv").args([
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
-        tapir_bin().to_str().unwrap(),
-        "run",
-        "--kernel",
-        p.to_str().unwrap(),
-    ]))
-    .finish(T);
+    let o = common::run_as_nobody(&["run", "--kernel", p.to_str().unwrap()], T);
     assert_user_error(&o, "cannot open kernel");
     assert!(o.stderr.contains("Permission denied"), "{}", o.stderr);
 }

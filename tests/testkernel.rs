@@ -251,15 +251,9 @@ fn serial_to_file_and_to_nowhere() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-fn can_make_taps() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    euid == 0 && std::path::Path::new("/dev/net/tun").exists()
-}
-
 #[test]
 fn virtio_nics_appear_at_their_pci_slots() {
-    if !can_make_taps() {
+    if !common::can_make_taps() {
         eprintln!("note: needs root and /dev/net/tun");
         return;
     }

@@ -156,3 +156,28 @@ pub fn error_lines(stderr: &str) -> Vec<&str> {
         .filter(|l| !l.starts_with("tapir: note:"))
         .collect()
 }
+
+/// Whether tests can switch to the unprivileged user 'nobody' (root and
+/// setpriv available).
+pub fn can_run_as_nobody() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    euid == 0 && std::path::Path::new("/usr/bin/setpriv").exists()
+}
+
+/// Runs `tapir ARGS...` as 'nobody' (uid/gid 65534, no groups).
+pub fn run_as_nobody(args: &[&str], timeout: Duration) -> Outcome {
+    let tapir = tapir_bin();
+    let mut cmd = Command::new("/usr/bin/setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(tapir)
+        .args(args);
+    Running::start_cmd(&mut cmd).finish(timeout)
+}
+
+/// Whether tests can create tap devices (root and /dev/net/tun).
+pub fn can_make_taps() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    euid == 0 && std::path::Path::new("/dev/net/tun").exists()
+}

@@ -15,7 +15,6 @@ pub mod memory;
 pub mod offload;
 mod sys;
 pub mod tap;
-pub mod vlan;
 
 pub use bridge::BridgeBackend;
 pub use error::BackendError;

@@ -89,12 +89,17 @@ struct Fixture {
     mem: GuestMemoryMmap,
     rx: Ring,
     tx: Ring,
-    q: VirtioNetQueues,
+    q: Option<VirtioNetQueues>,
     stats: Arc<NicStats>,
     irq: Arc<CountIrq>,
 }
 
 fn fixture(mrg: bool) -> Fixture {
+    fixture_with_kicks(mrg).0
+}
+
+/// A fixture plus clones of its RX and TX kick eventfds.
+fn fixture_with_kicks(mrg: bool) -> (Fixture, EventFd, EventFd) {
     let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap();
     let rx = Ring {
         base: 0x10000,
@@ -106,22 +111,24 @@ fn fixture(mrg: bool) -> Fixture {
     };
     let stats = Arc::new(NicStats::default());
     let irq = Arc::new(CountIrq::default());
-    let q = VirtioNetQueues::new(
-        mem.clone(),
-        rx.queue(&mem, 0),
-        tx.queue(&mem, 1),
-        irq.clone(),
-        mrg,
-        stats.clone(),
+    let (rxq, txq) = (rx.queue(&mem, 0), tx.queue(&mem, 1));
+    let kicks = (
+        rxq.notify.try_clone().unwrap(),
+        txq.notify.try_clone().unwrap(),
     );
-    Fixture {
-        mem,
-        rx,
-        tx,
-        q,
-        stats,
-        irq,
-    }
+    let q = VirtioNetQueues::new(mem.clone(), rxq, txq, irq.clone(), mrg, stats.clone());
+    (
+        Fixture {
+            mem,
+            rx,
+            tx,
+            q: Some(q),
+            stats,
+            irq,
+        },
+        kicks.0,
+        kicks.1,
+    )
 }
 
 fn ethernet(len: usize) -> Vec<u8> {
@@ -146,14 +153,14 @@ fn tx_frame_is_read_from_a_two_descriptor_chain() {
     f.tx.set_desc(&f.mem, 1, 0x31000, 100, 0, 0);
     f.tx.publish(&f.mem, 0);
     let (mut h, mut buf) = (NetHdr::default(), Vec::new());
-    assert!(f.q.pop_tx(&mut h, &mut buf));
+    assert!(f.q.as_mut().unwrap().pop_tx(&mut h, &mut buf));
     assert_eq!(h, hdr);
     assert_eq!(buf, frame);
     assert_eq!(f.tx.used_idx(&f.mem), 0, "not returned before completion");
-    f.q.complete_tx();
+    f.q.as_mut().unwrap().complete_tx();
     assert_eq!(f.tx.used_idx(&f.mem), 1);
-    assert!(!f.q.pop_tx(&mut h, &mut buf));
-    f.q.flush();
+    assert!(!f.q.as_mut().unwrap().pop_tx(&mut h, &mut buf));
+    f.q.as_mut().unwrap().flush();
     assert_eq!(f.irq.0.load(Ordering::SeqCst), 1);
 }
 
@@ -188,7 +195,7 @@ fn malformed_tx_chains_are_returned_and_counted() {
     f.tx.publish(&f.mem, 200);
     let (mut h, mut buf) = (NetHdr::default(), Vec::new());
     assert!(
-        !f.q.pop_tx(&mut h, &mut buf),
+        !f.q.as_mut().unwrap().pop_tx(&mut h, &mut buf),
         "no frame is produced from bad chains"
     );
     assert!(
@@ -210,10 +217,16 @@ fn rx_waits_for_buffers_then_delivers_with_the_header() {
         flags: 2,
         ..Default::default()
     };
-    assert_eq!(f.q.push_rx(&hdr, &frame), RxPush::NoBuffers);
+    assert_eq!(
+        f.q.as_mut().unwrap().push_rx(&hdr, &frame),
+        RxPush::NoBuffers
+    );
     f.rx.set_desc(&f.mem, 0, 0x40000, 2048, F_WRITE, 0);
     f.rx.publish(&f.mem, 0);
-    assert_eq!(f.q.push_rx(&hdr, &frame), RxPush::Delivered);
+    assert_eq!(
+        f.q.as_mut().unwrap().push_rx(&hdr, &frame),
+        RxPush::Delivered
+    );
     assert_eq!(f.rx.used_elem(&f.mem, 0), (0, (NET_HDR_LEN + 60) as u32));
     let mut got = vec![0u8; NET_HDR_LEN + 60];
     f.mem.read_slice(&mut got, GuestAddress(0x40000)).unwrap();
@@ -232,9 +245,15 @@ fn rx_merges_buffers_and_rolls_back_when_short() {
     f.rx.publish(&f.mem, 1);
     // Two 1536-byte buffers hold the 3000-byte frame and its header, not 3100 bytes.
     let big = ethernet(3100);
-    assert_eq!(f.q.push_rx(&NetHdr::default(), &big), RxPush::NoBuffers);
+    assert_eq!(
+        f.q.as_mut().unwrap().push_rx(&NetHdr::default(), &big),
+        RxPush::NoBuffers
+    );
     assert_eq!(f.rx.used_idx(&f.mem), 0, "nothing consumed on rollback");
-    assert_eq!(f.q.push_rx(&NetHdr::default(), &frame), RxPush::Delivered);
+    assert_eq!(
+        f.q.as_mut().unwrap().push_rx(&NetHdr::default(), &frame),
+        RxPush::Delivered
+    );
     assert_eq!(f.rx.used_idx(&f.mem), 2);
     let mut h = [0u8; NET_HDR_LEN];
     f.mem.read_slice(&mut h, GuestAddress(0x40000)).unwrap();
@@ -250,7 +269,9 @@ fn rx_without_mrg_drops_frames_too_big_for_one_buffer() {
     f.rx.set_desc(&f.mem, 0, 0x40000, 100, F_WRITE, 0);
     f.rx.publish(&f.mem, 0);
     assert_eq!(
-        f.q.push_rx(&NetHdr::default(), &ethernet(1500)),
+        f.q.as_mut()
+            .unwrap()
+            .push_rx(&NetHdr::default(), &ethernet(1500)),
         RxPush::Dropped
     );
     assert_eq!(f.rx.used_elem(&f.mem, 0), (0, 0));
@@ -268,20 +289,26 @@ fn rx_skips_read_only_and_unmapped_buffers() {
     // The read-only chain is returned unused; the one running off RAM takes
     // the frame, fails the write, and the frame is dropped.
     assert_eq!(
-        f.q.push_rx(&NetHdr::default(), &ethernet(60)),
+        f.q.as_mut()
+            .unwrap()
+            .push_rx(&NetHdr::default(), &ethernet(60)),
         RxPush::Dropped
     );
     assert_eq!(f.stats.rx_bad_buffers.load(Ordering::SeqCst), 1);
     assert_eq!(f.rx.used_idx(&f.mem), 2);
     // The looping chain is returned unused too.
     assert_eq!(
-        f.q.push_rx(&NetHdr::default(), &ethernet(60)),
+        f.q.as_mut()
+            .unwrap()
+            .push_rx(&NetHdr::default(), &ethernet(60)),
         RxPush::NoBuffers
     );
     assert_eq!(f.stats.rx_bad_buffers.load(Ordering::SeqCst), 2);
     assert_eq!(f.rx.used_idx(&f.mem), 3);
     assert_eq!(
-        f.q.push_rx(&NetHdr::default(), &ethernet(60)),
+        f.q.as_mut()
+            .unwrap()
+            .push_rx(&NetHdr::default(), &ethernet(60)),
         RxPush::NoBuffers
     );
 }
@@ -323,67 +350,29 @@ fn guest_post_rx(f: &mut Fixture, i: u16) {
     f.rx.publish(&f.mem, i);
 }
 
-/// Builds a fixture whose queues go to a worker; returns the kick fds.
-fn start_worker(
-    capacity: usize,
-    vlan: Option<u16>,
-) -> (
+type WorkerFixture = (
     Fixture,
     tapir_net_backend::MemoryPeer,
     EventFd,
     EventFd,
     crate::worker::WorkerHandle,
-) {
-    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap();
-    let rx = Ring {
-        base: 0x10000,
-        avail_idx: 0,
-    };
-    let tx = Ring {
-        base: 0x20000,
-        avail_idx: 0,
-    };
-    let stats = Arc::new(NicStats::default());
-    let irq = Arc::new(CountIrq::default());
-    let rxq = rx.queue(&mem, 0);
-    let txq = tx.queue(&mem, 1);
-    let (rx_kick, tx_kick) = (
-        rxq.notify.try_clone().unwrap(),
-        txq.notify.try_clone().unwrap(),
-    );
-    let front = VirtioNetQueues::new(mem.clone(), rxq, txq, irq.clone(), true, stats.clone());
+);
+
+/// A fixture whose queues are handed to a running worker over the
+/// in-memory backend; returns the backend's peer and the kick fds.
+fn start_worker(capacity: usize, vlan: Option<u16>) -> WorkerFixture {
+    let (mut f, rx_kick, tx_kick) = fixture_with_kicks(true);
     let (backend, peer) = MemoryBackend::new(capacity, Offloads::default()).unwrap();
+    let front = f.q.take().unwrap();
     let handle = NetWorker::spawn(
         "test-net".into(),
         Box::new(front),
         Box::new(backend),
         vlan,
-        stats.clone(),
+        f.stats.clone(),
     )
     .unwrap();
-    // The fixture's own queue object is unused: the worker owns the queues.
-    let dummy = VirtioNetQueues::new(
-        mem.clone(),
-        rx.queue(&mem, 0),
-        tx.queue(&mem, 1),
-        irq.clone(),
-        true,
-        stats.clone(),
-    );
-    (
-        Fixture {
-            mem,
-            rx,
-            tx,
-            q: dummy,
-            stats,
-            irq,
-        },
-        peer,
-        rx_kick,
-        tx_kick,
-        handle,
-    )
+    (f, peer, rx_kick, tx_kick, handle)
 }
 
 #[test]
