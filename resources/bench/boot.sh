@@ -9,7 +9,10 @@
 #   --machine M       QEMU machine type: pc or q35 (default pc)
 #   --boot-timeout S  give up on one guest boot after S seconds (default 180)
 #   --keep DIR        keep the raw results and console logs in DIR
+#   --report DIR      only print the table again from a --keep DIR
 #   --no-build        do not run `cargo build --release` first
+#   --no-stage        run the VMMs, their libraries and the guest from where
+#                     they are installed instead of a copy under /tmp
 #   -h, --help        show this help
 # Both VMMs boot the default guest (resources/guest/build-guest.sh) with
 # 256 MiB, 1 vCPU and "console=ttyS0 quiet tapir.exit=poweroff". On a host
@@ -41,11 +44,12 @@ say() { printf 'boot.sh: %s\n' "$*" >&2; }
 
 # ============================================================================
 # Measuring part: runs where /dev/kvm can boot Linux (directly, or in L1).
-#   boot.sh --measure OUTDIR RUNS MACHINE BOOT_TIMEOUT TAPIR KERNEL INITRD
+#   boot.sh --measure OUTDIR RUNS MACHINE BOOT_TIMEOUT STAGE TAPIR KERNEL INITRD
 # Writes OUTDIR/results (one "key value" per line) and OUTDIR/logs/*.log.
 # ============================================================================
 
 cur_pid=""
+STAGE_DIR=""
 kill_current() {
     if [ -n "$cur_pid" ]; then
         kill -KILL "$cur_pid" 2>/dev/null || true
@@ -57,15 +61,15 @@ kill_current() {
 # The current time in microseconds since the epoch (no fork).
 now_us() { local t=$EPOCHREALTIME; REPLY=${t/[.,]/}; }
 
-# boot_once NAME MODE LOG RSSFILE CMD...
+# boot_once MODE LOG RSSFILE CMD...
 #   MODE time: the guest powers off by itself; measures marker and exit time.
 #   MODE rss:  the guest stays at its shell; at the marker the VMM's smaps is
 #              saved to RSSFILE, then the VMM gets SIGTERM.
 # Sets B_MARKER_US, B_EXIT_US (relative to the start, "" if not reached),
 # B_RC (the VMM's exit status) and B_ERR (empty on success).
 boot_once() {
-    local name=$1 mode=$2 log=$3 rssfile=$4
-    shift 4
+    local mode=$1 log=$2 rssfile=$3
+    shift 3
     local dir fifo_out fifo_in con in t0 line buf="" rc now deadline_us eof ms ts
     dir=$(mktemp -d /tmp/tapir-bench.XXXXXX)
     fifo_out=$dir/console
@@ -94,7 +98,9 @@ boot_once() {
                 # Timed out, maybe inside a line: keep the part, check the deadline.
                 buf+=$line
                 if [ "$now" -gt "$deadline_us" ]; then
-                    if [ -n "$B_MARKER_US" ]; then
+                    if [ "$mode" = rss ] && [ -n "$B_MARKER_US" ]; then
+                        B_ERR="did not exit within 10 s of SIGTERM"
+                    elif [ -n "$B_MARKER_US" ]; then
                         B_ERR="no exit within ${BOOT_TIMEOUT} s"
                     else
                         B_ERR="no '$MARKER' within ${BOOT_TIMEOUT} s"
@@ -176,39 +182,68 @@ rss_summary() {
 
 measure() {
     local out=$1 runs=$2 machine=$3
-    BOOT_TIMEOUT=$4
-    local tapir=$5 kernel=$6 initrd=$7
+    BOOT_TIMEOUT=$4 STAGE=$5
+    local tapir=$6 kernel=$7 initrd=$8
     local res=$out/results logs=$out/logs
     mkdir -p "$logs"
     : >"$res"
-    trap 'kill_current' EXIT
+    trap 'kill_current; [ -z "$STAGE_DIR" ] || rm -rf "$STAGE_DIR"' EXIT
     trap 'kill_current; exit 143' TERM
     trap 'kill_current; exit 130' INT
 
     local qver
     qver=$(qemu-system-x86_64 --version 2>/dev/null | head -n 1) || qver="unknown"
     {
-        printf 'where %s\n' "$(uname -n) kernel $(uname -r), $(nproc) CPUs"
+        printf 'where %s\n' "kernel $(uname -r), $(nproc) CPUs, $(awk '$1 == "MemTotal:" { printf "%d MiB", $2 / 1024 }' /proc/meminfo)"
         printf 'qemu_version %s\n' "$qver"
         printf 'machine %s\n' "$machine"
     } >>"$res"
     [ -c /dev/kvm ] || { echo "error /dev/kvm is missing" >>"$res"; return 1; }
 
-    # Warm the page cache, so that the first boot does not pay for reading
-    # the kernel, the initramfs or the binaries (over 9p in L1).
-    cat "$kernel" "$initrd" "$tapir" "$(command -v qemu-system-x86_64)" >/dev/null 2>&1 || true
-    cat /usr/share/seabios/* /usr/share/qemu/* >/dev/null 2>&1 || true
+    # Stage both VMMs, their shared libraries, the kernel and the initramfs
+    # in a fresh directory under /tmp (tmpfs in L1). In L1 the host root is
+    # a 9p mount on which mmap'd binaries page in slowly and erratically
+    # (QEMU's 18 MB binary + 32 MB of libraries took 1.4-16 s just for
+    # `-version`), which would measure 9p, not the VMM. QEMU finds its
+    # firmware relative to its binary, so <stage>/usr/share -> /usr/share.
+    local stage="" qemu_bin tapir_run=$tapir lib_env=()
+    qemu_bin=$(command -v qemu-system-x86_64)
+    if [ "$STAGE" -eq 1 ]; then
+        stage=$(mktemp -d /tmp/tapir-bench-stage.XXXXXX)
+        STAGE_DIR=$stage
+        mkdir -p "$stage/usr/bin" "$stage/lib"
+        ln -s /usr/share "$stage/usr/share"
+        ln -s /usr/lib "$stage/usr/lib"
+        cp "$qemu_bin" "$stage/usr/bin/qemu-system-x86_64"
+        cp "$tapir" "$stage/usr/bin/tapir"
+        cp "$kernel" "$stage/kernel"
+        cp "$initrd" "$stage/initrd"
+        local lib
+        for lib in $( { ldd "$qemu_bin"; ldd "$tapir"; } | awk '$2 == "=>" && $3 ~ /^\// { print $3 }' | sort -u); do
+            cp -L "$lib" "$stage/lib/"
+        done
+        qemu_bin=$stage/usr/bin/qemu-system-x86_64
+        tapir_run=$stage/usr/bin/tapir
+        kernel=$stage/kernel
+        initrd=$stage/initrd
+        lib_env=(env "LD_LIBRARY_PATH=$stage/lib")
+        echo "staged yes" >>"$res"
+    else
+        # At least warm the page cache for the first boot.
+        cat "$kernel" "$initrd" "$tapir" "$qemu_bin" >/dev/null 2>&1 || true
+        echo "staged no" >>"$res"
+    fi
 
     run_vmm() { # run_vmm VMM MODE CMDLINE LOG RSSFILE
         local vmm=$1 mode=$2 cmdline=$3 log=$4 rssfile=$5
         if [ "$vmm" = tapir ]; then
-            boot_once tapir "$mode" "$log" "$rssfile" \
-                "$tapir" run --kernel "$kernel" --initrd "$initrd" \
+            boot_once "$mode" "$log" "$rssfile" \
+                "${lib_env[@]}" "$tapir_run" run --kernel "$kernel" --initrd "$initrd" \
                 --memory "${MEM_MIB}M" --cpus 1 --cmdline "$cmdline"
         else
             # shellcheck disable=SC2054 # commas belong to QEMU option values
-            boot_once qemu "$mode" "$log" "$rssfile" \
-                qemu-system-x86_64 -accel kvm -machine "$machine" -cpu host \
+            boot_once "$mode" "$log" "$rssfile" \
+                "${lib_env[@]}" "$qemu_bin" -accel kvm -machine "$machine" -cpu host \
                 -m "$MEM_MIB" -smp 1 -nographic -no-reboot -nodefaults \
                 -serial stdio -kernel "$kernel" -initrd "$initrd" -append "$cmdline"
         fi
@@ -230,6 +265,11 @@ measure() {
         printf '%s_rss_total_kib %s\n%s_rss_guest_kib %s\n%s_guest_maps %s\n' \
             "$vmm" "$t" "$vmm" "$g" "$vmm" "$m" >>"$res"
         say "$vmm: RSS total $t KiB, guest RAM mapping(s) $m"
+        if [ "$m" = none ]; then
+            printf 'error %s memory run: no anonymous mapping of >= %s MiB (guest RAM) in its smaps (%s)\n' \
+                "$vmm" "$MEM_MIB" "$vmm.smaps" >>"$res"
+            failed=1
+        fi
     done
     # Timed runs, alternating between the two VMMs.
     for ((i = 1; i <= runs; i++)); do
@@ -241,21 +281,120 @@ measure() {
                 failed=1
             fi
             [ -z "$B_MARKER_US" ] || printf '%s_marker_us %s\n' "$vmm" "$B_MARKER_US" >>"$res"
-            [ -z "$B_EXIT_US" ] || [ -n "$B_ERR" ] || printf '%s_exit_us %s\n' "$vmm" "$B_EXIT_US" >>"$res"
+            if [ -n "$B_EXIT_US" ] && [ -z "$B_ERR" ]; then
+                printf '%s_exit_us %s\n%s_poweroff_us %s\n' "$vmm" "$B_EXIT_US" "$vmm" "$((B_EXIT_US - B_MARKER_US))" >>"$res"
+            fi
             say "$vmm: run $i/$runs: marker ${B_MARKER_US:-none} us, exit ${B_EXIT_US:-none} us, status $B_RC"
         done
     done
     echo "done" >>"$res"
+    [ -z "$stage" ] || rm -rf "$stage"
     return "$failed"
 }
 
 if [ "${1:-}" = --measure ]; then
     shift
-    [ "$#" -eq 7 ] || tapir_die "--measure takes 7 arguments"
+    [ "$#" -eq 8 ] || tapir_die "--measure takes 8 arguments"
     rc=0
     measure "$@" || rc=$?
     exit "$rc"
 fi
+
+# --- the table ----------------------------------------------------------------
+
+# report OUTDIR MEASURE_STATUS: prints the table from OUTDIR/{host,results};
+# returns 1 when something failed.
+report() {
+    local out=$1 mrc=$2 res=$1/results host=$1/host
+    [ -s "$res" ] || tapir_die "the measuring part produced no results in $res (exit status $mrc)"
+    local t_min q_min t_med q_med t_exit q_exit t_off q_off t_rss q_rss t_grss q_grss t_own q_own t_n q_n
+    local boot_ok rss_ok errors f name
+    hfield() { awk -v k="$1" '$1 == k { sub(/^[^ ]+ /, ""); print; exit }' "$host" 2>/dev/null; }
+    # values KEY: the values of KEY in the results, one a line.
+    values() { awk -v k="$1" '$1 == k { print $2 }' "$res"; }
+    field() { awk -v k="$1" '$1 == k { sub(/^[^ ]+ /, ""); print; exit }' "$res"; }
+    # stat min|median KEY (in us) -> seconds, or "n/a".
+    stat() {
+        values "$2" | sort -n | awk -v w="$1" '
+            { v[NR] = $1 }
+            END {
+                if (NR == 0) { print "n/a"; exit }
+                if (w == "min") x = v[1]
+                else if (NR % 2) x = v[(NR + 1) / 2]
+                else x = (v[NR / 2] + v[NR / 2 + 1]) / 2
+                printf "%.2f\n", x / 1e6
+            }'
+    }
+    mib() { local v; v=$(values "$1" | head -n 1); [ -n "$v" ] && awk -v v="$v" 'BEGIN { printf "%.1f\n", v / 1024 }' || echo n/a; }
+    ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "n/a" || b == "n/a" || b + 0 == 0) print "n/a"; else printf "%.2f\n", a / b }'; }
+    sub_mib() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "n/a" || b == "n/a") print "n/a"; else printf "%.1f\n", a - b }'; }
+
+    t_min=$(stat min tapir_marker_us); q_min=$(stat min qemu_marker_us)
+    t_med=$(stat median tapir_marker_us); q_med=$(stat median qemu_marker_us)
+    t_exit=$(stat median tapir_exit_us); q_exit=$(stat median qemu_exit_us)
+    t_off=$(stat median tapir_poweroff_us); q_off=$(stat median qemu_poweroff_us)
+    t_rss=$(mib tapir_rss_total_kib); q_rss=$(mib qemu_rss_total_kib)
+    t_grss=$(mib tapir_rss_guest_kib); q_grss=$(mib qemu_rss_guest_kib)
+    t_own=$(sub_mib "$t_rss" "$t_grss"); q_own=$(sub_mib "$q_rss" "$q_grss")
+    t_n=$(values tapir_marker_us | wc -l); q_n=$(values qemu_marker_us | wc -l)
+
+    row() {
+        printf '%-38s %9s %9s' "$1" "$2" "$3"
+        [ -z "${4:-}" ] || printf '   %s' "$4"
+        printf '\n'
+    }
+    echo
+    echo "tapir vs QEMU boot benchmark"
+    echo "  where:   $(hfield where)"
+    echo "  ran on:  $(field where)"
+    if [ "$(field staged)" = yes ]; then
+        echo "           both VMMs, their shared libraries and the guest copied to /tmp first (see README)"
+    fi
+    echo "  qemu:    $(field qemu_version); -accel kvm -machine $(field machine) -cpu host -m $MEM_MIB -smp 1"
+    echo "  tapir:   $(hfield tapir)"
+    echo "  guest:   $(hfield kernel)"
+    echo "           $(hfield initrd)"
+    echo "           $MEM_MIB MiB, 1 vCPU, cmdline \"$CMDLINE_BASE tapir.exit=poweroff\""
+    echo "  runs:    $(hfield runs) requested; boots that reached the marker: tapir $t_n, qemu $q_n"
+    echo "  memory:  sampled from /proc/PID/smaps at the marker (guest left at its shell, then SIGTERM)"
+    echo "           guest RAM mappings: tapir $(field tapir_guest_maps); qemu $(field qemu_guest_maps)"
+    echo
+    row "metric" "tapir" "qemu" "ratio (tapir/qemu)"
+    row "boot to marker, min (s)" "$t_min" "$q_min" "$(ratio "$t_min" "$q_min")"
+    row "boot to marker, median (s)" "$t_med" "$q_med" "$(ratio "$t_med" "$q_med")"
+    row "start to exit, median (s)" "$t_exit" "$q_exit" "$(ratio "$t_exit" "$q_exit")"
+    row "marker to exit (poweroff), median (s)" "$t_off" "$q_off" "$(ratio "$t_off" "$q_off")"
+    row "RSS total (MiB)" "$t_rss" "$q_rss" ""
+    row "RSS of guest RAM mapping (MiB)" "$t_grss" "$q_grss" ""
+    row "RSS outside guest RAM (MiB)" "$t_own" "$q_own" "$(ratio "$t_own" "$q_own")"
+    echo
+    verdict() { if [ "$1" = n/a ]; then echo "n/a "; elif [ "$1" = 1 ]; then echo "PASS"; else echo "MISS"; fi; }
+    boot_ok=$(awk -v a="$t_med" -v b="$q_med" 'BEGIN { if (a == "n/a" || b == "n/a") print "n/a"; else print (a < b) ? 1 : 0 }')
+    rss_ok=$(awk -v a="$t_own" 'BEGIN { if (a == "n/a") print "n/a"; else print (a < 10) ? 1 : 0 }')
+    echo "targets (informational):"
+    echo "  $(verdict "$boot_ok")  faster to boot than QEMU (median boot to marker: tapir $t_med s, qemu $q_med s)"
+    echo "  $(verdict "$rss_ok")  tapir's own RSS under 10 MiB (RSS outside guest RAM: $t_own MiB)"
+
+    errors=$(grep '^error ' "$res" | sed 's/^error //' || true)
+    if [ -n "$errors" ] || ! grep -qx "done" "$res" || [ "$mrc" -ne 0 ]; then
+        echo
+        echo "FAILURES (measuring part exit status $mrc):"
+        [ -z "$errors" ] || printf '  %s\n' "$errors" | sed '2,$s/^/  /'
+        grep -qx "done" "$res" || echo "  the measuring part did not finish"
+        for f in "$out"/logs/*.log; do
+            [ -e "$f" ] || continue
+            name=${f##*/}
+            if grep -qF "$name" <<<"$errors"; then
+                echo "--- last console lines of $name (seconds since start, line) ---"
+                if [ -s "$f" ]; then tail -n 25 "$f"; else echo "(no output)"; fi
+            fi
+        done
+        [ "$(hfield keep)" != yes ] || echo "raw results and logs: $out"
+        return 1
+    fi
+    [ "$(hfield keep)" != yes ] || echo "raw results and logs: $out"
+    return 0
+}
 
 # ============================================================================
 # Host part: build, run the measuring part (directly or in L1), print a table.
@@ -266,6 +405,7 @@ machine=pc
 boot_timeout=180
 keep=""
 build=1
+stage=1
 while [ "$#" -gt 0 ]; do
     case "$1" in
         --runs) [ "$#" -ge 2 ] || tapir_die "--runs needs a value"; runs=$2; shift 2 ;;
@@ -277,6 +417,12 @@ while [ "$#" -gt 0 ]; do
         --keep) [ "$#" -ge 2 ] || tapir_die "--keep needs a value"; keep=$2; shift 2 ;;
         --keep=*) keep=${1#*=}; shift ;;
         --no-build) build=0; shift ;;
+        --no-stage) stage=0; shift ;;
+        --report)
+            [ "$#" -ge 2 ] || tapir_die "--report needs a directory"
+            rc=0
+            report "$2" 0 || rc=$?
+            exit "$rc" ;;
         -h | --help) usage; exit 0 ;;
         *) tapir_die "unknown argument '$1' (see --help)" ;;
     esac
@@ -303,123 +449,38 @@ eval "$guest_env"
 if [ -n "$keep" ]; then
     mkdir -p "$keep" || tapir_die "cannot create $keep"
     out=$(cd "$keep" && pwd -P)
-    rm -rf "$out/results" "$out/logs" "$out"/*.smaps "$out"/*.smaps.status
+    rm -rf "$out/host" "$out/results" "$out/logs" "$out"/*.smaps "$out"/*.smaps.status
 else
     out=$(mktemp -d "${TMPDIR:-/tmp}/tapir-bench.XXXXXX")
     trap 'rm -rf "$out"' EXIT
 fi
 
 mode=$(tapir_kvm_mode)
-where=""
-mrc=0
 case "$mode" in
-    hw)
-        where="directly on this host (hardware virtualization)"
-        say "kvm mode hw: measuring directly on this host"
-        "$self" --measure "$out" "$runs" "$machine" "$boot_timeout" "$tapir_bin" "$KERNEL" "$INITRD" || mrc=$?
-        ;;
-    *)
-        where="nested: L2 guests under nested KVM in a tapir-nested L1 (TCG) VM; host kvm mode $mode"
-        say "kvm mode $mode: measuring inside one tapir-nested L1 VM (takes a few minutes)"
-        # One L1 boot for everything; each guest boot is given boot_timeout.
-        l1_timeout=$((300 + (2 * runs + 2) * boot_timeout))
-        "$root/resources/nested/tapir-nested" --out "$out" --timeout "$l1_timeout" -- \
-            "$self" --measure /run/out "$runs" "$machine" "$boot_timeout" "$tapir_bin" "$KERNEL" "$INITRD" \
-            </dev/null >&2 || mrc=$?
-        ;;
+    hw) where="directly on this host (hardware virtualization)" ;;
+    *) where="nested: L2 guests under nested KVM in a tapir-nested L1 (TCG) VM; host kvm mode $mode" ;;
 esac
+rev=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')
+git -C "$root" diff --quiet HEAD 2>/dev/null || rev+="+local changes"
+{
+    printf 'where %s\n' "$where"
+    printf 'tapir %s (%s)\n' "$tapir_bin" "$rev"
+    printf 'kernel %s\ninitrd %s\nruns %s\n' "$KERNEL" "$INITRD" "$runs"
+    [ -z "$keep" ] || echo "keep yes"
+} >"$out/host"
 
-res=$out/results
-if [ ! -s "$res" ]; then
-    tapir_die "the measuring part produced no results (exit status $mrc)"
+mrc=0
+if [ "$mode" = hw ]; then
+    say "kvm mode hw: measuring directly on this host"
+    "$self" --measure "$out" "$runs" "$machine" "$boot_timeout" "$stage" "$tapir_bin" "$KERNEL" "$INITRD" || mrc=$?
+else
+    say "kvm mode $mode: measuring inside one tapir-nested L1 VM (takes a few minutes)"
+    # One L1 boot for everything; each guest boot is given boot_timeout.
+    l1_timeout=$((300 + (2 * runs + 2) * boot_timeout))
+    "$root/resources/nested/tapir-nested" --out "$out" --timeout "$l1_timeout" -- \
+        "$self" --measure /run/out "$runs" "$machine" "$boot_timeout" "$stage" "$tapir_bin" "$KERNEL" "$INITRD" \
+        </dev/null >&2 || mrc=$?
 fi
-
-# --- the table ----------------------------------------------------------------
-
-# values KEY: the values of KEY in the results, one a line.
-values() { awk -v k="$1" '$1 == k { print $2 }' "$res"; }
-field() { awk -v k="$1" '$1 == k { sub(/^[^ ]+ /, ""); print; exit }' "$res"; }
-# stat min|median KEY (in us) -> seconds, or "n/a".
-stat() {
-    values "$2" | sort -n | awk -v w="$1" '
-        { v[NR] = $1 }
-        END {
-            if (NR == 0) { print "n/a"; exit }
-            if (w == "min") x = v[1]
-            else if (NR % 2) x = v[(NR + 1) / 2]
-            else x = (v[NR / 2] + v[NR / 2 + 1]) / 2
-            printf "%.2f\n", x / 1e6
-        }'
-}
-# Median of marker-to-exit per run (pairs the n-th marker with the n-th exit).
-poweroff_median() {
-    paste <(values "$1_marker_us") <(values "$1_exit_us") | awk 'NF == 2 { print $2 - $1 }' | sort -n | awk '
-        { v[NR] = $1 }
-        END {
-            if (NR == 0) { print "n/a"; exit }
-            x = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
-            printf "%.2f\n", x / 1e6
-        }'
-}
-mib() { local v; v=$(values "$1" | head -n 1); [ -n "$v" ] && awk -v v="$v" 'BEGIN { printf "%.1f\n", v / 1024 }' || echo n/a; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "n/a" || b == "n/a" || b + 0 == 0) print "n/a"; else printf "%.2f\n", a / b }'; }
-sub_mib() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "n/a" || b == "n/a") print "n/a"; else printf "%.1f\n", a - b }'; }
-
-t_min=$(stat min tapir_marker_us); q_min=$(stat min qemu_marker_us)
-t_med=$(stat median tapir_marker_us); q_med=$(stat median qemu_marker_us)
-t_exit=$(stat median tapir_exit_us); q_exit=$(stat median qemu_exit_us)
-t_off=$(poweroff_median tapir); q_off=$(poweroff_median qemu)
-t_rss=$(mib tapir_rss_total_kib); q_rss=$(mib qemu_rss_total_kib)
-t_grss=$(mib tapir_rss_guest_kib); q_grss=$(mib qemu_rss_guest_kib)
-t_own=$(sub_mib "$t_rss" "$t_grss"); q_own=$(sub_mib "$q_rss" "$q_grss")
-t_n=$(values tapir_marker_us | wc -l); q_n=$(values qemu_marker_us | wc -l)
-
-row() { printf '%-34s %10s %10s %12s\n' "$@"; }
-echo
-echo "tapir vs QEMU boot benchmark"
-echo "  where:   $where"
-echo "  ran on:  $(field where)"
-echo "  qemu:    $(field qemu_version); -accel kvm -machine $(field machine) -cpu host -m $MEM_MIB -smp 1"
-echo "  tapir:   $tapir_bin ($(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$root" diff --quiet HEAD 2>/dev/null || echo '+local changes'))"
-echo "  guest:   $KERNEL"
-echo "           $INITRD"
-echo "           $MEM_MIB MiB, 1 vCPU, cmdline \"$CMDLINE_BASE tapir.exit=poweroff\""
-echo "  runs:    $runs requested; boots that reached the marker: tapir $t_n, qemu $q_n"
-echo "  memory:  sampled from /proc/PID/smaps at the marker (guest left at its shell, then SIGTERM)"
-echo "           guest RAM mappings: tapir $(field tapir_guest_maps); qemu $(field qemu_guest_maps)"
-echo
-row "metric" "tapir" "qemu" "ratio (tapir/qemu)"
-row "boot to marker, min (s)" "$t_min" "$q_min" "$(ratio "$t_min" "$q_min")"
-row "boot to marker, median (s)" "$t_med" "$q_med" "$(ratio "$t_med" "$q_med")"
-row "start to exit, median (s)" "$t_exit" "$q_exit" "$(ratio "$t_exit" "$q_exit")"
-row "exit after poweroff, median (s)" "$t_off" "$q_off" "$(ratio "$t_off" "$q_off")"
-row "RSS total (MiB)" "$t_rss" "$q_rss" ""
-row "RSS of guest RAM mapping (MiB)" "$t_grss" "$q_grss" ""
-row "RSS outside guest RAM (MiB)" "$t_own" "$q_own" "$(ratio "$t_own" "$q_own")"
-echo
-verdict() { if [ "$1" = n/a ]; then echo "n/a "; elif [ "$1" = 1 ]; then echo "PASS"; else echo "MISS"; fi; }
-boot_ok=$(awk -v a="$t_med" -v b="$q_med" 'BEGIN { if (a == "n/a" || b == "n/a") print "n/a"; else print (a < b) ? 1 : 0 }')
-rss_ok=$(awk -v a="$t_own" 'BEGIN { if (a == "n/a") print "n/a"; else print (a < 10) ? 1 : 0 }')
-echo "targets (informational):"
-echo "  $(verdict "$boot_ok")  faster to boot than QEMU (median boot to marker: tapir $t_med s, qemu $q_med s)"
-echo "  $(verdict "$rss_ok")  tapir's own RSS under 10 MiB (RSS outside guest RAM: $t_own MiB)"
-
-errors=$(grep '^error ' "$res" | sed 's/^error //' || true)
-if [ -n "$errors" ] || ! grep -qx "done" "$res" || [ "$mrc" -ne 0 ]; then
-    echo
-    echo "FAILURES (measuring part exit status $mrc):"
-    [ -z "$errors" ] || printf '  %s\n' "$errors" | sed '2,$s/^/  /'
-    grep -qx "done" "$res" || echo "  the measuring part did not finish"
-    for f in "$out"/logs/*.log; do
-        [ -e "$f" ] || continue
-        name=${f##*/}
-        if grep -qF "$name" <<<"$errors"; then
-            echo "--- last console lines of $name (seconds since start, line) ---"
-            tail -n 25 "$f"
-        fi
-    done
-    [ -z "$keep" ] || echo "raw results and logs: $out"
-    exit 1
-fi
-[ -z "$keep" ] || echo "raw results and logs: $out"
-exit 0
+rc=0
+report "$out" "$mrc" || rc=$?
+exit "$rc"
