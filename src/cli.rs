@@ -64,7 +64,7 @@ pub fn nic_help() -> String {
                 "virtio 1.x over PCI; vectors=N (MSI-X, 0 = INTx)",
                 true,
             ),
-            NicModel::E1000 => ("8086:100e", "e1000", "Intel 82540EM", false),
+            NicModel::E1000 => ("8086:100e", "e1000", "Intel 82540EM", true),
             NicModel::Rtl8139 => (
                 "10ec:8139",
                 "8139cp (rev >= 0x20), 8139too (rev=N below 0x20)",

@@ -212,11 +212,11 @@ fn nic_is_validated_and_unbuilt_parts_say_so() {
             "--kernel",
             &kernel(),
             "--nic",
-            "model=e1000,net=tap,ifname=tap0",
+            "model=virtio,net=passthrough,host=eth9",
         ],
         T,
     );
-    assert_user_error(&o, "model=e1000 is not built yet");
+    assert_user_error(&o, "net=passthrough is not built yet");
     let o = run(
         &[
             "run",

@@ -290,3 +290,23 @@ fn virtio_nics_appear_at_their_pci_slots() {
         );
     }
 }
+
+#[test]
+fn e1000_appears_with_its_ids_and_bars() {
+    if !common::can_make_taps() {
+        eprintln!("note: needs root and /dev/net/tun");
+        return;
+    }
+    let pid = std::process::id() % 10000;
+    let a = format!("model=e1000,net=tap,ifname=teA{pid},addr=3");
+    let o = tk(
+        &["--memory", "32M", "--nic", &a],
+        "test=basic expect_cpus=1",
+    );
+    assert_pass(&o);
+    assert!(
+        o.stdout.contains("PCI 00:03.0 8086:100e class 020000"),
+        "{}",
+        o.stdout
+    );
+}

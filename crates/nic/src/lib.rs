@@ -7,7 +7,9 @@
 //! rule on the way. The model never sees the backend, the backend never
 //! sees the model.
 
+pub mod e1000;
 pub mod mac;
+pub mod rtl8139;
 pub mod virtio_net;
 pub mod vlan;
 pub mod worker;

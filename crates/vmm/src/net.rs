@@ -7,8 +7,10 @@ use std::sync::{Arc, Mutex};
 use kvm_ioctls::VmFd;
 use tapir_config::{NetBackend as NetSpec, NicModel, NicSpec};
 use tapir_net_backend::{BridgeBackend, NetBackend, TapBackend, TapConfig};
+use tapir_nic::e1000::E1000;
+use tapir_nic::rtl8139::{self, Rtl8139};
 use tapir_nic::{default_mac, VirtioNet};
-use tapir_pci::{intx_gsi, IntxPin};
+use tapir_pci::{intx_gsi, IntxPin, SharedPciDevice};
 use tapir_virtio::VirtioPciDevice;
 use vm_memory::GuestMemoryMmap;
 
@@ -34,8 +36,8 @@ pub enum NetError {
     /// PCI slot or BAR problems.
     #[error("--nic {nic}: {msg}")]
     Pci { nic: String, msg: String },
-    /// Interrupt set-up.
-    #[error("--nic {nic}: interrupt set-up: {source}")]
+    /// Interrupt or worker set-up.
+    #[error("--nic {nic}: device set-up: {source}")]
     Irq { nic: String, source: std::io::Error },
 }
 
@@ -85,12 +87,6 @@ pub fn add_nics(
     let mut out = Vec::with_capacity(nics.len());
     for (i, spec) in nics.iter().enumerate() {
         let name = spec.id.clone().unwrap_or_else(|| format!("net{i}"));
-        if spec.model != NicModel::Virtio {
-            return Err(NetError::NotBuilt {
-                nic: name,
-                what: format!("model={}", spec.model.name()),
-            });
-        }
         let pci_err = |msg: String| NetError::Pci {
             nic: name.clone(),
             msg,
@@ -109,28 +105,69 @@ pub fn add_nics(
             nic: name.clone(),
             source,
         })?);
-        let device = VirtioNet::new(name.clone(), mac, spec.vlan, backend);
-        let vectors = spec.vectors.unwrap_or(DEFAULT_VIRTIO_VECTORS);
-        let transport = VirtioPciDevice::new(
-            device,
-            mem.clone(),
-            vectors,
-            Arc::new(KvmMsi::new(vm.clone())),
-            intx.clone(),
-            Arc::new(KvmIoEvents::new(vm.clone())),
-        )
-        .map_err(|e| pci_err(e.to_string()))?;
-        let transport = Arc::new(Mutex::new(transport));
+        // virtio's transport registers its ioeventfds once BAR 0 has an address.
+        let mut virtio = None;
+        let device: SharedPciDevice = match spec.model {
+            NicModel::Virtio => {
+                let device = VirtioNet::new(name.clone(), mac, spec.vlan, backend);
+                let vectors = spec.vectors.unwrap_or(DEFAULT_VIRTIO_VECTORS);
+                let transport = VirtioPciDevice::new(
+                    device,
+                    mem.clone(),
+                    vectors,
+                    Arc::new(KvmMsi::new(vm.clone())),
+                    intx.clone(),
+                    Arc::new(KvmIoEvents::new(vm.clone())),
+                )
+                .map_err(|e| pci_err(e.to_string()))?;
+                let transport = Arc::new(Mutex::new(transport));
+                virtio = Some(transport.clone());
+                transport
+            }
+            NicModel::E1000 => {
+                let nic = E1000::new(
+                    mac,
+                    mem.clone(),
+                    intx.clone(),
+                    backend,
+                    spec.vlan,
+                    name.clone(),
+                )
+                .map_err(|source| NetError::Irq {
+                    nic: name.clone(),
+                    source,
+                })?;
+                Arc::new(Mutex::new(nic))
+            }
+            NicModel::Rtl8139 => {
+                let revision = spec.revision.unwrap_or(rtl8139::DEFAULT_REVISION);
+                let nic = Rtl8139::new(
+                    mac,
+                    revision,
+                    mem.clone(),
+                    intx.clone(),
+                    backend,
+                    spec.vlan,
+                    name.clone(),
+                )
+                .map_err(|source| NetError::Irq {
+                    nic: name.clone(),
+                    source,
+                })?;
+                Arc::new(Mutex::new(nic))
+            }
+        };
         pci.segment()
-            .add_device(slot, transport.clone())
+            .add_device(slot, device)
             .map_err(|e| pci_err(e.to_string()))?;
-        // Now that BAR 0 has its address, queue kicks can go straight to
-        // the eventfds (KVM ioeventfd) instead of exiting to the vCPU thread.
-        transport
-            .lock()
-            .unwrap()
-            .register_ioevents()
-            .map_err(|e| pci_err(e.to_string()))?;
+        if let Some(t) = virtio {
+            // Kicks then go straight to the queue eventfds (KVM ioeventfd)
+            // instead of through the vCPU thread.
+            t.lock()
+                .unwrap()
+                .register_ioevents()
+                .map_err(|e| pci_err(e.to_string()))?;
+        }
         out.push(Nic { name, intx });
     }
     Ok(out)

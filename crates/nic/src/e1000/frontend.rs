@@ -1,0 +1,606 @@
+//! The worker-side half of the device: the transmit and receive rings as
+//! a [`NicFrontend`].
+//!
+//! The NIC worker thread is the only one that touches the rings in guest
+//! memory. It shares the register file with the vCPU side through the
+//! device mutex, which it holds only to take a snapshot of the ring
+//! registers and to publish results (head, statistics, interrupt causes),
+//! never while calling the backend and never while copying frame data.
+//! A device reset or a rewrite of a ring's registers while a packet is in
+//! flight is detected by generation counters: the packet's results are
+//! then discarded instead of being written into the new ring.
+
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tapir_net_backend::hdr::GSO_NONE;
+use tapir_net_backend::offload::segment;
+use tapir_net_backend::{NetHdr, Offloads};
+use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::eventfd::EventFd;
+
+use super::filter::Cast;
+use super::regs::*;
+use super::ring::Ring;
+use super::rx::{self, Verdict, WriteBack, Written, MIN_FRAME};
+use super::state::E1000State;
+use super::tx::{self, Gather, Offload, Packet};
+use super::tx_offload::{self, Tso, TxContext};
+use crate::worker::{GuestWork, NicFrontend, NicStats, RxPush};
+
+/// The device state shared by the PCI device and the frontend.
+pub type Shared = Arc<Mutex<E1000State>>;
+
+/// Locks the device state; a panicked holder leaves consistent registers.
+pub fn lock(s: &Mutex<E1000State>) -> MutexGuard<'_, E1000State> {
+    s.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+const TOKEN_TX: u32 = 0;
+const TOKEN_RX: u32 = 1;
+const TOKEN_ITR: u32 = 2;
+
+/// Packets one `pop_tx` may drop or loop back before yielding to the
+/// worker's other events (it re-signals its doorbell to come back).
+const TX_BUDGET: usize = 64;
+
+/// Transmit statistics of one packet, published when it completes.
+#[derive(Debug, Default)]
+struct TxCount {
+    packets: u32,
+    octets: u64,
+    broadcast: u32,
+    multicast: u32,
+    buckets: [u32; 6],
+}
+
+impl TxCount {
+    /// Counts `frame` (its GSO segments when `hdr` asks for segmentation).
+    fn add(&mut self, frame: &[u8], hdr: &NetHdr) {
+        let (segs, seg_len) = if hdr.gso_type & 0x7F != GSO_NONE && hdr.gso_size > 0 {
+            let h = usize::from(hdr.hdr_len);
+            let n = frame
+                .len()
+                .saturating_sub(h)
+                .div_ceil(usize::from(hdr.gso_size))
+                .max(1);
+            (n, h + usize::from(hdr.gso_size))
+        } else {
+            (1, frame.len())
+        };
+        self.packets += segs as u32;
+        self.octets += (frame.len() + (segs - 1) * usize::from(hdr.hdr_len) + 4 * segs) as u64;
+        if frame.len() >= 6 {
+            match Cast::of(&frame[..6]) {
+                Cast::Broadcast => self.broadcast += segs as u32,
+                Cast::Multicast => self.multicast += segs as u32,
+                Cast::Unicast => {}
+            }
+        }
+        if let Some(b) = rx::size_bucket(0, seg_len.min(frame.len()) + 4) {
+            self.buckets[b as usize / 4] += segs as u32;
+        }
+    }
+}
+
+/// The packet being transmitted: its descriptors complete when its last
+/// frame has been handed to the backend.
+#[derive(Debug)]
+struct Flight {
+    gen: u64,
+    ring_gen: u64,
+    ring: Ring,
+    end: u32,
+    report: Vec<(u32, u8)>,
+    /// Software segmentation in progress (segments are cut from `pkt`).
+    tso: Option<Tso>,
+    /// VLAN tag to insert into each frame: (TPID, TCI).
+    tag: Option<(u16, u16)>,
+    count: TxCount,
+    tso_context: bool,
+    tso_failed: bool,
+}
+
+/// Ring registers and modes read at the start of a transmit step.
+#[derive(Debug, Clone, Copy)]
+struct TxSnap {
+    ring: Option<Ring>,
+    ring_gen: u64,
+    vme: bool,
+    vet: u16,
+    psp: bool,
+    loopback: bool,
+}
+
+enum Step {
+    Frame,
+    Idle,
+    Consumed,
+}
+
+/// The e1000's rings as the NIC worker sees them.
+pub struct E1000Frontend {
+    shared: Shared,
+    mem: GuestMemoryMmap,
+    tx_evt: EventFd,
+    rx_evt: EventFd,
+    timer_fd: RawFd,
+    stats: Arc<NicStats>,
+    offloads: Offloads,
+    gen: u64,
+    ctx: TxContext,
+    pkt: Vec<u8>,
+    flight: Option<Flight>,
+    rx_needed: u32,
+    rx_starved: bool,
+    plans: Vec<(usize, rx::Plan)>,
+    wb: Vec<WriteBack>,
+    irq_pending: bool,
+}
+
+impl E1000Frontend {
+    /// The frontend of the device behind `shared`; the doorbells are the
+    /// eventfds the device signals on TDT and RDT writes. Frames go to a
+    /// backend carrying `offloads`.
+    pub fn new(
+        shared: Shared,
+        mem: GuestMemoryMmap,
+        tx_evt: EventFd,
+        rx_evt: EventFd,
+        stats: Arc<NicStats>,
+        offloads: Offloads,
+    ) -> Self {
+        let (timer_fd, gen) = {
+            let s = lock(&shared);
+            (s.timer().as_raw_fd(), s.generation)
+        };
+        Self {
+            shared,
+            mem,
+            tx_evt,
+            rx_evt,
+            timer_fd,
+            stats,
+            offloads,
+            gen,
+            ctx: TxContext::default(),
+            pkt: Vec::with_capacity(tx::MAX_PACKET_BYTES),
+            flight: None,
+            rx_needed: 1,
+            rx_starved: false,
+            plans: Vec::new(),
+            wb: Vec::new(),
+            irq_pending: false,
+        }
+    }
+
+    // ---- transmit -------------------------------------------------------------
+
+    fn tx_snapshot(&mut self) -> Option<TxSnap> {
+        let s = lock(&self.shared);
+        sync_generation(&mut self.gen, &mut self.ctx, &mut self.flight, &s);
+        if self
+            .flight
+            .as_ref()
+            .is_some_and(|f| f.ring_gen != s.tx_ring_gen)
+        {
+            self.flight = None;
+        }
+        let regs = s.regs();
+        if regs.get(TCTL) & TCTL_EN == 0 || !s.bus_master() {
+            return None;
+        }
+        Some(TxSnap {
+            ring: Ring::from_regs(regs, TDBAL),
+            ring_gen: s.tx_ring_gen,
+            vme: regs.get(CTRL) & CTRL_VME != 0,
+            vet: regs.get(VET) as u16,
+            psp: regs.get(TCTL) & TCTL_PSP != 0,
+            loopback: s.loopback(),
+        })
+    }
+
+    fn tx_step(&mut self, hdr: &mut NetHdr, buf: &mut Vec<u8>) -> Step {
+        let Some(snap) = self.tx_snapshot() else {
+            return Step::Idle;
+        };
+        if let Some(f) = self.flight.as_mut() {
+            if let Some(t) = f.tso.as_mut().filter(|t| !t.done()) {
+                t.segment(&self.pkt, buf);
+                *hdr = NetHdr::default();
+                finish_frame(buf, hdr, f.tag, snap.psp);
+                f.count.add(buf, hdr);
+                return Step::Frame;
+            }
+            self.finish_packet();
+        }
+        let Some(ring) = snap.ring else {
+            return Step::Idle;
+        };
+        match tx::gather(&self.mem, &ring, &mut self.ctx, &mut self.pkt) {
+            Gather::Wait => Step::Idle,
+            Gather::Drop { end, report, .. } => {
+                self.stats.tx_dropped.fetch_add(1, Ordering::Relaxed);
+                self.flight = Some(self.new_flight(ring, snap.ring_gen, end, report));
+                self.finish_packet();
+                Step::Consumed
+            }
+            Gather::Packet(p) => self.build(p, ring, snap, hdr, buf),
+        }
+    }
+
+    fn new_flight(&self, ring: Ring, ring_gen: u64, end: u32, report: Vec<(u32, u8)>) -> Flight {
+        Flight {
+            gen: self.gen,
+            ring_gen,
+            ring,
+            end,
+            report,
+            tso: None,
+            tag: None,
+            count: TxCount::default(),
+            tso_context: false,
+            tso_failed: false,
+        }
+    }
+
+    /// Applies the packet's offloads and produces its first frame (all of
+    /// them in loopback mode).
+    fn build(
+        &mut self,
+        p: Packet,
+        ring: Ring,
+        snap: TxSnap,
+        hdr: &mut NetHdr,
+        buf: &mut Vec<u8>,
+    ) -> Step {
+        let mut f = self.new_flight(ring, snap.ring_gen, p.end, p.report);
+        f.tag = (p.vle && snap.vme).then_some((snap.vet, p.special));
+        // Offloads toward the backend only: looped-back frames must be whole.
+        let offloads = if snap.loopback {
+            Offloads::default()
+        } else {
+            self.offloads
+        };
+        let mut h = NetHdr::default();
+        let done = match p.offload {
+            Offload::Legacy { ic: false, .. } => Ok(()),
+            Offload::Legacy { css, cso, .. } => {
+                tx_offload::insert_csum(&mut self.pkt, "legacy", (css, 0, cso), 0, false)
+            }
+            Offload::Data { popts, tse: false } => {
+                match tx_offload::partial_csum(&mut self.pkt, &self.ctx, popts, offloads) {
+                    Some(x) => {
+                        h = x;
+                        Ok(())
+                    }
+                    None => tx_offload::insert_checksums(&mut self.pkt, &self.ctx, popts),
+                }
+            }
+            Offload::Data { popts, tse: true } => {
+                f.tso_context = true;
+                match tx_offload::gso(&mut self.pkt, &self.ctx, popts, offloads) {
+                    Some(x) => {
+                        h = x;
+                        Ok(())
+                    }
+                    None => Tso::new(self.pkt.len(), &self.ctx, popts).map(|t| f.tso = Some(t)),
+                }
+            }
+        };
+        if done.is_err() {
+            self.stats.tx_dropped.fetch_add(1, Ordering::Relaxed);
+            f.tso_failed = f.tso_context;
+            self.flight = Some(f);
+            self.finish_packet();
+            return Step::Consumed;
+        }
+        if snap.loopback {
+            match f.tso.as_mut() {
+                Some(t) => {
+                    while !t.done() {
+                        t.segment(&self.pkt, buf);
+                        let mut h = NetHdr::default();
+                        finish_frame(buf, &mut h, f.tag, snap.psp);
+                        f.count.add(buf, &h);
+                        self.loop_back(buf);
+                    }
+                }
+                None => {
+                    std::mem::swap(buf, &mut self.pkt);
+                    finish_frame(buf, &mut h, f.tag, snap.psp);
+                    f.count.add(buf, &h);
+                    self.loop_back(buf);
+                }
+            }
+            self.flight = Some(f);
+            self.finish_packet();
+            return Step::Consumed;
+        }
+        match f.tso.as_mut() {
+            Some(t) => t.segment(&self.pkt, buf),
+            None => std::mem::swap(buf, &mut self.pkt),
+        }
+        finish_frame(buf, &mut h, f.tag, snap.psp);
+        f.count.add(buf, &h);
+        *hdr = h;
+        self.flight = Some(f);
+        Step::Frame
+    }
+
+    /// Receives a transmitted frame (MAC or PHY loopback). A frame the
+    /// receive ring cannot take is dropped: transmit never waits on receive.
+    fn loop_back(&mut self, frame: &[u8]) {
+        let mut small = [0u8; MIN_FRAME];
+        let frame = pad(frame, &mut small);
+        if self.deliver(&[frame], false) == RxPush::NoBuffers {
+            let mut s = lock(&self.shared);
+            s.count(MPC, 1);
+        }
+    }
+
+    /// Completes the packet in flight: status write-back, head, statistics
+    /// and interrupt causes.
+    fn finish_packet(&mut self) {
+        let Some(f) = self.flight.take() else {
+            return;
+        };
+        let mut s = lock(&self.shared);
+        if s.generation != f.gen || s.tx_ring_gen != f.ring_gen {
+            return;
+        }
+        tx::report_done(&self.mem, &f.ring, &f.report);
+        s.set_reg(TDH, f.end);
+        let c = &f.count;
+        s.count(GPTC, c.packets);
+        s.count(TPT, c.packets);
+        s.count64(GOTCL, c.octets);
+        s.count64(TOTL, c.octets);
+        s.count(BPTC, c.broadcast);
+        s.count(MPTC, c.multicast);
+        for (i, &n) in c.buckets.iter().enumerate() {
+            s.count(PTC64 + 4 * i as u32, n);
+        }
+        if f.tso_context {
+            s.count(if f.tso_failed { TSCTFC } else { TSCTC }, 1);
+        }
+        let mut causes = 0;
+        if !f.report.is_empty() {
+            causes |= INT_TXDW;
+        }
+        if s.regs().get(TDT) == f.end {
+            causes |= INT_TXQE;
+        }
+        s.raise(causes);
+        self.irq_pending = true;
+    }
+
+    // ---- receive ----------------------------------------------------------------
+
+    /// Delivers `frames` (each at least [`MIN_FRAME`] bytes) as one unit:
+    /// all go in, or none when the ring lacks descriptors.
+    fn deliver(&mut self, frames: &[&[u8]], from_backend: bool) -> RxPush {
+        self.plans.clear();
+        let (ring, ring_gen, gen) = {
+            let mut s = lock(&self.shared);
+            sync_generation(&mut self.gen, &mut self.ctx, &mut self.flight, &s);
+            let regs = s.regs();
+            if regs.get(RCTL) & RCTL_EN == 0 || !s.bus_master() || (from_backend && s.loopback()) {
+                return RxPush::Dropped;
+            }
+            let mut oversize = 0;
+            for (i, f) in frames.iter().enumerate() {
+                match rx::plan(regs, f) {
+                    Verdict::Accept(p) => self.plans.push((i, p)),
+                    Verdict::Filtered => {}
+                    Verdict::Oversize => oversize += 1,
+                }
+            }
+            let needed: u32 = self.plans.iter().map(|(_, p)| p.descs).sum();
+            let ring = Ring::from_regs(regs, RDBAL);
+            if ring.is_some_and(|r| needed > r.count - 1) {
+                // More descriptors than the ring can ever offer: never wait.
+                frames.iter().for_each(|f| rx::count_total(&mut s, f.len()));
+                s.count(ROC, 1);
+                return RxPush::Dropped;
+            }
+            if needed > 0 {
+                let free = ring.map_or(0, |r| r.pending_from(r.head));
+                if needed > free {
+                    self.rx_needed = needed;
+                    if !self.rx_starved {
+                        self.rx_starved = true;
+                        s.count(RNBC, 1);
+                    }
+                    return RxPush::NoBuffers;
+                }
+            }
+            self.rx_starved = false;
+            frames.iter().for_each(|f| rx::count_total(&mut s, f.len()));
+            s.count(ROC, oversize);
+            match ring {
+                Some(r) if needed > 0 => (r, s.rx_ring_gen, s.generation),
+                _ => return RxPush::Dropped,
+            }
+        };
+        self.wb.clear();
+        let mut head = ring.head;
+        let mut delivered = 0;
+        let mut fault = false;
+        for &(i, ref p) in &self.plans {
+            match rx::write_frame(&self.mem, &ring, head, frames[i], p, &mut self.wb) {
+                Written::Done(n) => {
+                    head = n;
+                    delivered += 1;
+                }
+                Written::BufferFault(n) => {
+                    head = n;
+                    fault = true;
+                    break;
+                }
+                Written::RingFault => {
+                    fault = true;
+                    break;
+                }
+            }
+        }
+        let mut s = lock(&self.shared);
+        if s.generation != gen || s.rx_ring_gen != ring_gen {
+            return RxPush::Dropped;
+        }
+        rx::write_back(&self.mem, &ring, &self.wb);
+        s.set_reg(RDH, head);
+        for (_, p) in &self.plans[..delivered] {
+            rx::count_good(&mut s, p);
+        }
+        if fault {
+            s.count(MPC, 1);
+        }
+        if head != ring.head {
+            let now = Ring {
+                head,
+                tail: s.regs().get(RDT) % ring.count,
+                ..ring
+            };
+            let before = ring.pending_from(ring.head);
+            let after = now.pending_from(head);
+            let mut causes = INT_RXT0;
+            if rx::below_threshold(s.regs().get(RCTL), ring.count, before, after) {
+                causes |= INT_RXDMT0;
+            }
+            s.raise(causes);
+            self.irq_pending = true;
+        }
+        if fault || delivered < frames.len() {
+            RxPush::Dropped
+        } else {
+            RxPush::Delivered
+        }
+    }
+}
+
+/// Forgets transmit state that a device reset invalidated.
+fn sync_generation(
+    gen: &mut u64,
+    ctx: &mut TxContext,
+    flight: &mut Option<Flight>,
+    s: &E1000State,
+) {
+    if s.generation != *gen {
+        *gen = s.generation;
+        *ctx = TxContext::default();
+        *flight = None;
+    }
+}
+
+/// `frame`, or a zero-padded copy in `small` when shorter than a minimal
+/// Ethernet frame.
+fn pad<'a>(frame: &'a [u8], small: &'a mut [u8; MIN_FRAME]) -> &'a [u8] {
+    if frame.len() >= MIN_FRAME {
+        return frame;
+    }
+    small[..frame.len()].copy_from_slice(frame);
+    small
+}
+
+/// The MAC's last steps on a frame: VLAN tag insertion (VLE with
+/// CTRL.VME) and short-packet padding (TCTL.PSP, whole frames only).
+fn finish_frame(buf: &mut Vec<u8>, hdr: &mut NetHdr, tag: Option<(u16, u16)>, psp: bool) {
+    if let Some((tpid, tci)) = tag {
+        tx_offload::insert_vlan(buf, tpid, tci, hdr);
+    }
+    if psp && hdr.is_plain() && buf.len() < MIN_FRAME {
+        buf.resize(MIN_FRAME, 0);
+    }
+}
+
+impl NicFrontend for E1000Frontend {
+    fn guest_fds(&self) -> Vec<(RawFd, u32)> {
+        vec![
+            (self.tx_evt.as_raw_fd(), TOKEN_TX),
+            (self.rx_evt.as_raw_fd(), TOKEN_RX),
+            (self.timer_fd, TOKEN_ITR),
+        ]
+    }
+
+    fn guest_event(&mut self, token: u32) -> GuestWork {
+        match token {
+            TOKEN_TX => {
+                let _ = self.tx_evt.read();
+                GuestWork::Tx
+            }
+            TOKEN_RX => {
+                let _ = self.rx_evt.read();
+                GuestWork::Rx
+            }
+            TOKEN_ITR => {
+                let mut s = lock(&self.shared);
+                s.timer().drain();
+                s.timer_fired();
+                GuestWork::None
+            }
+            _ => GuestWork::None,
+        }
+    }
+
+    fn pop_tx(&mut self, hdr: &mut NetHdr, buf: &mut Vec<u8>) -> bool {
+        for _ in 0..TX_BUDGET {
+            buf.clear();
+            match self.tx_step(hdr, buf) {
+                Step::Frame => return true,
+                Step::Idle => return false,
+                Step::Consumed => {}
+            }
+        }
+        // More work: come back after the worker's other events.
+        let _ = self.tx_evt.write(1);
+        false
+    }
+
+    fn complete_tx(&mut self) {
+        let more = self
+            .flight
+            .as_ref()
+            .and_then(|f| f.tso.as_ref())
+            .is_some_and(|t| !t.done());
+        if !more {
+            self.finish_packet();
+        }
+    }
+
+    fn push_rx(&mut self, hdr: &NetHdr, frame: &[u8]) -> RxPush {
+        if !hdr.is_plain() {
+            // The receive path has no offloads: finish the work here.
+            let Ok(mut frames) = segment(hdr, frame) else {
+                return RxPush::Dropped;
+            };
+            for f in &mut frames {
+                if f.len() < MIN_FRAME {
+                    f.resize(MIN_FRAME, 0);
+                }
+            }
+            let refs: Vec<&[u8]> = frames.iter().map(|f| f.as_slice()).collect();
+            return self.deliver(&refs, true);
+        }
+        let mut small = [0u8; MIN_FRAME];
+        let frame = pad(frame, &mut small);
+        self.deliver(&[frame], true)
+    }
+
+    fn rx_wait_buffers(&mut self) -> bool {
+        let s = lock(&self.shared);
+        let regs = s.regs();
+        if regs.get(RCTL) & RCTL_EN == 0 || !s.bus_master() || s.loopback() {
+            // Frames are dropped in these modes: no reason to wait.
+            return true;
+        }
+        Ring::from_regs(regs, RDBAL).is_some_and(|r| r.pending_from(r.head) >= self.rx_needed)
+    }
+
+    fn flush(&mut self) {
+        if std::mem::take(&mut self.irq_pending) {
+            lock(&self.shared).update_irq();
+        }
+    }
+}

@@ -1,0 +1,263 @@
+//! Realtek RTL8139C(L)+ (PCI 10ec:8139, class 02/00, INTA): the 10/100 NIC
+//! Linux drives with `8139too` (C mode: four transmit slots and a receive
+//! ring) or `8139cp` (C+ mode: descriptor rings, checksum offload, large
+//! send, VLAN tagging).
+//!
+//! # Revision
+//!
+//! Linux chooses the driver by PCI revision: `8139too` refuses revision
+//! 0x20 and later ("an enhanced 8139C+ chip, use 8139cp") and `8139cp`
+//! refuses anything older. [`Rtl8139::new`] takes the revision and the
+//! chip follows it:
+//! - below 0x20 it is an RTL8139C: TCR's HWVERID reads as RTL8139C (which
+//!   8139too identifies), and the C+ registers (C+CR, TPPoll, RDSAR,
+//!   IntrMitigate) do not exist: they read as plain storage and C+ mode
+//!   cannot be entered;
+//! - from 0x20 ([`DEFAULT_REVISION`]) it is an RTL8139C+: HWVERID reads as
+//!   RTL8139C+, and C+ mode is entered per direction by C+CR's TX/RX enable
+//!   bits. The C registers stay available, so either driver model works.
+//!
+//! # Seam
+//!
+//! [`Rtl8139`] is the vCPU side ([`PciDevice`]: configuration space and
+//! the 256-byte register window in BAR 0 (I/O) and BAR 1 (memory)). The
+//! register state sits behind a mutex shared with the NIC worker's
+//! frontend (`frontend.rs`), which alone walks the guest's buffers and
+//! rings. Doorbells are eventfds: a TSD write (C mode) or TPPoll (C+) kicks
+//! transmission; receive needs no doorbell, but while the worker waits for
+//! room any register write kicks it (see `frontend.rs` for what happens
+//! when the guest has no room). The INTx level is (ISR & IMR) != 0.
+//!
+//! The backend's offloads are turned off: frames from the host arrive with
+//! complete checksums, and C+ transmit offloads are done in software
+//! (`offload.rs`), every header length checked against the frame.
+
+mod cplus;
+mod eeprom;
+mod filter;
+mod frontend;
+mod normal;
+mod offload;
+pub mod regs;
+mod state;
+
+#[cfg(test)]
+mod tests;
+
+use std::io;
+use std::sync::{Arc, Mutex};
+
+use tapir_devices::LevelIrq;
+use tapir_net_backend::{NetBackend, Offloads};
+use tapir_pci::{
+    BarChange, BarKind, Intx, IntxPin, PciBar, PciConfigError, PciConfiguration, PciDevice,
+    PciHeader,
+};
+use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use crate::worker::{NetWorker, NicStats, WorkerHandle};
+use frontend::Rtl8139Frontend;
+pub use frontend::RX_STALL_GRACE;
+pub use offload::OffloadReject;
+pub use regs::{DEVICE_ID, REG_WINDOW, VENDOR_ID};
+use state::{Kicks, State};
+
+/// Revision the VMM uses by default: an RTL8139C+ (driven by 8139cp).
+pub const DEFAULT_REVISION: u8 = 0x20;
+/// First revision with the C+ registers; Linux's 8139too takes older ones.
+pub const CPLUS_MIN_REVISION: u8 = 0x20;
+/// A revision 8139too binds (an RTL8139C).
+pub const REVISION_8139C: u8 = 0x10;
+
+/// Why an RTL8139 could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum Rtl8139Error {
+    /// Describing the configuration space failed.
+    #[error("PCI configuration: {0}")]
+    Config(#[from] PciConfigError),
+    /// The backend refused to turn its offloads off.
+    #[error("turning the backend's offloads off: {0}")]
+    Backend(io::Error),
+    /// Creating the eventfds or timers failed.
+    #[error("creating notification fds: {0}")]
+    Fds(io::Error),
+    /// The worker thread could not start.
+    #[error("starting the worker thread: {0}")]
+    Worker(io::Error),
+}
+
+impl From<Rtl8139Error> for io::Error {
+    fn from(e: Rtl8139Error) -> io::Error {
+        match e {
+            Rtl8139Error::Backend(ref inner)
+            | Rtl8139Error::Fds(ref inner)
+            | Rtl8139Error::Worker(ref inner) => io::Error::new(inner.kind(), e.to_string()),
+            Rtl8139Error::Config(_) => io::Error::new(io::ErrorKind::InvalidInput, e.to_string()),
+        }
+    }
+}
+
+/// An RTL8139 NIC.
+pub struct Rtl8139 {
+    name: String,
+    config: PciConfiguration,
+    state: Arc<Mutex<State>>,
+    stats: Arc<NicStats>,
+    worker: Option<WorkerHandle>,
+}
+
+impl Rtl8139 {
+    /// A NIC with station address `mac` and PCI `revision` (see the module
+    /// documentation), DMA into `mem`, INTA on `intx`, frames to and from
+    /// `backend`; `vlan` makes it an 802.1Q access port. Its worker thread
+    /// (`{name}-net`) starts at once; dropping the NIC stops it.
+    pub fn new(
+        mac: [u8; 6],
+        revision: u8,
+        mem: GuestMemoryMmap,
+        intx: Arc<dyn LevelIrq>,
+        mut backend: Box<dyn NetBackend>,
+        vlan: Option<u16>,
+        name: String,
+    ) -> io::Result<Self> {
+        let mut config = PciConfiguration::new(&PciHeader {
+            vendor_id: VENDOR_ID,
+            device_id: DEVICE_ID,
+            revision_id: revision,
+            class_code: 0x02,
+            subclass: 0x00,
+            prog_if: 0,
+            subsystem_vendor_id: VENDOR_ID,
+            subsystem_id: DEVICE_ID,
+            multifunction: false,
+        });
+        for (index, kind) in [(0, BarKind::Io), (1, BarKind::Mem32)] {
+            config
+                .add_bar(PciBar {
+                    index,
+                    size: REG_WINDOW,
+                    kind,
+                })
+                .map_err(Rtl8139Error::from)?;
+        }
+        let intx = Intx::new(intx, IntxPin::IntA, &mut config);
+        let intx_config = PciConfiguration::new(&PciHeader::default());
+        backend
+            .set_offloads(Offloads::default())
+            .map_err(Rtl8139Error::Backend)?;
+        let evt = || EventFd::new(EFD_NONBLOCK).map_err(Rtl8139Error::Fds);
+        let (tx, rx, timer) = (evt()?, evt()?, evt()?);
+        let clone = |e: &EventFd| e.try_clone().map_err(Rtl8139Error::Fds);
+        let kicks = Kicks {
+            tx: clone(&tx)?,
+            rx: clone(&rx)?,
+            timer: clone(&timer)?,
+        };
+        let state = Arc::new(Mutex::new(State::new(
+            mac,
+            revision,
+            mem,
+            intx,
+            intx_config,
+            kicks,
+        )));
+        let stats = Arc::new(NicStats::default());
+        let frontend = Rtl8139Frontend::new(state.clone(), tx, rx, timer, stats.clone())
+            .map_err(Rtl8139Error::Fds)?;
+        let worker = NetWorker::spawn(
+            format!("{name}-net"),
+            Box::new(frontend),
+            backend,
+            vlan,
+            stats.clone(),
+        )
+        .map_err(Rtl8139Error::Worker)?;
+        Ok(Self {
+            name,
+            config,
+            state,
+            stats,
+            worker: Some(worker),
+        })
+    }
+
+    /// The NIC's counters.
+    pub fn stats(&self) -> Arc<NicStats> {
+        self.stats.clone()
+    }
+
+    /// The PCI revision.
+    pub fn revision(&self) -> u8 {
+        self.config
+            .read_u8(tapir_pci::configuration::PCI_REVISION_ID)
+    }
+
+    /// The station address the chip filters on now (IDR0-5).
+    pub fn mac(&self) -> [u8; 6] {
+        frontend::lock(&self.state).idr
+    }
+
+    /// Sets how long received frames wait (the backend paused) for the
+    /// guest to make receive room before the NIC drops them as hardware
+    /// does ([`RX_STALL_GRACE`] by default). Takes effect at the next stall.
+    pub fn set_rx_stall_grace(&self, grace: std::time::Duration) {
+        frontend::lock(&self.state).rx_stall_grace = grace;
+    }
+
+    /// Stops the worker and returns the backend (`None` if the worker is
+    /// gone or its thread panicked). The NIC keeps answering register
+    /// accesses but moves no more frames.
+    pub fn stop(&mut self) -> Option<Box<dyn NetBackend>> {
+        self.worker.take().and_then(WorkerHandle::stop)
+    }
+}
+
+impl Drop for Rtl8139 {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+impl PciDevice for Rtl8139 {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn config(&self) -> &PciConfiguration {
+        &self.config
+    }
+
+    fn config_mut(&mut self) -> &mut PciConfiguration {
+        &mut self.config
+    }
+
+    fn read_config(&mut self, offset: u16, data: &mut [u8]) {
+        // The worker raises interrupts without this configuration space:
+        // bring the status register's interrupt bit up to date first.
+        let asserted = frontend::lock(&self.state).irq_asserted();
+        self.config.set_interrupt_status(asserted);
+        self.config.read(offset, data);
+    }
+
+    fn write_config(&mut self, offset: u16, data: &[u8]) -> Option<BarChange> {
+        let change = self.config.write(offset, data);
+        frontend::lock(&self.state).command_written(&self.config);
+        change
+    }
+
+    fn read_bar(&mut self, index: u8, offset: u64, data: &mut [u8]) {
+        if index > 1 {
+            data.fill(0xff);
+            return;
+        }
+        frontend::lock(&self.state).read(offset, data);
+    }
+
+    fn write_bar(&mut self, index: u8, offset: u64, data: &[u8]) {
+        if index > 1 {
+            return;
+        }
+        frontend::lock(&self.state).write(offset, data);
+    }
+}
