@@ -410,3 +410,26 @@ fn unreadable_kernel_file() {
     assert_user_error(&o, "cannot open kernel");
     assert!(o.stderr.contains("Permission denied"), "{}", o.stderr);
 }
+
+#[test]
+fn creating_a_tap_without_cap_net_admin_is_one_clear_line() {
+    // Stay root (so /dev/kvm opens) but drop CAP_NET_ADMIN from the
+    // bounding set, so the exec'd tapir does not have it.
+    if !common::can_make_taps() || !std::path::Path::new("/usr/bin/setpriv").exists() {
+        eprintln!("note: needs root, /dev/net/tun and setpriv");
+        return;
+    }
+    let o = common::Running::start_cmd(std::process::Command::new("/usr/bin/setpriv").args([
+        "--bounding-set=-net_admin",
+        common::tapir_bin().to_str().unwrap(),
+        "run",
+        "--kernel",
+        &kernel(),
+        "--memory",
+        "32M",
+        "--nic",
+        "net=tap,ifname=tcapX0",
+    ]))
+    .finish(T);
+    assert_user_error(&o, "creating a tap needs CAP_NET_ADMIN");
+}

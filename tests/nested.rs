@@ -88,6 +88,9 @@ fn suite() -> &'static Suite {
             String::from_utf8_lossy(&output.stderr)
         );
         eprintln!("{runner_output}");
+        if let Ok(r) = std::fs::read_to_string(out_dir.join("retried")) {
+            eprintln!("nested suite: retried once after an early-boot guest death: {}", r.split_whitespace().collect::<Vec<_>>().join(", "));
+        }
         let mut results = HashMap::new();
         for entry in std::fs::read_dir(&out_dir).unwrap().flatten() {
             let p = entry.path();

@@ -22,6 +22,8 @@
 #
 # Environment, read when a scenario runs:
 #   MODEL=virtio|e1000|rtl8139  NIC model (default virtio)
+#   NIC_OPTS=k=v[,k=v]          extra --nic options of the model (e.g. rev=0x10)
+#   MODEL_TAG=NAME              name used in result names instead of MODEL
 #   VMM_IMPL=tapir|qemu         qemu runs the same scenario with
 #                               qemu-system-x86_64 -accel kvm as a stand-in
 #                               VMM, to validate the scenarios themselves
@@ -54,7 +56,7 @@
 # The result name of scenario BASE for the current MODEL and VMM_IMPL.
 net__name() {
     local n=$1
-    [ "${MODEL:-virtio}" = virtio ] || n+="_${MODEL}"
+    [ "${MODEL_TAG:-${MODEL:-virtio}}" = virtio ] || n+="_${MODEL_TAG:-$MODEL}"
     [ "${VMM_IMPL:-tapir}" = tapir ] || n+="_${VMM_IMPL}"
     printf '%s\n' "$n"
 }
@@ -140,6 +142,16 @@ net__finish() {
     echo "scenario $name: ok=$ok failed=${fails:-none}"
 }
 
+# The Linux driver that must bind MODEL (with NIC_OPTS).
+net__driver() {
+    case "${MODEL:-virtio}:${NIC_OPTS:-}" in
+        virtio:*) echo virtio_net ;;
+        e1000:*) echo e1000 ;;
+        rtl8139:*rev=0x1*) echo 8139too ;;
+        rtl8139:*) echo 8139cp ;;
+    esac
+}
+
 # The QEMU device for MODEL.
 net__qemu_device() {
     case "${MODEL:-virtio}" in
@@ -161,7 +173,7 @@ net__vmm_start() {
     local cmdline="$CONSOLE tapir.exit=poweroff"
     if [ "${VMM_IMPL:-tapir}" = tapir ]; then
         cmd=("$TAPIR" run --kernel "$KERNEL" --initrd "$initrd" --memory 256M --cpus 1 --cmdline "$cmdline")
-        for spec; do cmd+=(--nic "model=${MODEL:-virtio},$spec"); done
+        for spec; do cmd+=(--nic "model=${MODEL:-virtio}${NIC_OPTS:+,$NIC_OPTS},$spec"); done
     else
         # shellcheck disable=SC2054 # commas belong to QEMU option values
         cmd=("${QEMU:-qemu-system-x86_64}" -accel kvm -cpu host -m 256 -smp 1 -nographic -no-reboot
@@ -242,14 +254,19 @@ net__ping() {
     printf '%s\n' "${n:-0}"
 }
 
-# net__bye NS IP: tells the guest at IP to finish (its bye_listen/bye_wait).
+# net__bye NS IP PID: tells the guest at IP to finish (its bye_listen/
+# bye_wait). When that fails, it stops the VMM (SIGTERM to PID, the
+# `timeout` process) instead of waiting for the guest's own time limit.
 net__bye() {
     local i
-    for i in 1 2 3 4 5; do
+    for i in 1 2 3; do
         echo "+ bye to $2 (try $i)" >>"$l1log"
         echo bye | ip netns exec "$1" timeout 10 busybox nc "$2" 9001 >>"$l1log" 2>&1 && return 0
+        kill -0 "$3" 2>/dev/null || return 1
         sleep 1
     done
+    echo "+ no bye possible: SIGTERM to the VMM" >>"$l1log"
+    kill -TERM "$3" 2>/dev/null
     return 1
 }
 
@@ -296,6 +313,12 @@ bye_wait() {
     done
     if grep -q bye /tmp/bye 2>/dev/null; then say "bye received"; else say "bye empty"; fi
 }
+# driver_of IF: the kernel driver bound to the interface's device
+driver_of() { d=$(readlink "/sys/class/net/$1/device/driver"); echo "${d##*/}"; }
+# nic_irqs: interrupts taken so far on the NIC lines (eth*, virtio*) of /proc/interrupts
+nic_irqs() {
+    awk '/eth|virtio/ { for (i = 2; i <= NF; i++) { if ($i ~ /^[0-9]+$/) s += $i; else break } } END { print s + 0 }' /proc/interrupts
+}
 # setup_if MAC IP/LEN...: finds the interface, adds the addresses, brings it up
 setup_if() {
     mac=$1
@@ -318,6 +341,8 @@ setup_if "$MAC" 192.168.100.2/24
 bye_listen
 if ! wait_ping 192.168.100.1 90; then say "link FAIL"; say done; exit 1; fi
 say "link ok"
+say "driver $(driver_of "$IF") carrier=$(cat "/sys/class/net/$IF/carrier" 2>/dev/null)"
+IRQ0=$(nic_irqs)
 say "ping 192.168.100.1 sent=5 recv=$(ping_recv 192.168.100.1 5 15)"
 if timeout 240 wget -q -O /tmp/h2g.bin http://192.168.100.1:8080/h2g.bin; then
     say "h2g sha256 $(sha256sum </tmp/h2g.bin | cut -d' ' -f1)"
@@ -325,6 +350,7 @@ else
     say "h2g FAIL wget status $?"
 fi
 rm -f /tmp/h2g.bin
+say "irqs before=$IRQ0 after=$(nic_irqs)"
 mkdir -p /tmp/www
 dd if=/dev/urandom of=/tmp/www/g2h.bin bs=1048576 count="$MIB" 2>/dev/null
 say "g2h sha256 $(sha256sum </tmp/www/g2h.bin | cut -d' ' -f1)"
@@ -388,7 +414,7 @@ scenario_net_tap() {
             net__kv g2h_sha256_received "$rsum"
             net__check host_ping_recv "$(net__ping "$ns" 192.168.100.2 3 10)" 3
             v=0
-            net__bye "$ns" 192.168.100.2 && v=1
+            net__bye "$ns" 192.168.100.2 "$pid" && v=1
             net__check bye_sent "$v" 1
         else
             net__kv g2h_sha256_received none
@@ -416,6 +442,16 @@ scenario_net_tap() {
     grep -q 'NET: link ok' "$log" && v=ok
     net__check guest_link "$v" ok
     net__check guest_ping_recv "$(net__marker "$log" '.*NET: ping 192\.168\.100\.1 sent=5 recv=\([0-9]*\).*')" 5
+    net__check guest_driver "$(net__marker "$log" '.*NET: driver \([^ ]*\) carrier=.*')" "$(net__driver)"
+    net__check guest_carrier "$(net__marker "$log" '.*NET: driver [^ ]* carrier=\([0-9]*\).*')" 1
+    local i0 i1
+    i0=$(net__marker "$log" '.*NET: irqs before=\([0-9]*\) after=.*')
+    i1=$(net__marker "$log" '.*NET: irqs before=[0-9]* after=\([0-9]*\).*')
+    net__kv irqs_before "$i0"
+    net__kv irqs_after "$i1"
+    v=0
+    [ "$i0" != none ] && [ "$i1" != none ] && [ "$i1" -gt $((i0 + 10)) ] && v=1
+    net__check irqs_grew "$v" 1
     gsum=$(net__marker "$log" '.*NET: h2g sha256 \([0-9a-f]\{64\}\).*')
     net__kv h2g_sha256_guest "$gsum"
     v=0
@@ -468,7 +504,7 @@ scenario_net_bridge() {
     net__setup net_bridge || return 0
     local br=tbr0 hns=tapir-$name-h
     local mac1=52:54:00:10:00:01 mac2=52:54:00:10:00:02
-    local pid1="" pid2="" rc=125 rc1=125 rc2=125 v n log1 log2 i mac log
+    local pid1="" pid2="" rc=125 rc1=125 rc2=125 v n log1 log2 i log
     log1=$OUT/$name.vm1.log
     log2=$OUT/$name.vm2.log
     ip netns del "$hns" >/dev/null 2>&1
@@ -490,6 +526,9 @@ scenario_net_bridge() {
     local nic1="net=bridge,br=$br,ifname=tbv1,mac=$mac1" nic2="net=bridge,br=$br,mac=$mac2"
     net__vmm_start "$log1" 420 "$(with_scenario "$name.vm1" "$(net__guest_bridge "$mac1" 10.10.0.1 10.10.0.2)")" "$nic1" &&
         pid1=$REPLY
+    # The second VM starts once the first has booted: starting two VMs at
+    # the same instant is not what this scenario tests.
+    [ -z "$pid1" ] || net__wait_log "$log1" 'TAPIR-GUEST: booted' 200 "$pid1"
     net__vmm_start "$log2" 420 "$(with_scenario "$name.vm2" "$(net__guest_bridge "$mac2" 10.10.0.2 10.10.0.1)")" "$nic2" &&
         pid2=$REPLY
     if [ -n "$pid1" ] && [ -n "$pid2" ]; then
@@ -504,17 +543,20 @@ scenario_net_bridge() {
         v=0
         ip -n "$ns" -o link show dev tbv1 2>/dev/null | grep -q "master $br" && v=1
         net__check vm1_tap_enslaved "$v" 1
-        bridge -n "$ns" fdb show br "$br" >>"$l1log" 2>&1
-        for i in 1 2; do
-            v=0
-            eval "mac=\$mac$i"
-            # shellcheck disable=SC2154 # set by the eval above
-            bridge -n "$ns" fdb show br "$br" 2>/dev/null | grep -qi "^$mac " && v=1
-            net__check "fdb_vm$i" "$v" 1
-            v=0
-            net__bye "$hns" "10.10.0.$i" && v=1
-            net__check "bye_vm$i" "$v" 1
-        done
+        bridge -n "$ns" fdb show br "$br" >"$WORK/$name.fdb" 2>&1
+        cat "$WORK/$name.fdb" >>"$l1log"
+        v=0
+        grep -qi "^$mac1 " "$WORK/$name.fdb" && v=1
+        net__check fdb_vm1 "$v" 1
+        v=0
+        grep -qi "^$mac2 " "$WORK/$name.fdb" && v=1
+        net__check fdb_vm2 "$v" 1
+        v=0
+        net__bye "$hns" 10.10.0.1 "$pid1" && v=1
+        net__check bye_vm1 "$v" 1
+        v=0
+        net__bye "$hns" 10.10.0.2 "$pid2" && v=1
+        net__check bye_vm2 "$v" 1
     else
         echo "could not start both VMMs" >>"$l1log"
         fails+="${fails:+,}start"
@@ -629,7 +671,7 @@ scenario_net_vlan() {
             net__check host_ping_untagged_recv "$(net__ping "$ns" 192.168.201.2 3 6)" 0
             net__check host_ping_vlan300_recv "$(net__ping "$ns" 192.168.203.2 3 6)" 0
             v=0
-            net__bye "$ns" 192.168.200.2 && v=1
+            net__bye "$ns" 192.168.200.2 "$pid" && v=1
             net__check bye_sent "$v" 1
         else
             fails+="${fails:+,}guest_ready"
@@ -723,6 +765,8 @@ scenario_net_two_nics() {
 
 scenario_net_tap_e1000() { MODEL=e1000 scenario_net_tap; }
 scenario_net_tap_rtl8139() { MODEL=rtl8139 scenario_net_tap; }
+# The same chip presented as an RTL8139C (revision 0x10), driven by 8139too.
+scenario_net_tap_8139too() { MODEL=rtl8139 NIC_OPTS=rev=0x10 MODEL_TAG=8139too scenario_net_tap; }
 scenario_net_bridge_e1000() { MODEL=e1000 scenario_net_bridge; }
 scenario_net_bridge_rtl8139() { MODEL=rtl8139 scenario_net_bridge; }
 scenario_net_vlan_e1000() { MODEL=e1000 scenario_net_vlan; }
