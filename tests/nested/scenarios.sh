@@ -58,6 +58,7 @@ CONSOLE="${TAPIR_CONSOLE:-console=ttyS0 quiet}"
 
 # Scenario script shared by the boot checks: the kernel log and the
 # interrupt/PCI/memory view of the guest, between markers.
+# shellcheck disable=SC2016 # expanded by the guest shell
 REPORT='echo "==DMESG-BEGIN=="; dmesg -r | grep "^<[0-4]>"; echo "==DMESG-END=="
 echo "==DMESG-PCI-IRQ=="; dmesg | grep -iE "pci|irq|_osc|mmconfig|ioapic|smp|cpu[0-9]* |brought up"
 echo "==INTERRUPTS=="; cat /proc/interrupts
