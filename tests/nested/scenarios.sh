@@ -150,6 +150,7 @@ early_boot_death() { # NAME
 }
 
 echo "kvm: $(ls -l /dev/kvm 2>&1)"
+# shellcheck disable=SC2048,SC2086 # scenario names are single words
 for s in ${*:-$ALL}; do
     "scenario_$s"
     if [ "$(cat "$OUT/$s.rc" 2>/dev/null)" = 2 ] && early_boot_death "$s"; then
