@@ -389,6 +389,19 @@ impl State {
         u32::from(self.cbr) % self.ring_len() == self.ring_read()
     }
 
+    /// IMR re-enabled ROK while C-mode packets are still unread: ROK is
+    /// raised again. 8139too acknowledges ROK after every packet it reads
+    /// and, when its NAPI budget runs out, only polls again if ISR still
+    /// shows a receive bit; packets left in the ring would otherwise wait
+    /// for the next frame to arrive, which in a TCP transfer may be never
+    /// (the stranded packets are the ACKs the peer's sender waits on).
+    fn reassert_rok(&mut self, old_imr: u16) {
+        let enabled = self.imr & !old_imr & INT_ROK != 0;
+        if enabled && !self.cplus_rx() && self.rx_enabled() && !self.ring_empty() {
+            self.isr |= INT_ROK;
+        }
+    }
+
     // ---- Timer ----
 
     fn tctr(&self) -> u32 {
@@ -571,7 +584,9 @@ impl State {
             CR => self.write_cr(val8),
             CAPR => self.capr = merge(u32::from(self.capr), val, mask) as u16,
             IMR => {
+                let old = self.imr;
                 self.imr = merge(u32::from(self.imr), val, mask) as u16 & INT_MASK;
+                self.reassert_rok(old);
                 self.update_irq();
             }
             ISR => {

@@ -423,3 +423,104 @@ fn no_dma_without_bus_master_or_transmitter() {
     eventually("sent once mastering", || n.peer.pending_from_guest() == 1);
     assert_eq!(n.peer.take().unwrap().1, f);
 }
+
+/// rtl8139_rx with NAPI budget `budget`: reads at most `budget` packets,
+/// acknowledging RxAckBits after each (rtl8139_isr_ack).
+fn napi_rx(n: &mut Nic, r: &mut Reader, budget: usize) -> usize {
+    let mut got = 0;
+    while got < budget && n.r8(CR) & CR_BUFE == 0 {
+        let off = r.cur % r.len;
+        let h = n.read_mem(RX_RING + u64::from(off), 4);
+        let size = u32::from(u16::from_le_bytes([h[2], h[3]]));
+        assert!((8..=1540).contains(&size), "size {size}");
+        r.cur = (r.cur + size + 4 + 3) & !3;
+        n.w16(CAPR, r.cur.wrapping_sub(16) as u16);
+        if n.r16(ISR) & (INT_ROK | INT_RXOVW | INT_FOVW) != 0 {
+            n.w16(ISR, INT_ROK | INT_RXOVW | INT_FOVW);
+        }
+        got += 1;
+    }
+    got
+}
+
+#[test]
+fn packets_left_after_the_napi_budget_raise_rok_again_when_imr_returns() {
+    let mut n = nic(REVISION_8139C);
+    init_8139too(&mut n, RX_CONFIG_32K | RCR_AB | RCR_APM);
+    for k in 0..5u8 {
+        inject(&n, &eth(MAC, 0x0800, &[k; 46]));
+    }
+    eventually("five delivered", || {
+        n.dev.stats().rx_frames.load(Ordering::SeqCst) == 5
+    });
+    // rtl8139_interrupt: RX bits pending, NAPI scheduled, RX masked.
+    assert!(n.line.high());
+    let status = n.r16(ISR);
+    assert_ne!(status & INT_ROK, 0);
+    n.w16(IMR, INTR_MASK & !(INT_ROK | INT_RXOVW | INT_FOVW));
+    assert!(!n.line.high());
+    // rtl8139_poll with a budget of 2: two packets read, ROK acked.
+    let mut r = Reader::new(32768);
+    assert_eq!(napi_rx(&mut n, &mut r, 2), 2);
+    // Budget spent: repoll finds no RxAckBits in ISR and completes.
+    assert_eq!(n.r16(ISR) & (INT_ROK | INT_RXOVW | INT_FOVW), 0);
+    n.w16(IMR, INTR_MASK);
+    // Three packets are still unread: the chip must interrupt again.
+    assert_ne!(n.r16(ISR) & INT_ROK, 0, "ROK re-raised");
+    assert!(n.line.high(), "stranded packets interrupt");
+    n.w16(IMR, INTR_MASK & !(INT_ROK | INT_RXOVW | INT_FOVW));
+    assert_eq!(napi_rx(&mut n, &mut r, 64), 3);
+    n.w16(IMR, INTR_MASK);
+    assert_eq!(n.r16(ISR) & INT_ROK, 0, "empty ring: nothing re-raised");
+    assert!(!n.line.high());
+}
+
+#[test]
+fn tx_wraps_many_times_under_backpressure_with_8139too_bookkeeping() {
+    // A backend queue of 2 frames: the worker blocks and holds frames.
+    let mut n = nic_with(REVISION_8139C, 2);
+    init_8139too(&mut n, RX_CONFIG_32K | RCR_AB | RCR_APM);
+    let total = 64usize;
+    let (mut cur_tx, mut dirty_tx) = (0usize, 0usize);
+    let mut received = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while received.len() < total {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "TX stalled at {cur_tx}/{dirty_tx}"
+        );
+        // rtl8139_start_xmit while the queue is not stopped.
+        while cur_tx < total && cur_tx - dirty_tx < 4 {
+            let f = eth(PEER, 0x88b5, &(cur_tx as u32).to_le_bytes());
+            xmit(&mut n, (cur_tx % 4) as u8, &f);
+            cur_tx += 1;
+        }
+        // rtl8139_interrupt: ack all but RX/TxErr bits, then scan.
+        let status = n.r16(ISR);
+        let ack = status & !(INT_ROK | INT_RXOVW | INT_FOVW | INT_TER);
+        if ack != 0 {
+            n.w16(ISR, ack);
+        }
+        while dirty_tx < cur_tx {
+            let tsd = n.r32(TSD0 + 4 * (dirty_tx % 4) as u8);
+            if tsd & (TSD_TOK | TSD_TUN | TSD_TABT) == 0 {
+                break;
+            }
+            assert_eq!(tsd & TSD_TABT, 0);
+            dirty_tx += 1;
+        }
+        // The host drains slowly.
+        if let Some((_, f)) = n.peer.take() {
+            received.push(u32::from_le_bytes([f[14], f[15], f[16], f[17]]));
+        } else {
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+    }
+    assert_eq!(received, (0..total as u32).collect::<Vec<_>>(), "in order");
+    eventually("all slots completed", || {
+        while dirty_tx < cur_tx && n.r32(TSD0 + 4 * (dirty_tx % 4) as u8) & TSD_TOK != 0 {
+            dirty_tx += 1;
+        }
+        dirty_tx == cur_tx
+    });
+}
