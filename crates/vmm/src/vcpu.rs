@@ -70,9 +70,11 @@ pub struct Buses {
 /// Legacy ports that Linux probes on every PC and that tapir leaves
 /// unclaimed on purpose: POST/delay (0x80, 0xed), DMA page registers (0x81-0x8f),
 /// Super I/O configuration (0x2e/0x2f, 0x4e/0x4f), system control port B (0x61),
-/// and the COM2-COM4 UARTs (0x2e8, 0x2f8, 0x3e8) that the 8250 driver probes.
+/// the COM2-COM4 UARTs (0x2e8, 0x2f8, 0x3e8) that the 8250 driver probes, and
+/// the CMOS index/data ports (0x70/0x71) where Linux writes the warm-reset
+/// code while starting secondary CPUs (there is no RTC: the FADT says so).
 fn expected_probe(port: u16) -> bool {
-    matches!(port, 0x2e | 0x2f | 0x4e | 0x4f | 0x61 | 0x80..=0x8f | 0xed | 0x2e8..=0x2ff | 0x3e8..=0x3ef)
+    matches!(port, 0x2e | 0x2f | 0x4e | 0x4f | 0x61 | 0x70 | 0x71 | 0x80..=0x8f | 0xed | 0x2e8..=0x2ff | 0x3e8..=0x3ef)
 }
 
 /// How many unclaimed accesses are reported before going quiet.
