@@ -36,6 +36,22 @@ pub fn iface_exists(name: &str) -> bool {
     Path::new("/sys/class/net").join(name).exists()
 }
 
+/// The interface's index, if it exists.
+pub fn ifindex_of(name: &str) -> Option<u32> {
+    std::fs::read_to_string(Path::new("/sys/class/net").join(name).join("ifindex"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Whether the interface that had `ifindex` under `name` is gone. A
+/// kernel-chosen name (tapN, tapirN) may be reused at once by a test running
+/// in parallel, so the name alone does not tell.
+pub fn iface_gone(name: &str, ifindex: Option<u32>) -> bool {
+    ifindex.is_some() && ifindex_of(name) != ifindex
+}
+
 pub fn ip(args: &[&str]) -> bool {
     Command::new("ip")
         .args(args)
