@@ -311,46 +311,32 @@ impl TapBackend {
     }
 
     fn writev(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        loop {
+        retry_eintr(|| {
             // SAFETY: `IoSlice` is ABI-compatible with `struct iovec` on
             // Unix, the slices borrow live buffers for the whole call, and
             // the count is at most IOV_MAX (callers ensure it).
-            let n = unsafe {
+            unsafe {
                 libc::writev(
                     self.fd.as_raw_fd(),
                     bufs.as_ptr().cast(),
                     bufs.len() as libc::c_int,
                 )
-            };
-            if n >= 0 {
-                return Ok(n as usize);
             }
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
-            }
-        }
+        })
     }
 
     fn readv(&self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
-        loop {
+        retry_eintr(|| {
             // SAFETY: `IoSliceMut` is ABI-compatible with `struct iovec`; the
             // buffers are exclusively borrowed for the call; 2 iovecs at most.
-            let n = unsafe {
+            unsafe {
                 libc::readv(
                     self.fd.as_raw_fd(),
                     bufs.as_ptr().cast(),
                     bufs.len() as libc::c_int,
                 )
-            };
-            if n >= 0 {
-                return Ok(n as usize);
             }
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
-            }
-        }
+        })
     }
 
     fn send_inner(&self, hdr: &NetHdr, frame: &[IoSlice<'_>]) -> io::Result<usize> {
@@ -471,6 +457,20 @@ impl NetBackend for TapBackend {
 
     fn stats(&self) -> BackendStats {
         self.stats
+    }
+}
+
+/// Runs a read/write-style system call until it is not interrupted by a signal.
+fn retry_eintr(mut call: impl FnMut() -> isize) -> io::Result<usize> {
+    loop {
+        let n = call();
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
     }
 }
 

@@ -107,6 +107,10 @@ pub fn add_nics(
         })?);
         // virtio's transport registers its ioeventfds once BAR 0 has an address.
         let mut virtio = None;
+        let setup_err = |source| NetError::Irq {
+            nic: name.clone(),
+            source,
+        };
         let device: SharedPciDevice = match spec.model {
             NicModel::Virtio => {
                 let device = VirtioNet::new(name.clone(), mac, spec.vlan, backend);
@@ -132,12 +136,8 @@ pub fn add_nics(
                     backend,
                     spec.vlan,
                     name.clone(),
-                )
-                .map_err(|source| NetError::Irq {
-                    nic: name.clone(),
-                    source,
-                })?;
-                Arc::new(Mutex::new(nic))
+                );
+                Arc::new(Mutex::new(nic.map_err(setup_err)?))
             }
             NicModel::Rtl8139 => {
                 let revision = spec.revision.unwrap_or(rtl8139::DEFAULT_REVISION);
@@ -149,12 +149,8 @@ pub fn add_nics(
                     backend,
                     spec.vlan,
                     name.clone(),
-                )
-                .map_err(|source| NetError::Irq {
-                    nic: name.clone(),
-                    source,
-                })?;
-                Arc::new(Mutex::new(nic))
+                );
+                Arc::new(Mutex::new(nic.map_err(setup_err)?))
             }
         };
         pci.segment()
