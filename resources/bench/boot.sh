@@ -434,17 +434,7 @@ case "$machine" in pc | q35) ;; *) tapir_die "--machine must be pc or q35, got '
 command -v qemu-system-x86_64 >/dev/null || tapir_die "qemu-system-x86_64 not found (package qemu-system-x86)"
 
 cd "$root"
-if [ "$build" -eq 1 ]; then
-    say "building tapir (cargo build --release)"
-    cargo build --release >&2 || tapir_die "cargo build --release failed"
-fi
-tapir_bin=${CARGO_TARGET_DIR:-$root/target}/release/tapir
-case "$tapir_bin" in /*) ;; *) tapir_bin=$root/$tapir_bin ;; esac
-[ -x "$tapir_bin" ] || tapir_die "$tapir_bin not found; build it with cargo build --release"
-
-guest_env=$("$root/resources/guest/build-guest.sh") || tapir_die "building the guest failed"
-eval "$guest_env"
-{ [ -r "${KERNEL:-}" ] && [ -r "${INITRD:-}" ]; } || tapir_die "build-guest.sh gave no KERNEL/INITRD"
+tapir_release_and_guest "$root" "$build"
 
 if [ -n "$keep" ]; then
     mkdir -p "$keep" || tapir_die "cannot create $keep"

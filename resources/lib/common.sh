@@ -122,3 +122,20 @@ tapir_sha256() {
         sha256sum <"$f" | cut -d' ' -f1 || return 1
     done | sha256sum | cut -d' ' -f1
 }
+
+# tapir_release_and_guest ROOT BUILD: with BUILD=1 runs `cargo build --release`
+# in ROOT; then sets tapir_bin to the release binary, and KERNEL and INITRD to
+# the default guest (resources/guest/build-guest.sh). Dies on any failure.
+tapir_release_and_guest() {
+    local root=$1 build=$2 guest_env
+    if [ "$build" -eq 1 ]; then
+        echo "building tapir (cargo build --release)" >&2
+        (cd "$root" && cargo build --release >&2) || tapir_die "cargo build --release failed"
+    fi
+    tapir_bin=${CARGO_TARGET_DIR:-$root/target}/release/tapir
+    case "$tapir_bin" in /*) ;; *) tapir_bin=$root/$tapir_bin ;; esac
+    [ -x "$tapir_bin" ] || tapir_die "$tapir_bin not found; build it with cargo build --release"
+    guest_env=$("$root/resources/guest/build-guest.sh") || tapir_die "building the guest failed"
+    eval "$guest_env"
+    { [ -r "${KERNEL:-}" ] && [ -r "${INITRD:-}" ]; } || tapir_die "build-guest.sh gave no KERNEL/INITRD"
+}
