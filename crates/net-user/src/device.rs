@@ -1,0 +1,186 @@
+//! The smoltcp device of the NAT: one guest frame in, a bounded queue of
+//! frames out toward the guest. Every frame the backend builds itself
+//! (DHCP, UDP, ICMP, RSTs) goes through the same queue.
+
+use std::collections::VecDeque;
+
+use smoltcp::phy::{self, ChecksumCapabilities, DeviceCapabilities, Medium};
+use smoltcp::time::Instant;
+
+/// Largest Ethernet frame (no FCS) either side sends: MTU 1500 + header.
+pub(crate) const MAX_FRAME: usize = 1514;
+/// Buffers kept for reuse.
+const POOL: usize = 64;
+
+/// Frames waiting for the guest, oldest first, at most `cap`.
+#[derive(Debug)]
+pub(crate) struct GuestQueue {
+    frames: VecDeque<Vec<u8>>,
+    cap: usize,
+    pool: Vec<Vec<u8>>,
+    /// Frames dropped because the queue was full.
+    pub dropped: u64,
+}
+
+impl GuestQueue {
+    pub fn new(cap: usize) -> GuestQueue {
+        GuestQueue {
+            frames: VecDeque::new(),
+            cap: cap.max(1),
+            pool: Vec::new(),
+            dropped: 0,
+        }
+    }
+
+    pub fn has_room(&self) -> bool {
+        self.frames.len() < self.cap
+    }
+
+    /// Whether `n` more frames fit.
+    pub fn room_for(&self, n: usize) -> bool {
+        self.frames.len() + n <= self.cap
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    /// Queues a `len`-byte frame written by `fill` (given zeroed bytes);
+    /// `false` (and counted) when the queue is full.
+    pub fn push_with(&mut self, len: usize, fill: impl FnOnce(&mut [u8])) -> bool {
+        if !self.has_room() {
+            self.dropped += 1;
+            return false;
+        }
+        let mut v = self.pool.pop().unwrap_or_default();
+        v.clear();
+        v.resize(len, 0);
+        fill(&mut v);
+        self.frames.push_back(v);
+        true
+    }
+
+    pub fn pop(&mut self) -> Option<Vec<u8>> {
+        self.frames.pop_front()
+    }
+
+    /// Gives a popped frame's buffer back for reuse.
+    pub fn recycle(&mut self, v: Vec<u8>) {
+        if self.pool.len() < POOL && v.capacity() <= 2 * MAX_FRAME {
+            self.pool.push(v);
+        }
+    }
+}
+
+/// The smoltcp device: `rx` holds the one guest frame being fed in.
+#[derive(Debug)]
+pub(crate) struct NatDevice {
+    pub rx: Vec<u8>,
+    pub rx_ready: bool,
+    pub queue: GuestQueue,
+    /// smoltcp wanted to send while the queue was full.
+    pub exhausted: bool,
+}
+
+impl NatDevice {
+    pub fn new(cap: usize) -> NatDevice {
+        NatDevice {
+            rx: Vec::with_capacity(MAX_FRAME),
+            rx_ready: false,
+            queue: GuestQueue::new(cap),
+            exhausted: false,
+        }
+    }
+
+    /// Makes `frame` the next frame smoltcp receives.
+    pub fn set_rx(&mut self, frame: &[u8]) {
+        self.rx.clear();
+        self.rx.extend_from_slice(frame);
+        self.rx_ready = true;
+    }
+}
+
+pub(crate) struct RxToken<'a>(&'a [u8]);
+pub(crate) struct TxToken<'a>(&'a mut GuestQueue);
+
+impl phy::RxToken for RxToken<'_> {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(self.0)
+    }
+}
+
+impl phy::TxToken for TxToken<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        if !self.0.has_room() {
+            // Only reachable through a reply built during receive: the
+            // frame is built and dropped (and counted).
+            self.0.dropped += 1;
+            return f(&mut vec![0u8; len]);
+        }
+        let mut out = None;
+        self.0.push_with(len, |buf| out = Some(f(buf)));
+        match out {
+            Some(r) => r,
+            None => unreachable!("push_with with room runs its filler"),
+        }
+    }
+}
+
+impl phy::Device for NatDevice {
+    type RxToken<'a> = RxToken<'a>;
+    type TxToken<'a> = TxToken<'a>;
+
+    fn receive(&mut self, _now: Instant) -> Option<(RxToken<'_>, TxToken<'_>)> {
+        if !self.rx_ready {
+            return None;
+        }
+        self.rx_ready = false;
+        Some((RxToken(&self.rx), TxToken(&mut self.queue)))
+    }
+
+    fn transmit(&mut self, _now: Instant) -> Option<TxToken<'_>> {
+        if self.queue.has_room() {
+            Some(TxToken(&mut self.queue))
+        } else {
+            self.exhausted = true;
+            None
+        }
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut caps = DeviceCapabilities::default();
+        caps.medium = Medium::Ethernet;
+        caps.max_transmission_unit = MAX_FRAME;
+        caps.checksum = ChecksumCapabilities::default();
+        caps
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use smoltcp::phy::{Device, TxToken as _};
+
+    #[test]
+    fn bounded_queue_and_tokens() {
+        let mut d = NatDevice::new(2);
+        assert!(d.receive(Instant::ZERO).is_none());
+        d.transmit(Instant::ZERO)
+            .unwrap()
+            .consume(3, |b| b.copy_from_slice(b"abc"));
+        d.transmit(Instant::ZERO).unwrap().consume(1, |b| b[0] = 7);
+        assert!(d.transmit(Instant::ZERO).is_none());
+        assert!(d.exhausted);
+        d.set_rx(b"in");
+        let (_rx, tx) = d.receive(Instant::ZERO).unwrap();
+        // A reply while full is built and dropped, and counted.
+        assert_eq!(tx.consume(4, |b| b.len()), 4);
+        assert_eq!(d.queue.dropped, 1);
+        assert_eq!(d.queue.pop().unwrap(), b"abc");
+        let v = d.queue.pop().unwrap();
+        assert_eq!(v, [7]);
+        d.queue.recycle(v);
+        assert!(d.queue.is_empty());
+        assert!(d.queue.push_with(2, |b| assert_eq!(b, [0, 0])));
+    }
+}
