@@ -20,6 +20,9 @@ use crate::Core;
 const IDLE: Duration = Duration::from_secs(60);
 /// Idle time of DNS flows (one query, one answer).
 const DNS_IDLE: Duration = Duration::from_secs(10);
+/// Idle time of a DNS flow once an answer came back (most resolvers use a
+/// new port per query, so answered flows go quickly).
+const DNS_ANSWERED: Duration = Duration::from_secs(1);
 /// Datagrams read from one socket per wake-up (fairness between flows).
 const BURST: usize = 32;
 
@@ -190,6 +193,9 @@ impl UdpNat {
             match sock.recv(&mut self.buf) {
                 Ok(n) => {
                     f.last = core.now();
+                    if remote.port() == 53 {
+                        f.idle = DNS_ANSWERED;
+                    }
                     let l2 = core.l2_to(*guest.ip());
                     let id = core.next_ident();
                     frames::udp(&mut core.dev.queue, l2, remote, guest, &self.buf[..n], id);

@@ -31,12 +31,14 @@ fn accept_within(l: &TcpListener, secs: u64) -> Option<TcpStream> {
 }
 
 /// A host peer: accepts one connection, sends `n_down` pattern bytes then
-/// FIN, and reads until EOF. Gives (bytes read, all matched the pattern).
-fn serve_bulk(l: TcpListener, n_down: usize) -> JoinHandle<(usize, bool)> {
+/// FIN, and reads until EOF; with `after_eof` it sends only once the
+/// guest's FIN arrived (a half-closed connection carrying data). Gives
+/// (bytes read, all matched the pattern).
+fn serve_bulk(l: TcpListener, n_down: usize, after_eof: bool) -> JoinHandle<(usize, bool)> {
     thread::spawn(move || {
         let s = accept_within(&l, 20).expect("no connection reached the host listener");
         let mut w = s.try_clone().unwrap();
-        let writer = thread::spawn(move || {
+        let send = move || {
             let mut buf = vec![0u8; 65536];
             let mut off = 0;
             while off < n_down {
@@ -46,7 +48,12 @@ fn serve_bulk(l: TcpListener, n_down: usize) -> JoinHandle<(usize, bool)> {
                 off += k;
             }
             w.shutdown(Shutdown::Write).unwrap();
-        });
+        };
+        let (writer, later) = if after_eof {
+            (None, Some(send))
+        } else {
+            (Some(thread::spawn(send)), None)
+        };
         let (mut r, mut got, mut ok) = (s, 0, true);
         let mut buf = vec![0u8; 65536];
         loop {
@@ -57,7 +64,12 @@ fn serve_bulk(l: TcpListener, n_down: usize) -> JoinHandle<(usize, bool)> {
             ok &= check(&buf[..k], got);
             got += k;
         }
-        writer.join().unwrap();
+        if let Some(w) = writer {
+            w.join().unwrap();
+        }
+        if let Some(mut send) = later {
+            send();
+        }
         (got, ok)
     })
 }
@@ -155,7 +167,7 @@ fn tcp_bulk_to_host_loopback_via_gateway() {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     let (n_up, n_down) = (3 << 20, 3 << 20);
-    let host = serve_bulk(l, n_down);
+    let host = serve_bulk(l, n_down, false);
     let mut net = Net::new(loopback_cfg(), true);
     let h = net.guest.tcp_socket(256 * 1024);
     net.guest.connect(h, (GW, port), 40000);
@@ -166,12 +178,13 @@ fn tcp_bulk_to_host_loopback_via_gateway() {
 
 #[test]
 fn tcp_to_world_address() {
+    // The guest sends, closes, and only then gets the host's answer.
     // The guest talks to a world address; the test remaps it to 127.0.0.1
     // (sending nothing off this machine). Real non-loopback host addresses
     // are not used: tests here must only reach loopback.
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
-    let host = serve_bulk(l, 700_000);
+    let host = serve_bulk(l, 700_000, true);
     let mut net = Net::with(UserNetConfig::default(), true, |t| {
         t.remap.push((WORLD, Ipv4Addr::LOCALHOST))
     });
@@ -289,6 +302,8 @@ fn udp_echo_and_dns_relay() {
     assert_eq!(d, b"query-answer");
     assert_eq!(from, IpEndpoint::new(IpAddress::Ipv4(DNS), 53));
     assert_eq!(net.be.user_stats().udp_flows, 2);
+    // The answered DNS flow goes soon; the echo flow stays (60 s idle).
+    assert!(net.run_until(5, |n| n.be.user_stats().udp_flows == 1));
 }
 
 #[test]
