@@ -254,8 +254,8 @@ impl Default for UserNetConfig {
 
 fn on_off(key: &str, value: &str) -> Result<bool, UserConfigError> {
     match value {
-        "on" | "yes" | "true" => Ok(true),
-        "off" | "no" | "false" => Ok(false),
+        "on" | "yes" => Ok(true),
+        "off" | "no" => Ok(false),
         _ => Err(UserConfigError::InvalidValue {
             key: key.to_string(),
             value: value.to_string(),
@@ -295,7 +295,7 @@ impl UserNetConfig {
         let (mut gateway, mut dns, mut dhcp_start) = (None, None, None);
         for (key, value) in options {
             match key.as_str() {
-                "subnet" | "net" => {
+                "subnet" => {
                     let (a, p) = value.split_once('/').unwrap_or((value.as_str(), "24"));
                     cfg.net = addr(key, a)?;
                     cfg.prefix_len = p.parse().map_err(|_| UserConfigError::InvalidValue {
@@ -304,7 +304,7 @@ impl UserNetConfig {
                         reason: "expected A.B.C.D/N",
                     })?;
                 }
-                "gateway" | "host" => gateway = Some(addr(key, value)?),
+                "gateway" => gateway = Some(addr(key, value)?),
                 "dns" => dns = Some(addr(key, value)?),
                 "dhcpstart" => dhcp_start = Some(addr(key, value)?),
                 "restrict" => cfg.restrict = on_off(key, value)?,

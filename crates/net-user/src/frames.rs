@@ -55,6 +55,9 @@ fn ipv4(
     payload_len: usize,
     emit: impl FnOnce(&mut [u8]),
 ) -> bool {
+    if payload_len > IP_MTU_PAYLOAD {
+        return false; // larger than the guest's MTU
+    }
     let ip = Ipv4Repr {
         src_addr: src,
         dst_addr: dst,

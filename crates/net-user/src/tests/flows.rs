@@ -586,3 +586,60 @@ fn hostfwd_bind_error_names_forward() {
         "idle backend is not readable"
     );
 }
+
+/// Not a check: prints throughput through the NAT (guest and backend share
+/// one thread here, so this is a lower bound). Run with
+/// `cargo test -p tapir-net-user --release -- --ignored throughput --nocapture`.
+#[test]
+#[ignore]
+fn throughput() {
+    const N: usize = 256 << 20;
+    for (down, name) in [(true, "host -> guest"), (false, "guest -> host")] {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let host = thread::spawn(move || {
+            let mut s = accept_within(&l, 20).unwrap();
+            let mut buf = vec![0u8; 1 << 20];
+            let mut n = 0;
+            if down {
+                while n < N {
+                    let k = buf.len().min(N - n);
+                    s.write_all(&buf[..k]).unwrap();
+                    n += k;
+                }
+            } else {
+                while n < N {
+                    let k = s.read(&mut buf).unwrap();
+                    assert!(k > 0);
+                    n += k;
+                }
+            }
+        });
+        let mut net = Net::new(loopback_cfg(), true);
+        let h = net.guest.tcp_socket(1 << 20);
+        net.guest.connect(h, (GW, port), 44000);
+        let t = Instant::now();
+        let mut n = 0;
+        let mut buf = vec![0u8; 1 << 16];
+        assert!(net.run_until(120, |net| {
+            let s = net.guest.tcp(h);
+            if down {
+                while s.can_recv() {
+                    n += s.recv_slice(&mut buf).unwrap();
+                }
+            } else {
+                while s.can_send() && n < N {
+                    let k = buf.len().min(N - n);
+                    n += s.send_slice(&buf[..k]).unwrap();
+                }
+            }
+            n >= N && host.is_finished()
+        }));
+        let secs = t.elapsed().as_secs_f64();
+        println!(
+            "{name}: {:.0} MB/s ({} MiB in {secs:.2} s)",
+            N as f64 / secs / 1e6,
+            N >> 20
+        );
+    }
+}
