@@ -72,14 +72,13 @@ impl IcmpRelay {
         seq_no: u16,
         data: &[u8],
     ) {
-        if core
-            .xlate
-            .outbound(Proto::Icmp, SocketAddrV4::new(dst, 0))
-            .is_err()
-        {
-            core.stats.dropped_other += 1;
-            return;
-        }
+        let target = match core.xlate.outbound(Proto::Icmp, SocketAddrV4::new(dst, 0)) {
+            Ok(t) => *t.ip(),
+            Err(_) => {
+                core.stats.dropped_other += 1;
+                return;
+            }
+        };
         if self.unavailable {
             core.stats.icmp_unavailable += 1;
             return;
@@ -96,7 +95,7 @@ impl IcmpRelay {
                     });
                     return;
                 }
-                let sock = match open(dst) {
+                let sock = match open(target) {
                     Ok(s) => s,
                     Err(e) => {
                         core.stats.icmp_unavailable += 1;

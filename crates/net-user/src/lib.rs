@@ -501,12 +501,6 @@ impl UserBackend {
         }
         self.events = events;
         let now = Instant::now();
-        if self.core.poller.timer_due(now) {
-            // smoltcp's timers (retransmits, delayed ACKs, timeouts) run
-            // in egress; then every flow looks at its socket's state.
-            self.core.egress();
-            self.tcp.mark_all();
-        }
         if self.sweep_at.is_some_and(|t| now >= t) {
             self.sweep_at = None;
             self.tcp.sweep(&mut self.core);
@@ -520,6 +514,13 @@ impl UserBackend {
     /// After any work: pump touched flows, let smoltcp send, and leave the
     /// eventfd and timer matching the state.
     fn finish(&mut self, exact: bool) {
+        if self.core.poller.timer_due(Instant::now()) {
+            // smoltcp's timers (retransmits, delayed ACKs, timeouts) run
+            // in egress; then every flow looks at its socket's state
+            // (whoever re-arms the timer below must have done this).
+            self.core.egress();
+            self.tcp.mark_all();
+        }
         self.tcp.service_dirty(&mut self.core);
         self.core.egress();
         let now = Instant::now();
