@@ -443,3 +443,51 @@ fn random_valid_segments_never_panic() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     assert!(sink.join().unwrap() >= 1);
 }
+
+/// Open fds of this process.
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+#[test]
+fn floods_are_bounded() {
+    // A listener that never accepts: connects pile up (some complete in
+    // the kernel's backlog, the rest stay in progress).
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let cfg = UserNetConfig {
+        host_loopback: true,
+        limits: crate::Limits {
+            max_tcp_flows: 64,
+            max_udp_flows: 8,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let mut net = Net::with(cfg, true, |t| t.remap.push((WORLD, Ipv4Addr::LOCALHOST)));
+    let before = open_fds();
+    for i in 0..200u16 {
+        net.send_raw(&tcp_seg(
+            20_000 + i,
+            (GW, port),
+            TcpControl::Syn,
+            1,
+            None,
+            &[],
+        ));
+    }
+    let udp_sink = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let uport = udp_sink.local_addr().unwrap().port();
+    for i in 0..50u16 {
+        net.send_raw(&udp_to(GUEST_IP, WORLD, 30_000 + i, uport, b"flood"));
+    }
+    net.drain();
+    let s = net.be.user_stats();
+    assert_eq!((s.tcp_flows, s.tcp_refused_limit), (64, 136), "{s:?}");
+    assert_eq!((s.udp_flows, s.udp_refused_limit), (8, 42), "{s:?}");
+    // 250 flows asked for, 72 allowed (other tests in this process open
+    // fds too, hence the slack).
+    let grown = open_fds().saturating_sub(before);
+    assert!(grown < 160, "{grown} new fds");
+    drop(l);
+}
