@@ -69,7 +69,7 @@ pub fn nic_help() -> String {
                 "10ec:8139",
                 "8139cp (rev >= 0x20), 8139too (rev=N below 0x20)",
                 "Realtek RTL8139C+",
-                false,
+                true,
             ),
         };
         let status = if built { "" } else { " [not built yet]" };
@@ -85,7 +85,9 @@ pub fn nic_help() -> String {
     s += "\nBackends (--nic net=NAME):\n";
     s += "  tap          a tap device: ifname=NAME (attached if it exists, else created and removed on exit) or fd=N\n";
     s += "  bridge       a new tap on an existing Linux bridge, removed on exit: br=NAME [ifname=NAME]\n";
-    s += "  user         user-mode NAT, no privileges: subnet=, gateway=, dns=, dhcpstart=, hostfwd=, restrict=on|off [not built yet]\n";
+    s += "  user         user-mode NAT, no privileges (the default): subnet=CIDR (10.0.2.0/24), gateway= (.2),\n";
+    s += "               dns= (.3), dhcpstart= (.15), hostfwd=tcp|udp:[HOSTADDR]:PORT-[GUESTADDR]:PORT (repeatable),\n";
+    s += "               restrict=on|off (only forwards in), loopback=on|off (gateway reaches host 127.0.0.1)\n";
     s += "  passthrough  direct attach to a host NIC: host=IFNAME [not built yet]\n";
     s += "\nCommon keys: id=NAME, mac=XX:XX:XX:XX:XX:XX (default: stable, locally administered),\n";
     s += "             addr=SLOT (PCI slot, hex 1..1f), vlan=1..4094 (802.1Q access port)\n";

@@ -315,6 +315,21 @@ fn two_nics_with_given_macs_and_slots() {
     net_scenario("net_two_nics");
 }
 
+/// net=user as uid 65534: DHCP lease, gateway and relayed ping, DNS through
+/// 10.0.2.3, a 10 MiB download by name, 200 concurrent connections, and a
+/// host port forward into the guest (tests/nested/user-scenarios.sh).
+#[test]
+fn user_net_dhcp_dns_download_200_connections_and_forward_unprivileged() {
+    net_scenario("net_user");
+}
+
+/// net=user with restrict=on: the lease and the forward work, nothing
+/// outbound does (no relayed ping, no DNS, no HTTP).
+#[test]
+fn user_net_restrict_blocks_outbound_but_not_forwards() {
+    net_scenario("net_user_restrict");
+}
+
 #[test]
 fn every_scenario_ran() {
     let s = suite();
@@ -330,6 +345,8 @@ fn every_scenario_ran() {
         "net_tap_rtl8139",
         "net_vlan",
         "net_two_nics",
+        "net_user",
+        "net_user_restrict",
     ] {
         assert!(
             s.results.contains_key(name),

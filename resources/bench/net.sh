@@ -7,6 +7,8 @@
 # Usage: resources/bench/net.sh [options]
 # Options:
 #   --model M         NIC model: virtio, e1000 or rtl8139 (default virtio)
+#   --net N           backend: tap (default) or user (user-mode NAT: tapir's
+#                     net=user against QEMU's -netdev user, i.e. libslirp)
 #   --time S          iperf3 seconds per direction (default 4)
 #   --vmms LIST       comma-separated columns out of tapir, qemu, qemu-vhost
 #                     (default all three; qemu-vhost only for virtio)
@@ -16,7 +18,10 @@
 #   --no-build        do not run `cargo build --release` first
 #   -h, --help        show this help
 # Columns: tapir (--nic model=M,net=tap), QEMU with -netdev tap,vhost=off and
-# QEMU with vhost=on (/dev/vhost-net, after `modprobe vhost_net`). Every VMM
+# QEMU with vhost=on (/dev/vhost-net, after `modprobe vhost_net`). With
+# --net user: tapir with --nic model=M,net=user and QEMU with -netdev user,
+# both forwarding host 127.0.0.1:5201 to the guest's iperf3 server (the
+# guest takes its address by DHCP), no vhost column. Every VMM
 # boots the default guest (resources/guest/build-guest.sh) with 256 MiB and
 # 1 vCPU; the guest runs `iperf3 -s`, and the host side runs
 # `iperf3 -c GUEST -t S` (host->guest) and the same with -R (guest->host),
@@ -57,21 +62,28 @@ say() { printf 'net.sh: %s\n' "$*" >&2; }
 
 # ============================================================================
 # Measuring part: runs where /dev/kvm can boot Linux (directly, or in L1).
-#   net.sh --measure OUTDIR MODEL TIME VMMS BOOT_TIMEOUT TAPIR KERNEL INITRD
+#   net.sh --measure OUTDIR MODEL TIME VMMS BOOT_TIMEOUT TAPIR KERNEL INITRD NET
 # Writes OUTDIR/results (one "key value" per line) and OUTDIR/logs/*.log.
 # ============================================================================
 
-# The guest: configures the NIC with MAC, starts the iperf3 server and stays
-# up until the host connects to TCP port 9001 (or 15 minutes pass).
-guest_script() {
-    printf 'MAC=%s IP=%s HOST=%s\n' "$GUEST_MAC" "$GUEST_IP" "$HOST_IP"
+# The guest: configures the NIC with MAC (a fixed address on a tap, DHCP on
+# net=user), starts the iperf3 server and stays up until the host connects
+# to TCP port 9001 (or 15 minutes pass).
+guest_script() { # NET
+    printf 'MAC=%s IP=%s HOST=%s NETB=%s\n' "$GUEST_MAC" "$GUEST_IP" "$HOST_IP" "$1"
     cat <<'EOF'
 say() { echo "NET: $*"; }
 IF=eth0
 for d in /sys/class/net/*; do
     [ "$(cat "$d/address" 2>/dev/null)" = "$MAC" ] && IF=${d##*/}
 done
-ip addr add "$IP/24" dev "$IF" && ip link set "$IF" up || say "ip config FAIL"
+if [ "$NETB" = user ]; then
+    printf '#!/bin/sh\n[ "$1" = bound ] && ip addr add "$ip/${mask:-24}" dev "$interface" && ip route add default via "$router"\nexit 0\n' >/tmp/dhcp.sh
+    chmod +x /tmp/dhcp.sh
+    ip link set "$IF" up && udhcpc -i "$IF" -s /tmp/dhcp.sh -n -q -t 20 -T 3 >/dev/null 2>&1 || say "dhcp FAIL"
+else
+    ip addr add "$IP/24" dev "$IF" && ip link set "$IF" up || say "ip config FAIL"
+fi
 nc -l -p 9001 >/dev/null 2>&1 &
 bye=$!
 if iperf3 -s -D >/dev/null 2>&1; then say "iperf ready on $IF"; else say "iperf FAIL"; fi
@@ -154,7 +166,10 @@ iperf_sum() {
 }
 
 measure() {
-    local out=$1 model=$2 secs=$3 vmms=$4 boot_timeout=$5 tapir=$6 kernel=$7 initrd=$8
+    local out=$1 model=$2 secs=$3 vmms=$4 boot_timeout=$5 tapir=$6 kernel=$7 initrd=$8 net=$9
+    # Where iperf3 and the "bye" port are reached from the host side.
+    local target=$GUEST_IP
+    [ "$net" = tap ] || target=127.0.0.1
     local res=$out/results logs=$out/logs
     mkdir -p "$logs"
     : >"$res"
@@ -180,14 +195,14 @@ measure() {
 
     ns=tapir-netbench-$$
     if ! { ip netns add "$ns" && ip -n "$ns" link set lo up &&
-        ip -n "$ns" tuntap add dev "$TAP" mode tap &&
-        ip -n "$ns" addr add "$HOST_IP/24" dev "$TAP" &&
-        ip -n "$ns" link set "$TAP" up; }; then
+        { [ "$net" = user ] || { ip -n "$ns" tuntap add dev "$TAP" mode tap &&
+            ip -n "$ns" addr add "$HOST_IP/24" dev "$TAP" &&
+            ip -n "$ns" link set "$TAP" up; }; }; }; then
         echo "error all: cannot set up namespace $ns with tap $TAP" >>"$res"
         return 1
     fi
 
-    guest_script >"$mwork/guest.sh"
+    guest_script "$net" >"$mwork/guest.sh"
     "$root/resources/guest/make-scenario-cpio.sh" "$mwork/guest.sh" "$mwork/guest.cpio.gz" ||
         { echo "error all: make-scenario-cpio.sh failed" >>"$res"; return 1; }
     cat "$initrd" "$mwork/guest.cpio.gz" >"$mwork/initrd"
@@ -205,14 +220,16 @@ measure() {
         log=$logs/$vmm.log
         case "$vmm" in
             tapir)
+                local nic="model=$model,net=tap,ifname=$TAP,mac=$GUEST_MAC"
+                [ "$net" = tap ] || nic="model=$model,net=user,mac=$GUEST_MAC,hostfwd=tcp::5201-:5201,hostfwd=tcp::9001-:9001"
                 cmd=("$tapir" run --kernel "$kernel" --initrd "$mwork/initrd" --memory "${MEM_MIB}M"
-                    --cpus 1 --cmdline "$CMDLINE" --nic "model=$model,net=tap,ifname=$TAP,mac=$GUEST_MAC")
+                    --cpus 1 --cmdline "$CMDLINE" --nic "$nic")
                 ;;
             qemu | qemu-vhost)
                 local vh=off
                 if [ "$vmm" = qemu-vhost ]; then
-                    if [ "$model" != virtio ]; then
-                        echo "skip $vmm: vhost is for virtio only" >>"$res"
+                    if [ "$model" != virtio ] || [ "$net" != tap ]; then
+                        echo "skip $vmm: vhost is for virtio over a tap only" >>"$res"
                         continue
                     fi
                     [ -c /dev/vhost-net ] || modprobe vhost_net >/dev/null 2>&1 || true
@@ -226,8 +243,12 @@ measure() {
                 # shellcheck disable=SC2054 # commas belong to QEMU option values
                 cmd=(qemu-system-x86_64 -accel kvm -cpu host -m "$MEM_MIB" -smp 1 -nographic -no-reboot
                     -nodefaults -serial stdio -kernel "$kernel" -initrd "$mwork/initrd" -append "$CMDLINE"
-                    -netdev "tap,id=n0,ifname=$TAP,script=no,downscript=no,vhost=$vh"
                     -device "$qdev,netdev=n0,romfile=,mac=$GUEST_MAC")
+                if [ "$net" = tap ]; then
+                    cmd+=(-netdev "tap,id=n0,ifname=$TAP,script=no,downscript=no,vhost=$vh")
+                else
+                    cmd+=(-netdev "user,id=n0,hostfwd=tcp:127.0.0.1:5201-:5201,hostfwd=tcp:127.0.0.1:9001-:9001")
+                fi
                 ;;
             *) echo "error $vmm: unknown VMM" >>"$res"; failed=1; continue ;;
         esac
@@ -246,10 +267,16 @@ measure() {
         if [ "$ready" = 1 ]; then
             ready=0
             for ((i = 0; i < 30; i++)); do
-                if ip netns exec "$ns" busybox ping -c 1 -W 1 "$GUEST_IP" >/dev/null 2>&1; then ready=1; break; fi
+                if [ "$net" = user ]; then
+                    # No route to the guest but the forwards: a TCP connect through one.
+                    if ip netns exec "$ns" busybox nc -z -w 2 127.0.0.1 5201 >/dev/null 2>&1; then ready=1; break; fi
+                elif ip netns exec "$ns" busybox ping -c 1 -W 1 "$GUEST_IP" >/dev/null 2>&1; then
+                    ready=1
+                    break
+                fi
                 sleep 0.5
             done
-            [ "$ready" = 1 ] || echo "error $vmm: the guest does not answer ping (log $vmm.log)" >>"$res"
+            [ "$ready" = 1 ] || echo "error $vmm: the guest does not answer (ping, or a connect through the forward) (log $vmm.log)" >>"$res"
         else
             local why
             if ! kill -0 "$vmm_pid" 2>/dev/null; then
@@ -278,7 +305,7 @@ measure() {
                         ;;
                     debugfs) e0=$(cat /sys/kernel/debug/kvm/exits) ;;
                 esac
-                if ! ip netns exec "$ns" timeout $((secs + 60)) iperf3 -c "$GUEST_IP" -t "$secs" -J "${rargs[@]}" \
+                if ! ip netns exec "$ns" timeout $((secs + 60)) iperf3 -c "$target" -t "$secs" -J "${rargs[@]}" \
                     >"$json" 2>"$json.err"; then
                     echo "error $vmm: iperf3 $dir failed: $(head -c 300 "$json.err" | tr '\n' ' ') $(grep -m1 '"error"' "$json" || true)" >>"$res"
                     failed=1
@@ -305,7 +332,7 @@ measure() {
                 } >>"$res"
                 say "$vmm $dir: $bytes bytes, $bps bit/s, $((t1 - t0)) CPU ticks ($((v1 - v0)) vhost), $e1 exits"
             done
-            echo bye | ip netns exec "$ns" timeout 10 busybox nc "$GUEST_IP" 9001 >/dev/null 2>&1 || true
+            echo bye | ip netns exec "$ns" timeout 10 busybox nc "$target" 9001 >/dev/null 2>&1 || true
         else
             failed=1
         fi
@@ -326,7 +353,7 @@ measure() {
 
 if [ "${1:-}" = --measure ]; then
     shift
-    [ "$#" -eq 8 ] || tapir_die "--measure takes 8 arguments"
+    [ "$#" -eq 9 ] || tapir_die "--measure takes 9 arguments"
     rc=0
     measure "$@" || rc=$?
     exit "$rc"
@@ -337,6 +364,7 @@ fi
 # ============================================================================
 
 model=virtio
+net=tap
 secs=4
 vmms=tapir,qemu,qemu-vhost
 boot_timeout=240
@@ -346,6 +374,8 @@ while [ "$#" -gt 0 ]; do
     case "$1" in
         --model) [ "$#" -ge 2 ] || tapir_die "--model needs a value"; model=$2; shift 2 ;;
         --model=*) model=${1#*=}; shift ;;
+        --net) [ "$#" -ge 2 ] || tapir_die "--net needs a value"; net=$2; shift 2 ;;
+        --net=*) net=${1#*=}; shift ;;
         --time) [ "$#" -ge 2 ] || tapir_die "--time needs a value"; secs=$2; shift 2 ;;
         --time=*) secs=${1#*=}; shift ;;
         --vmms) [ "$#" -ge 2 ] || tapir_die "--vmms needs a value"; vmms=$2; shift 2 ;;
@@ -365,7 +395,8 @@ case "$model" in virtio | e1000 | rtl8139) ;; *) tapir_die "--model must be virt
 for v in ${vmms//,/ }; do
     case "$v" in tapir | qemu | qemu-vhost) ;; *) tapir_die "--vmms: unknown column '$v' (tapir, qemu, qemu-vhost)" ;; esac
 done
-[ "$model" = virtio ] || vmms=$(tr , '\n' <<<"$vmms" | grep -vx qemu-vhost | paste -sd, -)
+case "$net" in tap | user) ;; *) tapir_die "--net must be tap or user, got '$net'" ;; esac
+{ [ "$model" = virtio ] && [ "$net" = tap ]; } || vmms=$(tr , '\n' <<<"$vmms" | grep -vx qemu-vhost | paste -sd, -)
 [ -n "$vmms" ] || tapir_die "--vmms is empty"
 
 command -v qemu-system-x86_64 >/dev/null || tapir_die "qemu-system-x86_64 not found (package qemu-system-x86)"
@@ -392,14 +423,14 @@ case "$mode" in
         where="directly on this host (hardware virtualization)"
         [ "$(id -u)" = 0 ] || tapir_die "needs root here (taps, network namespaces)"
         say "kvm mode hw: measuring directly on this host"
-        "$self" --measure "$out" "$model" "$secs" "$vmms" "$boot_timeout" "$tapir_bin" "$KERNEL" "$INITRD" || mrc=$?
+        "$self" --measure "$out" "$model" "$secs" "$vmms" "$boot_timeout" "$tapir_bin" "$KERNEL" "$INITRD" "$net" || mrc=$?
         ;;
     *)
         where="nested: L2 guests under nested KVM in a tapir-nested L1 (TCG) VM; host kvm mode $mode"
         say "kvm mode $mode: measuring inside one tapir-nested L1 VM (takes a few minutes)"
         l1_timeout=$((300 + ncols * (boot_timeout + 2 * secs + 180)))
         "$root/resources/nested/tapir-nested" --out "$out" --timeout "$l1_timeout" -- \
-            "$self" --measure /run/out "$model" "$secs" "$vmms" "$boot_timeout" "$tapir_bin" "$KERNEL" "$INITRD" \
+            "$self" --measure /run/out "$model" "$secs" "$vmms" "$boot_timeout" "$tapir_bin" "$KERNEL" "$INITRD" "$net" \
             </dev/null >&2 || mrc=$?
         ;;
 esac
@@ -440,12 +471,20 @@ for v in qemu qemu-vhost; do
 done
 
 echo
-echo "tapir vs QEMU network benchmark (iperf3 over a tap, $secs s per direction)"
+if [ "$net" = tap ]; then
+    echo "tapir vs QEMU network benchmark (iperf3 over a tap, $secs s per direction)"
+else
+    echo "tapir vs QEMU network benchmark (iperf3 through user-mode NAT and a host port forward, $secs s per direction)"
+fi
 echo "  where:   $where"
 echo "  ran on:  $(field where)"
-echo "  qemu:    $(field qemu_version); -accel kvm -cpu host -device $( [ "$model" = virtio ] && echo virtio-net-pci || echo "$model") -netdev tap,vhost=off|on"
-echo "  tapir:   $tapir_bin ($(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$root" diff --quiet HEAD 2>/dev/null || echo '+local changes')) --nic model=$model,net=tap"
-echo "  iperf3:  $(field iperf_version); guest $GUEST_IP runs the server, host $HOST_IP the client"
+echo "  qemu:    $(field qemu_version); -accel kvm -cpu host -device $( [ "$model" = virtio ] && echo virtio-net-pci || echo "$model") $( [ "$net" = tap ] && echo "-netdev tap,vhost=off|on" || echo "-netdev user,hostfwd=tcp:127.0.0.1:5201-:5201")"
+echo "  tapir:   $tapir_bin ($(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$root" diff --quiet HEAD 2>/dev/null || echo '+local changes')) --nic model=$model,net=$net"
+if [ "$net" = tap ]; then
+    echo "  iperf3:  $(field iperf_version); guest $GUEST_IP runs the server, host $HOST_IP the client"
+else
+    echo "  iperf3:  $(field iperf_version); the guest (DHCP) runs the server, the host client connects to 127.0.0.1:5201"
+fi
 echo "  guest:   $MEM_MIB MiB, 1 vCPU, $KERNEL"
 echo "  CPU:     utime+stime of the VMM process (and QEMU's vhost kernel thread) per GB received"
 echo "  exits:   $(field exits_method) (perf: kvm:kvm_exit of the VMM's threads; debugfs: global kvm/exits)"

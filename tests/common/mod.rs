@@ -175,6 +175,22 @@ pub fn run_as_nobody(args: &[&str], timeout: Duration) -> Outcome {
     Running::start_cmd(&mut cmd).finish(timeout)
 }
 
+/// Runs `tapir ARGS...` as 'nobody' (uid 65534) with only group `gid`
+/// (e.g. /dev/kvm's group) and no capabilities.
+pub fn run_as_nobody_in_group(gid: u32, args: &[&str], timeout: Duration) -> Outcome {
+    let tapir = tapir_bin();
+    let mut cmd = Command::new("/usr/bin/setpriv");
+    cmd.args([
+        "--reuid=65534".to_string(),
+        format!("--regid={gid}"),
+        "--clear-groups".to_string(),
+        "--inh-caps=-all".to_string(),
+    ])
+    .arg(tapir)
+    .args(args);
+    Running::start_cmd(&mut cmd).finish(timeout)
+}
+
 /// Whether tests can create tap devices (root and /dev/net/tun).
 pub fn can_make_taps() -> bool {
     // SAFETY: geteuid has no preconditions.

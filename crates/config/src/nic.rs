@@ -10,7 +10,7 @@
 //! - model options: `vectors=N` (virtio MSI-X vectors, 0 = INTx),
 //!   `rev=N` (rtl8139 PCI revision; below 0x20 is driven by 8139too)
 //! - backend options: tap `ifname=`, `fd=`; bridge `br=`, `ifname=`;
-//!   user `subnet=`, `gateway=`, `dns=`, `dhcpstart=`, `hostfwd=` (repeatable),
+//!   user `subnet=`, `gateway=`, `dns=`, `dhcpstart=`, `loopback=`, `hostfwd=` (repeatable),
 //!   `restrict=on|off`; passthrough `host=`.
 
 use std::fmt;
@@ -137,7 +137,8 @@ impl fmt::Display for MacAddr {
 pub enum NetBackend {
     /// User-mode NAT (no privileges).
     User {
-        /// `key=value` options (subnet, gateway, dns, dhcpstart, restrict) in order.
+        /// `key=value` options (subnet, gateway, dns, dhcpstart, restrict,
+        /// loopback) in order; tapir-net-user parses them.
         options: Vec<(String, String)>,
         /// `hostfwd=` rules, as given.
         hostfwd: Vec<String>,
@@ -276,12 +277,21 @@ impl FromStr for NicArg {
                     "dns",
                     "dhcpstart",
                     "restrict",
+                    "loopback",
                     "hostfwd",
                 ]);
                 let options = kv
                     .iter()
                     .filter(|(k, _)| {
-                        ["subnet", "gateway", "dns", "dhcpstart", "restrict"].contains(&k.as_str())
+                        [
+                            "subnet",
+                            "gateway",
+                            "dns",
+                            "dhcpstart",
+                            "restrict",
+                            "loopback",
+                        ]
+                        .contains(&k.as_str())
                     })
                     .cloned()
                     .collect();

@@ -12,7 +12,10 @@ pub(crate) const MAX_FRAME: usize = 1514;
 /// Buffers kept for reuse.
 const POOL: usize = 64;
 
-/// Frames waiting for the guest, oldest first, at most `cap`.
+/// Frames waiting for the guest, oldest first: at most `cap` from the
+/// NAT's own sending (smoltcp egress, relays), and up to twice that for
+/// replies smoltcp builds while taking in a guest frame (ACKs, RSTs), so
+/// that a guest sending a burst does not lose its ACKs to a full queue.
 #[derive(Debug)]
 pub(crate) struct GuestQueue {
     frames: VecDeque<Vec<u8>>,
@@ -58,6 +61,16 @@ impl GuestQueue {
         fill(&mut v);
         self.frames.push_back(v);
         true
+    }
+
+    /// Like `push_with` for a reply to a guest frame: may use the reserve
+    /// (up to twice the cap).
+    fn push_reply_with(&mut self, len: usize, fill: impl FnOnce(&mut [u8])) {
+        let mut v = self.pool.pop().unwrap_or_default();
+        v.clear();
+        v.resize(len, 0);
+        fill(&mut v);
+        self.frames.push_back(v);
     }
 
     pub fn pop(&mut self) -> Option<Vec<u8>> {
@@ -111,14 +124,15 @@ impl phy::RxToken for RxToken<'_> {
 
 impl phy::TxToken for TxToken<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        if !self.0.has_room() {
-            // Only reachable through a reply built during receive: the
-            // frame is built and dropped (and counted).
+        // Only a reply built during receive can find the queue full; it
+        // may use the reserve up to twice the cap, then it is built and
+        // dropped (and counted).
+        if self.0.frames.len() >= 2 * self.0.cap {
             self.0.dropped += 1;
             return f(&mut vec![0u8; len]);
         }
         let mut out = None;
-        self.0.push_with(len, |buf| out = Some(f(buf)));
+        self.0.push_reply_with(len, |buf| out = Some(f(buf)));
         match out {
             Some(r) => r,
             None => unreachable!("push_with with room runs its filler"),
@@ -171,15 +185,21 @@ mod tests {
         d.transmit(Instant::ZERO).unwrap().consume(1, |b| b[0] = 7);
         assert!(d.transmit(Instant::ZERO).is_none());
         assert!(d.exhausted);
-        d.set_rx(b"in");
-        let (_rx, tx) = d.receive(Instant::ZERO).unwrap();
-        // A reply while full is built and dropped, and counted.
-        assert_eq!(tx.consume(4, |b| b.len()), 4);
+        // Replies to guest frames may use the reserve (up to twice the
+        // cap); beyond it they are built, dropped and counted.
+        for i in 0..3u8 {
+            d.set_rx(b"in");
+            let (_rx, tx) = d.receive(Instant::ZERO).unwrap();
+            assert_eq!(tx.consume(4, |b| b.len()), 4, "reply {i}");
+        }
         assert_eq!(d.queue.dropped, 1);
+        assert!(d.transmit(Instant::ZERO).is_none(), "egress still capped");
         assert_eq!(d.queue.pop().unwrap(), b"abc");
         let v = d.queue.pop().unwrap();
         assert_eq!(v, [7]);
         d.queue.recycle(v);
+        assert_eq!(d.queue.pop().unwrap().len(), 4);
+        assert_eq!(d.queue.pop().unwrap().len(), 4);
         assert!(d.queue.is_empty());
         assert!(d.queue.push_with(2, |b| assert_eq!(b, [0, 0])));
     }

@@ -254,6 +254,22 @@ impl std::fmt::Debug for UserBackend {
     }
 }
 
+/// At exit, what the NAT refused or dropped is reported in one line, so
+/// that nothing is lost without a word (IPv6 router solicitations from a
+/// guest, for instance, show up as `dropped_ipv6`).
+impl Drop for UserBackend {
+    fn drop(&mut self) {
+        let problems = self.user_stats().problems();
+        if !problems.is_empty() {
+            eprintln!(
+                "tapir: note: {}: user network refused or dropped: {}",
+                self.core.name,
+                problems.join(" ")
+            );
+        }
+    }
+}
+
 fn random_seed() -> u64 {
     let mut h = RandomState::new().build_hasher();
     h.write_u64(std::process::id() as u64);

@@ -45,6 +45,30 @@ pub struct UserNetStats {
     pub dropped_queue_full: u64,
 }
 
+impl UserNetStats {
+    /// The non-zero counters of refused or dropped traffic, as
+    /// `name=value` words (empty when nothing was refused or dropped).
+    pub fn problems(&self) -> Vec<String> {
+        [
+            ("tcp_refused_limit", self.tcp_refused_limit),
+            ("udp_refused_limit", self.udp_refused_limit),
+            ("icmp_refused_limit", self.icmp_refused_limit),
+            ("tcp_refused_policy", self.tcp_refused_policy),
+            ("udp_refused_policy", self.udp_refused_policy),
+            ("connect_failed", self.connect_failed),
+            ("icmp_unavailable", self.icmp_unavailable),
+            ("dropped_ipv6", self.dropped_ipv6),
+            ("dropped_other", self.dropped_other),
+            ("dropped_malformed", self.dropped_malformed),
+            ("dropped_queue_full", self.dropped_queue_full),
+        ]
+        .iter()
+        .filter(|(_, v)| *v != 0)
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect()
+    }
+}
+
 /// Which one-time warnings were printed.
 #[derive(Debug, Default)]
 pub(crate) struct Warned {
@@ -65,6 +89,16 @@ pub(crate) fn warn_once(flag: &mut bool, name: &str, msg: impl FnOnce() -> Strin
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn problems_lists_only_nonzero_drop_counters() {
+        let mut s = super::UserNetStats::default();
+        assert!(s.problems().is_empty());
+        s.tcp_flows = 3; // not a problem
+        s.connect_failed = 2;
+        s.dropped_ipv6 = 1;
+        assert_eq!(s.problems(), vec!["connect_failed=2", "dropped_ipv6=1"]);
+    }
+
     #[test]
     fn warns_once() {
         let mut f = false;

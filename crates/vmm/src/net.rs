@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use kvm_ioctls::VmFd;
 use tapir_config::{NetBackend as NetSpec, NicModel, NicSpec};
 use tapir_net_backend::{BridgeBackend, NetBackend, TapBackend, TapConfig};
+use tapir_net_user::{UserBackend, UserNetConfig};
 use tapir_nic::e1000::E1000;
 use tapir_nic::rtl8139::{self, Rtl8139};
 use tapir_nic::{default_mac, VirtioNet};
@@ -30,6 +31,9 @@ pub enum NetError {
         nic: String,
         source: tapir_net_backend::BackendError,
     },
+    /// net=user options, or the user-mode network could not start.
+    #[error("--nic {nic}: net=user: {msg}")]
+    User { nic: String, msg: String },
     /// A model or backend that is parsed but not built yet.
     #[error("--nic {nic}: {what} is not built yet in this version of tapir")]
     NotBuilt { nic: String, what: String },
@@ -69,6 +73,16 @@ fn open_backend(name: &str, spec: &NicSpec) -> Result<(Box<dyn NetBackend>, Stri
             let b = BridgeBackend::open(br, ifname.as_deref()).map_err(be)?;
             let ifname = b.ifname().to_string();
             Ok((Box::new(b), ifname))
+        }
+        NetSpec::User { options, hostfwd } => {
+            let user_err = |msg: String| NetError::User {
+                nic: name.to_string(),
+                msg,
+            };
+            let cfg =
+                UserNetConfig::parse(options, hostfwd).map_err(|e| user_err(e.to_string()))?;
+            let user = UserBackend::new(name, cfg).map_err(|e| user_err(e.to_string()))?;
+            Ok((Box::new(user), "user".to_string()))
         }
         other => Err(NetError::NotBuilt {
             nic: name.to_string(),
