@@ -162,6 +162,31 @@ pub(crate) struct Net {
     pub to_guest: u64,
     /// Copies of the frames the guest got, when the test asks.
     pub capture: Option<Vec<Vec<u8>>>,
+    /// Send the guest's TCP frames as a guest using checksum offload does:
+    /// the TCP checksum field holds only the pseudo-header sum, and the
+    /// header says NEEDS_CSUM.
+    pub partial_csum: bool,
+    /// With `partial_csum`: still send them as plain frames (a checksum
+    /// that is simply wrong), to show that the completion matters.
+    pub partial_csum_unflagged: bool,
+}
+
+/// Rewrites an Ethernet/IPv4/TCP frame (no VLAN, no IP options) the way a
+/// guest with checksum offload sends it; `None` for other frames.
+pub(crate) fn as_partial_csum(f: &mut [u8]) -> Option<NetHdr> {
+    use tapir_net_backend::{hdr, offload};
+    if f.len() < 54 || f[12..14] != [0x08, 0x00] || f[14] != 0x45 || f[23] != 6 {
+        return None;
+    }
+    let tcp_len = f.len() - 34;
+    let pseudo = offload::sum_words(&f[26..34], 6 + tcp_len as u64);
+    f[50..52].copy_from_slice(&offload::fold(pseudo).to_be_bytes());
+    Some(NetHdr {
+        flags: hdr::NEEDS_CSUM,
+        csum_start: 34,
+        csum_offset: 16,
+        ..NetHdr::default()
+    })
 }
 
 impl Net {
@@ -176,6 +201,8 @@ impl Net {
             buf: vec![0; 65550],
             to_guest: 0,
             capture: None,
+            partial_csum: false,
+            partial_csum_unflagged: false,
         }
     }
 
@@ -210,8 +237,14 @@ impl Net {
         let g = &mut self.guest;
         g.iface.poll(now, &mut g.dev, &mut g.sockets);
         let mut moved = false;
-        while let Some(f) = self.guest.dev.tx.pop_front() {
-            self.send_raw(&f);
+        while let Some(mut f) = self.guest.dev.tx.pop_front() {
+            match self.partial_csum.then(|| as_partial_csum(&mut f)).flatten() {
+                Some(h) if !self.partial_csum_unflagged => {
+                    let n = self.be.send(&h, &[IoSlice::new(&f)]).unwrap();
+                    assert_eq!(n, f.len());
+                }
+                _ => self.send_raw(&f),
+            }
             moved = true;
         }
         for f in self.drain() {
