@@ -219,10 +219,16 @@ user__scenario() {
     if [ "$v" = 1 ] && user__vmm_start "$log" 480 "$(with_scenario "$name" "$(user__guest "$mac" "$restrict")")" \
         "$restrict" "$mac" "$WORK/$name.resolv"; then
         pid=$REPLY
-        sleep 1
+        # The user tapir runs as (`timeout` starts setpriv, which execs it).
         uid=none
-        v=$(pgrep -P "$pid" | head -n 1)
-        [ -z "$v" ] || uid=$(awk '/^Uid:/ { print $2 }' "/proc/$v/status" 2>/dev/null)
+        for _ in $(seq 50); do
+            v=$(pgrep -P "$pid" -x tapir | head -n 1)
+            if [ -n "$v" ]; then
+                uid=$(awk '/^Uid:/ { print $2 }' "/proc/$v/status" 2>/dev/null)
+                break
+            fi
+            sleep 0.2
+        done
         if [ "${VMM_IMPL:-tapir}" = tapir ]; then
             net__check vmm_uid "${uid:-none}" 65534
         else

@@ -11,6 +11,8 @@ use smoltcp::time::Instant;
 pub(crate) const MAX_FRAME: usize = 1514;
 /// Buffers kept for reuse.
 const POOL: usize = 64;
+/// Bytes the NAT's own sending may queue (64 KiB GSO frames included).
+const QUEUE_BYTES: usize = 4 << 20;
 
 /// Frames waiting for the guest, oldest first: at most `cap` from the
 /// NAT's own sending (smoltcp egress, relays), and up to twice that for
@@ -20,6 +22,8 @@ const POOL: usize = 64;
 pub(crate) struct GuestQueue {
     frames: VecDeque<Vec<u8>>,
     cap: usize,
+    /// Bytes queued.
+    bytes: usize,
     pool: Vec<Vec<u8>>,
     /// Frames dropped because the queue was full.
     pub dropped: u64,
@@ -30,13 +34,14 @@ impl GuestQueue {
         GuestQueue {
             frames: VecDeque::new(),
             cap: cap.max(1),
+            bytes: 0,
             pool: Vec::new(),
             dropped: 0,
         }
     }
 
     pub fn has_room(&self) -> bool {
-        self.frames.len() < self.cap
+        self.frames.len() < self.cap && self.bytes < QUEUE_BYTES
     }
 
     /// Whether `n` more frames fit.
@@ -59,6 +64,7 @@ impl GuestQueue {
         v.clear();
         v.resize(len, 0);
         fill(&mut v);
+        self.bytes += v.len();
         self.frames.push_back(v);
         true
     }
@@ -70,11 +76,14 @@ impl GuestQueue {
         v.clear();
         v.resize(len, 0);
         fill(&mut v);
+        self.bytes += v.len();
         self.frames.push_back(v);
     }
 
     pub fn pop(&mut self) -> Option<Vec<u8>> {
-        self.frames.pop_front()
+        let v = self.frames.pop_front()?;
+        self.bytes -= v.len();
+        Some(v)
     }
 
     /// Gives a popped frame's buffer back for reuse.
@@ -164,7 +173,10 @@ impl phy::Device for NatDevice {
     fn capabilities(&self) -> DeviceCapabilities {
         let mut caps = DeviceCapabilities::default();
         caps.medium = Medium::Ethernet;
-        caps.max_transmission_unit = MAX_FRAME;
+        // Big, so that smoltcp may send 64 KiB TCP segments to a guest that
+        // takes them (see gso.rs); to every other guest it sends at most its
+        // MSS (1460 on Ethernet), and UDP/ICMP are built at 1500 elsewhere.
+        caps.max_transmission_unit = crate::gso::GSO_FRAME;
         caps.checksum = ChecksumCapabilities::default();
         caps
     }

@@ -18,6 +18,7 @@ mod config;
 mod device;
 mod dhcp;
 mod frames;
+mod gso;
 mod hostfwd;
 mod icmp;
 mod policy;
@@ -106,6 +107,8 @@ const RELEARN: Duration = Duration::from_secs(20);
 const SWEEP: Duration = Duration::from_secs(1);
 /// Largest frame `send` looks at.
 const MAX_GUEST_FRAME: usize = 65_550;
+/// Guest MSS entries kept (one per connection the guest opened or took).
+const MAX_MSS_ENTRIES: usize = 4096;
 
 /// What the guest may leave to the NAT: partial checksums and TCPv4
 /// segmentation (a guest that sends 64 KiB super-frames instead of 1500-byte
@@ -253,6 +256,10 @@ pub struct UserBackend {
     txbuf: Vec<u8>,
     events: Vec<EpollEvent>,
     sweep_at: Option<Instant>,
+    /// The guest takes TCP segments above its MSS (GSO frames), see [`gso`].
+    guest_tso: bool,
+    /// The MSS each guest connection announced (before it was raised).
+    guest_mss: HashMap<gso::FlowKey, u16>,
 }
 
 impl std::fmt::Debug for UserBackend {
@@ -358,6 +365,8 @@ impl UserBackend {
             txbuf: Vec::with_capacity(device::MAX_FRAME),
             events: vec![EpollEvent::default(); 64],
             sweep_at: None,
+            guest_tso: false,
+            guest_mss: HashMap::new(),
         })
     }
 
@@ -571,6 +580,22 @@ impl UserBackend {
     }
 }
 
+impl UserBackend {
+    /// Takes in one guest frame with complete checksums; first raises the
+    /// MSS of a SYN when the guest takes GSO frames (see [`gso`]).
+    fn plain_guest_frame(&mut self, f: &mut [u8]) {
+        if self.guest_tso {
+            if let Some((key, mss)) = gso::raise_syn_mss(f) {
+                if self.guest_mss.len() >= MAX_MSS_ENTRIES {
+                    self.guest_mss.clear(); // forget old flows: they fall back to 1460
+                }
+                self.guest_mss.insert(key, mss);
+            }
+        }
+        self.guest_frame(f);
+    }
+}
+
 impl NetBackend for UserBackend {
     fn describe(&self) -> String {
         format!("user {}/{}", self.core.cfg.net, self.core.cfg.prefix_len)
@@ -597,14 +622,14 @@ impl NetBackend for UserBackend {
             // it is cheap, and take in the resulting plain frames.
             match offload::segment(hdr, &buf) {
                 Ok(frames) => {
-                    for f in frames {
-                        self.guest_frame(&f);
+                    for mut f in frames {
+                        self.plain_guest_frame(&mut f);
                     }
                 }
                 Err(_) => self.core.stats.dropped_malformed += 1,
             }
         } else {
-            self.guest_frame(&buf);
+            self.plain_guest_frame(&mut buf);
         }
         self.txbuf = buf;
         self.finish(false);
@@ -619,6 +644,14 @@ impl NetBackend for UserBackend {
             self.core.poller.set_queued(false);
             return Err(io::ErrorKind::WouldBlock.into());
         };
+        let mut hdr = NetHdr::default();
+        if f.len() > device::MAX_FRAME {
+            // Only a guest that takes GSO frames gets segments this big.
+            let mss = gso::egress_key(&f)
+                .and_then(|k| self.guest_mss.get(&k).copied())
+                .unwrap_or(1460);
+            hdr = gso::gso_header(&f, mss).unwrap_or_default();
+        }
         let n = f.len().min(buf.len());
         buf[..n].copy_from_slice(&f[..n]);
         self.core.dev.queue.recycle(f);
@@ -626,7 +659,7 @@ impl NetBackend for UserBackend {
             self.core.poller.set_queued(false);
         }
         self.bstats.rx_frames += 1;
-        Ok((NetHdr::default(), n))
+        Ok((hdr, n))
     }
 
     fn rx_fd(&self) -> RawFd {
@@ -642,7 +675,9 @@ impl NetBackend for UserBackend {
     }
 
     fn set_offloads(&mut self, offloads: Offloads) -> io::Result<()> {
-        offloads.check_against(&OFFLOADS)
+        offloads.check_against(&OFFLOADS)?;
+        self.guest_tso = offloads.csum && offloads.tso4;
+        Ok(())
     }
 
     fn stats(&self) -> BackendStats {

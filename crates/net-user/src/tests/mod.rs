@@ -169,6 +169,8 @@ pub(crate) struct Net {
     /// With `partial_csum`: still send them as plain frames (a checksum
     /// that is simply wrong), to show that the completion matters.
     pub partial_csum_unflagged: bool,
+    /// GSO frames the backend gave the guest.
+    pub gso_frames: u64,
 }
 
 /// Rewrites an Ethernet/IPv4/TCP frame (no VLAN, no IP options) the way a
@@ -203,6 +205,7 @@ impl Net {
             capture: None,
             partial_csum: false,
             partial_csum_unflagged: false,
+            gso_frames: 0,
         }
     }
 
@@ -220,9 +223,15 @@ impl Net {
         let mut out = Vec::new();
         loop {
             match self.be.recv(&mut self.buf) {
+                Ok((h, n)) if h == NetHdr::default() => out.push(self.buf[..n].to_vec()),
                 Ok((h, n)) => {
-                    assert_eq!(h, NetHdr::default());
-                    out.push(self.buf[..n].to_vec());
+                    // Only a guest that asked for TSO frames gets them: cut
+                    // them as the guest's kernel would take them.
+                    assert_eq!(h.gso_type, tapir_net_backend::hdr::GSO_TCPV4, "{h:?}");
+                    self.gso_frames += 1;
+                    let segs = tapir_net_backend::offload::segment(&h, &self.buf[..n]).unwrap();
+                    assert!(segs.len() > 1, "{h:?} {n}");
+                    out.extend(segs);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return out,
                 Err(e) => panic!("recv: {e}"),
