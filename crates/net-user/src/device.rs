@@ -13,9 +13,13 @@ pub(crate) const MAX_FRAME: usize = 1514;
 const POOL: usize = 64;
 /// Bytes the NAT's own sending may queue (64 KiB GSO frames included).
 const QUEUE_BYTES: usize = 4 << 20;
+/// Replies (mostly ACKs of 54-66 bytes) built while taking in a burst of
+/// guest frames may fill the queue up to this many times its cap: a guest
+/// with 200 connections sending at once otherwise loses ACKs.
+const REPLY_RESERVE: usize = 8;
 
 /// Frames waiting for the guest, oldest first: at most `cap` from the
-/// NAT's own sending (smoltcp egress, relays), and up to twice that for
+/// NAT's own sending (smoltcp egress, relays), and up to REPLY_RESERVE times that for
 /// replies smoltcp builds while taking in a guest frame (ACKs, RSTs), so
 /// that a guest sending a burst does not lose its ACKs to a full queue.
 #[derive(Debug)]
@@ -70,7 +74,7 @@ impl GuestQueue {
     }
 
     /// Like `push_with` for a reply to a guest frame: may use the reserve
-    /// (up to twice the cap).
+    /// (up to REPLY_RESERVE times the cap).
     fn push_reply_with(&mut self, len: usize, fill: impl FnOnce(&mut [u8])) {
         let mut v = self.pool.pop().unwrap_or_default();
         v.clear();
@@ -134,9 +138,10 @@ impl phy::RxToken for RxToken<'_> {
 impl phy::TxToken for TxToken<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
         // Only a reply built during receive can find the queue full; it
-        // may use the reserve up to twice the cap, then it is built and
+        // may use the reserve up to REPLY_RESERVE times the cap (and twice
+        // QUEUE_BYTES), then it is built and
         // dropped (and counted).
-        if self.0.frames.len() >= 2 * self.0.cap {
+        if self.0.frames.len() >= REPLY_RESERVE * self.0.cap || self.0.bytes >= 2 * QUEUE_BYTES {
             self.0.dropped += 1;
             return f(&mut vec![0u8; len]);
         }
@@ -197,9 +202,10 @@ mod tests {
         d.transmit(Instant::ZERO).unwrap().consume(1, |b| b[0] = 7);
         assert!(d.transmit(Instant::ZERO).is_none());
         assert!(d.exhausted);
-        // Replies to guest frames may use the reserve (up to twice the
+        // Replies to guest frames may use the reserve (up to REPLY_RESERVE times the
         // cap); beyond it they are built, dropped and counted.
-        for i in 0..3u8 {
+        let reserve = REPLY_RESERVE * 2;
+        for i in 0..reserve - 1 {
             d.set_rx(b"in");
             let (_rx, tx) = d.receive(Instant::ZERO).unwrap();
             assert_eq!(tx.consume(4, |b| b.len()), 4, "reply {i}");
@@ -210,8 +216,9 @@ mod tests {
         let v = d.queue.pop().unwrap();
         assert_eq!(v, [7]);
         d.queue.recycle(v);
-        assert_eq!(d.queue.pop().unwrap().len(), 4);
-        assert_eq!(d.queue.pop().unwrap().len(), 4);
+        for _ in 0..reserve - 2 {
+            assert_eq!(d.queue.pop().unwrap().len(), 4);
+        }
         assert!(d.queue.is_empty());
         assert!(d.queue.push_with(2, |b| assert_eq!(b, [0, 0])));
     }
