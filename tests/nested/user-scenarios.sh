@@ -206,7 +206,7 @@ user__scenario() {
     # shellcheck disable=SC2034 # used by the net__ helpers (dynamic scoping)
     local name res l1log ns start fails
     net__setup "$1" || return 0
-    local restrict=$2 mac=52:54:00:12:00:31 www log pid rc=125 v dpid="" hpid="" ipids="" sent gsum rsum uid
+    local restrict=$2 mac=52:54:00:12:00:31 www log pid rc=125 v dpid="" hpid="" ipids="" sent rsum uid
     log=$OUT/$name.log
     www=$WORK/$name.www
     mkdir -p "$www"
@@ -269,29 +269,15 @@ user__scenario() {
     net__check dhcp_router "$(net__marker "$log" '.*NET: dhcp .* router=\([0-9.]*\) .*')" 10.0.2.2
     net__check dhcp_dns "$(net__marker "$log" '.*NET: dhcp .* dns=\([0-9.]*\).*')" 10.0.2.3
     net__check gw_ping_recv "$(net__marker "$log" '.*NET: gw ping recv=\([0-9]*\).*')" 3
-    local i0 i1
-    i0=$(net__marker "$log" '.*NET: irqs before=\([0-9]*\) after=.*')
-    i1=$(net__marker "$log" '.*NET: irqs before=[0-9]* after=\([0-9]*\).*')
-    net__kv irqs_before "$i0"
-    net__kv irqs_after "$i1"
-    v=0
-    [ "$i0" != none ] && [ "$i1" != none ] && [ "$i1" -gt $((i0 + 10)) ] && v=1
-    net__check irqs_grew "$v" 1
+    net__check_irqs
     if [ "$restrict" = off ]; then
         net__check relay_ping_recv "$(net__marker "$log" '.*NET: relay ping recv=\([0-9]*\).*')" 3
         net__check dns_addr "$(net__marker "$log" '.*NET: dns web\.tapir\.test=\([0-9a-z.]*\).*')" 192.168.77.1
-        gsum=$(net__marker "$log" '.*NET: big sha256 \([0-9a-f]\{64\}\).*')
         net__kv big_sha256_sent "$sent"
-        net__kv big_sha256_guest "$gsum"
-        v=0
-        [ "$gsum" = "$sent" ] && v=1
-        net__check big_match "$v" 1
-        gsum=$(net__marker "$log" '.*NET: up sha256 \([0-9a-f]\{64\}\).*')
-        net__kv up_sha256_guest "$gsum"
+        net__check_sha big "$sent"
         v=$(cut -d' ' -f1 "$www/up.sha256" 2>/dev/null)
         net__kv up_sha256_received "${v:-none}"
-        [ -n "$v" ] && [ "$gsum" = "$v" ] && v=1 || v=0
-        net__check up_match "$v" 1
+        net__check_sha up "${v:-none}"
         net__check conc_rc "$(net__marker "$log" '.*NET: conc rc=\([0-9,]*\).*')" 0,0
         # Each iperf3 server saw its 100 streams connected, and got data.
         local f n b
@@ -308,17 +294,9 @@ user__scenario() {
         net__check dns_addr "$(net__marker "$log" '.*NET: dns web\.tapir\.test=\([0-9a-z.]*\).*')" none
         net__check outbound "$(net__marker "$log" '.*NET: outbound \([a-z]*\).*')" blocked
     fi
-    gsum=$(net__marker "$log" '.*NET: fwd sha256 \([0-9a-f]\{64\}\).*')
-    net__kv fwd_sha256_guest "$gsum"
-    v=0
-    [ "$gsum" != none ] && [ "$gsum" = "$(grep '^fwd_sha256_received=' "$res" | cut -d= -f2)" ] && v=1
-    net__check fwd_match "$v" 1
-    v=0
-    grep -q 'NET: bye received' "$log" && v=1
-    net__check guest_bye "$v" 1
-    v=0
-    grep -q 'NET: done' "$log" && v=1
-    net__check guest_done "$v" 1
+    net__check_sha fwd "$(grep '^fwd_sha256_received=' "$res" | cut -d= -f2)"
+    net__check_seen guest_bye 'NET: bye received'
+    net__check_seen guest_done 'NET: done'
     rm -rf "$www"
     net__finish "$rc"
 }

@@ -64,12 +64,7 @@ impl GuestQueue {
             self.dropped += 1;
             return false;
         }
-        let mut v = self.pool.pop().unwrap_or_default();
-        v.clear();
-        v.resize(len, 0);
-        fill(&mut v);
-        self.bytes += v.len();
-        self.frames.push_back(v);
+        self.push_reply_with(len, fill);
         true
     }
 
