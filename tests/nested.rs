@@ -305,6 +305,13 @@ fn rtl8139_cplus_with_8139cp_over_tap() {
     net_scenario("net_tap_rtl8139");
 }
 
+/// The same chip at PCI revision 0x10 (RTL8139C), which Linux's 8139too
+/// drives in normal (non-C+) mode.
+#[test]
+fn rtl8139_normal_mode_with_8139too_over_tap() {
+    net_scenario("net_tap_8139too");
+}
+
 #[test]
 fn vlan_access_port_reaches_only_its_vlan() {
     net_scenario("net_vlan");
@@ -343,6 +350,7 @@ fn every_scenario_ran() {
         "net_tap",
         "net_tap_e1000",
         "net_tap_rtl8139",
+        "net_tap_8139too",
         "net_vlan",
         "net_two_nics",
         "net_user",

@@ -133,13 +133,11 @@ scenario_sigterm() {
 }
 
 # Left out of the default list, runnable by name:
-# - net_tap_8139too (RTL8139 at revision 0x10, driven by 8139too): L1 wedged
-#   once during its guest->host transfer (issue #4 stays open for it);
 # - net_bridge: it needs two VMs running at once, and nested SVM under TCG
 #   kills one of two concurrent L2 guests now and then (QEMU's too), so it
 #   cannot be a reliable CI gate here; it passes on its own most runs.
 ALL="up_poweroff up_reboot elf_pvh console_input sigterm smp2_poweroff
-     net_tap net_tap_e1000 net_tap_rtl8139 net_vlan net_two_nics
+     net_tap net_tap_e1000 net_tap_rtl8139 net_tap_8139too net_vlan net_two_nics
      net_user net_user_restrict"
 
 # Nested SVM (emulated by QEMU TCG) now and then kills an L2 guest in early
