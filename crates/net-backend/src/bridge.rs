@@ -10,7 +10,7 @@ use std::os::fd::RawFd;
 use crate::error::BackendError;
 use crate::sys::{self, IfReq};
 use crate::tap::{TapBackend, TapConfig};
-use crate::{BackendStats, NetBackend, NetHdr, Offloads};
+use crate::{BackendStats, GuestBuf, NetBackend, NetHdr, Offloads};
 
 /// The tap name pattern when none is given; the kernel fills `%d`.
 pub const DEFAULT_TAP_NAME: &str = "tapir%d";
@@ -103,6 +103,14 @@ impl NetBackend for BridgeBackend {
 
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<(NetHdr, usize)> {
         self.tap.recv(buf)
+    }
+
+    fn send_guest(&mut self, hdr: &NetHdr, frame: &[GuestBuf]) -> io::Result<usize> {
+        self.tap.send_guest(hdr, frame)
+    }
+
+    fn recv_guest(&mut self, bufs: &[GuestBuf]) -> io::Result<(NetHdr, usize)> {
+        self.tap.recv_guest(bufs)
     }
 
     fn rx_fd(&self) -> RawFd {

@@ -10,6 +10,7 @@
 
 pub mod bridge;
 pub mod error;
+pub mod guest_buf;
 pub mod hdr;
 pub mod memory;
 pub mod offload;
@@ -18,6 +19,7 @@ pub mod tap;
 
 pub use bridge::BridgeBackend;
 pub use error::BackendError;
+pub use guest_buf::GuestBuf;
 pub use hdr::{NetHdr, NET_HDR_LEN};
 pub use memory::{MemoryBackend, MemoryPeer};
 pub use offload::OffloadError;
@@ -101,6 +103,27 @@ pub trait NetBackend: Send {
     /// Receives one frame into `buf` (at least 65550 bytes is always enough);
     /// returns its header and the Ethernet frame length.
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<(NetHdr, usize)>;
+    /// Like [`NetBackend::send`], with the frame gathered from guest memory.
+    /// The default copies it out and calls `send`; the tap backend hands
+    /// the buffers to the kernel as they are.
+    fn send_guest(&mut self, hdr: &NetHdr, frame: &[GuestBuf]) -> io::Result<usize> {
+        let mut bytes = Vec::new();
+        guest_buf::gather(frame, &mut bytes);
+        self.send(hdr, &[io::IoSlice::new(&bytes)])
+    }
+    /// Like [`NetBackend::recv`], with the frame scattered over guest
+    /// memory. The caller gives room for the largest frame (65550 bytes);
+    /// a frame that does not fit is an `InvalidInput` error and lost. The
+    /// default receives into a buffer and copies; the tap backend reads
+    /// straight into the buffers.
+    fn recv_guest(&mut self, bufs: &[GuestBuf]) -> io::Result<(NetHdr, usize)> {
+        let mut tmp = vec![0u8; guest_buf::total_len(bufs).min(1 << 17)];
+        let (hdr, len) = self.recv(&mut tmp)?;
+        if guest_buf::scatter(bufs, &tmp[..len]) < len {
+            return Err(guest_buf::too_small());
+        }
+        Ok((hdr, len))
+    }
     /// Readable when a frame may be waiting.
     fn rx_fd(&self) -> RawFd;
     /// Writable when `send` may succeed again.

@@ -15,6 +15,7 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 
 use crate::error::BackendError;
+use crate::guest_buf::{self, GuestBuf};
 use crate::hdr::{DATA_VALID, NET_HDR_LEN};
 use crate::sys::{self, IfReq};
 use crate::{BackendStats, NetBackend, NetHdr, Offloads};
@@ -339,6 +340,72 @@ impl TapBackend {
         })
     }
 
+    /// writev over raw iovecs (at most IOV_MAX; callers ensure it).
+    ///
+    /// # Safety
+    /// Every iovec must describe mapped, readable memory for the call.
+    unsafe fn writev_raw(&self, iov: &[libc::iovec]) -> io::Result<usize> {
+        // SAFETY: the caller guarantees the iovecs; the count fits an int.
+        retry_eintr(|| unsafe {
+            libc::writev(self.fd.as_raw_fd(), iov.as_ptr(), iov.len() as libc::c_int)
+        })
+    }
+
+    /// readv over raw iovecs (at most IOV_MAX; callers ensure it).
+    ///
+    /// # Safety
+    /// Every iovec must describe mapped, writable memory that nothing else
+    /// reads as a Rust reference during the call.
+    unsafe fn readv_raw(&self, iov: &[libc::iovec]) -> io::Result<usize> {
+        // SAFETY: the caller guarantees the iovecs; the count fits an int.
+        retry_eintr(|| unsafe {
+            libc::readv(self.fd.as_raw_fd(), iov.as_ptr(), iov.len() as libc::c_int)
+        })
+    }
+
+    /// The header iovec (empty without a vnet header) and guest buffers,
+    /// in `iov`; false when there are too many for one call.
+    fn guest_iovecs(
+        &self,
+        head: libc::iovec,
+        bufs: &[GuestBuf],
+        iov: &mut Vec<libc::iovec>,
+    ) -> bool {
+        if bufs.len() >= IOV_MAX {
+            return false;
+        }
+        iov.clear();
+        iov.push(head);
+        iov.extend(bufs.iter().filter(|b| !b.is_empty()).map(GuestBuf::iovec));
+        true
+    }
+
+    fn send_guest_inner(&self, hdr: &NetHdr, frame: &[GuestBuf]) -> io::Result<usize> {
+        if !self.wire_hdr && !hdr.is_plain() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "frame needs checksum/segmentation offload but the tap has no vnet header",
+            ));
+        }
+        let mut hdr_bytes = hdr.to_bytes();
+        let hdr_len = if self.wire_hdr { NET_HDR_LEN } else { 0 };
+        let head = libc::iovec {
+            iov_base: hdr_bytes.as_mut_ptr().cast(),
+            iov_len: hdr_len,
+        };
+        let mut iov = Vec::with_capacity(frame.len() + 1);
+        if !self.guest_iovecs(head, frame, &mut iov) {
+            let mut flat = Vec::new();
+            guest_buf::gather(frame, &mut flat);
+            return self.send_inner(hdr, &[IoSlice::new(&flat)]);
+        }
+        // SAFETY: the header is a live local array; the guest buffers are
+        // mapped for as long as they are used (GuestBuf's contract); the
+        // kernel only reads them.
+        let written = unsafe { self.writev_raw(&iov)? };
+        Ok(written.saturating_sub(hdr_len))
+    }
+
     fn send_inner(&self, hdr: &NetHdr, frame: &[IoSlice<'_>]) -> io::Result<usize> {
         let hdr_bytes = hdr.to_bytes();
         let hdr_len = if self.wire_hdr { NET_HDR_LEN } else { 0 };
@@ -430,6 +497,61 @@ impl NetBackend for TapBackend {
         }
         self.stats.rx_frames += 1;
         Ok((hdr, len))
+    }
+
+    fn send_guest(&mut self, hdr: &NetHdr, frame: &[GuestBuf]) -> io::Result<usize> {
+        match self.send_guest_inner(hdr, frame) {
+            Ok(n) => {
+                self.stats.tx_frames += 1;
+                Ok(n)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(e),
+            Err(e) if e.raw_os_error() == Some(libc::EIO) => {
+                self.stats.tx_errors += 1;
+                self.link_down_drops += 1;
+                Ok(guest_buf::total_len(frame))
+            }
+            Err(e) => {
+                self.stats.tx_errors += 1;
+                Err(e)
+            }
+        }
+    }
+
+    /// Reads one frame straight into guest memory. The kernel drops a frame
+    /// that does not fit (the read fails with EFAULT or EINVAL): callers
+    /// give room for the largest one.
+    fn recv_guest(&mut self, bufs: &[GuestBuf]) -> io::Result<(NetHdr, usize)> {
+        let mut hdr_bytes = [0u8; NET_HDR_LEN];
+        let hdr_len = if self.wire_hdr { NET_HDR_LEN } else { 0 };
+        let head = libc::iovec {
+            iov_base: hdr_bytes.as_mut_ptr().cast(),
+            iov_len: hdr_len,
+        };
+        let mut iov = Vec::with_capacity(bufs.len() + 1);
+        if !self.guest_iovecs(head, bufs, &mut iov) {
+            return Err(guest_buf::too_small());
+        }
+        // SAFETY: the header is a live local array; the guest buffers are
+        // mapped and writable for as long as they are used (GuestBuf's
+        // contract) and are never Rust references.
+        let n = unsafe { self.readv_raw(&iov)? };
+        if n < hdr_len {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "tap read shorter than its vnet header",
+            ));
+        }
+        let mut hdr = if self.wire_hdr {
+            NetHdr::from_bytes(&hdr_bytes)
+        } else {
+            NetHdr::default()
+        };
+        if !self.enabled.csum {
+            hdr.flags &= !DATA_VALID;
+        }
+        self.stats.rx_frames += 1;
+        Ok((hdr, n - hdr_len))
     }
 
     fn rx_fd(&self) -> RawFd {

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use tapir_net_backend::guest_buf::{self, GuestBuf};
 use tapir_net_backend::{NetBackend, NetHdr};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
@@ -60,10 +61,36 @@ pub trait NicFrontend: Send {
     /// with its offload header. `false` when there is none (and the
     /// frontend has re-armed its "frames queued" notification).
     fn pop_tx(&mut self, hdr: &mut NetHdr, buf: &mut Vec<u8>) -> bool;
+    /// Like [`NicFrontend::pop_tx`], but a frontend that knows where the
+    /// frame lies in guest memory may leave it there and list its buffers
+    /// in `frame` instead of copying it into `buf` (the worker passes both
+    /// empty; a frame in `frame` is used when `frame` is not empty). The
+    /// default copies with `pop_tx`.
+    fn pop_tx_guest(
+        &mut self,
+        hdr: &mut NetHdr,
+        buf: &mut Vec<u8>,
+        frame: &mut Vec<GuestBuf>,
+    ) -> bool {
+        frame.clear();
+        self.pop_tx(hdr, buf)
+    }
     /// Returns the last popped frame's buffers to the guest (sent or dropped).
     fn complete_tx(&mut self);
     /// Delivers one received frame.
     fn push_rx(&mut self, hdr: &NetHdr, frame: &[u8]) -> RxPush;
+    /// Guest buffers the next received frame may be read into directly,
+    /// with room for the largest frame ([`MAX_FRAME`]); `None` (the
+    /// default) when the frontend cannot offer that now: the worker then
+    /// reads into its own buffer and calls [`NicFrontend::push_rx`].
+    fn rx_direct(&mut self) -> Option<&[GuestBuf]> {
+        None
+    }
+    /// A frame of `len` bytes was read into the buffers of the last
+    /// [`NicFrontend::rx_direct`]: hand it to the guest with `hdr`.
+    fn rx_direct_done(&mut self, _hdr: &NetHdr, _len: usize) -> RxPush {
+        RxPush::Dropped
+    }
     /// Arms the "receive buffers added" notification; `true` means buffers
     /// are already available again (the worker retries at once).
     fn rx_wait_buffers(&mut self) -> bool;
@@ -134,6 +161,8 @@ pub struct NetWorker {
     kill: EventFd,
     tx_hdr: NetHdr,
     tx_buf: Vec<u8>,
+    /// The frame being sent when it is left in guest memory.
+    tx_guest: Vec<GuestBuf>,
     tx_tagged: Vec<u8>,
     tx_pending: bool,
     rx_buf: Vec<u8>,
@@ -164,6 +193,7 @@ impl NetWorker {
             kill: kill.try_clone()?,
             tx_hdr: NetHdr::default(),
             tx_buf: Vec::with_capacity(MAX_FRAME),
+            tx_guest: Vec::new(),
             tx_tagged: Vec::with_capacity(MAX_FRAME),
             tx_pending: false,
             rx_buf: vec![0u8; MAX_FRAME],
@@ -288,24 +318,46 @@ impl NetWorker {
     fn process_tx(&mut self) {
         loop {
             if !self.tx_pending {
-                if !self.frontend.pop_tx(&mut self.tx_hdr, &mut self.tx_buf) {
+                self.tx_buf.clear();
+                self.tx_guest.clear();
+                if !self.frontend.pop_tx_guest(
+                    &mut self.tx_hdr,
+                    &mut self.tx_buf,
+                    &mut self.tx_guest,
+                ) {
                     break;
+                }
+                if self.vlan.is_some() && !self.tx_guest.is_empty() {
+                    // Tagging inserts bytes: work on a copy.
+                    guest_buf::gather(&self.tx_guest, &mut self.tx_buf);
+                    self.tx_guest.clear();
                 }
                 self.tx_pending = true;
             }
             let mut hdr = self.tx_hdr;
+            let in_guest = !self.tx_guest.is_empty();
             let frame: &[u8] = match self.vlan {
-                Some(vid) => {
+                Some(vid) if !in_guest => {
                     vlan::tag(&mut hdr, &self.tx_buf, vid, &mut self.tx_tagged);
                     &self.tx_tagged
                 }
-                None => &self.tx_buf,
+                _ => &self.tx_buf,
             };
-            if frame.len() < vlan::ETHERTYPE_OFFSET + 2 {
+            let len = if in_guest {
+                guest_buf::total_len(&self.tx_guest)
+            } else {
+                frame.len()
+            };
+            if len < vlan::ETHERTYPE_OFFSET + 2 {
                 // Not even an Ethernet header: a guest bug; drop and count.
                 self.stats.tx_dropped.fetch_add(1, Ordering::Relaxed);
             } else {
-                match self.backend.send(&hdr, &[io::IoSlice::new(frame)]) {
+                let sent = if in_guest {
+                    self.backend.send_guest(&hdr, &self.tx_guest)
+                } else {
+                    self.backend.send(&hdr, &[io::IoSlice::new(frame)])
+                };
+                match sent {
                     Ok(n) => {
                         self.stats.tx_frames.fetch_add(1, Ordering::Relaxed);
                         self.stats.tx_bytes.fetch_add(n as u64, Ordering::Relaxed);
@@ -329,6 +381,20 @@ impl NetWorker {
     fn process_rx(&mut self) {
         loop {
             // A held frame was already filtered; a fresh one goes through the VLAN rule.
+            if self.rx_pending.is_none() && self.vlan.is_none() {
+                // Straight into guest memory when the guest has the room.
+                if let Some(bufs) = self.frontend.rx_direct() {
+                    match self.backend.recv_guest(bufs) {
+                        Ok((hdr, len)) => {
+                            let done = self.frontend.rx_direct_done(&hdr, len);
+                            self.count_rx(done, len);
+                            continue;
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(_) => break, // WouldBlock, or a backend error: wait for readiness
+                    }
+                }
+            }
             let (mut hdr, mut len, fresh) = match self.rx_pending.take() {
                 Some((h, l)) => (h, l, false),
                 None => match self.backend.recv(&mut self.rx_buf) {
@@ -347,13 +413,6 @@ impl NetWorker {
                 }
             }
             match self.frontend.push_rx(&hdr, &self.rx_buf[..len]) {
-                RxPush::Delivered => {
-                    self.stats.rx_frames.fetch_add(1, Ordering::Relaxed);
-                    self.stats.rx_bytes.fetch_add(len as u64, Ordering::Relaxed);
-                }
-                RxPush::Dropped => {
-                    self.stats.rx_dropped.fetch_add(1, Ordering::Relaxed);
-                }
                 RxPush::NoBuffers => {
                     self.rx_pending = Some((hdr, len));
                     if self.frontend.rx_wait_buffers() {
@@ -363,6 +422,19 @@ impl NetWorker {
                     self.rx_blocked = true;
                     break;
                 }
+                done => self.count_rx(done, len),
+            }
+        }
+    }
+
+    fn count_rx(&self, result: RxPush, len: usize) {
+        match result {
+            RxPush::Delivered => {
+                self.stats.rx_frames.fetch_add(1, Ordering::Relaxed);
+                self.stats.rx_bytes.fetch_add(len as u64, Ordering::Relaxed);
+            }
+            RxPush::Dropped | RxPush::NoBuffers => {
+                self.stats.rx_dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
     }

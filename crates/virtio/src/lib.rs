@@ -4,6 +4,7 @@
 
 pub mod device;
 pub mod pci;
+pub mod used;
 
 pub use device::{
     ActivateError, ActiveQueue, IoEventRegistry, VirtioDevice, VirtioInterrupt, VirtioInterruptType,

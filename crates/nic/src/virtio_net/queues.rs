@@ -1,18 +1,32 @@
 //! virtio-net's receive and transmit queues as a [`NicFrontend`].
 //!
-//! Everything here reads guest-controlled descriptors: lengths are bounded,
-//! addresses are checked by guest-memory accessors, a chain of the wrong
-//! direction or with unmapped buffers is returned to the guest with length 0
-//! and counted, and chain walking is bounded by the queue size (loops end).
+//! Everything here reads guest-controlled descriptors: every buffer is
+//! checked to lie in guest RAM when its chain is taken (a chain of the
+//! wrong direction, with a buffer outside RAM, looping, or empty is returned
+//! to the guest with length 0 and counted), lengths are bounded, and chain
+//! walking is bounded by the queue size.
+//!
+//! No copies in user space on the fast paths: a frame the guest sends is
+//! handed to the backend as the list of its buffers in guest memory, and
+//! frames are read from the backend straight into the guest's receive
+//! buffers whenever the guest has posted room for the largest frame.
+//!
+//! Receive chains are taken from the ring ahead of need and kept
+//! ("reserved") until a frame fills them, so one 64 KiB read can span many
+//! small buffers. A frame merged over several chains is completed with one
+//! update of the used index (see [`tapir_virtio::used`]).
 
+use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use tapir_net_backend::guest_buf::{self, GuestBuf};
 use tapir_net_backend::{NetHdr, NET_HDR_LEN};
+use tapir_virtio::used::{self, Notifier};
 use tapir_virtio::{ActiveQueue, VirtioInterrupt, VirtioInterruptType};
-use virtio_queue::{QueueOwnedT, QueueT};
-use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
+use virtio_queue::QueueT;
+use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
 use crate::worker::{GuestWork, NicFrontend, NicStats, RxPush, MAX_FRAME};
 
@@ -22,8 +36,65 @@ const TOKEN_TX: u32 = 1;
 /// Largest guest TX chain accepted: header plus the largest frame.
 const MAX_TX_CHAIN: usize = NET_HDR_LEN + MAX_FRAME;
 
-/// Writable segments (address, length) of one receive descriptor chain.
-type Segments = Vec<(GuestAddress, usize)>;
+/// Room a direct read needs: the header and the largest frame.
+const DIRECT_RX_ROOM: usize = NET_HDR_LEN + MAX_FRAME;
+
+/// At most this many buffers in one direct read (well below IOV_MAX); a
+/// guest posting tinier buffers is served by copying.
+const DIRECT_RX_MAX_BUFS: usize = 512;
+
+/// One receive chain taken from the ring: its writable buffers, checked to
+/// lie in guest RAM, and their total length.
+struct RxChain {
+    head: u16,
+    bufs: Vec<GuestBuf>,
+    cap: usize,
+}
+
+/// Appends the host mapping of the guest range `addr`..`addr + len` to
+/// `out`, split at memory-region boundaries; false if any part of it is
+/// outside guest RAM.
+fn map_guest(
+    mem: &GuestMemoryMmap,
+    addr: GuestAddress,
+    len: usize,
+    out: &mut Vec<GuestBuf>,
+) -> bool {
+    for slice in mem.get_slices(addr, len) {
+        let Ok(slice) = slice else {
+            return false;
+        };
+        // SAFETY: the slice lies in one mapped region of `mem`. The regions
+        // stay mapped as long as `mem` (reference counted) is alive, and
+        // these queues hold it for as long as they exist; the buffers are
+        // kept in the queues, or lent to the worker that owns the queues
+        // for one backend call, so they are never used after `mem` is gone.
+        out.push(unsafe { GuestBuf::new(slice.ptr_guard_mut().as_ptr(), slice.len()) });
+    }
+    true
+}
+
+/// Writes `data` into the buffers of `chains`, seen as one byte stream,
+/// from `offset`; returns the bytes written.
+fn write_chains<'a>(
+    chains: impl Iterator<Item = &'a RxChain>,
+    mut offset: usize,
+    data: &[u8],
+) -> usize {
+    let mut done = 0;
+    for c in chains {
+        if done == data.len() {
+            break;
+        }
+        if offset >= c.cap {
+            offset -= c.cap;
+            continue;
+        }
+        done += guest_buf::write_stream(&c.bufs, offset, &data[done..]);
+        offset = 0;
+    }
+    done
+}
 
 /// The activated queues of one virtio-net device.
 pub struct VirtioNetQueues {
@@ -33,11 +104,23 @@ pub struct VirtioNetQueues {
     interrupt: Arc<dyn VirtioInterrupt>,
     mrg_rxbuf: bool,
     stats: Arc<NicStats>,
+    /// The TX chain being sent.
     tx_head: Option<u16>,
-    rx_used: bool,
-    tx_used: bool,
-    /// Scratch: (head, writable segments) of the chains taken for one frame.
-    rx_chains: Vec<(u16, Segments)>,
+    /// Scratch: the buffers of the TX chain being read.
+    tx_bufs: Vec<GuestBuf>,
+    rx_notifier: Notifier,
+    tx_notifier: Notifier,
+    /// The RX avail index up to which the guest's chains were taken when
+    /// they ran out: the worker waits for the guest to add more.
+    rx_seen_avail: u16,
+    /// RX chains taken from the ring, in ring order, not filled yet.
+    rx_reserved: VecDeque<RxChain>,
+    /// Total capacity of `rx_reserved`.
+    rx_reserved_cap: usize,
+    /// Scratch: the reserved buffers past the header, for a direct read.
+    rx_iov: Vec<GuestBuf>,
+    /// Scratch: (head, length) of RX chains to complete together.
+    rx_done: Vec<(u16, u32)>,
 }
 
 impl VirtioNetQueues {
@@ -51,6 +134,9 @@ impl VirtioNetQueues {
         stats: Arc<NicStats>,
     ) -> Self {
         Self {
+            rx_notifier: Notifier::new(&rx.queue),
+            tx_notifier: Notifier::new(&tx.queue),
+            rx_seen_avail: rx.queue.next_avail(),
             mem,
             rx,
             tx,
@@ -58,81 +144,160 @@ impl VirtioNetQueues {
             mrg_rxbuf,
             stats,
             tx_head: None,
-            rx_used: false,
-            tx_used: false,
-            rx_chains: Vec::new(),
+            tx_bufs: Vec::new(),
+            rx_reserved: VecDeque::new(),
+            rx_reserved_cap: 0,
+            rx_iov: Vec::new(),
+            rx_done: Vec::new(),
         }
     }
 
-    /// Pops one RX chain and lists its writable segments. `None` when the
-    /// ring is empty; `Some(Err(head))` for a chain that cannot take data.
-    fn pop_rx_chain(&mut self) -> Option<Result<(u16, Segments), u16>> {
+    /// Takes the next RX chain. `None` when the ring is empty;
+    /// `Some(Err(head))` for a chain that cannot take data (a read-only
+    /// descriptor, a buffer outside RAM, a loop, no room at all).
+    fn pop_rx_chain(&mut self) -> Option<Result<RxChain, u16>> {
         let chain = self.rx.queue.pop_descriptor_chain(&self.mem)?;
         let head = chain.head_index();
-        let mut segs = Vec::new();
+        let mut bufs = Vec::new();
+        let mut cap = 0usize;
+        // The chain iterator stops quietly after queue-size descriptors: a
+        // chain whose last descriptor still has NEXT loops or overruns.
         let mut last_has_next = false;
         for desc in chain {
             last_has_next = desc.has_next();
-            if !desc.is_write_only() {
+            let len = desc.len() as usize;
+            if !desc.is_write_only() || !map_guest(&self.mem, desc.addr(), len, &mut bufs) {
                 return Some(Err(head));
             }
-            if desc.len() > 0 {
-                segs.push((desc.addr(), desc.len() as usize));
-            }
+            cap += len;
         }
-        if segs.is_empty() || last_has_next {
+        if cap == 0 || last_has_next {
             return Some(Err(head));
         }
-        Some(Ok((head, segs)))
+        Some(Ok(RxChain { head, bufs, cap }))
     }
 
-    /// Writes `parts` (concatenated) across `segs`; false if guest memory
-    /// refused a write (an address outside RAM).
-    fn write_segments(
-        &self,
-        segs: &[(GuestAddress, usize)],
-        parts: &mut Parts<'_>,
-    ) -> Result<usize, ()> {
-        let mut written = 0;
-        for &(addr, len) in segs {
-            let mut off = 0;
-            while off < len {
-                let Some(chunk) = parts.next_chunk(len - off) else {
-                    return Ok(written);
-                };
-                let a = addr.checked_add(off as u64).ok_or(())?;
-                self.mem.write_slice(chunk, a).map_err(|_| ())?;
-                off += chunk.len();
-                written += chunk.len();
+    /// Takes chains from the ring until the reserved ones hold `need`
+    /// bytes (with MRG_RXBUF; without it one chain takes a whole frame, so
+    /// one chain is enough). Unusable chains are returned to the guest at
+    /// once, empty, and counted. False when the ring ran out first: what
+    /// was taken stays reserved and the position is noted for
+    /// [`NicFrontend::rx_wait_buffers`].
+    fn reserve_rx(&mut self, need: usize) -> bool {
+        let mut bad = std::mem::take(&mut self.rx_done);
+        bad.clear();
+        let ok = loop {
+            let enough = if self.mrg_rxbuf {
+                self.rx_reserved_cap >= need
+            } else {
+                !self.rx_reserved.is_empty()
+            };
+            if enough {
+                break true;
+            }
+            match self.pop_rx_chain() {
+                None => {
+                    self.rx_seen_avail = self.rx.queue.next_avail();
+                    break false;
+                }
+                Some(Err(head)) => bad.push((head, 0)),
+                Some(Ok(c)) => {
+                    self.rx_reserved_cap += c.cap;
+                    self.rx_reserved.push_back(c);
+                }
+            }
+        };
+        if !bad.is_empty() {
+            self.stats
+                .rx_bad_buffers
+                .fetch_add(bad.len() as u64, Ordering::Relaxed);
+            self.complete_rx(&bad);
+        }
+        self.rx_done = bad;
+        ok
+    }
+
+    /// How many reserved chains, from the front, a header and frame of
+    /// `total` bytes fill (always 1 without MRG_RXBUF); `None` if they do
+    /// not hold it.
+    fn chains_for(&self, total: usize) -> Option<usize> {
+        let mut cap = 0;
+        for (i, c) in self.rx_reserved.iter().enumerate() {
+            cap += c.cap;
+            if cap >= total {
+                return Some(i + 1);
+            }
+            if !self.mrg_rxbuf {
+                break;
             }
         }
-        Ok(written)
+        None
     }
 
-    fn return_rx(&mut self, head: u16, len: u32) {
-        let _ = self.rx.queue.add_used(&self.mem, head, len);
-        self.rx_used = true;
+    /// Completes the first `n` reserved chains as holding a header and
+    /// frame of `total` bytes: writes `hdr` (with `num_buffers`) at the
+    /// start and publishes the chains with one used-index update.
+    fn fill_rx(&mut self, hdr: &NetHdr, n: usize, total: usize) {
+        let mut h = *hdr;
+        h.num_buffers = n as u16;
+        write_chains(self.rx_reserved.iter(), 0, &h.to_bytes());
+        let mut done = std::mem::take(&mut self.rx_done);
+        done.clear();
+        let mut left = total;
+        for c in self.rx_reserved.drain(..n) {
+            let len = left.min(c.cap);
+            left -= len;
+            self.rx_reserved_cap -= c.cap;
+            done.push((c.head, len as u32));
+        }
+        self.complete_rx(&done);
+        self.rx_done = done;
     }
-}
 
-/// The header and frame as one byte stream, consumed in chunks.
-struct Parts<'a> {
-    parts: [&'a [u8]; 2],
-    idx: usize,
-}
+    /// Publishes finished RX chains with one update of the used index (a
+    /// merged frame appears whole).
+    fn complete_rx(&mut self, done: &[(u16, u32)]) {
+        // A head index beyond the queue (a guest bug) cannot be named in
+        // the used ring: such an entry is left out.
+        let size = self.rx.queue.size();
+        if done.iter().all(|&(head, _)| head < size) {
+            let _ = used::add_used(&mut self.rx.queue, &self.mem, done);
+        } else {
+            let valid: Vec<_> = done.iter().copied().filter(|&(h, _)| h < size).collect();
+            let _ = used::add_used(&mut self.rx.queue, &self.mem, &valid);
+        }
+    }
 
-impl<'a> Parts<'a> {
-    fn next_chunk(&mut self, max: usize) -> Option<&'a [u8]> {
-        while self.idx < 2 && self.parts[self.idx].is_empty() {
-            self.idx += 1;
+    /// Completes one TX chain (sent, or dropped with length 0); a head
+    /// index beyond the queue cannot be, and is left out.
+    fn complete_tx_chain(&mut self, head: u16) {
+        if head < self.tx.queue.size() {
+            let _ = used::add_used(&mut self.tx.queue, &self.mem, &[(head, 0)]);
         }
-        if self.idx == 2 {
-            return None;
+    }
+
+    /// Interrupts the guest for used RX buffers if it asked for that.
+    fn signal_rx(&mut self) {
+        if self
+            .rx_notifier
+            .needs_notification(&self.rx.queue, &self.mem)
+        {
+            let _ = self
+                .interrupt
+                .trigger(VirtioInterruptType::Queue(self.rx.index));
         }
-        let p = self.parts[self.idx];
-        let n = p.len().min(max);
-        self.parts[self.idx] = &p[n..];
-        Some(&p[..n])
+    }
+
+    /// Interrupts the guest for used TX buffers if it asked for that.
+    fn signal_tx(&mut self) {
+        if self
+            .tx_notifier
+            .needs_notification(&self.tx.queue, &self.mem)
+        {
+            let _ = self
+                .interrupt
+                .trigger(VirtioInterruptType::Queue(self.tx.index));
+        }
     }
 }
 
@@ -161,6 +326,21 @@ impl NicFrontend for VirtioNetQueues {
     }
 
     fn pop_tx(&mut self, hdr: &mut NetHdr, buf: &mut Vec<u8>) -> bool {
+        let mut frame = Vec::new();
+        if !self.pop_tx_guest(hdr, buf, &mut frame) {
+            return false;
+        }
+        buf.clear();
+        guest_buf::gather(&frame, buf);
+        true
+    }
+
+    fn pop_tx_guest(
+        &mut self,
+        hdr: &mut NetHdr,
+        _buf: &mut Vec<u8>,
+        frame: &mut Vec<GuestBuf>,
+    ) -> bool {
         loop {
             let Some(chain) = self.tx.queue.pop_descriptor_chain(&self.mem) else {
                 // Re-arm kicks; if the guest queued more meanwhile, go on.
@@ -173,35 +353,35 @@ impl NicFrontend for VirtioNetQueues {
                 }
             };
             let head = chain.head_index();
-            buf.clear();
+            self.tx_bufs.clear();
+            let mut total = 0usize;
             let mut ok = true;
-            // The chain iterator stops quietly after queue-size descriptors:
-            // a chain whose last descriptor still has NEXT loops or overruns.
+            // As for RX: a chain whose last descriptor has NEXT loops.
             let mut last_has_next = false;
             for desc in chain {
                 last_has_next = desc.has_next();
                 let len = desc.len() as usize;
-                if desc.is_write_only() || buf.len() + len > MAX_TX_CHAIN {
+                if desc.is_write_only()
+                    || total + len > MAX_TX_CHAIN
+                    || !map_guest(&self.mem, desc.addr(), len, &mut self.tx_bufs)
+                {
                     ok = false;
                     break;
                 }
-                let start = buf.len();
-                buf.resize(start + len, 0);
-                if self.mem.read_slice(&mut buf[start..], desc.addr()).is_err() {
-                    ok = false;
-                    break;
-                }
+                total += len;
             }
-            if !ok || last_has_next || buf.len() < NET_HDR_LEN {
+            if !ok || last_has_next || total < NET_HDR_LEN {
                 // Malformed: give the buffers back, count, and go on.
-                let _ = self.tx.queue.add_used(&self.mem, head, 0);
-                self.tx_used = true;
+                self.complete_tx_chain(head);
                 self.stats.tx_dropped.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            *hdr = NetHdr::from_bytes(&buf[..NET_HDR_LEN]);
+            let mut hdr_bytes = [0u8; NET_HDR_LEN];
+            guest_buf::read_stream(&self.tx_bufs, 0, &mut hdr_bytes);
+            *hdr = NetHdr::from_bytes(&hdr_bytes);
             hdr.num_buffers = 0;
-            buf.drain(..NET_HDR_LEN);
+            frame.clear();
+            guest_buf::skip_into(&self.tx_bufs, NET_HDR_LEN, frame);
             self.tx_head = Some(head);
             return true;
         }
@@ -209,94 +389,71 @@ impl NicFrontend for VirtioNetQueues {
 
     fn complete_tx(&mut self) {
         if let Some(head) = self.tx_head.take() {
-            let _ = self.tx.queue.add_used(&self.mem, head, 0);
-            self.tx_used = true;
+            self.complete_tx_chain(head);
         }
     }
 
     fn push_rx(&mut self, hdr: &NetHdr, frame: &[u8]) -> RxPush {
         let total = NET_HDR_LEN + frame.len();
-        let mut chains = std::mem::take(&mut self.rx_chains);
-        chains.clear();
-        let mut capacity = 0usize;
-        while capacity < total {
-            match self.pop_rx_chain() {
-                None => {
-                    // Not enough buffers: put back what we took, in order.
-                    for _ in 0..chains.len() {
-                        self.rx.queue.go_to_previous_position();
-                    }
-                    self.rx_chains = chains;
-                    return RxPush::NoBuffers;
-                }
-                Some(Err(head)) => {
-                    // A chain that cannot hold data: return it empty.
-                    self.return_rx(head, 0);
-                    self.stats.rx_bad_buffers.fetch_add(1, Ordering::Relaxed);
-                }
-                Some(Ok((head, segs))) => {
-                    capacity += segs.iter().map(|s| s.1).sum::<usize>();
-                    chains.push((head, segs));
-                    if !self.mrg_rxbuf {
-                        break;
-                    }
-                }
-            }
+        if !self.reserve_rx(total) {
+            return RxPush::NoBuffers;
         }
-        if capacity < total {
+        let Some(n) = self.chains_for(total) else {
             // Without MRG_RXBUF one chain must hold the frame: drop it.
-            for (head, _) in chains.drain(..) {
-                self.return_rx(head, 0);
+            if let Some(c) = self.rx_reserved.pop_front() {
+                self.rx_reserved_cap -= c.cap;
+                self.complete_rx(&[(c.head, 0)]);
             }
-            self.rx_chains = chains;
             return RxPush::Dropped;
-        }
-        let mut h = *hdr;
-        h.num_buffers = chains.len() as u16;
-        let hdr_bytes = h.to_bytes();
-        let mut parts = Parts {
-            parts: [&hdr_bytes, frame],
-            idx: 0,
         };
-        let mut result = RxPush::Delivered;
-        let mut lens = Vec::with_capacity(chains.len());
-        for (_, segs) in &chains {
-            match self.write_segments(segs, &mut parts) {
-                Ok(n) => lens.push(n as u32),
-                Err(()) => {
-                    result = RxPush::Dropped;
-                    lens.push(0);
+        write_chains(self.rx_reserved.iter(), NET_HDR_LEN, frame);
+        self.fill_rx(hdr, n, total);
+        RxPush::Delivered
+    }
+
+    fn rx_direct(&mut self) -> Option<&[GuestBuf]> {
+        if !self.reserve_rx(DIRECT_RX_ROOM) {
+            return None;
+        }
+        let n = self.chains_for(DIRECT_RX_ROOM)?;
+        // The header is written afterwards, with num_buffers: the frame
+        // goes in past it.
+        self.rx_iov.clear();
+        let mut skip = NET_HDR_LEN;
+        for c in self.rx_reserved.iter().take(n) {
+            if self.rx_iov.len() + c.bufs.len() > DIRECT_RX_MAX_BUFS {
+                return None;
+            }
+            for b in &c.bufs {
+                if skip >= b.len() {
+                    skip -= b.len();
+                    continue;
                 }
+                self.rx_iov.push(b.skip(skip));
+                skip = 0;
             }
         }
-        if result == RxPush::Dropped {
-            lens.iter_mut().for_each(|l| *l = 0);
+        Some(&self.rx_iov)
+    }
+
+    fn rx_direct_done(&mut self, hdr: &NetHdr, len: usize) -> RxPush {
+        let total = NET_HDR_LEN + len;
+        match self.chains_for(total) {
+            Some(n) => {
+                self.fill_rx(hdr, n, total);
+                RxPush::Delivered
+            }
+            // Cannot happen (the read had room for the largest frame).
+            None => RxPush::Dropped,
         }
-        for ((head, _), len) in chains.drain(..).zip(lens) {
-            self.return_rx(head, len);
-        }
-        self.rx_chains = chains;
-        result
     }
 
     fn rx_wait_buffers(&mut self) -> bool {
-        matches!(self.rx.queue.enable_notification(&self.mem), Ok(true))
+        used::enable_notification_after(&mut self.rx.queue, &self.mem, self.rx_seen_avail)
     }
 
     fn flush(&mut self) {
-        if std::mem::take(&mut self.rx_used)
-            && self.rx.queue.needs_notification(&self.mem).unwrap_or(true)
-        {
-            let _ = self
-                .interrupt
-                .trigger(VirtioInterruptType::Queue(self.rx.index));
-        }
-        if std::mem::take(&mut self.tx_used)
-            && self.tx.queue.needs_notification(&self.mem).unwrap_or(true)
-        {
-            let _ = self
-                .interrupt
-                .trigger(VirtioInterruptType::Queue(self.tx.index));
-        }
+        self.signal_rx();
+        self.signal_tx();
     }
 }

@@ -10,6 +10,8 @@ use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
+use tapir_net_backend::guest_buf;
+
 use super::queues::VirtioNetQueues;
 use crate::worker::{NicFrontend, NicStats, RxPush};
 
@@ -278,7 +280,7 @@ fn rx_without_mrg_drops_frames_too_big_for_one_buffer() {
 }
 
 #[test]
-fn rx_skips_read_only_and_unmapped_buffers() {
+fn rx_skips_read_only_unmapped_and_looping_buffers() {
     let mut f = fixture(false);
     f.rx.set_desc(&f.mem, 0, 0x40000, 2048, 0, 0); // read-only
     f.rx.publish(&f.mem, 0);
@@ -286,31 +288,194 @@ fn rx_skips_read_only_and_unmapped_buffers() {
     f.rx.publish(&f.mem, 1);
     f.rx.set_desc(&f.mem, 2, 0x40000, 2048, F_WRITE | F_NEXT, 2); // loops
     f.rx.publish(&f.mem, 2);
-    // The read-only chain is returned unused; the one running off RAM takes
-    // the frame, fails the write, and the frame is dropped.
-    assert_eq!(
-        f.q.as_mut()
-            .unwrap()
-            .push_rx(&NetHdr::default(), &ethernet(60)),
-        RxPush::Dropped
-    );
-    assert_eq!(f.stats.rx_bad_buffers.load(Ordering::SeqCst), 1);
-    assert_eq!(f.rx.used_idx(&f.mem), 2);
-    // The looping chain is returned unused too.
+    f.rx.publish(&f.mem, 200); // a head index beyond the queue
+                               // All are counted and returned unused (the bad index cannot be), and
+                               // none takes the frame.
     assert_eq!(
         f.q.as_mut()
             .unwrap()
             .push_rx(&NetHdr::default(), &ethernet(60)),
         RxPush::NoBuffers
     );
-    assert_eq!(f.stats.rx_bad_buffers.load(Ordering::SeqCst), 2);
+    assert_eq!(f.stats.rx_bad_buffers.load(Ordering::SeqCst), 4);
     assert_eq!(f.rx.used_idx(&f.mem), 3);
+    for n in 0..3 {
+        assert_eq!(f.rx.used_elem(&f.mem, n), (n as u32, 0));
+    }
+    // A good buffer after them takes the frame.
+    f.rx.set_desc(&f.mem, 3, 0x40000, 2048, F_WRITE, 0);
+    f.rx.publish(&f.mem, 3);
     assert_eq!(
         f.q.as_mut()
             .unwrap()
             .push_rx(&NetHdr::default(), &ethernet(60)),
-        RxPush::NoBuffers
+        RxPush::Delivered
     );
+    assert_eq!(f.rx.used_elem(&f.mem, 3), (3, (NET_HDR_LEN + 60) as u32));
+}
+
+#[test]
+fn rx_waits_for_new_buffers_instead_of_retrying_the_same() {
+    let mut f = fixture(true);
+    f.rx.set_desc(&f.mem, 0, 0x40000, 1024, F_WRITE, 0);
+    f.rx.publish(&f.mem, 0);
+    let q = f.q.as_mut().unwrap();
+    let frame = ethernet(1500);
+    assert_eq!(q.push_rx(&NetHdr::default(), &frame), RxPush::NoBuffers);
+    // The guest added nothing since: no point in retrying (no busy loop).
+    assert!(!q.rx_wait_buffers());
+    f.rx.set_desc(&f.mem, 1, 0x41000, 1024, F_WRITE, 0);
+    f.rx.publish(&f.mem, 1);
+    let q = f.q.as_mut().unwrap();
+    assert!(q.rx_wait_buffers(), "a buffer was added: retry");
+    assert_eq!(q.push_rx(&NetHdr::default(), &frame), RxPush::Delivered);
+    assert_eq!(f.rx.used_idx(&f.mem), 2);
+    assert_eq!(f.rx.used_elem(&f.mem, 0), (0, 1024));
+    assert_eq!(
+        f.rx.used_elem(&f.mem, 1),
+        (1, (NET_HDR_LEN + 1500 - 1024) as u32)
+    );
+}
+
+#[test]
+fn tx_frame_is_left_in_guest_memory_with_a_split_header() {
+    let mut f = fixture(true);
+    let hdr = NetHdr {
+        flags: 1,
+        gso_type: 1,
+        hdr_len: 54,
+        gso_size: 1448,
+        csum_start: 34,
+        csum_offset: 16,
+        num_buffers: 7,
+    };
+    let frame = ethernet(3000);
+    let mut bytes = hdr.to_bytes().to_vec();
+    bytes.extend_from_slice(&frame);
+    // Header split 5 + 7, then the frame over two more descriptors.
+    f.mem
+        .write_slice(&bytes[..5], GuestAddress(0x30000))
+        .unwrap();
+    f.mem
+        .write_slice(&bytes[5..20], GuestAddress(0x31000))
+        .unwrap();
+    f.mem
+        .write_slice(&bytes[20..], GuestAddress(0x32000))
+        .unwrap();
+    f.tx.set_desc(&f.mem, 0, 0x30000, 5, F_NEXT, 1);
+    f.tx.set_desc(&f.mem, 1, 0x31000, 15, F_NEXT, 2);
+    f.tx.set_desc(&f.mem, 2, 0x32000, (bytes.len() - 20) as u32, 0, 0);
+    f.tx.publish(&f.mem, 0);
+    let (mut h, mut buf, mut guest) = (NetHdr::default(), Vec::new(), Vec::new());
+    let q = f.q.as_mut().unwrap();
+    assert!(q.pop_tx_guest(&mut h, &mut buf, &mut guest));
+    assert_eq!(
+        h,
+        NetHdr {
+            num_buffers: 0,
+            ..hdr
+        }
+    );
+    assert!(buf.is_empty(), "not copied");
+    assert_eq!(guest.len(), 2, "the frame part of descriptors 1 and 2");
+    assert_eq!(guest_buf::total_len(&guest), 3000);
+    let mut got = Vec::new();
+    guest_buf::gather(&guest, &mut got);
+    assert_eq!(got, frame);
+    q.complete_tx();
+    assert_eq!(f.tx.used_elem(&f.mem, 0), (0, 0));
+}
+
+/// Posts `n` receive chains of one `len`-byte buffer each, from slot `first`.
+fn post_rx_buffers(f: &mut Fixture, first: u16, n: u16, len: u32) {
+    for i in first..first + n {
+        f.rx.set_desc(&f.mem, i, 0x100000 + 0x10000 * i as u64, len, F_WRITE, 0);
+        f.rx.publish(&f.mem, i);
+    }
+}
+
+#[test]
+fn rx_direct_reads_span_reserved_chains_and_keep_the_rest() {
+    let mut f = fixture(true);
+    // 10 chains of 8 KiB: room for the largest frame (65574 bytes with its
+    // header) and some left.
+    post_rx_buffers(&mut f, 0, 10, 8192);
+    let q = f.q.as_mut().unwrap();
+    let frame = ethernet(20000);
+    let bufs = q.rx_direct().expect("room for a direct read").to_vec();
+    assert!(guest_buf::total_len(&bufs) >= crate::worker::MAX_FRAME);
+    assert_eq!(guest_buf::scatter(&bufs, &frame), frame.len());
+    let hdr = NetHdr {
+        flags: 2,
+        ..Default::default()
+    };
+    assert_eq!(q.rx_direct_done(&hdr, frame.len()), RxPush::Delivered);
+    // 20012 bytes: chains 0, 1 full, chain 2 with the rest, in one update.
+    assert_eq!(f.rx.used_idx(&f.mem), 3);
+    assert_eq!(f.rx.used_elem(&f.mem, 0), (0, 8192));
+    assert_eq!(f.rx.used_elem(&f.mem, 1), (1, 8192));
+    assert_eq!(f.rx.used_elem(&f.mem, 2), (2, 20012 - 2 * 8192));
+    let mut got = vec![0u8; 8192];
+    f.mem.read_slice(&mut got, GuestAddress(0x100000)).unwrap();
+    let gh = NetHdr::from_bytes(&got[..NET_HDR_LEN]);
+    assert_eq!((gh.flags, gh.num_buffers), (2, 3));
+    assert_eq!(&got[NET_HDR_LEN..], &frame[..8192 - NET_HDR_LEN]);
+    // The 7 chains left (56 KiB) are not enough for another direct read,
+    // but a copied frame goes into the first of them, chain 3.
+    let q = f.q.as_mut().unwrap();
+    assert!(q.rx_direct().is_none());
+    assert_eq!(
+        q.push_rx(&NetHdr::default(), &ethernet(100)),
+        RxPush::Delivered
+    );
+    assert_eq!(f.rx.used_elem(&f.mem, 3), (3, (NET_HDR_LEN + 100) as u32));
+    // Once the guest posts more, direct reads resume.
+    post_rx_buffers(&mut f, 10, 4, 8192);
+    assert!(f.q.as_mut().unwrap().rx_direct().is_some());
+}
+
+#[test]
+fn rx_direct_needs_one_big_chain_without_mrg() {
+    let mut f = fixture(false);
+    post_rx_buffers(&mut f, 0, 4, 8192);
+    let q = f.q.as_mut().unwrap();
+    assert!(q.rx_direct().is_none(), "no chain holds the largest frame");
+    assert_eq!(
+        q.push_rx(&NetHdr::default(), &ethernet(1000)),
+        RxPush::Delivered
+    );
+    assert_eq!(f.rx.used_elem(&f.mem, 0), (0, (NET_HDR_LEN + 1000) as u32));
+    // One chain of 12 x 8 KiB descriptors, as Linux's "big packets" mode
+    // posts without MRG_RXBUF.
+    for d in 0..12u16 {
+        let flags = F_WRITE | if d < 11 { F_NEXT } else { 0 };
+        f.rx.set_desc(
+            &f.mem,
+            4 + d,
+            0x200000 + 0x2000 * d as u64,
+            8192,
+            flags,
+            5 + d,
+        );
+    }
+    f.rx.publish(&f.mem, 4);
+    let q = f.q.as_mut().unwrap();
+    // Chains 1-3 are taken one at a time and are too small for a direct
+    // read; the copy path fills them first.
+    for _ in 0..3 {
+        assert!(q.rx_direct().is_none());
+        assert_eq!(
+            q.push_rx(&NetHdr::default(), &ethernet(60)),
+            RxPush::Delivered
+        );
+    }
+    let bufs = q.rx_direct().expect("the 96 KiB chain").to_vec();
+    assert_eq!(guest_buf::total_len(&bufs), 12 * 8192 - NET_HDR_LEN);
+    assert_eq!(
+        q.rx_direct_done(&NetHdr::default(), 70000),
+        RxPush::Delivered
+    );
+    assert_eq!(f.rx.used_elem(&f.mem, 4), (4, (NET_HDR_LEN + 70000) as u32));
 }
 
 // ---- The generic worker end to end, over the in-memory backend ----
@@ -463,6 +628,34 @@ fn worker_pauses_rx_without_buffers_and_resumes_on_kick() {
     });
     assert_eq!(f.rx.used_elem(&f.mem, 0).1 as usize, NET_HDR_LEN + 70);
     assert_eq!(f.rx.used_elem(&f.mem, 1).1 as usize, NET_HDR_LEN + 71);
+    assert_eq!(f.stats.rx_dropped.load(Ordering::SeqCst), 0);
+    drop(handle);
+}
+
+#[test]
+fn worker_reads_large_frames_straight_into_guest_buffers() {
+    let (mut f, peer, rx_kick, _tx_kick, handle) = start_worker(8, None);
+    post_rx_buffers(&mut f, 0, 10, 8192);
+    rx_kick.write(1).unwrap();
+    let big = ethernet(30000);
+    peer.inject(NetHdr::default(), &big).unwrap();
+    peer.inject(NetHdr::default(), &ethernet(80)).unwrap();
+    // 30012 bytes fill chains 0-3; the small frame goes to chain 4.
+    eventually("both frames delivered", || f.rx.used_idx(&f.mem) == 5);
+    let mut got = vec![0u8; 4 * 8192];
+    for i in 0..4u64 {
+        f.mem
+            .read_slice(
+                &mut got[i as usize * 8192..(i as usize + 1) * 8192],
+                GuestAddress(0x100000 + 0x10000 * i),
+            )
+            .unwrap();
+    }
+    assert_eq!(NetHdr::from_bytes(&got[..NET_HDR_LEN]).num_buffers, 4);
+    assert_eq!(&got[NET_HDR_LEN..NET_HDR_LEN + 30000], &big[..]);
+    assert_eq!(f.rx.used_elem(&f.mem, 3), (3, (30012 - 3 * 8192) as u32));
+    assert_eq!(f.rx.used_elem(&f.mem, 4), (4, (NET_HDR_LEN + 80) as u32));
+    assert_eq!(f.stats.rx_frames.load(Ordering::SeqCst), 2);
     assert_eq!(f.stats.rx_dropped.load(Ordering::SeqCst), 0);
     drop(handle);
 }
