@@ -163,7 +163,7 @@ pub fn skip_into(bufs: &[GuestBuf], mut offset: usize, out: &mut Vec<GuestBuf>) 
 
 /// The error a backend answers for a frame that does not fit the buffers
 /// it was given to receive into.
-pub(crate) fn too_small() -> io::Error {
+pub fn too_small() -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidInput,
         "receive buffers too small for the frame",

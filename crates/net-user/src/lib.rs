@@ -47,7 +47,7 @@ use smoltcp::wire::{
     TcpRepr, UdpPacket, UdpRepr,
 };
 use tapir_net_backend::hdr::{GSO_NONE, NEEDS_CSUM};
-use tapir_net_backend::{offload, BackendStats, NetBackend, NetHdr, Offloads};
+use tapir_net_backend::{guest_buf, offload, BackendStats, GuestBuf, NetBackend, NetHdr, Offloads};
 use vmm_sys_util::epoll::{EpollEvent, EventSet};
 
 pub use config::{HostFwd, HostFwdProto, Limits, UserConfigError, UserNetConfig};
@@ -596,23 +596,10 @@ impl UserBackend {
     }
 }
 
-impl NetBackend for UserBackend {
-    fn describe(&self) -> String {
-        format!("user {}/{}", self.core.cfg.net, self.core.cfg.prefix_len)
-    }
-
-    /// Handles one guest frame at once; never WouldBlock (what cannot be
-    /// handled is dropped and counted; TCP's own windows do flow control).
-    fn send(&mut self, hdr: &NetHdr, frame: &[IoSlice<'_>]) -> io::Result<usize> {
-        let mut buf = std::mem::take(&mut self.txbuf);
-        buf.clear();
-        for s in frame {
-            if buf.len() + s.len() > MAX_GUEST_FRAME {
-                break;
-            }
-            buf.extend_from_slice(s);
-        }
-        let len: usize = frame.iter().map(|s| s.len()).sum();
+impl UserBackend {
+    /// Takes in one guest frame of `len` bytes, gathered in `buf` (which
+    /// goes back to `txbuf`); returns `len`.
+    fn take_in(&mut self, hdr: &NetHdr, mut buf: Vec<u8>, len: usize) -> usize {
         self.bstats.tx_frames += 1;
         if len > MAX_GUEST_FRAME {
             self.core.stats.dropped_malformed += 1;
@@ -633,10 +620,12 @@ impl NetBackend for UserBackend {
         }
         self.txbuf = buf;
         self.finish(false);
-        Ok(len)
+        len
     }
 
-    fn recv(&mut self, buf: &mut [u8]) -> io::Result<(NetHdr, usize)> {
+    /// The next frame for the guest with its header (doing the host-side
+    /// work first when none is queued), or WouldBlock.
+    fn next_for_guest(&mut self) -> io::Result<(NetHdr, Vec<u8>)> {
         if self.core.dev.queue.is_empty() || self.core.poller.timer_due(Instant::now()) {
             self.work();
         }
@@ -652,13 +641,60 @@ impl NetBackend for UserBackend {
                 .unwrap_or(1460);
             hdr = gso::gso_header(&f, mss).unwrap_or_default();
         }
-        let n = f.len().min(buf.len());
-        buf[..n].copy_from_slice(&f[..n]);
-        self.core.dev.queue.recycle(f);
         if self.core.dev.queue.is_empty() {
             self.core.poller.set_queued(false);
         }
         self.bstats.rx_frames += 1;
+        Ok((hdr, f))
+    }
+}
+
+impl NetBackend for UserBackend {
+    fn describe(&self) -> String {
+        format!("user {}/{}", self.core.cfg.net, self.core.cfg.prefix_len)
+    }
+
+    /// Handles one guest frame at once; never WouldBlock (what cannot be
+    /// handled is dropped and counted; TCP's own windows do flow control).
+    fn send(&mut self, hdr: &NetHdr, frame: &[IoSlice<'_>]) -> io::Result<usize> {
+        let mut buf = std::mem::take(&mut self.txbuf);
+        buf.clear();
+        for s in frame {
+            if buf.len() + s.len() > MAX_GUEST_FRAME {
+                break;
+            }
+            buf.extend_from_slice(s);
+        }
+        let len: usize = frame.iter().map(|s| s.len()).sum();
+        Ok(self.take_in(hdr, buf, len))
+    }
+
+    fn send_guest(&mut self, hdr: &NetHdr, frame: &[GuestBuf]) -> io::Result<usize> {
+        let len = guest_buf::total_len(frame);
+        let mut buf = std::mem::take(&mut self.txbuf);
+        buf.clear();
+        if len <= MAX_GUEST_FRAME {
+            guest_buf::gather(frame, &mut buf);
+        }
+        Ok(self.take_in(hdr, buf, len))
+    }
+
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<(NetHdr, usize)> {
+        let (hdr, f) = self.next_for_guest()?;
+        let n = f.len().min(buf.len());
+        buf[..n].copy_from_slice(&f[..n]);
+        self.core.dev.queue.recycle(f);
+        Ok((hdr, n))
+    }
+
+    fn recv_guest(&mut self, bufs: &[GuestBuf]) -> io::Result<(NetHdr, usize)> {
+        let (hdr, f) = self.next_for_guest()?;
+        let n = guest_buf::scatter(bufs, &f);
+        let whole = n == f.len();
+        self.core.dev.queue.recycle(f);
+        if !whole {
+            return Err(guest_buf::too_small());
+        }
         Ok((hdr, n))
     }
 

@@ -230,6 +230,20 @@ fn tso_frames_to_a_guest_that_takes_them() {
     }
 }
 
+/// The zero-copy entry points (send_guest, recv_guest) with frames split
+/// over two guest buffers carry a transfer as send/recv do.
+#[test]
+fn bulk_through_guest_buffers() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let host = serve_bulk(l, 500_000, false);
+    let mut net = Net::new(loopback_cfg(), true);
+    net.guest_bufs = true;
+    let h = net.guest.tcp_socket(64 * 1024);
+    net.guest.connect(h, (GW, port), 40008);
+    guest_bulk(&mut net, h, host, 300_000, 500_000);
+}
+
 #[test]
 fn tcp_to_world_address() {
     // The guest sends, closes, and only then gets the host's answer.

@@ -18,7 +18,7 @@ use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
 use smoltcp::socket::{tcp, udp};
 use smoltcp::time::Instant as SmolInstant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr};
-use tapir_net_backend::{NetBackend, NetHdr};
+use tapir_net_backend::{GuestBuf, NetBackend, NetHdr};
 
 use crate::policy::Translator;
 use crate::{UserBackend, UserNetConfig};
@@ -171,6 +171,8 @@ pub(crate) struct Net {
     pub partial_csum_unflagged: bool,
     /// GSO frames the backend gave the guest.
     pub gso_frames: u64,
+    /// Move frames with send_guest/recv_guest (scattered buffers).
+    pub guest_bufs: bool,
 }
 
 /// Rewrites an Ethernet/IPv4/TCP frame (no VLAN, no IP options) the way a
@@ -206,23 +208,53 @@ impl Net {
             partial_csum: false,
             partial_csum_unflagged: false,
             gso_frames: 0,
+            guest_bufs: false,
         }
     }
 
     /// Sends one raw frame as the guest.
     pub fn send_raw(&mut self, f: &[u8]) {
-        let n = self
-            .be
-            .send(&NetHdr::default(), &[IoSlice::new(f)])
-            .unwrap();
+        let n = if self.guest_bufs {
+            let mut copy = f.to_vec();
+            let (a, b) = copy.split_at_mut(f.len() / 2);
+            // SAFETY: both ranges lie in `copy`, alive until send_guest returns.
+            let bufs = unsafe {
+                [
+                    GuestBuf::new(a.as_mut_ptr(), a.len()),
+                    GuestBuf::new(b.as_mut_ptr(), b.len()),
+                ]
+            };
+            self.be.send_guest(&NetHdr::default(), &bufs).unwrap()
+        } else {
+            self.be
+                .send(&NetHdr::default(), &[IoSlice::new(f)])
+                .unwrap()
+        };
         assert_eq!(n, f.len());
+    }
+
+    /// One frame from the backend into `self.buf`, through `recv` or, with
+    /// `guest_bufs`, through `recv_guest` into two pieces of it.
+    fn recv_one(&mut self) -> io::Result<(NetHdr, usize)> {
+        if !self.guest_bufs {
+            return self.be.recv(&mut self.buf);
+        }
+        let (a, b) = self.buf.split_at_mut(100);
+        // SAFETY: both ranges lie in self.buf, alive across the call.
+        let bufs = unsafe {
+            [
+                GuestBuf::new(a.as_mut_ptr(), a.len()),
+                GuestBuf::new(b.as_mut_ptr(), b.len()),
+            ]
+        };
+        self.be.recv_guest(&bufs)
     }
 
     /// Takes every frame the backend has now.
     pub fn drain(&mut self) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
         loop {
-            match self.be.recv(&mut self.buf) {
+            match self.recv_one() {
                 Ok((h, n)) if h == NetHdr::default() => out.push(self.buf[..n].to_vec()),
                 Ok((h, n)) => {
                     // Only a guest that asked for TSO frames gets them: cut
