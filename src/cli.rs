@@ -21,6 +21,23 @@ enum Command {
     /// errors, 2 when the guest dies (triple fault, KVM internal error),
     /// 128+N when stopped by signal N. On an interactive console, Ctrl-A x quits.
     Run(RunArgs),
+    /// Send a command to a running tapir's control socket (see
+    /// `tapir run --control-socket`) and print the reply.
+    ///
+    /// Commands: help; info (one line per NIC: model, backend, MAC, link,
+    /// counters); set_link NAME on|off (connect or disconnect a NIC's cable);
+    /// quit (stop the VM). Exit status 0 on `ok`, 1 with the error otherwise.
+    Ctl(CtlArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct CtlArgs {
+    /// The socket given to `tapir run --control-socket`.
+    #[arg(value_name = "SOCKET")]
+    socket: PathBuf,
+    /// The command and its arguments, e.g. `set_link net0 off`.
+    #[arg(value_name = "COMMAND", required = true, num_args = 1.., trailing_var_arg = true)]
+    command: Vec<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -51,7 +68,14 @@ struct RunArgs {
     /// emulation: many minutes, and it may die). Without it tapir refuses.
     #[arg(long)]
     allow_emulation: bool,
+    /// Serve a control socket at PATH (mode 0600, removed on exit) for
+    /// `tapir ctl PATH COMMAND`: NIC link up/down, NIC counters, quit.
+    #[arg(long, value_name = "PATH")]
+    control_socket: Option<PathBuf>,
 }
+
+/// How long `tapir ctl` waits for a reply.
+const CTL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The `--nic help` listing.
 pub fn nic_help() -> String {
@@ -115,6 +139,14 @@ pub fn main() -> Result<u8, String> {
         }
     };
     match cli.command {
+        Command::Ctl(args) => {
+            let line = args.command.join(" ");
+            let lines = tapir_vmm::control::request(&args.socket, &line, CTL_TIMEOUT)?;
+            for l in lines {
+                println!("{l}");
+            }
+            Ok(0)
+        }
         Command::Run(args) => {
             if args.nic.iter().any(|n| matches!(n, NicArg::Help)) {
                 print!("{}", nic_help());
@@ -128,6 +160,7 @@ pub fn main() -> Result<u8, String> {
                 memory: args.memory,
                 serial: args.serial,
                 allow_emulation: args.allow_emulation,
+                control_socket: args.control_socket,
                 nics: args
                     .nic
                     .into_iter()

@@ -501,3 +501,70 @@ fn creating_a_tap_without_cap_net_admin_is_one_clear_line() {
     .finish(T);
     assert_user_error(&o, "creating a tap needs CAP_NET_ADMIN");
 }
+
+#[test]
+fn two_nics_with_one_name_are_refused() {
+    // The second NIC's default name is net1.
+    for (a, b) in [
+        (
+            "model=virtio,net=user,id=lan",
+            "model=e1000,net=user,id=lan",
+        ),
+        ("model=virtio,net=user,id=net1", "model=e1000,net=user"),
+    ] {
+        let o = run(
+            &[
+                "run",
+                "--kernel",
+                &kernel(),
+                "--memory",
+                "32M",
+                "--nic",
+                a,
+                "--nic",
+                b,
+            ],
+            T,
+        );
+        assert_user_error(&o, "two NICs are named");
+    }
+}
+
+#[test]
+fn control_socket_path_problems_are_one_line() {
+    let dir = scratch("ctl");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("not-a-socket");
+    std::fs::write(&file, b"x").unwrap();
+    let o = run(
+        &[
+            "run",
+            "--kernel",
+            &kernel(),
+            "--memory",
+            "32M",
+            "--control-socket",
+            file.to_str().unwrap(),
+        ],
+        T,
+    );
+    assert_user_error(&o, "exists and is not a socket");
+    assert_eq!(std::fs::read(&file).unwrap(), b"x", "left alone");
+    let o = run(
+        &[
+            "run",
+            "--kernel",
+            &kernel(),
+            "--memory",
+            "32M",
+            "--control-socket",
+            "/nonexistent-dir/ctl.sock",
+        ],
+        T,
+    );
+    assert_user_error(&o, "--control-socket /nonexistent-dir/ctl.sock");
+    let o = run(&["ctl", dir.join("none.sock").to_str().unwrap(), "info"], T);
+    assert_user_error(&o, "cannot connect to control socket");
+    let o = run(&["ctl", dir.join("none.sock").to_str().unwrap()], T);
+    assert_eq!(o.code, 1, "a command is required: {}", o.stderr);
+}

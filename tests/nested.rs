@@ -337,6 +337,16 @@ fn user_net_restrict_blocks_outbound_but_not_forwards() {
     net_scenario("net_user_restrict");
 }
 
+/// `tapir ctl SOCKET set_link NAME off|on` on a guest with one NIC per
+/// driver (virtio_net, e1000, 8139cp, 8139too): each driver sees its carrier
+/// go and come back, frames are dropped and counted while the cable is out,
+/// pings work again after, and `tapir ctl SOCKET quit` stops tapir
+/// (tests/nested/link-scenarios.sh).
+#[test]
+fn link_down_and_up_from_the_control_socket_reach_every_driver() {
+    net_scenario("net_link");
+}
+
 #[test]
 fn every_scenario_ran() {
     let s = suite();
@@ -355,6 +365,7 @@ fn every_scenario_ran() {
         "net_two_nics",
         "net_user",
         "net_user_restrict",
+        "net_link",
     ] {
         assert!(
             s.results.contains_key(name),

@@ -310,3 +310,81 @@ fn e1000_appears_with_its_ids_and_bars() {
         o.stdout
     );
 }
+
+/// `tapir ctl` against a running VM: NIC listing, link down and up, bad
+/// commands, quit; the socket file is gone afterwards.
+#[test]
+fn control_socket_lists_nics_sets_links_and_quits() {
+    let kernel = tapir_testkernel::elf_path();
+    let dir = std::env::temp_dir().join(format!("tapir-ctl-cli-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock = dir.join("ctl.sock");
+    let sock_s = sock.to_str().unwrap();
+    let mut r = Running::start(&[
+        "run",
+        "--kernel",
+        kernel.to_str().unwrap(),
+        "--memory",
+        "32M",
+        "--cmdline",
+        "test=halt",
+        "--control-socket",
+        sock_s,
+        "--nic",
+        "model=virtio,net=user",
+        "--nic",
+        "model=e1000,net=user,id=lan,mac=52:54:00:00:00:42",
+    ]);
+    assert!(r.wait_for_output("HALTING", T), "{}", r.stdout_now());
+    let ctl = |args: &[&str]| {
+        let mut a = vec!["ctl", sock_s];
+        a.extend_from_slice(args);
+        common::run(&a, T)
+    };
+    let info = ctl(&["info"]);
+    assert_eq!(info.code, 0, "{}", info.stderr);
+    let lines: Vec<&str> = info.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", info.stdout);
+    assert!(
+        lines[0].starts_with("net0 model=virtio net=user "),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[1].starts_with("lan model=e1000 net=user mac=52:54:00:00:00:42 link=up "),
+        "{}",
+        lines[1]
+    );
+    let off = ctl(&["set_link", "lan", "off"]);
+    assert_eq!((off.code, off.stdout.as_str()), (0, ""), "{}", off.stderr);
+    let info = ctl(&["info"]);
+    assert!(info.stdout.lines().nth(1).unwrap().contains(" link=down "));
+    assert!(info.stdout.lines().next().unwrap().contains(" link=up "));
+    let bad = ctl(&["set_link", "wan", "off"]);
+    assert_eq!(bad.code, 1);
+    assert_eq!(
+        common::error_lines(&bad.stderr),
+        vec!["tapir: no NIC named 'wan' (NICs: net0, lan)"]
+    );
+    let bad = ctl(&["reboot", "now"]);
+    assert_eq!(bad.code, 1);
+    assert!(
+        bad.stderr.contains("unknown command 'reboot'"),
+        "{}",
+        bad.stderr
+    );
+    let quit = ctl(&["quit"]);
+    assert_eq!(quit.code, 0, "{}", quit.stderr);
+    let o = r.finish(T);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(
+        o.stderr.contains("stopped by 'quit' on the control socket"),
+        "{}",
+        o.stderr
+    );
+    assert!(!sock.exists(), "socket removed at exit");
+    let gone = ctl(&["info"]);
+    assert_eq!(gone.code, 1);
+    assert!(gone.stderr.contains("cannot connect"), "{}", gone.stderr);
+}

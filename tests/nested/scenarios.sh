@@ -58,6 +58,9 @@ CONSOLE="${TAPIR_CONSOLE:-console=ttyS0 quiet}"
 # The user-mode NAT scenarios (net_user*), built on the net__ helpers.
 # shellcheck source=tests/nested/user-scenarios.sh
 . "$HERE/user-scenarios.sh"
+# Link up/down through the control socket (net_link).
+# shellcheck source=tests/nested/link-scenarios.sh
+. "$HERE/link-scenarios.sh"
 
 # Scenario script shared by the boot checks: the kernel log and the
 # interrupt/PCI/memory view of the guest, between markers.
@@ -138,7 +141,7 @@ scenario_sigterm() {
 #   cannot be a reliable CI gate here; it passes on its own most runs.
 ALL="up_poweroff up_reboot elf_pvh console_input sigterm smp2_poweroff
      net_tap net_tap_e1000 net_tap_rtl8139 net_tap_8139too net_vlan net_two_nics
-     net_user net_user_restrict"
+     net_user net_user_restrict net_link"
 
 # Nested SVM (emulated by QEMU TCG) now and then kills an L2 guest in early
 # boot: a triple fault with the vCPU in reset state, before the guest prints

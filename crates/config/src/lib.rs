@@ -67,4 +67,6 @@ pub struct VmConfig {
     pub nics: Vec<NicSpec>,
     /// Run guests that PVM can only emulate (Linux bzImages) anyway.
     pub allow_emulation: bool,
+    /// Where to serve the control socket (`tapir ctl`), if anywhere.
+    pub control_socket: Option<PathBuf>,
 }

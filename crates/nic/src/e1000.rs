@@ -72,6 +72,7 @@ use tapir_pci::{BarChange, BarKind, PciBar, PciConfiguration, PciDevice, PciHead
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
+use crate::link::{Carrier, LinkHandle, LinkNotify};
 use crate::worker::{NetWorker, NicStats, WorkerHandle};
 use frontend::{lock, E1000Frontend, Shared};
 use intr::{IrqLine, Timer};
@@ -100,7 +101,20 @@ pub struct E1000 {
     tx_evt: EventFd,
     rx_evt: EventFd,
     stats: Arc<NicStats>,
+    carrier: Arc<Carrier>,
     _worker: WorkerHandle,
+}
+
+/// The cable as the e1000 shows it: STATUS.LU and a link status change
+/// interrupt.
+struct E1000Link {
+    shared: Shared,
+}
+
+impl LinkNotify for E1000Link {
+    fn link_changed(&self, up: bool) {
+        lock(&self.shared).set_carrier(up);
+    }
 }
 
 impl E1000 {
@@ -154,6 +168,7 @@ impl E1000 {
         let tx_evt = EventFd::new(EFD_NONBLOCK)?;
         let rx_evt = EventFd::new(EFD_NONBLOCK)?;
         let stats = Arc::new(NicStats::default());
+        let carrier = Carrier::new();
         let frontend = E1000Frontend::new(
             shared.clone(),
             mem,
@@ -168,6 +183,7 @@ impl E1000 {
             backend,
             vlan,
             stats.clone(),
+            carrier.clone(),
         )?;
         Ok(Self {
             name,
@@ -176,6 +192,7 @@ impl E1000 {
             tx_evt,
             rx_evt,
             stats,
+            carrier,
             _worker: worker,
         })
     }
@@ -185,10 +202,15 @@ impl E1000 {
         self.stats.clone()
     }
 
-    /// Connects (`true`) or disconnects the cable: the link follows and
-    /// the guest gets a link status change interrupt.
-    pub fn set_link(&self, up: bool) {
-        lock(&self.shared).set_carrier(up);
+    /// The handle that connects and disconnects the cable: the link
+    /// follows and the guest gets a link status change interrupt.
+    pub fn link(&self) -> LinkHandle {
+        LinkHandle::new(
+            self.carrier.clone(),
+            Arc::new(E1000Link {
+                shared: self.shared.clone(),
+            }),
+        )
     }
 
     fn ring(&self, kick: Kick) {

@@ -8,11 +8,13 @@
 //! sees the model.
 
 pub mod e1000;
+pub mod link;
 pub mod mac;
 pub mod rtl8139;
 pub mod virtio_net;
 pub mod vlan;
 pub mod worker;
 
+pub use link::{Carrier, LinkHandle, LinkNotify};
 pub use mac::default_mac;
 pub use virtio_net::VirtioNet;

@@ -56,6 +56,7 @@ use tapir_pci::{
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
+use crate::link::{Carrier, LinkHandle, LinkNotify};
 use crate::worker::{NetWorker, NicStats, WorkerHandle};
 use frontend::Rtl8139Frontend;
 pub use frontend::RX_STALL_GRACE;
@@ -104,7 +105,20 @@ pub struct Rtl8139 {
     config: PciConfiguration,
     state: Arc<Mutex<State>>,
     stats: Arc<NicStats>,
+    carrier: Arc<Carrier>,
     worker: Option<WorkerHandle>,
+}
+
+/// The cable as the RTL8139 shows it: BMSR, MSR and CSCR link bits and
+/// the PUN/LinkChg interrupt.
+struct Rtl8139Link {
+    state: Arc<Mutex<State>>,
+}
+
+impl LinkNotify for Rtl8139Link {
+    fn link_changed(&self, up: bool) {
+        frontend::lock(&self.state).set_carrier(up);
+    }
 }
 
 impl Rtl8139 {
@@ -163,6 +177,7 @@ impl Rtl8139 {
             kicks,
         )));
         let stats = Arc::new(NicStats::default());
+        let carrier = Carrier::new();
         let frontend = Rtl8139Frontend::new(state.clone(), tx, rx, timer, stats.clone())
             .map_err(Rtl8139Error::Fds)?;
         let worker = NetWorker::spawn(
@@ -171,6 +186,7 @@ impl Rtl8139 {
             backend,
             vlan,
             stats.clone(),
+            carrier.clone(),
         )
         .map_err(Rtl8139Error::Worker)?;
         Ok(Self {
@@ -178,8 +194,19 @@ impl Rtl8139 {
             config,
             state,
             stats,
+            carrier,
             worker: Some(worker),
         })
+    }
+
+    /// The handle that connects and disconnects the cable.
+    pub fn link(&self) -> LinkHandle {
+        LinkHandle::new(
+            self.carrier.clone(),
+            Arc::new(Rtl8139Link {
+                state: self.state.clone(),
+            }),
+        )
     }
 
     /// The NIC's counters.

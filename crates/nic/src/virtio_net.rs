@@ -5,11 +5,13 @@
 mod queues;
 pub use queues::VirtioNetQueues as Queues;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tapir_net_backend::{NetBackend, Offloads};
 use tapir_virtio::device::DEVICE_TYPE_NET;
-use tapir_virtio::{ActivateError, ActiveQueue, VirtioDevice, VirtioInterrupt};
+use tapir_virtio::{
+    ActivateError, ActiveQueue, VirtioDevice, VirtioInterrupt, VirtioInterruptType,
+};
 use virtio_bindings::bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::bindings::virtio_net::*;
 use virtio_bindings::bindings::virtio_ring::{
@@ -17,6 +19,7 @@ use virtio_bindings::bindings::virtio_ring::{
 };
 use vm_memory::GuestMemoryMmap;
 
+use crate::link::{Carrier, LinkHandle, LinkNotify};
 use crate::worker::{NetWorker, NicStats, WorkerHandle};
 use queues::VirtioNetQueues;
 
@@ -83,6 +86,34 @@ pub struct VirtioNet {
     backend: Option<Box<dyn NetBackend>>,
     worker: Option<WorkerHandle>,
     stats: Arc<NicStats>,
+    carrier: Arc<Carrier>,
+    link: Arc<VirtioLink>,
+}
+
+/// Tells an active driver that `status` changed: a configuration
+/// interrupt (the transport bumps `config_generation`).
+struct VirtioLink {
+    interrupt: Mutex<Option<Arc<dyn VirtioInterrupt>>>,
+}
+
+impl LinkNotify for VirtioLink {
+    fn link_changed(&self, _up: bool) {
+        let irq = self
+            .interrupt
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        // Before DRIVER_OK the driver reads `status` when it starts.
+        if let Some(irq) = irq {
+            let _ = irq.trigger(VirtioInterruptType::Config);
+        }
+    }
+}
+
+impl VirtioLink {
+    fn set_interrupt(&self, irq: Option<Arc<dyn VirtioInterrupt>>) {
+        *self.interrupt.lock().unwrap_or_else(|e| e.into_inner()) = irq;
+    }
 }
 
 impl VirtioNet {
@@ -104,7 +135,16 @@ impl VirtioNet {
             backend: Some(backend),
             worker: None,
             stats: Arc::new(NicStats::default()),
+            carrier: Carrier::new(),
+            link: Arc::new(VirtioLink {
+                interrupt: Mutex::new(None),
+            }),
         }
+    }
+
+    /// The handle that connects and disconnects the cable.
+    pub fn link(&self) -> LinkHandle {
+        LinkHandle::new(self.carrier.clone(), self.link.clone())
     }
 
     /// The NIC's counters.
@@ -115,8 +155,12 @@ impl VirtioNet {
     fn config_bytes(&self) -> [u8; CONFIG_SIZE] {
         let mut c = [0u8; CONFIG_SIZE];
         c[CONFIG_MAC_OFFSET..CONFIG_MAC_OFFSET + 6].copy_from_slice(&self.mac);
-        c[CONFIG_STATUS_OFFSET..CONFIG_STATUS_OFFSET + 2]
-            .copy_from_slice(&(VIRTIO_NET_S_LINK_UP as u16).to_le_bytes());
+        let status = if self.carrier.is_up() {
+            VIRTIO_NET_S_LINK_UP as u16
+        } else {
+            0
+        };
+        c[CONFIG_STATUS_OFFSET..CONFIG_STATUS_OFFSET + 2].copy_from_slice(&status.to_le_bytes());
         c
     }
 }
@@ -184,16 +228,21 @@ impl VirtioDevice for VirtioNet {
             return Err(ActivateError::Backend(format!("setting offloads: {e}")));
         }
         let mrg = acked_features & bit(VIRTIO_NET_F_MRG_RXBUF) != 0;
-        let frontend = VirtioNetQueues::new(mem, rx, tx, interrupt, mrg, self.stats.clone());
+        let frontend =
+            VirtioNetQueues::new(mem, rx, tx, interrupt.clone(), mrg, self.stats.clone());
         match NetWorker::spawn(
             format!("{}-net", self.name),
             Box::new(frontend),
             backend,
             self.vlan,
             self.stats.clone(),
+            self.carrier.clone(),
         ) {
             Ok(h) => {
                 self.worker = Some(h);
+                if acked_features & bit(VIRTIO_NET_F_STATUS) != 0 {
+                    self.link.set_interrupt(Some(interrupt));
+                }
                 Ok(())
             }
             Err(e) => Err(ActivateError::Backend(format!(
@@ -203,6 +252,7 @@ impl VirtioDevice for VirtioNet {
     }
 
     fn reset(&mut self) {
+        self.link.set_interrupt(None);
         if let Some(w) = self.worker.take() {
             // The worker returns the backend when it stops.
             self.backend = w.stop();

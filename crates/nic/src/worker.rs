@@ -20,6 +20,7 @@ use tapir_net_backend::{NetBackend, NetHdr};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
+use crate::link::Carrier;
 use crate::vlan;
 
 /// Largest Ethernet frame (with a VLAN tag) the worker moves: 64 KiB GSO
@@ -120,7 +121,50 @@ pub struct NicStats {
     pub rx_stalls: AtomicU64,
     /// Times the backend would block on send (frame held).
     pub tx_stalls: AtomicU64,
+    /// Guest frames dropped because the link was down (cable out).
+    pub tx_link_down: AtomicU64,
+    /// Backend frames dropped because the link was down (cable out).
+    pub rx_link_down: AtomicU64,
 }
+
+impl NicStats {
+    /// Every counter with its name, in a fixed order.
+    pub fn snapshot(&self) -> [(&'static str, u64); 11] {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        [
+            ("tx_frames", g(&self.tx_frames)),
+            ("tx_bytes", g(&self.tx_bytes)),
+            ("tx_dropped", g(&self.tx_dropped)),
+            ("tx_stalls", g(&self.tx_stalls)),
+            ("tx_link_down", g(&self.tx_link_down)),
+            ("rx_frames", g(&self.rx_frames)),
+            ("rx_bytes", g(&self.rx_bytes)),
+            ("rx_dropped", g(&self.rx_dropped)),
+            ("rx_bad_buffers", g(&self.rx_bad_buffers)),
+            ("rx_stalls", g(&self.rx_stalls)),
+            ("rx_link_down", g(&self.rx_link_down)),
+        ]
+    }
+
+    /// The non-zero counters of frames that did not get through, as
+    /// `name=value` pairs (empty when nothing was lost).
+    pub fn losses(&self) -> Vec<String> {
+        self.snapshot()
+            .iter()
+            .filter(|(k, v)| {
+                *v > 0
+                    && matches!(
+                        *k,
+                        "tx_dropped" | "tx_link_down" | "rx_dropped" | "rx_link_down"
+                    )
+            })
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect()
+    }
+}
+
+/// Frames read and dropped per wake-up while the link is down.
+const LINK_DOWN_BATCH: usize = 256;
 
 const TOKEN_KILL: u64 = 0;
 const TOKEN_BACKEND_RX: u64 = 1;
@@ -157,6 +201,7 @@ pub struct NetWorker {
     backend: Box<dyn NetBackend>,
     vlan: Option<u16>,
     stats: Arc<NicStats>,
+    carrier: Arc<Carrier>,
     epoll: Epoll,
     kill: EventFd,
     tx_hdr: NetHdr,
@@ -173,13 +218,15 @@ pub struct NetWorker {
 }
 
 impl NetWorker {
-    /// Starts the worker thread. `vlan` makes the NIC an 802.1Q access port.
+    /// Starts the worker thread. `vlan` makes the NIC an 802.1Q access
+    /// port; while `carrier` is down, frames both ways are dropped.
     pub fn spawn(
         name: String,
         frontend: Box<dyn NicFrontend>,
         backend: Box<dyn NetBackend>,
         vlan: Option<u16>,
         stats: Arc<NicStats>,
+        carrier: Arc<Carrier>,
     ) -> io::Result<WorkerHandle> {
         let kill = EventFd::new(EFD_NONBLOCK)?;
         let epoll = Epoll::new()?;
@@ -189,6 +236,7 @@ impl NetWorker {
             backend,
             vlan,
             stats,
+            carrier,
             epoll,
             kill: kill.try_clone()?,
             tx_hdr: NetHdr::default(),
@@ -351,6 +399,9 @@ impl NetWorker {
             if len < vlan::ETHERTYPE_OFFSET + 2 {
                 // Not even an Ethernet header: a guest bug; drop and count.
                 self.stats.tx_dropped.fetch_add(1, Ordering::Relaxed);
+            } else if !self.carrier.is_up() {
+                // The cable is out: the frame goes nowhere.
+                self.stats.tx_link_down.fetch_add(1, Ordering::Relaxed);
             } else {
                 let sent = if in_guest {
                     self.backend.send_guest(&hdr, &self.tx_guest)
@@ -379,6 +430,10 @@ impl NetWorker {
 
     /// Delivers frames from the backend while the guest has buffers.
     fn process_rx(&mut self) {
+        if !self.carrier.is_up() {
+            self.drain_rx_link_down();
+            return;
+        }
         loop {
             // A held frame was already filtered; a fresh one goes through the VLAN rule.
             if self.rx_pending.is_none() && self.vlan.is_none() {
@@ -423,6 +478,27 @@ impl NetWorker {
                     break;
                 }
                 done => self.count_rx(done, len),
+            }
+        }
+    }
+
+    /// With the cable out: reads everything the backend has and drops it,
+    /// counted, without touching guest receive buffers.
+    fn drain_rx_link_down(&mut self) {
+        if self.rx_pending.take().is_some() {
+            self.stats.rx_link_down.fetch_add(1, Ordering::Relaxed);
+        }
+        // Keep reading the backend even if the guest had no buffers; a
+        // bounded batch, so that a flood cannot starve the other events
+        // (the backend's fd stays readable and brings the worker back).
+        self.rx_blocked = false;
+        for _ in 0..LINK_DOWN_BATCH {
+            match self.backend.recv(&mut self.rx_buf) {
+                Ok(_) => {
+                    self.stats.rx_link_down.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
             }
         }
     }

@@ -2,7 +2,7 @@
 //!
 //! | status | meaning |
 //! |---|---|
-//! | 0 | the guest powered off or rebooted, or the user quit (Ctrl-A x) |
+//! | 0 | the guest powered off or rebooted, or the user quit (Ctrl-A x, `quit` on the control socket) |
 //! | 1 | tapir's own error (bad input, host failure) |
 //! | 2 | the guest died (triple fault, KVM internal error, failed entry) |
 //! | 128+N | tapir was stopped by signal N (SIGINT 130, SIGTERM 143) |
@@ -31,13 +31,18 @@ pub enum ExitReason {
     Signal(i32),
     /// The user typed Ctrl-A x on the console.
     Quit,
+    /// `quit` on the control socket.
+    ControlQuit,
 }
 
 impl ExitReason {
     /// Process exit status.
     pub fn exit_code(&self) -> i32 {
         match self {
-            ExitReason::PowerOff | ExitReason::Reset | ExitReason::Quit => 0,
+            ExitReason::PowerOff
+            | ExitReason::Reset
+            | ExitReason::Quit
+            | ExitReason::ControlQuit => 0,
             ExitReason::GuestDied { .. } => 2,
             ExitReason::Signal(s) => 128 + s,
         }
@@ -53,6 +58,7 @@ impl ExitReason {
             }
             ExitReason::Signal(s) => format!("stopped by signal {s}"),
             ExitReason::Quit => "quit from the console (Ctrl-A x)".into(),
+            ExitReason::ControlQuit => "stopped by 'quit' on the control socket".into(),
         }
     }
 }

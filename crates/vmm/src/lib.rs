@@ -7,6 +7,7 @@
 //! dispatches port/MMIO exits to the buses.
 
 pub mod console;
+pub mod control;
 pub mod exit;
 pub mod host;
 pub mod irq;

@@ -15,6 +15,7 @@ use tapir_pci::{intx_gsi, IntxPin, SharedPciDevice};
 use tapir_virtio::VirtioPciDevice;
 use vm_memory::GuestMemoryMmap;
 
+use crate::control::command::NicEntry;
 use crate::irq::IrqfdLevel;
 use crate::kvm_irq::{KvmIoEvents, KvmMsi};
 use crate::pci::PciPlatform;
@@ -43,14 +44,20 @@ pub enum NetError {
     /// Interrupt or worker set-up.
     #[error("--nic {nic}: device set-up: {source}")]
     Irq { nic: String, source: std::io::Error },
+    /// Two NICs with one name.
+    #[error(
+        "--nic {nic}: two NICs are named '{nic}' (id= must differ from the other NICs' names)"
+    )]
+    DuplicateName { nic: String },
 }
 
 /// What the VMM keeps of a NIC.
 pub struct Nic {
-    /// Name for messages (`id=` or `netN`).
-    pub name: String,
     /// Its INTx line (resampled by the event loop).
     pub intx: Arc<IrqfdLevel>,
+    /// Name, model, backend, cable and counters (the control socket, the
+    /// exit report).
+    pub entry: NicEntry,
 }
 
 fn open_backend(name: &str, spec: &NicSpec) -> Result<(Box<dyn NetBackend>, String), NetError> {
@@ -67,12 +74,12 @@ fn open_backend(name: &str, spec: &NicSpec) -> Result<(Box<dyn NetBackend>, Stri
             })
             .map_err(be)?;
             let ifname = tap.ifname().to_string();
-            Ok((Box::new(tap), ifname))
+            Ok((Box::new(tap), format!("tap:{ifname}")))
         }
         NetSpec::Bridge { br, ifname } => {
             let b = BridgeBackend::open(br, ifname.as_deref()).map_err(be)?;
             let ifname = b.ifname().to_string();
-            Ok((Box::new(b), ifname))
+            Ok((Box::new(b), format!("bridge:{br}:{ifname}")))
         }
         NetSpec::User { options, hostfwd } => {
             let user_err = |msg: String| NetError::User {
@@ -101,6 +108,12 @@ pub fn add_nics(
     let mut out = Vec::with_capacity(nics.len());
     for (i, spec) in nics.iter().enumerate() {
         let name = spec.id.clone().unwrap_or_else(|| format!("net{i}"));
+        let taken = nics.iter().enumerate().any(|(j, other)| {
+            j != i && other.id.clone().unwrap_or_else(|| format!("net{j}")) == name
+        });
+        if taken {
+            return Err(NetError::DuplicateName { nic: name });
+        }
         let pci_err = |msg: String| NetError::Pci {
             nic: name.clone(),
             msg,
@@ -109,7 +122,13 @@ pub fn add_nics(
             .segment()
             .reserve_slot(spec.slot)
             .map_err(|e| pci_err(e.to_string()))?;
-        let (backend, ifname) = open_backend(&name, spec)?;
+        let (backend, backend_name) = open_backend(&name, spec)?;
+        // The default MAC hashes the NIC's index and its tap's name.
+        let ifname = backend_name
+            .rsplit(':')
+            .next()
+            .unwrap_or(&backend_name)
+            .to_string();
         let mac = spec
             .mac
             .map(|m| m.0)
@@ -125,9 +144,10 @@ pub fn add_nics(
             nic: name.clone(),
             source,
         };
-        let device: SharedPciDevice = match spec.model {
+        let (device, link, stats): (SharedPciDevice, _, _) = match spec.model {
             NicModel::Virtio => {
                 let device = VirtioNet::new(name.clone(), mac, spec.vlan, backend);
+                let (link, stats) = (device.link(), device.stats());
                 let vectors = spec.vectors.unwrap_or(DEFAULT_VIRTIO_VECTORS);
                 let transport = VirtioPciDevice::new(
                     device,
@@ -140,7 +160,7 @@ pub fn add_nics(
                 .map_err(|e| pci_err(e.to_string()))?;
                 let transport = Arc::new(Mutex::new(transport));
                 virtio = Some(transport.clone());
-                transport
+                (transport, link, stats)
             }
             NicModel::E1000 => {
                 let nic = E1000::new(
@@ -150,8 +170,10 @@ pub fn add_nics(
                     backend,
                     spec.vlan,
                     name.clone(),
-                );
-                Arc::new(Mutex::new(nic.map_err(setup_err)?))
+                )
+                .map_err(setup_err)?;
+                let (link, stats) = (nic.link(), nic.stats());
+                (Arc::new(Mutex::new(nic)), link, stats)
             }
             NicModel::Rtl8139 => {
                 let revision = spec.revision.unwrap_or(rtl8139::DEFAULT_REVISION);
@@ -163,8 +185,10 @@ pub fn add_nics(
                     backend,
                     spec.vlan,
                     name.clone(),
-                );
-                Arc::new(Mutex::new(nic.map_err(setup_err)?))
+                )
+                .map_err(setup_err)?;
+                let (link, stats) = (nic.link(), nic.stats());
+                (Arc::new(Mutex::new(nic)), link, stats)
             }
         };
         pci.segment()
@@ -178,7 +202,17 @@ pub fn add_nics(
                 .register_ioevents()
                 .map_err(|e| pci_err(e.to_string()))?;
         }
-        out.push(Nic { name, intx });
+        out.push(Nic {
+            intx,
+            entry: NicEntry {
+                name,
+                model: spec.model.name(),
+                backend: backend_name,
+                mac,
+                link,
+                stats,
+            },
+        });
     }
     Ok(out)
 }

@@ -23,6 +23,8 @@ use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::console::{self, ConsoleInput, RawTerminal, StdoutWriter};
+use crate::control::command::NicEntry;
+use crate::control::{ControlError, ControlServer};
 use crate::host::{self, HostError, KvmKind};
 use crate::irq::{IrqfdEdge, IrqfdLevel};
 use crate::net;
@@ -90,6 +92,9 @@ pub enum VmmError {
     /// A network interface could not be created.
     #[error(transparent)]
     Net(#[from] net::NetError),
+    /// The control socket could not be opened.
+    #[error(transparent)]
+    Control(#[from] ControlError),
     /// Other I/O.
     #[error("{what}: {source}")]
     Io {
@@ -219,6 +224,7 @@ struct Vm {
     serial: Arc<SerialDevice>,
     serial_space: EventFd,
     level_irqs: Vec<Arc<IrqfdLevel>>,
+    nics: Vec<NicEntry>,
     rsdp: GuestAddress,
 }
 
@@ -287,6 +293,7 @@ fn build_platform(kvm: Kvm, config: &VmConfig) -> Result<Vm, VmmError> {
     let mut pci = PciPlatform::new(&mut pio, &mut mmio).map_err(VmmError::Device)?;
     let nics = net::add_nics(&vm, &mem, &mut pci, &config.nics)?;
     let level_irqs = nics.iter().map(|n| n.intx.clone()).collect();
+    let nics = nics.into_iter().map(|n| n.entry).collect();
 
     let rsdp = acpi::create_acpi_tables(
         &mem,
@@ -307,6 +314,7 @@ fn build_platform(kvm: Kvm, config: &VmConfig) -> Result<Vm, VmmError> {
         serial,
         serial_space,
         level_irqs,
+        nics,
         rsdp,
     })
 }
@@ -478,6 +486,10 @@ pub fn run(config: &VmConfig) -> Result<ExitReason, VmmError> {
         level_irqs: vm.level_irqs.clone(),
     };
     em.add_subscriber(Arc::new(Mutex::new(ctl)));
+    if let Some(path) = &config.control_socket {
+        let server = ControlServer::bind(path, vm.nics.clone(), vm.control.clone())?;
+        em.add_subscriber(Arc::new(Mutex::new(server)));
+    }
 
     let interactive = config.serial == SerialConfig::Stdio
         && nix::unistd::isatty(std::io::stdin()).unwrap_or(false);
@@ -517,6 +529,21 @@ pub fn run(config: &VmConfig) -> Result<ExitReason, VmmError> {
     }
     stop_vcpus(&mut handles);
     signals::detach();
+    report_nic_losses(&vm.nics);
     let _ = vm.vm.as_raw_fd();
     Ok(vm.control.reason().unwrap_or(ExitReason::PowerOff))
+}
+
+/// One line per NIC that dropped frames, so that none is lost silently.
+fn report_nic_losses(nics: &[NicEntry]) {
+    for n in nics {
+        let losses = n.stats.losses();
+        if !losses.is_empty() {
+            eprintln!(
+                "tapir: note: {}: frames not delivered: {}",
+                n.name,
+                losses.join(" ")
+            );
+        }
+    }
 }

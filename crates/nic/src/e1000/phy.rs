@@ -92,6 +92,8 @@ const READ_ONLY: [usize; 8] = [
 #[derive(Debug, Clone)]
 pub struct Phy {
     regs: [u16; 32],
+    /// The cable is plugged in (not a register: survives resets).
+    cable: bool,
 }
 
 impl Default for Phy {
@@ -102,19 +104,27 @@ impl Default for Phy {
         regs[PHY_1000T_CTRL] = GT_CTRL_DEFAULT;
         regs[M88_PSCR] = PSCR_DEFAULT;
         regs[M88_EPSCR] = EPSCR_DEFAULT;
-        Self { regs }
+        Self { regs, cable: true }
     }
 }
 
 impl Phy {
     /// Hardware reset (CTRL.PHY_RST or power on): every register to its default.
     pub fn hw_reset(&mut self) {
-        *self = Self::default();
+        *self = Self {
+            cable: self.cable,
+            ..Self::default()
+        };
     }
 
-    /// Whether the PHY has a link to its partner.
+    /// Plugs the cable in (`true`) or pulls it out.
+    pub fn set_cable(&mut self, up: bool) {
+        self.cable = up;
+    }
+
+    /// Whether the PHY has a link to its partner: powered and cabled.
     pub fn link_up(&self) -> bool {
-        self.regs[PHY_CTRL] & MII_CR_POWER_DOWN == 0
+        self.regs[PHY_CTRL] & MII_CR_POWER_DOWN == 0 && self.cable
     }
 
     /// Whether the PHY loops transmitted frames back.
@@ -182,5 +192,18 @@ mod tests {
         p.hw_reset();
         assert!(p.link_up());
         assert_eq!(p.read(40), 0);
+    }
+
+    #[test]
+    fn the_cable_drives_the_link_bits_and_survives_a_reset() {
+        let mut p = Phy::default();
+        p.set_cable(false);
+        assert!(!p.link_up());
+        assert_eq!(p.read(PHY_STATUS) & MII_SR_LINK_STATUS, 0);
+        assert_eq!(p.read(M88_PSSR), 0);
+        p.hw_reset();
+        assert!(!p.link_up(), "a PHY reset does not plug the cable in");
+        p.set_cable(true);
+        assert_ne!(p.read(PHY_STATUS) & MII_SR_LINK_STATUS, 0);
     }
 }

@@ -177,6 +177,7 @@ impl E1000State {
     pub fn set_carrier(&mut self, up: bool) {
         let before = self.link_up();
         self.carrier = up;
+        self.phy.set_cable(up);
         self.link_changed(before);
     }
 

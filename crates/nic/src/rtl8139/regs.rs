@@ -224,6 +224,8 @@ pub const CONFIG1_WRITABLE: u8 = 0xf3;
 
 /// Media status: link up (LINKB = 0), 100 Mb/s (SPEED_10 = 0).
 pub const MSR_VALUE: u8 = 0x00;
+/// MSR: link fail (set while the cable is out).
+pub const MSR_LINKB: u8 = 0x04;
 /// BMCR: reset (self-clearing).
 pub const BMCR_RESET: u16 = 1 << 15;
 /// BMCR: restart auto-negotiation (self-clearing).
@@ -232,6 +234,8 @@ pub const BMCR_RESTART_AN: u16 = 1 << 9;
 pub const BMCR_DEFAULT: u16 = 0x3100;
 /// BMSR: 100/10 full/half capable, AN complete, AN capable, link up, extended.
 pub const BMSR_VALUE: u16 = 0x782d;
+/// BMSR: link status.
+pub const BMSR_LINK: u16 = 0x0004;
 /// ANAR power-on value: 100/10 full/half, 802.3.
 pub const ANAR_DEFAULT: u16 = 0x05e1;
 /// Link partner: acknowledged, 100/10 full/half.
@@ -240,6 +244,9 @@ pub const ANLPAR_VALUE: u16 = 0x45e1;
 pub const ANER_VALUE: u16 = 0x0001;
 /// CSCR bit read as set: link OK.
 pub const CSCR_LINK_OK: u16 = 0x0400;
+/// CSCR bit: the link changed since CSCR was last read (8139too reads it
+/// on a PUN/LinkChg interrupt to tell a link change from an underrun).
+pub const CSCR_LINK_CHANGE: u16 = 0x0800;
 
 // ---- C+ ----
 

@@ -126,6 +126,10 @@ pub struct State {
     bmcr: u16,
     anar: u16,
     cscr: u16,
+    /// The cable is in (the VMM's link control).
+    carrier: bool,
+    /// The link changed and CSCR was not read since.
+    link_change: bool,
     /// C+ command register.
     pub cpcr: u16,
     intr_mitigate: u16,
@@ -224,6 +228,8 @@ impl State {
             bmcr: BMCR_DEFAULT,
             anar: ANAR_DEFAULT,
             cscr: 0,
+            carrier: true,
+            link_change: false,
             cpcr: 0,
             intr_mitigate: 0,
             rdsar: 0,
@@ -324,6 +330,17 @@ impl State {
     pub fn raise(&mut self, bits: u16) {
         self.isr |= bits & INT_MASK;
         self.update_irq();
+    }
+
+    /// Connects or disconnects the cable: the link bits follow and a
+    /// change raises PUN/LinkChg (with CSCR's link-change bit for 8139too).
+    pub fn set_carrier(&mut self, up: bool) {
+        if self.carrier == up {
+            return;
+        }
+        self.carrier = up;
+        self.link_change = true;
+        self.raise(INT_PUN_LINKCHG);
     }
 
     /// Whether the INTx condition is asserted (for the status register).
@@ -527,18 +544,35 @@ impl State {
             CONFIG0 => 0,
             CONFIG1 => u32::from(self.config1),
             TIMER_INT => self.timer_int,
-            MSR => u32::from(MSR_VALUE),
+            MSR => u32::from(if self.carrier {
+                MSR_VALUE
+            } else {
+                MSR_VALUE | MSR_LINKB
+            }),
             CONFIG3 => u32::from(self.config3),
             CONFIG4 => u32::from(self.config4),
             MULINT => u32::from(self.mulint),
             RERID => u32::from(self.revision),
             TSAD => u32::from(self.tsd_summary()),
             BMCR => u32::from(self.bmcr),
-            BMSR => u32::from(BMSR_VALUE),
+            BMSR => u32::from(if self.carrier {
+                BMSR_VALUE
+            } else {
+                BMSR_VALUE & !BMSR_LINK
+            }),
             ANAR => u32::from(self.anar),
             ANLPAR => u32::from(ANLPAR_VALUE),
             ANER => u32::from(ANER_VALUE),
-            CSCR => u32::from(self.cscr | CSCR_LINK_OK),
+            CSCR => {
+                let mut v = self.cscr & !(CSCR_LINK_OK | CSCR_LINK_CHANGE);
+                if self.carrier {
+                    v |= CSCR_LINK_OK;
+                }
+                if std::mem::take(&mut self.link_change) {
+                    v |= CSCR_LINK_CHANGE;
+                }
+                u32::from(v)
+            }
             CONFIG5 => u32::from(self.config5),
             TPPOLL if cp => u32::from(self.tppoll),
             CPCR if cp => u32::from(self.cpcr),

@@ -526,6 +526,15 @@ type WorkerFixture = (
 /// A fixture whose queues are handed to a running worker over the
 /// in-memory backend; returns the backend's peer and the kick fds.
 fn start_worker(capacity: usize, vlan: Option<u16>) -> WorkerFixture {
+    start_worker_with(capacity, vlan, crate::link::Carrier::new())
+}
+
+/// [`start_worker`] with the cable state given.
+fn start_worker_with(
+    capacity: usize,
+    vlan: Option<u16>,
+    carrier: Arc<crate::link::Carrier>,
+) -> WorkerFixture {
     let (mut f, rx_kick, tx_kick) = fixture_with_kicks(true);
     let (backend, peer) = MemoryBackend::new(capacity, Offloads::default()).unwrap();
     let front = f.q.take().unwrap();
@@ -535,6 +544,7 @@ fn start_worker(capacity: usize, vlan: Option<u16>) -> WorkerFixture {
         Box::new(backend),
         vlan,
         f.stats.clone(),
+        carrier,
     )
     .unwrap();
     (f, peer, rx_kick, tx_kick, handle)
@@ -658,4 +668,95 @@ fn worker_reads_large_frames_straight_into_guest_buffers() {
     assert_eq!(f.stats.rx_frames.load(Ordering::SeqCst), 2);
     assert_eq!(f.stats.rx_dropped.load(Ordering::SeqCst), 0);
     drop(handle);
+}
+
+/// Records every interrupt the device raises.
+#[derive(Default)]
+struct RecIrq(std::sync::Mutex<Vec<VirtioInterruptType>>);
+impl VirtioInterrupt for RecIrq {
+    fn trigger(&self, k: VirtioInterruptType) -> std::io::Result<()> {
+        self.0.lock().unwrap().push(k);
+        Ok(())
+    }
+}
+
+struct NullLink;
+impl crate::link::LinkNotify for NullLink {
+    fn link_changed(&self, _up: bool) {}
+}
+
+#[test]
+fn worker_drops_and_counts_frames_both_ways_while_the_cable_is_out() {
+    let carrier = crate::link::Carrier::new();
+    let link = crate::link::LinkHandle::new(carrier.clone(), Arc::new(NullLink));
+    let (mut f, peer, rx_kick, tx_kick, handle) = start_worker_with(8, None, carrier);
+    assert!(link.set(false));
+    guest_post_rx(&mut f, 0);
+    rx_kick.write(1).unwrap();
+    peer.inject(NetHdr::default(), &ethernet(70)).unwrap();
+    eventually("the backend frame dropped", || {
+        f.stats.rx_link_down.load(Ordering::SeqCst) == 1
+    });
+    assert_eq!(f.rx.used_idx(&f.mem), 0, "the guest buffer was not used");
+    guest_send(&mut f, 0, &ethernet(60));
+    tx_kick.write(1).unwrap();
+    eventually("the guest frame returned", || f.tx.used_idx(&f.mem) == 1);
+    assert_eq!(f.stats.tx_link_down.load(Ordering::SeqCst), 1);
+    assert_eq!(peer.pending_from_guest(), 0, "nothing reached the backend");
+    let losses = f.stats.losses();
+    assert_eq!(losses, vec!["tx_link_down=1", "rx_link_down=1"]);
+
+    // The cable back in: frames pass both ways.
+    assert!(link.set(true));
+    peer.inject(NetHdr::default(), &ethernet(71)).unwrap();
+    eventually("delivered", || f.rx.used_idx(&f.mem) == 1);
+    assert_eq!(f.rx.used_elem(&f.mem, 0).1 as usize, NET_HDR_LEN + 71);
+    guest_send(&mut f, 1, &ethernet(61));
+    tx_kick.write(1).unwrap();
+    eventually("sent", || peer.pending_from_guest() == 1);
+    assert_eq!(peer.take().unwrap().1.len(), 61);
+    drop(handle);
+}
+
+#[test]
+fn link_status_follows_the_cable_with_a_config_interrupt() {
+    use tapir_virtio::VirtioDevice;
+    use virtio_bindings::bindings::virtio_net::VIRTIO_NET_F_STATUS;
+
+    let (backend, _peer) = MemoryBackend::new(8, Offloads::default()).unwrap();
+    let mut dev = super::VirtioNet::new("t".into(), [2, 0, 0, 0, 0, 1], None, Box::new(backend));
+    assert_ne!(dev.features() & (1 << VIRTIO_NET_F_STATUS), 0);
+    let status = |dev: &super::VirtioNet| {
+        let mut b = [0u8; 2];
+        dev.read_config(super::CONFIG_STATUS_OFFSET as u64, &mut b);
+        u16::from_le_bytes(b)
+    };
+    assert_eq!(status(&dev), 1, "VIRTIO_NET_S_LINK_UP");
+    let link = dev.link();
+    // Before DRIVER_OK: the status changes, no interrupt is possible.
+    assert!(link.set(false));
+    assert_eq!(status(&dev), 0);
+    assert!(link.set(true));
+
+    let f = fixture(true);
+    let q = f.q.unwrap();
+    drop(q);
+    let (rx, tx) = (f.rx.queue(&f.mem, 0), f.tx.queue(&f.mem, 1));
+    let irq = Arc::new(RecIrq::default());
+    dev.activate(f.mem.clone(), irq.clone(), dev.features(), vec![rx, tx])
+        .unwrap();
+    assert!(link.set(false));
+    assert_eq!(status(&dev), 0);
+    assert!(!link.set(false));
+    assert!(link.set(true));
+    assert_eq!(status(&dev), 1);
+    assert_eq!(
+        *irq.0.lock().unwrap(),
+        vec![VirtioInterruptType::Config, VirtioInterruptType::Config],
+        "one configuration interrupt per change"
+    );
+    // After a reset the old interrupt is not used any more.
+    dev.reset();
+    assert!(link.set(false));
+    assert_eq!(irq.0.lock().unwrap().len(), 2);
 }

@@ -144,12 +144,19 @@ fn phy_over_mdic_gives_gigabit_full_duplex_link_and_lsc() {
     n.w(CTRL, ctrl);
     assert_ne!(n.r(STATUS) & STATUS_LU, 0);
     assert_ne!(n.r(ICR) & INT_LSC, 0);
-    // The cable: set_link.
-    n.dev.set_link(false);
+    // The cable: the link handle.
+    let link = n.dev.link();
+    assert!(link.set(false));
     assert_eq!(n.r(STATUS) & STATUS_LU, 0);
     assert_eq!(n.r(ICR) & INT_LSC, INT_LSC);
-    n.dev.set_link(true);
+    // Linux's e1000 asks the PHY (e1000_check_for_link): no link there either.
+    assert_eq!(n.phy_read(1) & 0x0004, 0, "MII status: link down");
+    assert!(!link.set(false), "no change, no interrupt");
+    assert_eq!(n.r(ICR) & INT_LSC, 0);
+    assert!(link.set(true));
     assert_ne!(n.r(STATUS) & STATUS_LU, 0);
+    assert_eq!(n.r(ICR) & INT_LSC, INT_LSC);
+    assert_ne!(n.phy_read(1) & 0x0004, 0, "MII status: link up");
 }
 
 #[test]

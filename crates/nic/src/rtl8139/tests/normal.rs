@@ -524,3 +524,48 @@ fn tx_wraps_many_times_under_backpressure_with_8139too_bookkeeping() {
         dirty_tx == cur_tx
     });
 }
+
+#[test]
+fn the_cable_shows_in_the_link_registers_and_stops_frames_both_ways() {
+    let mut n = nic(REVISION_8139C);
+    init_8139too(&mut n, RX_CONFIG_32K | RCR_AB | RCR_APM);
+    let link = n.dev.link();
+    assert_eq!(n.r16(CSCR) & CSCR_LINK_CHANGE, 0);
+    assert!(!n.line.high());
+
+    assert!(link.set(false));
+    assert!(n.line.high(), "link change interrupt");
+    assert_ne!(n.r16(ISR) & INT_PUN_LINKCHG, 0);
+    // 8139too tells a link change from an underrun by CSCR, read once.
+    let cscr = n.r16(CSCR);
+    assert_ne!(cscr & CSCR_LINK_CHANGE, 0);
+    assert_eq!(cscr & CSCR_LINK_OK, 0);
+    assert_eq!(n.r16(CSCR) & CSCR_LINK_CHANGE, 0, "cleared by the read");
+    assert_eq!(n.r16(BMSR) & BMSR_LINK, 0);
+    assert_ne!(n.r8(MSR) & MSR_LINKB, 0);
+    n.w16(ISR, INT_PUN_LINKCHG);
+    assert!(!n.line.high());
+
+    // Frames both ways are dropped and counted; the slot still completes.
+    xmit(&mut n, 0, &eth(PEER, 0x0800, &payload(100)));
+    eventually("slot completed", || n.r32(TSD0) & TSD_OWN != 0);
+    inject(&n, &eth(MAC, 0x0800, &payload(80)));
+    let stats = n.dev.stats();
+    eventually("backend frame dropped", || {
+        stats.rx_link_down.load(Ordering::SeqCst) == 1
+    });
+    assert_eq!(stats.tx_link_down.load(Ordering::SeqCst), 1);
+    assert_eq!(n.peer.pending_from_guest(), 0);
+    assert_ne!(n.r8(CR) & CR_BUFE, 0, "nothing received");
+
+    // Back in: the bits return, another interrupt, frames pass.
+    assert!(link.set(true));
+    assert_ne!(n.r16(ISR) & INT_PUN_LINKCHG, 0);
+    assert_ne!(n.r16(CSCR) & (CSCR_LINK_CHANGE | CSCR_LINK_OK), 0);
+    assert_ne!(n.r16(BMSR) & BMSR_LINK, 0);
+    assert_eq!(n.r8(MSR) & MSR_LINKB, 0);
+    let f = eth(PEER, 0x0800, &payload(90));
+    xmit(&mut n, 1, &f);
+    eventually("sent", || n.peer.pending_from_guest() == 1);
+    assert_eq!(n.peer.take().unwrap().1, f);
+}

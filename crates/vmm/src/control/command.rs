@@ -1,0 +1,266 @@
+//! The control protocol: one command per line, each answered by zero or
+//! more data lines and then exactly one status line, `ok` or
+//! `error: MESSAGE`.
+//!
+//! ```text
+//! help                   the commands, one per line
+//! info                   one line per NIC: NAME model=M net=B mac=M link=up|down COUNTER=N...
+//! set_link NAME on|off   connects or disconnects NAME's cable (as QEMU's set_link)
+//! quit                   stops the VM (tapir exits with status 0)
+//! ```
+
+use std::sync::Arc;
+
+use tapir_nic::worker::NicStats;
+use tapir_nic::LinkHandle;
+
+use crate::{ExitReason, VmControl};
+
+/// The longest command line accepted (bytes, without the newline).
+pub const MAX_LINE: usize = 1024;
+
+/// What the control plane knows of a NIC.
+#[derive(Clone)]
+pub struct NicEntry {
+    /// `id=` or `netN`.
+    pub name: String,
+    /// `virtio`, `e1000`, `rtl8139`.
+    pub model: &'static str,
+    /// The backend, e.g. `tap:tnt0`, `user`.
+    pub backend: String,
+    /// The NIC's MAC address.
+    pub mac: [u8; 6],
+    /// Its cable.
+    pub link: LinkHandle,
+    /// Its counters.
+    pub stats: Arc<NicStats>,
+}
+
+/// A parsed command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// List the commands.
+    Help,
+    /// Describe the NICs.
+    Info,
+    /// Connect (`true`) or disconnect a NIC's cable.
+    SetLink { nic: String, up: bool },
+    /// Stop the VM.
+    Quit,
+}
+
+const HELP: &[&str] = &[
+    "help                   this list",
+    "info                   one line per NIC: name, model, backend, MAC, link, counters",
+    "set_link NAME on|off   connect or disconnect the NIC's cable",
+    "quit                   stop the VM (tapir exits with status 0)",
+];
+
+impl Command {
+    /// Parses one line (without its newline).
+    pub fn parse(line: &str) -> Result<Command, String> {
+        let words: Vec<&str> = line.split_ascii_whitespace().collect();
+        let arity = |n: usize, usage: &str| {
+            if words.len() == n {
+                Ok(())
+            } else {
+                Err(format!("usage: {usage}"))
+            }
+        };
+        match words.first().copied() {
+            None => Err("empty command (try: help)".into()),
+            Some("help") => arity(1, "help").map(|_| Command::Help),
+            Some("info") => arity(1, "info").map(|_| Command::Info),
+            Some("quit") => arity(1, "quit").map(|_| Command::Quit),
+            Some("set_link") => {
+                arity(3, "set_link NAME on|off")?;
+                let up = match words[2] {
+                    "on" | "up" => true,
+                    "off" | "down" => false,
+                    other => return Err(format!("set_link: '{other}' is not on or off")),
+                };
+                Ok(Command::SetLink {
+                    nic: words[1].to_string(),
+                    up,
+                })
+            }
+            Some(other) => Err(format!(
+                "unknown command '{}' (try: help)",
+                other.escape_debug()
+            )),
+        }
+    }
+}
+
+fn mac_string(m: &[u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// One `info` line.
+pub fn info_line(n: &NicEntry) -> String {
+    let mut s = format!(
+        "{} model={} net={} mac={} link={}",
+        n.name,
+        n.model,
+        n.backend,
+        mac_string(&n.mac),
+        if n.link.is_up() { "up" } else { "down" }
+    );
+    for (k, v) in n.stats.snapshot() {
+        s += &format!(" {k}={v}");
+    }
+    s
+}
+
+/// Runs `line` against the VM; returns the reply, status line included,
+/// each line ending in a newline.
+pub fn execute(line: &str, nics: &[NicEntry], vm: &VmControl) -> String {
+    let mut out = String::new();
+    let status = match Command::parse(line) {
+        Err(e) => Err(e),
+        Ok(Command::Help) => {
+            for l in HELP {
+                out += l;
+                out.push('\n');
+            }
+            Ok(())
+        }
+        Ok(Command::Info) => {
+            for n in nics {
+                out += &info_line(n);
+                out.push('\n');
+            }
+            Ok(())
+        }
+        Ok(Command::SetLink { nic, up }) => match nics.iter().find(|n| n.name == nic) {
+            Some(n) => {
+                n.link.set(up);
+                Ok(())
+            }
+            None => {
+                let names: Vec<&str> = nics.iter().map(|n| n.name.as_str()).collect();
+                Err(if names.is_empty() {
+                    format!("no NIC named '{nic}': this VM has no NICs")
+                } else {
+                    format!("no NIC named '{nic}' (NICs: {})", names.join(", "))
+                })
+            }
+        },
+        Ok(Command::Quit) => {
+            vm.stop(ExitReason::ControlQuit);
+            Ok(())
+        }
+    };
+    match status {
+        Ok(()) => out += "ok\n",
+        Err(e) => {
+            out += "error: ";
+            out += &e.replace('\n', " ");
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+    use tapir_nic::{Carrier, LinkNotify};
+
+    #[derive(Default)]
+    struct Rec(Mutex<Vec<bool>>);
+    impl LinkNotify for Rec {
+        fn link_changed(&self, up: bool) {
+            self.0.lock().unwrap().push(up);
+        }
+    }
+
+    pub(crate) fn entry(name: &str, rec: Arc<Rec>) -> NicEntry {
+        NicEntry {
+            name: name.into(),
+            model: "e1000",
+            backend: "user".into(),
+            mac: [0x52, 0x54, 0, 0x12, 0x34, 0x56],
+            link: LinkHandle::new(Carrier::new(), rec),
+            stats: Arc::new(NicStats::default()),
+        }
+    }
+
+    #[test]
+    fn parses_commands_and_rejects_the_rest() {
+        assert_eq!(Command::parse("help"), Ok(Command::Help));
+        assert_eq!(Command::parse("  info  "), Ok(Command::Info));
+        assert_eq!(
+            Command::parse("set_link lan off"),
+            Ok(Command::SetLink {
+                nic: "lan".into(),
+                up: false
+            })
+        );
+        assert_eq!(
+            Command::parse("set_link lan up"),
+            Ok(Command::SetLink {
+                nic: "lan".into(),
+                up: true
+            })
+        );
+        for bad in [
+            "",
+            "set_link",
+            "set_link lan",
+            "set_link lan maybe",
+            "set_link lan on extra",
+            "info x",
+            "reboot",
+            "\u{0}\u{1b}[2J",
+        ] {
+            let e = Command::parse(bad).unwrap_err();
+            assert!(!e.is_empty(), "{bad:?}");
+        }
+        assert!(Command::parse("frob")
+            .unwrap_err()
+            .contains("unknown command 'frob'"));
+    }
+
+    #[test]
+    fn set_link_reaches_the_named_nic_only() {
+        let vm = VmControl::new().unwrap();
+        let (a, b) = (Arc::new(Rec::default()), Arc::new(Rec::default()));
+        let nics = vec![entry("net0", a.clone()), entry("lan", b.clone())];
+        assert_eq!(execute("set_link lan off", &nics, &vm), "ok\n");
+        assert_eq!(*b.0.lock().unwrap(), vec![false]);
+        assert!(a.0.lock().unwrap().is_empty());
+        let info = execute("info", &nics, &vm);
+        let lines: Vec<&str> = info.lines().collect();
+        assert_eq!(lines.len(), 3, "{info}");
+        assert!(lines[0]
+            .starts_with("net0 model=e1000 net=user mac=52:54:00:12:34:56 link=up tx_frames=0"));
+        assert!(lines[1].starts_with("lan ") && lines[1].contains(" link=down "));
+        assert!(lines[1].ends_with(" rx_link_down=0"));
+        assert_eq!(lines[2], "ok");
+        let e = execute("set_link wan on", &nics, &vm);
+        assert_eq!(e, "error: no NIC named 'wan' (NICs: net0, lan)\n");
+        assert!(!vm.stopping());
+    }
+
+    #[test]
+    fn quit_stops_the_vm_and_help_lists_every_command() {
+        let vm = VmControl::new().unwrap();
+        let help = execute("help", &[], &vm);
+        for c in ["help", "info", "set_link", "quit"] {
+            assert!(help.lines().any(|l| l.starts_with(c)), "{c}: {help}");
+        }
+        assert!(help.ends_with("ok\n"));
+        assert_eq!(
+            execute("set_link net0 on", &[], &vm),
+            "error: no NIC named 'net0': this VM has no NICs\n"
+        );
+        assert_eq!(execute("quit", &[], &vm), "ok\n");
+        assert!(vm.stopping());
+        assert_eq!(vm.reason(), Some(ExitReason::ControlQuit));
+    }
+}
