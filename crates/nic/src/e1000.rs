@@ -47,7 +47,6 @@
 //! Drops are counted in [`NicStats`] and in the device's statistics
 //! registers.
 
-mod crc;
 mod eeprom;
 mod filter;
 mod frontend;

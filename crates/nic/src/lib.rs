@@ -7,6 +7,7 @@
 //! rule on the way. The model never sees the backend, the backend never
 //! sees the model.
 
+mod crc;
 pub mod e1000;
 pub mod link;
 pub mod mac;

@@ -8,11 +8,11 @@
 
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-use super::crc;
 use super::filter::{self, Cast};
 use super::regs::*;
 use super::ring::Ring;
 use super::state::{E1000State, Regs};
+use crate::crc;
 
 /// Shortest frame on the wire without its FCS; shorter ones are padded.
 pub const MIN_FRAME: usize = 60;

@@ -1,46 +1,18 @@
 //! The receive address filter (RCR accept bits, IDR, the MAR multicast
-//! hash) and the Ethernet CRC the chip appends to received frames.
+//! hash) and the Ethernet CRC the chip appends to received frames (the
+//! crate's slice-by-8 CRC).
 
 use super::regs::{RCR_AAP, RCR_AB, RCR_AM, RCR_APM};
 
-/// The reflected CRC-32 (IEEE 802.3) table.
-const CRC_TABLE: [u32; 256] = {
-    let mut t = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = i as u32;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 != 0 {
-                0xedb8_8320 ^ (c >> 1)
-            } else {
-                c >> 1
-            };
-            k += 1;
-        }
-        t[i] = c;
-        i += 1;
-    }
-    t
-};
-
-/// Little-endian (reflected) CRC-32 register update, no final inversion.
-fn crc32_le(mut crc: u32, data: &[u8]) -> u32 {
-    for &b in data {
-        crc = CRC_TABLE[((crc ^ u32::from(b)) & 0xff) as usize] ^ (crc >> 8);
-    }
-    crc
-}
-
 /// The frame check sequence of `frame`, in wire (little-endian) byte order.
 pub fn fcs(frame: &[u8]) -> [u8; 4] {
-    (!crc32_le(!0, frame)).to_le_bytes()
+    crate::crc::fcs(&[frame])
 }
 
 /// Index (0..64) of `addr` in the multicast hash: the top 6 bits of the
 /// big-endian Ethernet CRC of the address, as the Realtek drivers compute it.
 pub fn mcast_hash_index(addr: &[u8; 6]) -> usize {
-    let crc = crc32_le(!0, addr);
+    let crc = crate::crc::update(!0, addr);
     (crc.reverse_bits() >> 26) as usize
 }
 

@@ -5,7 +5,7 @@ use tapir_net_backend::hdr::{GSO_TCPV4, NEEDS_CSUM};
 use tapir_net_backend::Offloads;
 
 use super::*;
-use crate::e1000::crc;
+use crate::crc;
 use crate::e1000::filter::mta_hash;
 
 fn inject(n: &Nic, frame: &[u8]) {

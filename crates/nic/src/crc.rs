@@ -1,5 +1,6 @@
-//! The Ethernet frame check sequence (CRC-32, IEEE 802.3), appended to
-//! received frames when the guest does not ask the MAC to strip it.
+//! The Ethernet CRC-32 (IEEE 802.3, reflected), slice-by-8: the frame
+//! check sequence a NIC appends to received frames (e1000 unless the guest
+//! asks the MAC to strip it, RTL8139 always) and the multicast hashes.
 
 /// Reflected polynomial of CRC-32.
 const POLY: u32 = 0xEDB8_8320;
@@ -32,7 +33,7 @@ const TABLES: [[u32; 256]; 8] = {
 };
 
 /// Continues a CRC-32 over `data` from the running (uncomplemented) `crc`.
-fn update(mut crc: u32, data: &[u8]) -> u32 {
+pub fn update(mut crc: u32, data: &[u8]) -> u32 {
     let mut chunks = data.chunks_exact(8);
     for c in &mut chunks {
         let lo = crc ^ u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
@@ -71,5 +72,26 @@ mod tests {
             fcs(&[&data[..13], &data[13..500], &data[500..]])
         );
         assert_eq!(fcs(&[]), [0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn slice_by_8_matches_the_bitwise_definition() {
+        fn bitwise(mut crc: u32, data: &[u8]) -> u32 {
+            for &b in data {
+                crc ^= u32::from(b);
+                for _ in 0..8 {
+                    crc = if crc & 1 != 0 {
+                        (crc >> 1) ^ POLY
+                    } else {
+                        crc >> 1
+                    };
+                }
+            }
+            crc
+        }
+        let data: Vec<u8> = (0..1531u32).map(|i| (i * 131 + 7) as u8).collect();
+        for len in [0, 1, 7, 8, 9, 63, 64, 1514, 1531] {
+            assert_eq!(update(!0, &data[..len]), bitwise(!0, &data[..len]), "{len}");
+        }
     }
 }
