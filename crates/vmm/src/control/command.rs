@@ -179,7 +179,7 @@ mod tests {
         }
     }
 
-    pub(crate) fn entry(name: &str, rec: Arc<Rec>) -> NicEntry {
+    fn entry(name: &str, rec: Arc<Rec>) -> NicEntry {
         NicEntry {
             name: name.into(),
             model: "e1000",
