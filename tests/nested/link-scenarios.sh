@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034 # fails etc. are read by the net__ helpers (dynamic scoping)
 # Link up/down through the control socket (tapir run --control-socket,
 # tapir ctl SOCKET set_link NAME on|off), seen by each guest driver.
 #
@@ -113,7 +113,7 @@ link__word() {
 }
 
 scenario_net_link() {
-    # shellcheck disable=SC2034 # used by the net__ helpers (dynamic scoping)
+    # shellcheck disable=SC2034 # fails etc. are read by the net__ helpers (dynamic scoping)
     local name res l1log ns start fails
     net__setup net_link || return 0
     local log=$OUT/$name.log sock=$WORK/net_link.ctl pid="" rc=125 v n ok=1 info cnt
@@ -134,6 +134,7 @@ scenario_net_link() {
         net__finish 125
         return 0
     fi
+    # shellcheck disable=SC2054 # commas belong to the --nic values
     local cmd=("$TAPIR" run --kernel "$KERNEL" --memory 256M --cpus 1
         --initrd "$(with_scenario "$name" "$(link__guest)")"
         --cmdline "$CONSOLE tapir.exit=poweroff" --control-socket "$sock"
