@@ -60,7 +60,11 @@ pub struct Nic {
     pub entry: NicEntry,
 }
 
-fn open_backend(name: &str, spec: &NicSpec) -> Result<(Box<dyn NetBackend>, String), NetError> {
+/// The backend, the interface name the default MAC is derived from, and the
+/// label `tapir ctl info` shows (`tap:IF`, `bridge:BR:IF`, `user`).
+type Opened = (Box<dyn NetBackend>, String, String);
+
+fn open_backend(name: &str, spec: &NicSpec) -> Result<Opened, NetError> {
     let be = |source| NetError::Backend {
         nic: name.to_string(),
         source,
@@ -74,12 +78,14 @@ fn open_backend(name: &str, spec: &NicSpec) -> Result<(Box<dyn NetBackend>, Stri
             })
             .map_err(be)?;
             let ifname = tap.ifname().to_string();
-            Ok((Box::new(tap), format!("tap:{ifname}")))
+            let label = format!("tap:{ifname}");
+            Ok((Box::new(tap), ifname, label))
         }
         NetSpec::Bridge { br, ifname } => {
             let b = BridgeBackend::open(br, ifname.as_deref()).map_err(be)?;
             let ifname = b.ifname().to_string();
-            Ok((Box::new(b), format!("bridge:{br}:{ifname}")))
+            let label = format!("bridge:{br}:{ifname}");
+            Ok((Box::new(b), ifname, label))
         }
         NetSpec::User { options, hostfwd } => {
             let user_err = |msg: String| NetError::User {
@@ -89,7 +95,7 @@ fn open_backend(name: &str, spec: &NicSpec) -> Result<(Box<dyn NetBackend>, Stri
             let cfg =
                 UserNetConfig::parse(options, hostfwd).map_err(|e| user_err(e.to_string()))?;
             let user = UserBackend::new(name, cfg).map_err(|e| user_err(e.to_string()))?;
-            Ok((Box::new(user), "user".to_string()))
+            Ok((Box::new(user), "user".to_string(), "user".to_string()))
         }
         other => Err(NetError::NotBuilt {
             nic: name.to_string(),
@@ -122,13 +128,7 @@ pub fn add_nics(
             .segment()
             .reserve_slot(spec.slot)
             .map_err(|e| pci_err(e.to_string()))?;
-        let (backend, backend_name) = open_backend(&name, spec)?;
-        // The default MAC hashes the NIC's index and its tap's name.
-        let ifname = backend_name
-            .rsplit(':')
-            .next()
-            .unwrap_or(&backend_name)
-            .to_string();
+        let (backend, ifname, backend_name) = open_backend(&name, spec)?;
         let mac = spec
             .mac
             .map(|m| m.0)
