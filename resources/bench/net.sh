@@ -16,6 +16,17 @@
 #                     (default 240)
 #   --keep DIR        keep the raw results and console logs in DIR
 #   --no-build        do not run `cargo build --release` first
+#   --baseline PATH   also measure another tapir binary (e.g. the previous
+#                     commit's release build) as column "baseline", first,
+#                     in the same L1 run: a before/after comparison
+#   --exit-detail     also count VM exits by reason (SVM codes: NPF, MSR,
+#                     INTR, VINTR, HLT, IOIO), MMIO writes and reads (a
+#                     read counts twice), x2APIC EOI, TSC-deadline and ICR
+#                     writes, MSR reads, timer (vector 0xec) and re-injected
+#                     interrupts,
+#                     exits to user space, injected and raised interrupts
+#                     into logs/VMM-DIR.exits (perf stat; keep it with
+#                     --keep); perf only
 #   -h, --help        show this help
 # Columns: tapir (--nic model=M,net=tap), QEMU with -netdev tap,vhost=off and
 # QEMU with vhost=on (/dev/vhost-net, after `modprobe vhost_net`). With
@@ -96,9 +107,11 @@ EOF
 ns=""
 vmm_pid=""
 perf_pid=""
+record_pid=""
 # shellcheck disable=SC2317 # called from traps
 cleanup_measure() {
     [ -z "$perf_pid" ] || kill -KILL "$perf_pid" 2>/dev/null || true
+    [ -z "$record_pid" ] || kill -KILL "$record_pid" 2>/dev/null || true
     if [ -n "$vmm_pid" ]; then
         kill -KILL "$vmm_pid" 2>/dev/null || true
         wait "$vmm_pid" 2>/dev/null || true
@@ -108,6 +121,21 @@ cleanup_measure() {
         ip netns del "$ns" >/dev/null 2>&1 || true
     fi
     [ -z "${mwork:-}" ] || rm -rf "$mwork"
+}
+
+# "NAME=TICKS ...": CPU ticks of each thread of PID (utime+stime), to
+# tell which thread (vCPU or NIC worker) is the busy one.
+thread_ticks() {
+    local t s rest name
+    for t in /proc/"$1"/task/*; do
+        s=$(cat "$t/stat" 2>/dev/null) || continue
+        name=$(tr -c 'A-Za-z0-9_.\n-' _ <"$t/comm" 2>/dev/null)
+        rest=${s##*) }
+        # shellcheck disable=SC2086 # split the fields
+        set -- $rest
+        printf '%s=%s ' "${name:-?}" $((${12} + ${13}))
+    done
+    echo
 }
 
 # "TOTAL VHOST": CPU ticks (utime+stime) of PID's thread group plus those
@@ -219,10 +247,12 @@ measure() {
     for vmm in ${vmms//,/ }; do
         log=$logs/$vmm.log
         case "$vmm" in
-            tapir)
+            tapir | baseline)
+                local bin=$tapir
+                [ "$vmm" = tapir ] || bin=${TAPIR_BENCH_BASELINE:?}
                 local nic="model=$model,net=tap,ifname=$TAP,mac=$GUEST_MAC"
                 [ "$net" = tap ] || nic="model=$model,net=user,mac=$GUEST_MAC,hostfwd=tcp::5201-:5201,hostfwd=tcp::9001-:9001"
-                cmd=("$tapir" run --kernel "$kernel" --initrd "$mwork/initrd" --memory "${MEM_MIB}M"
+                cmd=("$bin" run --kernel "$kernel" --initrd "$mwork/initrd" --memory "${MEM_MIB}M"
                     --cpus 1 --cmdline "$CMDLINE" --nic "$nic")
                 ;;
             qemu | qemu-vhost)
@@ -297,11 +327,37 @@ measure() {
                 [ "$dir" = h2g ] || rargs=(-R)
                 json=$logs/$vmm-$dir.json
                 read -r t0 v0 < <(cpu_ticks "$vmm_pid")
+                local th0 th1
+                th0=$(thread_ticks "$vmm_pid")
                 e0=0
                 case "$method" in
                     perf)
                         perf stat -e kvm:kvm_exit -p "$vmm_pid" -x, -o "$logs/$vmm-$dir.perf" >/dev/null 2>&1 &
                         perf_pid=$!
+                        if [ "${TAPIR_BENCH_EXIT_DETAIL:-0}" = 1 ]; then
+                            # Counts only: perf record trips on the VMM's
+                            # namespaces here. SVM exit codes: NPF (MMIO and
+                            # faults) 0x400, MSR 0x7c, INTR 0x60, VINTR 0x64,
+                            # HLT 0x78, IOIO 0x7b; VMX reasons are others.
+                            perf stat -x, -o "$logs/$vmm-$dir.exits" -p "$vmm_pid" \
+                                -e kvm:kvm_exit --filter 'exit_reason == 0x400' \
+                                -e kvm:kvm_exit --filter 'exit_reason == 0x7c' \
+                                -e kvm:kvm_exit --filter 'exit_reason == 0x60' \
+                                -e kvm:kvm_exit --filter 'exit_reason == 0x64' \
+                                -e kvm:kvm_exit --filter 'exit_reason == 0x78' \
+                                -e kvm:kvm_exit --filter 'exit_reason == 0x7b' \
+                                -e kvm:kvm_mmio --filter 'type == 2' \
+                                -e kvm:kvm_mmio --filter 'type != 2' \
+                                -e kvm:kvm_msr --filter 'ecx == 0x80b' \
+                                -e kvm:kvm_msr --filter 'ecx == 0x6e0' \
+                                -e kvm:kvm_msr --filter 'ecx == 0x830' \
+                                -e kvm:kvm_msr --filter 'write == 0' \
+                                -e kvm:kvm_inj_virq --filter 'vector == 0xec' \
+                                -e kvm:kvm_inj_virq --filter 'reinjected == 1' \
+                                -e kvm:kvm_userspace_exit,kvm:kvm_inj_virq,kvm:kvm_msr,kvm:kvm_set_irq \
+                                >/dev/null 2>&1 &
+                            record_pid=$!
+                        fi
                         sleep 0.5
                         ;;
                     debugfs) e0=$(cat /sys/kernel/debug/kvm/exits) ;;
@@ -312,6 +368,7 @@ measure() {
                     failed=1
                 fi
                 read -r t1 v1 < <(cpu_ticks "$vmm_pid")
+                th1=$(thread_ticks "$vmm_pid")
                 e1=n/a
                 case "$method" in
                     perf)
@@ -319,6 +376,11 @@ measure() {
                         wait "$perf_pid" 2>/dev/null || true
                         perf_pid=""
                         e1=$(awk -F, '/kvm:kvm_exit/ { print $1; exit }' "$logs/$vmm-$dir.perf" 2>/dev/null)
+                        if [ -n "$record_pid" ]; then
+                            kill -INT "$record_pid" 2>/dev/null || true
+                            wait "$record_pid" 2>/dev/null || true
+                            record_pid=""
+                        fi
                         case "$e1" in '' | *[!0-9]*) e1=n/a ;; esac
                         ;;
                     debugfs) e1=$(($(cat /sys/kernel/debug/kvm/exits) - e0)) ;;
@@ -330,6 +392,8 @@ measure() {
                     printf '%s_%s_cpu_ticks %s\n' "$vmm" "$dir" "$((t1 - t0))"
                     printf '%s_%s_vhost_ticks %s\n' "$vmm" "$dir" "$((v1 - v0))"
                     printf '%s_%s_exits %s\n' "$vmm" "$dir" "$e1"
+                    printf '%s_%s_threads_before %s\n' "$vmm" "$dir" "$th0"
+                    printf '%s_%s_threads_after %s\n' "$vmm" "$dir" "$th1"
                 } >>"$res"
                 say "$vmm $dir: $bytes bytes, $bps bit/s, $((t1 - t0)) CPU ticks ($((v1 - v0)) vhost), $e1 exits"
             done
@@ -370,6 +434,7 @@ secs=4
 vmms=tapir,qemu,qemu-vhost
 boot_timeout=240
 keep=""
+baseline=""
 build=1
 while [ "$#" -gt 0 ]; do
     case "$1" in
@@ -386,6 +451,9 @@ while [ "$#" -gt 0 ]; do
         --keep) [ "$#" -ge 2 ] || tapir_die "--keep needs a value"; keep=$2; shift 2 ;;
         --keep=*) keep=${1#*=}; shift ;;
         --no-build) build=0; shift ;;
+        --exit-detail) export TAPIR_BENCH_EXIT_DETAIL=1; shift ;;
+        --baseline) [ "$#" -ge 2 ] || tapir_die "--baseline needs a value"; baseline=$2; shift 2 ;;
+        --baseline=*) baseline=${1#*=}; shift ;;
         -h | --help) usage; exit 0 ;;
         *) tapir_die "unknown argument '$1' (see --help)" ;;
     esac
@@ -396,6 +464,12 @@ case "$model" in virtio | e1000 | rtl8139) ;; *) tapir_die "--model must be virt
 for v in ${vmms//,/ }; do
     case "$v" in tapir | qemu | qemu-vhost) ;; *) tapir_die "--vmms: unknown column '$v' (tapir, qemu, qemu-vhost)" ;; esac
 done
+if [ -n "$baseline" ]; then
+    [ -x "$baseline" ] || tapir_die "--baseline: $baseline is not an executable"
+    TAPIR_BENCH_BASELINE=$(readlink -f "$baseline")
+    export TAPIR_BENCH_BASELINE
+    vmms="baseline,$vmms"
+fi
 case "$net" in tap | user) ;; *) tapir_die "--net must be tap or user, got '$net'" ;; esac
 { [ "$model" = virtio ] && [ "$net" = tap ]; } || vmms=$(tr , '\n' <<<"$vmms" | grep -vx qemu-vhost | paste -sd, -)
 [ -n "$vmms" ] || tapir_die "--vmms is empty"
@@ -463,11 +537,11 @@ metric() {
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "n/a" || b == "n/a" || b + 0 == 0) print "n/a"; else printf "%.2f\n", a / b }'; }
 
 cols=()
-for v in tapir qemu qemu-vhost; do
+for v in baseline tapir qemu qemu-vhost; do
     grep -qx "$v" <(tr , '\n' <<<"$vmms") && cols+=("$v")
 done
 rcols=()
-for v in qemu qemu-vhost; do
+for v in baseline qemu qemu-vhost; do
     [[ " ${cols[*]} " == *" $v "* ]] && [[ " ${cols[*]} " == *" tapir "* ]] && rcols+=("$v")
 done
 
@@ -481,6 +555,7 @@ echo "  where:   $where"
 echo "  ran on:  $(field where)"
 echo "  qemu:    $(field qemu_version); -accel kvm -cpu host -device $( [ "$model" = virtio ] && echo virtio-net-pci || echo "$model") $( [ "$net" = tap ] && echo "-netdev tap,vhost=off|on" || echo "-netdev user,hostfwd=tcp:127.0.0.1:5201-:5201")"
 echo "  tapir:   $tapir_bin ($(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$root" diff --quiet HEAD 2>/dev/null || echo '+local changes')) --nic model=$model,net=$net"
+[ -z "${TAPIR_BENCH_BASELINE:-}" ] || echo "  baseline: $TAPIR_BENCH_BASELINE --nic model=$model,net=$net"
 if [ "$net" = tap ]; then
     echo "  iperf3:  $(field iperf_version); guest $GUEST_IP runs the server, host $HOST_IP the client"
 else

@@ -5,8 +5,10 @@
 /// Reflected polynomial of CRC-32.
 const POLY: u32 = 0xEDB8_8320;
 
-/// Slice-by-8 lookup tables, built at compile time.
-const TABLES: [[u32; 256]; 8] = {
+/// Slice-by-8 lookup tables, built at compile time. A `static`, not a
+/// `const`: an unoptimized build copies a `const` array to the stack at
+/// every indexing, 8 KiB per byte of frame here.
+static TABLES: [[u32; 256]; 8] = {
     let mut t = [[0u32; 256]; 8];
     let mut i = 0;
     while i < 256 {

@@ -95,6 +95,11 @@ pub trait NicFrontend: Send {
     /// Arms the "receive buffers added" notification; `true` means buffers
     /// are already available again (the worker retries at once).
     fn rx_wait_buffers(&mut self) -> bool;
+    /// The frame last answered with [`RxPush::NoBuffers`] will not be
+    /// offered again (the worker dropped it, e.g. the cable went out): a
+    /// frontend that delivered part of it (segments of a GSO frame) forgets
+    /// the rest. The default does nothing.
+    fn rx_discard(&mut self) {}
     /// Raises the interrupts that completed work calls for.
     fn flush(&mut self);
 }
@@ -486,6 +491,7 @@ impl NetWorker {
     /// counted, without touching guest receive buffers.
     fn drain_rx_link_down(&mut self) {
         if self.rx_pending.take().is_some() {
+            self.frontend.rx_discard();
             self.stats.rx_link_down.fetch_add(1, Ordering::Relaxed);
         }
         // Keep reading the backend even if the guest had no buffers; a

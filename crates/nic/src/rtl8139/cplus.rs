@@ -141,10 +141,26 @@ impl State {
         match at.map(|a| self.mem.read_slice(&mut b, a)) {
             Some(Ok(())) => Some(Desc::from_bytes(&b)),
             _ => {
-                self.raise(INT_SERR);
+                self.raise_deferred(INT_SERR);
                 None
             }
         }
+    }
+
+    /// The length of the frame at the head of TX ring `ring` if it is one
+    /// small (first and last segment, `max` bytes at most) descriptor the
+    /// chip owns; no side effects (a bad address is simply `None`).
+    pub fn cp_small_frame_queued(&self, ring: usize, max: usize) -> bool {
+        let Some(at) = desc_addr(self.cp_ring_base(ring), self.cp_tx[ring]) else {
+            return false;
+        };
+        let mut b = [0u8; 16];
+        if self.mem.read_slice(&mut b, at).is_err() {
+            return false;
+        }
+        let d = Desc::from_bytes(&b);
+        let whole = DESC_OWN | DESC_FS | DESC_LS;
+        d.opts1 & whole == whole && (d.opts1 & TXD_LEN_MASK) as usize <= max
     }
 
     /// Start of TX ring `ring`.
@@ -166,7 +182,7 @@ impl State {
                 CpTx::Empty => {
                     self.tppoll &= !flag;
                     if ring == RING_NORMAL {
-                        self.raise(INT_TDU);
+                        self.raise_deferred(INT_TDU);
                     }
                 }
                 other => return other,
@@ -208,7 +224,7 @@ impl State {
                     .is_err()
                 {
                     fault = Some(TxFault::Dma);
-                    self.raise(INT_SERR);
+                    self.raise_deferred(INT_SERR);
                 }
             }
             idx = next_idx(idx, d.opts1);
@@ -244,10 +260,10 @@ impl State {
         }
         if ok {
             self.tally.tx_ok += 1;
-            self.raise(INT_TOK);
+            self.raise_deferred(INT_TOK);
         } else {
             self.tally.tx_err += 1;
-            self.raise(INT_TER);
+            self.raise_deferred(INT_TER);
         }
     }
 
@@ -303,7 +319,7 @@ impl State {
                     .is_err()
             {
                 self.tally.rx_err += 1;
-                self.raise(INT_SERR);
+                self.raise_deferred(INT_SERR);
                 return RxResult::Dropped;
             }
             used.push((idx, d, take));
@@ -331,7 +347,7 @@ impl State {
             }
         }
         self.cp_rx = idx;
-        self.raise(INT_ROK);
+        self.raise_deferred(INT_ROK);
         RxResult::Delivered
     }
 }

@@ -38,7 +38,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tapir_net_backend::hdr::{DATA_VALID, GSO_ECN, GSO_NONE, NEEDS_CSUM};
-use tapir_net_backend::offload::complete_checksum;
+use tapir_net_backend::offload::{complete_checksum, segment};
 use tapir_net_backend::NetHdr;
 use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::timerfd::TimerFd;
@@ -46,7 +46,9 @@ use vmm_sys_util::timerfd::TimerFd;
 use super::cplus::{self, CpTx, Room, TxChain};
 use super::filter::{accept, fcs, Match};
 use super::normal::{self, RxResult, SlotTx};
-use super::offload::{insert_vlan, large_send, rx_checksum_status, strip_vlan, tx_checksum};
+use super::offload::{
+    insert_vlan, large_send, rx_checksum_status, strip_vlan, tx_checksum, tx_checksum_partial,
+};
 use super::regs::*;
 use super::state::State;
 use crate::worker::{GuestWork, NicFrontend, NicStats, RxPush};
@@ -168,6 +170,30 @@ pub fn receive(
     (result, out.len())
 }
 
+/// The transmit doorbell the worker has fully served (its ring found
+/// empty, completions on the interrupt line), for a vCPU that waits.
+#[derive(Default)]
+pub struct TxSync {
+    served: Mutex<u64>,
+    cv: std::sync::Condvar,
+}
+
+impl TxSync {
+    /// Waits until doorbell `n` is served, at most `limit`.
+    pub fn wait_for(&self, n: u64, limit: Duration) {
+        let served = self.served.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = self.cv.wait_timeout_while(served, limit, |s| *s < n);
+    }
+
+    fn served(&self, n: u64) {
+        let mut s = self.served.lock().unwrap_or_else(|e| e.into_inner());
+        if n > *s {
+            *s = n;
+            self.cv.notify_all();
+        }
+    }
+}
+
 /// A transmitted frame whose completion is still to be reported.
 enum Inflight {
     /// C mode: the slot and the reset generation it was taken in.
@@ -198,9 +224,17 @@ pub struct Rtl8139Frontend {
     inflight: Option<Inflight>,
     segments: VecDeque<Vec<u8>>,
     chain: TxChain,
+    /// The backend completes partial checksums (C+ TCP checksum offload
+    /// is handed on instead of computed here).
+    tx_csum: bool,
+    tx_sync: Arc<TxSync>,
+    /// The offload header of the frame `take_frame` produced.
+    tx_hdr: NetHdr,
     rx_frame: Vec<u8>,
     rx_csum: Vec<u8>,
     rx_need: usize,
+    /// Segments of a TSO frame from the backend still to be delivered.
+    rx_segments: VecDeque<Vec<u8>>,
     stall_since: Option<Instant>,
     overflow: bool,
 }
@@ -213,6 +247,8 @@ impl Rtl8139Frontend {
         rx_evt: EventFd,
         timer_evt: EventFd,
         stats: Arc<NicStats>,
+        tx_csum: bool,
+        tx_sync: Arc<TxSync>,
     ) -> io::Result<Self> {
         Ok(Self {
             state,
@@ -225,9 +261,13 @@ impl Rtl8139Frontend {
             inflight: None,
             segments: VecDeque::new(),
             chain: TxChain::default(),
+            tx_csum,
+            tx_sync,
+            tx_hdr: NetHdr::default(),
             rx_frame: Vec::with_capacity(2048),
             rx_csum: Vec::new(),
             rx_need: 0,
+            rx_segments: VecDeque::new(),
             stall_since: None,
             overflow: false,
         })
@@ -256,24 +296,31 @@ impl Rtl8139Frontend {
         true
     }
 
-    /// Applies a C+ frame's VLAN and offload requests; `Some(frames)` when
-    /// large send turned it into segments.
-    fn offload(&self, buf: &mut Vec<u8>) -> Result<Option<Vec<Vec<u8>>>, ()> {
+    /// Applies a C+ frame's VLAN and offload requests: `Ok(None)` when
+    /// the frame stays one (with the header the backend gets in
+    /// `self.tx_hdr`), `Ok(Some(frames))` when large send turned it into
+    /// segments. `partial`: a TCP checksum may be left to the backend.
+    fn offload(&mut self, buf: &mut Vec<u8>, partial: bool) -> Result<Option<Vec<Vec<u8>>>, ()> {
         let (opts1, opts2) = (self.chain.opts1, self.chain.opts2);
+        self.tx_hdr = NetHdr::default();
         if opts2 & TXD_TAGC != 0 {
             insert_vlan(buf, (opts2 as u16).swap_bytes());
         }
+        let (ip, udp, tcp) = (
+            opts1 & TXD_IPCS != 0,
+            opts1 & TXD_UDPCS != 0,
+            opts1 & TXD_TCPCS != 0,
+        );
         let r = if opts1 & TXD_LGSEN != 0 {
             let mss = ((opts1 >> TXD_MSS_SHIFT) & TXD_MSS_MASK) as u16;
             large_send(buf, mss).map(Some)
+        } else if partial {
+            tx_checksum_partial(buf, ip, udp, tcp).map(|hdr| {
+                self.tx_hdr = hdr;
+                None
+            })
         } else {
-            tx_checksum(
-                buf,
-                opts1 & TXD_IPCS != 0,
-                opts1 & TXD_UDPCS != 0,
-                opts1 & TXD_TCPCS != 0,
-            )
-            .map(|()| None)
+            tx_checksum(buf, ip, udp, tcp).map(|()| None)
         };
         r.map_err(|_| ())
     }
@@ -289,7 +336,10 @@ impl Rtl8139Frontend {
         let mut st = lock(&state);
         if !st.cplus_tx() {
             return match st.normal_pop_tx(buf) {
-                SlotTx::Empty => Taken::None,
+                SlotTx::Empty => {
+                    self.tx_served(&mut st);
+                    Taken::None
+                }
                 SlotTx::Aborted => {
                     self.drop_tx();
                     Taken::Again
@@ -307,7 +357,10 @@ impl Rtl8139Frontend {
             };
         }
         match st.cp_pop_tx(buf, &mut self.chain) {
-            CpTx::Empty | CpTx::Wait => Taken::None,
+            CpTx::Empty | CpTx::Wait => {
+                self.tx_served(&mut st);
+                Taken::None
+            }
             CpTx::Bad(_) => {
                 st.cp_complete_tx(&self.chain, false);
                 self.drop_tx();
@@ -316,7 +369,9 @@ impl Rtl8139Frontend {
             CpTx::Frame => {
                 let loopback = st.loopback();
                 drop(st);
-                let offloaded = self.offload(buf);
+                // Looped-back frames reach our own receiver: they need
+                // every checksum done here.
+                let offloaded = self.offload(buf, self.tx_csum && !loopback);
                 let mut st = lock(&state);
                 let Ok(segments) = offloaded else {
                     st.cp_complete_tx(&self.chain, false);
@@ -348,6 +403,58 @@ impl Rtl8139Frontend {
                 Taken::Wire
             }
         }
+    }
+
+    /// Offers one frame that needs no segmentation (a partial checksum
+    /// is completed on a copy first).
+    fn push_one(&mut self, hdr: &NetHdr, frame: &[u8]) -> RxPush {
+        let mut copy = std::mem::take(&mut self.rx_csum);
+        let partial = hdr.flags & NEEDS_CSUM != 0;
+        if partial {
+            copy.clear();
+            copy.extend_from_slice(frame);
+            if complete_checksum(hdr, &mut copy).is_err() {
+                self.rx_csum = copy;
+                return RxPush::Dropped;
+            }
+        }
+        let frame: &[u8] = if partial { &copy } else { frame };
+        // Checksums the backend vouches for, or that were just computed,
+        // are not verified again.
+        let l4_valid = hdr.flags & (DATA_VALID | NEEDS_CSUM) != 0;
+        let state = self.state.clone();
+        let mut st = lock(&state);
+        let (result, need) = receive(&mut st, frame, l4_valid, &mut self.rx_frame);
+        self.rx_csum = copy;
+        match result {
+            RxResult::Delivered => {
+                drop(st);
+                self.end_stall();
+                RxPush::Delivered
+            }
+            RxResult::Dropped => {
+                drop(st);
+                self.end_stall();
+                RxPush::Dropped
+            }
+            RxResult::NoRoom if self.overflow => {
+                st.count_missed();
+                RxPush::Dropped
+            }
+            RxResult::NoRoom => {
+                self.rx_need = need;
+                RxPush::NoBuffers
+            }
+        }
+    }
+
+    /// Nothing left to send: completions go on the line now and a vCPU
+    /// waiting for this pass is released.
+    fn tx_served(&self, st: &mut State) {
+        if std::mem::take(&mut st.tx_wait_pending) {
+            st.flush_irq();
+        }
+        self.tx_sync.served(st.tx_doorbells);
     }
 
     /// Ends a receive stall (a frame went through, or cannot wait).
@@ -423,9 +530,13 @@ impl NicFrontend for Rtl8139Frontend {
             if self.next_segment(buf) {
                 return true;
             }
+            self.tx_hdr = NetHdr::default();
             match self.take_frame(buf) {
                 Taken::None => return false,
-                Taken::Wire => return true,
+                Taken::Wire => {
+                    *hdr = self.tx_hdr;
+                    return true;
+                }
                 Taken::Again => {}
             }
         }
@@ -452,48 +563,37 @@ impl NicFrontend for Rtl8139Frontend {
     }
 
     fn push_rx(&mut self, hdr: &NetHdr, frame: &[u8]) -> RxPush {
-        if hdr.gso_type & !GSO_ECN != GSO_NONE {
-            // Offloads are off on the backend: a GSO frame is a backend bug.
-            return RxPush::Dropped;
-        }
-        // A partial checksum (not expected: offloads are off on the
-        // backend) is completed on a copy.
-        let mut copy = std::mem::take(&mut self.rx_csum);
-        let partial = hdr.flags & NEEDS_CSUM != 0;
-        if partial {
-            copy.clear();
-            copy.extend_from_slice(frame);
-            if complete_checksum(hdr, &mut copy).is_err() {
-                self.rx_csum = copy;
-                return RxPush::Dropped;
+        if self.rx_segments.is_empty() {
+            if hdr.gso_type & !GSO_ECN == GSO_NONE {
+                return self.push_one(hdr, frame);
+            }
+            // A TSO frame from the backend: the chip has no receive
+            // offloads, so it gets the segments, each with its checksums
+            // computed here. What does not fit now waits in the queue; the
+            // worker offers this same frame again until it is all through.
+            match segment(hdr, frame) {
+                Ok(segs) => self.rx_segments = segs.into(),
+                Err(_) => return RxPush::Dropped,
             }
         }
-        let frame: &[u8] = if partial { &copy } else { frame };
-        let l4_valid = hdr.flags & (DATA_VALID | NEEDS_CSUM) != 0;
-        let state = self.state.clone();
-        let mut st = lock(&state);
-        let (result, need) = receive(&mut st, frame, l4_valid, &mut self.rx_frame);
-        self.rx_csum = copy;
-        match result {
-            RxResult::Delivered => {
-                drop(st);
-                self.end_stall();
-                RxPush::Delivered
-            }
-            RxResult::Dropped => {
-                drop(st);
-                self.end_stall();
-                RxPush::Dropped
-            }
-            RxResult::NoRoom if self.overflow => {
-                st.count_missed();
-                RxPush::Dropped
-            }
-            RxResult::NoRoom => {
-                self.rx_need = need;
-                RxPush::NoBuffers
+        let plain = NetHdr {
+            flags: DATA_VALID,
+            ..NetHdr::default()
+        };
+        while let Some(seg) = self.rx_segments.pop_front() {
+            match self.push_one(&plain, &seg) {
+                RxPush::NoBuffers => {
+                    self.rx_segments.push_front(seg);
+                    return RxPush::NoBuffers;
+                }
+                RxPush::Delivered | RxPush::Dropped => {}
             }
         }
+        RxPush::Delivered
+    }
+
+    fn rx_discard(&mut self) {
+        self.rx_segments.clear();
     }
 
     fn rx_wait_buffers(&mut self) -> bool {
@@ -514,13 +614,14 @@ impl NicFrontend for Rtl8139Frontend {
             self.stall_since = Some(Instant::now());
             let _ = self.stall_timer.reset(st.rx_stall_grace, None);
             if st.cplus_rx() {
-                st.raise(INT_RXOVW); // RDU: "refill your ring"
+                st.raise_deferred(INT_RXOVW); // RDU: "refill your ring"
             }
         }
         false
     }
 
     fn flush(&mut self) {
-        // Interrupts follow ISR & IMR as they change; nothing is batched.
+        // The end of a worker pass: the line follows what it raised.
+        lock(&self.state).flush_irq();
     }
 }

@@ -82,7 +82,7 @@ impl State {
         self.tsd[slot] |= TSD_OWN | TSD_TABT;
         self.tally.tx_err += 1;
         self.tally.tx_abort = self.tally.tx_abort.saturating_add(1);
-        self.raise(if dma { INT_TER | INT_SERR } else { INT_TER });
+        self.raise_deferred(if dma { INT_TER | INT_SERR } else { INT_TER });
     }
 
     /// The frame of `slot` (taken in reset generation `gen`) was sent.
@@ -92,7 +92,7 @@ impl State {
         }
         self.tsd[slot] |= TSD_OWN | TSD_TOK;
         self.tally.tx_ok += 1;
-        self.raise(INT_TOK);
+        self.raise_deferred(INT_TOK);
     }
 
     /// Whether a frame of `len` bytes (CRC included) fits in the ring now.
@@ -125,11 +125,11 @@ impl State {
         header[2..].copy_from_slice(&(frame.len() as u16).to_le_bytes());
         if !ok || self.mem.write_slice(&header, at(off)).is_err() {
             self.tally.rx_err += 1;
-            self.raise(INT_SERR);
+            self.raise_deferred(INT_SERR);
             return RxResult::Dropped;
         }
         self.cbr = ((off + ring_need(frame.len())) % len) as u16;
-        self.raise(INT_ROK);
+        self.raise_deferred(INT_ROK);
         RxResult::Delivered
     }
 }

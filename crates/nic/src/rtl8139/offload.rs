@@ -231,6 +231,57 @@ pub fn tx_checksum(frame: &mut [u8], ip: bool, udp: bool, tcp: bool) -> Result<(
     Ok(())
 }
 
+/// Like [`tx_checksum`], for a backend that completes checksums itself:
+/// a TCP checksum request is checked the same way, then left to the
+/// backend (the field gets the pseudo-header sum and the returned header
+/// says `NEEDS_CSUM` from the TCP header on), and the frame is cut to its
+/// IP datagram so that Ethernet padding cannot enter the sum. Other
+/// requests are carried out here as [`tx_checksum`] does (UDP's "0 means
+/// none" rule stays with us); then the header is plain.
+pub fn tx_checksum_partial(
+    frame: &mut Vec<u8>,
+    ip: bool,
+    udp: bool,
+    tcp: bool,
+) -> Result<NetHdr, OffloadReject> {
+    if !tcp || udp {
+        tx_checksum(frame, ip, udp, tcp)?;
+        return Ok(NetHdr::default());
+    }
+    let lay = parse_ipv4(frame)?;
+    if lay.proto != IPPROTO_TCP {
+        return Err(OffloadReject::ProtocolMismatch {
+            asked: "TCP",
+            proto: lay.proto,
+        });
+    }
+    if lay.fragment {
+        return Err(OffloadReject::Fragment);
+    }
+    if lay.end - lay.l4 < TCP_HLEN {
+        return Err(OffloadReject::ShortL4("TCP"));
+    }
+    let (Ok(start), Ok(_)) = (u16::try_from(lay.l4), u16::try_from(lay.end)) else {
+        // Not reachable for frames the chip accepts (8 KiB at most).
+        tx_checksum(frame, ip, udp, tcp)?;
+        return Ok(NetHdr::default());
+    };
+    let pseudo = fold(pseudo_sum(frame, &lay));
+    put16(frame, lay.l4 + 16, pseudo);
+    if ip {
+        put16(frame, lay.l3 + 10, 0);
+        let c = !fold(sum_words(&frame[lay.l3..lay.l4], 0));
+        put16(frame, lay.l3 + 10, c);
+    }
+    frame.truncate(lay.end);
+    Ok(NetHdr {
+        flags: NEEDS_CSUM,
+        csum_start: start,
+        csum_offset: 16,
+        ..NetHdr::default()
+    })
+}
+
 /// Large send (LGSEN): TCP/IPv4 segments of at most `mss` payload bytes,
 /// each with correct IP and TCP checksums.
 pub fn large_send(frame: &[u8], mss: u16) -> Result<Vec<Vec<u8>>, OffloadReject> {

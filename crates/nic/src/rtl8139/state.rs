@@ -133,6 +133,8 @@ pub struct State {
     /// C+ command register.
     pub cpcr: u16,
     intr_mitigate: u16,
+    /// Worker events whose ISR bits are not on the line yet.
+    irq_deferred: u32,
     /// C+ receive ring start.
     pub rdsar: u64,
     /// TPPoll queues rung and not yet drained (NPQ, HPQ).
@@ -148,6 +150,14 @@ pub struct State {
     pub gen: u64,
     /// The worker waits for receive room: the next register write kicks it.
     pub rx_waiting: bool,
+    /// Transmit doorbells rung so far (TSD handed over, TPPoll).
+    pub tx_doorbells: u64,
+    /// The last doorbell was rung with receive interrupts masked (a driver
+    /// transmitting from its receive poll): the vCPU waits for the pass.
+    pub tx_wait: Option<u64>,
+    /// A vCPU will wait for the pass serving the last doorbell: its
+    /// completions go on the interrupt line at the end of that pass.
+    pub tx_wait_pending: bool,
     /// The PCI command register allows DMA.
     pub bus_master: bool,
     /// C+ tally counters.
@@ -188,6 +198,14 @@ fn kick(fd: &EventFd) {
     // draining it prevents.
     let _ = fd.write(1);
 }
+
+/// Largest frame whose transmission a vCPU may wait for (see
+/// `State::tx_doorbell`): control frames, not bulk data.
+pub const SYNC_TX_MAX: usize = 128;
+
+/// Worker events (frames received, transmissions completed) at most
+/// between two updates of the interrupt line.
+pub const IRQ_BATCH: u32 = 32;
 
 impl State {
     /// Power-on state.
@@ -232,6 +250,7 @@ impl State {
             link_change: false,
             cpcr: 0,
             intr_mitigate: 0,
+            irq_deferred: 0,
             rdsar: 0,
             tppoll: 0,
             scratch: [0; 256],
@@ -242,6 +261,9 @@ impl State {
             rx_waiting: false,
             bus_master: false,
             tally: Tally::default(),
+            tx_doorbells: 0,
+            tx_wait: None,
+            tx_wait_pending: false,
             rx_stall_grace: RX_STALL_GRACE,
             intx,
             intx_config,
@@ -326,10 +348,33 @@ impl State {
         let _ = self.intx.set_level(&mut self.intx_config, level);
     }
 
-    /// Sets ISR bits.
+    /// Sets ISR bits (and the line at once: for events of the vCPU and
+    /// control threads).
     pub fn raise(&mut self, bits: u16) {
         self.isr |= bits & INT_MASK;
         self.update_irq();
+    }
+
+    /// Sets ISR bits for an event of the NIC worker; the line follows at
+    /// the end of the worker's pass ([`State::flush_irq`]) or after
+    /// [`IRQ_BATCH`] such events, whichever comes first. So a burst of
+    /// frames (up to 44 from one TSO read) costs the guest one interrupt,
+    /// not one per frame, and no event waits longer than the pass that
+    /// produced it. A guest reading ISR meanwhile sees the bits at once.
+    pub fn raise_deferred(&mut self, bits: u16) {
+        self.isr |= bits & INT_MASK;
+        self.irq_deferred += 1;
+        if self.irq_deferred >= IRQ_BATCH {
+            self.flush_irq();
+        }
+    }
+
+    /// Brings the line up to date with ISR bits raised by the worker.
+    pub fn flush_irq(&mut self) {
+        if self.irq_deferred > 0 {
+            self.irq_deferred = 0;
+            self.update_irq();
+        }
     }
 
     /// Connects or disconnects the cable: the link bits follow and a
@@ -341,6 +386,9 @@ impl State {
         self.carrier = up;
         self.link_change = true;
         self.raise(INT_PUN_LINKCHG);
+        // A frame held for lack of room is lost with the cable: wake the
+        // worker so that it drops it now, not after the cable is back.
+        self.kick_rx_waiter();
     }
 
     /// Whether the INTx condition is asserted (for the status register).
@@ -372,7 +420,7 @@ impl State {
         } else {
             INT_RXOVW
         };
-        self.raise(bits);
+        self.raise_deferred(bits);
     }
 
     fn kick_rx_waiter(&mut self) {
@@ -696,7 +744,8 @@ impl State {
         }
         self.tsd[i] = merge(self.tsd[i], val, mask) & TSD_WRITABLE;
         if mask & TSD_OWN != 0 && self.tsd[i] & TSD_OWN == 0 {
-            kick(&self.kicks.tx);
+            let small = (self.tsd[i] & TSD_SIZE_MASK) as usize <= SYNC_TX_MAX;
+            self.tx_doorbell(small);
         }
     }
 
@@ -748,6 +797,17 @@ impl State {
         }
     }
 
+    /// Rings the worker for transmission. For one `small` frame sent from
+    /// inside the driver's receive poll (receive interrupts masked: a TCP
+    /// ACK, typically) the vCPU then waits, briefly, for the worker's pass
+    /// (see `Rtl8139::write_bar`).
+    fn tx_doorbell(&mut self, small: bool) {
+        self.tx_doorbells += 1;
+        self.tx_wait = (small && self.imr & INT_ROK == 0).then_some(self.tx_doorbells);
+        self.tx_wait_pending |= self.tx_wait.is_some();
+        kick(&self.kicks.tx);
+    }
+
     fn write_tppoll(&mut self, val: u8) {
         if val & TPPOLL_FSWINT != 0 {
             self.raise(INT_SWINT);
@@ -755,7 +815,9 @@ impl State {
         let queues = val & (TPPOLL_NPQ | TPPOLL_HPQ);
         if queues != 0 {
             self.tppoll |= queues;
-            kick(&self.kicks.tx);
+            let small = queues == TPPOLL_NPQ
+                && self.cp_small_frame_queued(super::cplus::RING_NORMAL, SYNC_TX_MAX);
+            self.tx_doorbell(small);
         }
     }
 

@@ -681,3 +681,166 @@ fn loopback_without_receive_room_drops_and_counts_at_once() {
     assert_eq!(got.iter().map(|g| g.2[14]).collect::<Vec<_>>(), vec![0, 1]);
     assert_eq!(n.peer.pending_from_guest(), 0);
 }
+
+/// What the host's stack sends to a tap with offloads on, and what the
+/// chip's driver can take: segments and complete checksums.
+#[test]
+fn tso_frames_from_the_backend_arrive_as_checksummed_segments_across_refills() {
+    let mut n = nic_offloads(DEFAULT_REVISION, 64, Offloads::ALL);
+    assert_eq!(
+        n.peer.enabled_offloads(),
+        Offloads::ALL,
+        "the NIC asks for all"
+    );
+    let mut cp = init_8139cp(&mut n, 4, 16);
+    let data = payload(20_000);
+    let mss = 1448u16;
+    let (hdr, f) = tso_frame(MAC, &data, 0x7000_0000, mss);
+    n.peer.inject(hdr, &f).unwrap();
+    // 14 segments through a ring of 4: the rest waits for the refills.
+    let mut got = Vec::new();
+    eventually("all segments", || {
+        got.extend(cp.rx_poll(&mut n));
+        got.len() >= 14
+    });
+    assert_eq!(got.len(), 14);
+    let mut joined = Vec::new();
+    for (k, (opts1, _, s)) in got.iter().enumerate() {
+        assert_eq!(checksums_ok(s), (true, true), "segment {k}");
+        let status = opts1 & !(DESC_OWN | DESC_EOR | DESC_FS | DESC_LS | RXD_LEN_MASK);
+        assert_eq!(status, RXD_PAM | (PID_TCP << 16), "segment {k}");
+        let seq = u32::from_be_bytes([s[38], s[39], s[40], s[41]]);
+        assert_eq!(seq, 0x7000_0000 + k as u32 * u32::from(mss));
+        joined.extend_from_slice(&s[54..]);
+    }
+    assert_eq!(joined, data);
+    assert_eq!(n.dev.stats().rx_dropped.load(Ordering::SeqCst), 0);
+    // A partial checksum alone is completed.
+    let (mut hdr, f) = tso_frame(MAC, &payload(300), 5, mss);
+    hdr.gso_type = 0;
+    n.peer.inject(hdr, &f).unwrap();
+    let mut one = Vec::new();
+    eventually("one frame", || {
+        one.extend(cp.rx_poll(&mut n));
+        !one.is_empty()
+    });
+    assert_eq!(checksums_ok(&one[0].2), (true, true));
+    assert_eq!(one[0].0 & RXD_TCPF, 0);
+}
+
+#[test]
+fn tcp_checksum_offload_is_left_to_a_backend_that_completes_it() {
+    let mut n = nic_offloads(DEFAULT_REVISION, 64, Offloads::ALL);
+    let mut cp = init_8139cp(&mut n, 16, 16);
+    let mut tcp = tcp_frame(PEER, &payload(700), 1000);
+    tcp[24] = 0xde; // garbage in the IP checksum
+    let ip_end = tcp.len();
+    tcp.extend_from_slice(&[0xee; 6]); // trailing bytes after the datagram
+    cp.xmit(&mut n, &[&tcp[..54], &tcp[54..]], TXD_IPCS | TXD_TCPCS, 0);
+    // UDP stays with the NIC (its "0 means none" rule).
+    let mut udp = udp_frame(PEER, b"hi");
+    udp.resize(60, 0xee);
+    cp.xmit(&mut n, &[&udp[..]], TXD_IPCS | TXD_UDPCS, 0);
+    eventually("two frames", || n.peer.pending_from_guest() == 2);
+    let (hdr, mut f) = n.peer.take().unwrap();
+    assert_eq!(hdr.flags, tapir_net_backend::hdr::NEEDS_CSUM);
+    assert_eq!((hdr.csum_start, hdr.csum_offset), (34, 16));
+    assert_eq!(f.len(), ip_end, "cut to the IP datagram");
+    assert!(
+        checksums_ok(&f).0,
+        "the IP header checksum is done by the NIC"
+    );
+    tapir_net_backend::offload::complete_checksum(&hdr, &mut f).unwrap();
+    assert_eq!(checksums_ok(&f), (true, true));
+    let (hdr, f) = n.peer.take().unwrap();
+    assert!(hdr.is_plain());
+    assert_eq!(checksums_ok(&f), (true, true));
+    // A bad request is still refused as the chip refuses it.
+    let mut not_tcp = udp_frame(PEER, &payload(100));
+    fill_checksums(&mut not_tcp);
+    let idx = cp.xmit(&mut n, &[&not_tcp[..]], TXD_TCPCS, 0);
+    let d = wait_tx_done(&n, idx[0]);
+    assert_ne!(d.opts1 & TXD_ERROR, 0);
+    assert_eq!(n.peer.pending_from_guest(), 0);
+}
+
+#[test]
+fn looped_back_frames_get_their_checksums_done_by_the_nic() {
+    let mut n = nic_offloads(DEFAULT_REVISION, 64, Offloads::ALL);
+    let mut cp = init_8139cp(&mut n, 16, 16);
+    let v = n.r32(TCR);
+    n.w32(TCR, v | TCR_LBK);
+    let tcp = tcp_frame(MAC, &payload(500), 9);
+    cp.xmit(&mut n, &[&tcp[..]], TXD_IPCS | TXD_TCPCS, 0);
+    let mut got = Vec::new();
+    eventually("looped back", || {
+        got.extend(cp.rx_poll(&mut n));
+        !got.is_empty()
+    });
+    assert_eq!(checksums_ok(&got[0].2), (true, true));
+    assert_eq!(got[0].0 & (RXD_TCPF | RXD_IPF), 0);
+    assert_eq!(n.peer.pending_from_guest(), 0);
+}
+
+#[test]
+fn the_rest_of_a_tso_frame_is_lost_with_the_cable() {
+    let mut n = nic_offloads(DEFAULT_REVISION, 64, Offloads::ALL);
+    n.dev.set_rx_stall_grace(std::time::Duration::from_secs(10));
+    let mut cp = init_8139cp(&mut n, 4, 16);
+    let (hdr, f) = tso_frame(MAC, &payload(20_000), 1, 1448);
+    n.peer.inject(hdr, &f).unwrap();
+    let stats = n.dev.stats();
+    eventually("ring full", || stats.rx_stalls.load(Ordering::SeqCst) >= 1);
+    let link = n.dev.link();
+    assert!(link.set(false));
+    eventually("held frame dropped", || {
+        stats.rx_link_down.load(Ordering::SeqCst) == 1
+    });
+    assert!(link.set(true));
+    let mut got = Vec::new();
+    eventually("the four delivered before", || {
+        got.extend(cp.rx_poll(&mut n));
+        got.len() >= 4
+    });
+    let marker = eth(MAC, 0x88b5, &[0x5a; 100]);
+    n.peer.inject(NetHdr::default(), &marker).unwrap();
+    eventually("next frame", || {
+        got.extend(cp.rx_poll(&mut n));
+        got.len() >= 5
+    });
+    assert_eq!(got.len(), 5);
+    assert_eq!(got[4].2, marker, "no stale segment after the cable is back");
+}
+
+/// What 8139cp does when TCP acknowledges from inside its receive poll
+/// (receive interrupts masked): the doorbell returns with the frame sent
+/// and TOK raised, so the completion is handled inside that poll.
+#[test]
+fn a_small_frame_sent_from_the_receive_poll_completes_before_the_doorbell_returns() {
+    let (mut n, mut cp) = cplus_nic();
+    // The worker gets all the time it needs here; 500 µs by default.
+    n.dev.set_tx_sync_wait(Duration::from_secs(10));
+    n.w16(IMR, CP_INTR_MASK & !CP_RX_INTR); // cp_norx_intr_mask
+    let ack = tcp_frame(PEER, &[], 1);
+    for k in 0..20 {
+        let idx = cp.xmit(&mut n, &[&ack[..]], 0, 0);
+        // No waiting on the test's side: the doorbell itself waited.
+        assert_eq!(desc(&n, TX_DESC, idx[0]).opts1 & DESC_OWN, 0, "frame {k}");
+        assert_ne!(n.r16(ISR) & INT_TOK, 0, "frame {k}");
+        assert!(n.line.high(), "frame {k}: the completion is on the line");
+        assert_eq!(n.peer.take().map(|f| f.1), Some(ack.clone()));
+        n.w16(ISR, INT_TOK | INT_TDU);
+    }
+    // Bulk frames, or frames sent with receive interrupts on, do not make
+    // the vCPU wait; they go out all the same.
+    n.w16(IMR, CP_INTR_MASK);
+    let big = eth(PEER, 0x88b5, &payload(1000));
+    cp.xmit(&mut n, &[&big[..]], 0, 0);
+    eventually("sent", || n.peer.pending_from_guest() == 1);
+    // A stopped worker never makes the doorbell wait.
+    n.w16(IMR, CP_INTR_MASK & !CP_RX_INTR);
+    let _ = n.dev.stop();
+    let t = Instant::now();
+    cp.xmit(&mut n, &[&ack[..]], 0, 0);
+    assert!(t.elapsed() < Duration::from_secs(5));
+}

@@ -62,8 +62,13 @@ pub fn nic(revision: u8) -> Nic {
 }
 
 pub fn nic_with(revision: u8, capacity: usize) -> Nic {
+    nic_offloads(revision, capacity, Offloads::default())
+}
+
+/// A NIC on a memory backend that offers `offloads`.
+pub fn nic_offloads(revision: u8, capacity: usize, offloads: Offloads) -> Nic {
     let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap();
-    let (backend, peer) = MemoryBackend::new(capacity, Offloads::default()).unwrap();
+    let (backend, peer) = MemoryBackend::new(capacity, offloads).unwrap();
     let line = Arc::new(Line::default());
     let mut dev = Rtl8139::new(
         MAC,
@@ -255,6 +260,33 @@ pub fn fill_checksums(f: &mut [u8]) {
     f[l3 + 10..l3 + 12].fill(0);
     let c = checksum(&f[l3..l4]);
     f[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
+}
+
+/// A TSO frame as the host's stack hands it to a tap with offloads on:
+/// one TCP/IPv4 frame with `data`, a partial checksum (the pseudo-header
+/// sum in the field) and `mss`-byte segments asked for.
+pub fn tso_frame(dst: [u8; 6], data: &[u8], seq: u32, mss: u16) -> (NetHdr, Vec<u8>) {
+    let mut f = tcp_frame(dst, data, seq);
+    let (l3, l4, end) = l3_l4(&f);
+    let mut p = f[l3 + 12..l3 + 20].to_vec();
+    p.extend_from_slice(&[0, 6]);
+    p.extend_from_slice(&((end - l4) as u16).to_be_bytes());
+    // The folded pseudo-header sum is the complement of its checksum.
+    let c = !checksum(&p);
+    f[l4 + 16..l4 + 18].copy_from_slice(&c.to_be_bytes());
+    f[l3 + 10..l3 + 12].fill(0);
+    let c = checksum(&f[l3..l4]);
+    f[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
+    let hdr = NetHdr {
+        flags: tapir_net_backend::hdr::NEEDS_CSUM,
+        gso_type: tapir_net_backend::hdr::GSO_TCPV4,
+        hdr_len: 54,
+        gso_size: mss,
+        csum_start: l4 as u16,
+        csum_offset: 16,
+        num_buffers: 0,
+    };
+    (hdr, f)
 }
 
 /// (IP header checksum valid, L4 checksum valid).
