@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # net.sh: network throughput of tapir's NIC next to QEMU's (iperf3 over a
-# tap, both directions), plus the VMM's CPU time and the VM exits per GB
+# tap, both directions), plus the VMM's CPU time per GB and the VM exits per MB
 # moved. A benchmark, not a test: it exits 0 when all measurements were
 # taken, whatever the numbers.
 #
@@ -519,7 +519,7 @@ val() { awk -v k="$1" '$1 == k { print $2; exit }' "$res"; }
 field() { awk -v k="$1" '$1 == k { sub(/^[^ ]+ /, ""); print; exit }' "$res"; }
 clk=$(val clk_tck)
 clk=${clk:-100}
-# metric VMM DIR KIND: Mbit/s, CPU s/GB or exits/GB; n/a when not measured.
+# metric VMM DIR KIND: Mbit/s, CPU s/GB or exits/MB; n/a when not measured.
 metric() {
     local b r t e
     b=$(val "$1_$2_bytes") r=$(val "$1_$2_bps") e=$(val "$1_$2_exits")
@@ -531,7 +531,7 @@ metric() {
         gb = b / 1e9
         if (k == "gb") printf "%.3f\n", gb
         else if (k == "cpu" || k == "vhost") { if (t ~ /^[0-9]+$/) printf "%.2f\n", t / clk / gb; else print "n/a" }
-        else if (k == "exits") { if (e ~ /^[0-9]+$/) printf "%.0f\n", e / gb; else print "n/a" }
+        else if (k == "exits") { if (e ~ /^[0-9]+$/) printf "%.1f\n", e / (b / 1e6); else print "n/a" }
     }'
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "n/a" || b == "n/a" || b + 0 == 0) print "n/a"; else printf "%.2f\n", a / b }'; }
@@ -573,7 +573,7 @@ for row in "mbps:h2g:host->guest (Mbit/s)" "mbps:g2h:guest->host (Mbit/s)" \
     "gb:h2g:host->guest moved (GB)" "gb:g2h:guest->host moved (GB)" \
     "cpu:h2g:host->guest CPU (s/GB)" "cpu:g2h:guest->host CPU (s/GB)" \
     "vhost:h2g:host->guest vhost CPU (s/GB)" "vhost:g2h:guest->host vhost CPU (s/GB)" \
-    "exits:h2g:host->guest exits (/GB)" "exits:g2h:guest->host exits (/GB)"; do
+    "exits:h2g:host->guest exits (/MB)" "exits:g2h:guest->host exits (/MB)"; do
     kind=${row%%:*} rest=${row#*:}
     dir=${rest%%:*} label=${rest#*:}
     line=$(printf '%-30s' "$label")
