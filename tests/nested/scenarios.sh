@@ -5,11 +5,17 @@
 # checks what it leaves behind.
 #
 # Usage: scenarios.sh TAPIR KERNEL INITRD OUTDIR [SCENARIO...]
+#        scenarios.sh --list     (the default scenarios, one per line)
 # For each scenario NAME it writes OUTDIR/NAME.log (tapir's stdout+stderr,
 # i.e. the guest console plus tapir's messages), OUTDIR/NAME.rc (tapir's
 # exit status) and OUTDIR/NAME.secs (wall time). A scenario that hangs is
 # killed by `timeout` and records 124.
 set -uo pipefail
+LIST_ONLY=0
+if [ "${1:-}" = --list ]; then
+    LIST_ONLY=1
+    set -- "" "" "" ""
+fi
 TAPIR=$1 KERNEL=$2 INITRD=$3 OUT=$4
 shift 4
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -142,6 +148,11 @@ scenario_sigterm() {
 ALL="up_poweroff up_reboot elf_pvh console_input sigterm smp2_poweroff
      net_tap net_tap_e1000 net_tap_rtl8139 net_tap_8139too net_vlan
      net_two_nics net_user net_user_restrict net_link"
+if [ "$LIST_ONLY" = 1 ]; then
+    # shellcheck disable=SC2086 # one name per word
+    printf '%s\n' $ALL
+    exit 0
+fi
 
 # Nested SVM (emulated by QEMU TCG) now and then kills an L2 guest with a
 # triple fault (KVM_EXIT_SHUTDOWN; the registers then read as after reset),
@@ -150,17 +161,21 @@ ALL="up_poweroff up_reboot elf_pvh console_input sigterm smp2_poweroff
 # in the same L1 loses its guests the same way (resources/bench/net.sh
 # runs: QEMU exiting mid-iperf3), and the L1 kernel itself dies of it now
 # and then (a triple fault in QEMU's log, or a corrupted kernel stack; see
-# tests/nested.rs). Such a scenario, and only such a one, is run once
-# more; the first attempt's files are kept as NAME.attempt1.* and the
-# retry is reported in OUT/retried. Any other failure, or a second death,
-# fails as usual.
+# tests/nested.rs). Likewise a guest with 2 vCPUs has been seen to hang in
+# early boot with one vCPU never answering again (the guest kernel's RCU
+# stall reports name it) until the scenario timed out. Such a scenario,
+# and only such a one, is run once more; the first attempt's files are kept
+# as NAME.attempt1.* and the retry is reported in OUT/retried. Any other
+# failure, or a second death or hang, fails as usual.
 nested_svm_death() { # NAME
-    local f
+    local f rc
+    rc=$(cat "$OUT/$1.rc" 2>/dev/null)
     for f in "$OUT/$1.log" "$OUT/$1.vm1.log" "$OUT/$1.vm2.log"; do
         [ -f "$f" ] || continue
-        if grep -q 'tapir: guest died on vCPU [0-9]*: triple fault' "$f"; then
-            return 0
-        fi
+        case "$rc" in
+            2) grep -q 'tapir: guest died on vCPU [0-9]*: triple fault' "$f" && return 0 ;;
+            124) grep -q 'rcu: INFO: rcu_[a-z]* detected stalls on CPUs' "$f" && return 0 ;;
+        esac
     done
     return 1
 }
@@ -168,19 +183,13 @@ nested_svm_death() { # NAME
 echo "kvm: $(ls -l /dev/kvm 2>&1)"
 # shellcheck disable=SC2048,SC2086 # scenario names are single words
 for s in ${*:-$ALL}; do
-    # A second L1 after the first one died (tests/nested.rs) skips what the
-    # first one finished.
-    if [ "${TAPIR_SCENARIOS_RESUME:-0}" = 1 ] && [ -f "$OUT/$s.rc" ]; then
-        echo "scenario $s: finished in the previous L1 VM, not run again"
-        continue
-    fi
     "scenario_$s"
-    if [ "$(cat "$OUT/$s.rc" 2>/dev/null)" = 2 ] && nested_svm_death "$s"; then
+    if nested_svm_death "$s"; then
         for f in "$OUT/$s".*; do
             case "$f" in *.attempt1.*) ;; *) mv "$f" "${f/$OUT\/$s./$OUT/$s.attempt1.}" ;; esac
         done
         echo "$s" >>"$OUT/retried"
-        echo "scenario $s: the guest died of a triple fault (nested SVM under TCG?): retrying once"
+        echo "scenario $s: the guest died of a triple fault or hung with a vCPU stalled (nested SVM under TCG?): retrying once"
         "scenario_$s"
     fi
 done
