@@ -77,65 +77,65 @@ fn suite() -> &'static Suite {
             transcript(&o)
         } else {
             eprintln!(
-                "nested suite: /dev/kvm is '{mode}': running each scenario in a nested L1 VM \
-                 of its own (QEMU TCG + SVM)"
+                "nested suite: /dev/kvm is '{mode}': running the scenarios in a nested L1 VM \
+                 (QEMU TCG + SVM); a fresh L1 takes over if it dies"
             );
             let list = Command::new(&scenarios)
                 .arg("--list")
                 .output()
                 .expect("list the scenarios");
-            let names: Vec<String> = String::from_utf8_lossy(&list.stdout)
+            let mut names: Vec<String> = String::from_utf8_lossy(&list.stdout)
                 .split_whitespace()
                 .map(str::to_string)
                 .collect();
+            if let Ok(only) = std::env::var("TAPIR_NESTED_ONLY") {
+                // Developer aid: run only these scenarios (the other tests fail).
+                names.retain(|n| only.split_whitespace().any(|o| o == n));
+            }
             assert!(!names.is_empty(), "scenarios.sh --list gave nothing");
-            let l1 = |name: &str| {
-                Command::new(root().join("resources/nested/tapir-nested"))
-                    .arg("--out")
-                    .arg(&out_dir)
-                    .arg("--timeout")
-                    .arg(L1_TIMEOUT_S.to_string())
-                    .arg("--")
-                    .arg(&scenarios)
-                    .arg(&tapir)
-                    .arg(&kernel)
-                    .arg(&initrd)
-                    .arg("/run/out")
-                    .arg(name)
-                    .current_dir(root())
-                    .output()
-                    .expect("start tapir-nested")
-            };
             // The L1 VM itself (TCG emulating SVM) dies now and then: a
             // triple fault of the L1 CPU in QEMU's log, an L1 kernel panic
             // ("corrupted stack end detected inside scheduler" in a vCPU
-            // thread), or both L1 CPUs in a soft lockup until the timeout,
-            // most often around the creation or teardown of a VM. So each
-            // scenario gets an L1 of its own (about 5 s to boot), and one
-            // whose L1 stopped before the scenario recorded its result runs
-            // once more in a fresh L1; that is reported in l1_restarted.
-            // Every other failure stands.
+            // thread), or both L1 CPUs in a soft lockup, most often around
+            // the creation or teardown of a VM. One L1 runs all scenarios;
+            // when it stops (or makes no progress for STALL) with
+            // scenarios left, the rest runs in a fresh L1. The scenario
+            // that was running gets one more try; a second L1 loss in the
+            // same scenario leaves it without a result (its test fails).
+            // Each restart is reported in l1_restarted; every other
+            // failure stands.
+            let mut remaining = names.clone();
+            let mut strikes: HashMap<String, u32> = HashMap::new();
             let mut all = String::new();
-            for name in &names {
-                for attempt in 1..=2 {
-                    let o = l1(name);
-                    all.push_str(&format!("--- {name}, L1 attempt {attempt} ---\n"));
-                    all.push_str(&transcript(&o));
-                    let finished = out_dir.join(format!("{name}.rc")).exists()
-                        && String::from_utf8_lossy(&o.stdout).contains("scenarios done");
-                    if finished || attempt == 2 {
-                        break;
-                    }
-                    let why = String::from_utf8_lossy(&o.stderr).into_owned();
-                    eprintln!(
-                        "nested suite: the L1 VM stopped during {name}:\n{why}\n\
-                         nested suite: running {name} once more in a new L1 VM"
-                    );
-                    let mut note =
-                        std::fs::read_to_string(out_dir.join("l1_restarted")).unwrap_or_default();
-                    note.push_str(&format!("{name}: {}\n", why.trim()));
-                    let _ = std::fs::write(out_dir.join("l1_restarted"), note);
-                    let _ = std::fs::remove_file(out_dir.join(format!("{name}.rc")));
+            let mut round = 0;
+            while !remaining.is_empty() {
+                round += 1;
+                let (o, stalled) =
+                    run_l1(&scenarios, &tapir, &kernel, &initrd, &out_dir, &remaining);
+                all.push_str(&format!("--- L1 VM {round}: {} ---\n", remaining.join(" ")));
+                all.push_str(&o);
+                remaining.retain(|n| !out_dir.join(format!("{n}.rc")).exists());
+                let Some(current) = remaining.first().cloned() else {
+                    break;
+                };
+                let why = if stalled {
+                    format!("no scenario finished for {} s: L1 killed", STALL.as_secs())
+                } else {
+                    o.lines()
+                        .filter(|l| l.contains("tapir-nested"))
+                        .collect::<Vec<_>>()
+                        .join(" / ")
+                };
+                eprintln!("nested suite: L1 VM {round} stopped during {current}: {why}");
+                let mut note =
+                    std::fs::read_to_string(out_dir.join("l1_restarted")).unwrap_or_default();
+                note.push_str(&format!("{current}: {why}\n"));
+                let _ = std::fs::write(out_dir.join("l1_restarted"), note);
+                let n = strikes.entry(current.clone()).or_default();
+                *n += 1;
+                if *n >= 2 {
+                    eprintln!("nested suite: {current} lost its L1 twice: no result");
+                    remaining.remove(0);
                 }
             }
             all
@@ -145,9 +145,92 @@ fn suite() -> &'static Suite {
     })
 }
 
-/// Longest one scenario's L1 VM may run (boot included): the slowest
-/// scenario with its own retry (smp2_poweroff, 2 x 400 s) fits.
-const L1_TIMEOUT_S: u32 = 1200;
+/// Longest an L1 VM runs without a scenario finishing before it is taken
+/// for hung: the slowest scenario with its own retry (smp2_poweroff,
+/// 2 x 400 s) fits.
+const STALL: std::time::Duration = std::time::Duration::from_secs(1000);
+/// tapir-nested's own limit for one L1 VM.
+const L1_TIMEOUT_S: u32 = 3600;
+
+/// Runs `names` in one L1 VM; kills it (its whole process group: the
+/// runner, `timeout`, QEMU) when no scenario finishes for [`STALL`].
+/// Returns the transcript and whether it was killed for that.
+fn run_l1(
+    scenarios: &std::path::Path,
+    tapir: &std::path::Path,
+    kernel: &str,
+    initrd: &str,
+    out_dir: &std::path::Path,
+    names: &[String],
+) -> (String, bool) {
+    use std::os::unix::process::CommandExt;
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let mut child = Command::new(root().join("resources/nested/tapir-nested"))
+        .arg("--out")
+        .arg(out_dir)
+        .arg("--timeout")
+        .arg(L1_TIMEOUT_S.to_string())
+        .arg("--")
+        .arg(scenarios)
+        .arg(tapir)
+        .arg(kernel)
+        .arg(initrd)
+        .arg("/run/out")
+        .args(names)
+        .current_dir(root())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .expect("start tapir-nested");
+    let drain = |mut r: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = r.read_to_end(&mut v);
+            v
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
+    let done = || {
+        names
+            .iter()
+            .filter(|n| out_dir.join(format!("{n}.rc")).exists())
+            .count()
+    };
+    let (mut seen, mut since) = (done(), Instant::now());
+    let mut stalled = false;
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait for tapir-nested") {
+            break st;
+        }
+        let now = done();
+        if now != seen {
+            (seen, since) = (now, Instant::now());
+        } else if since.elapsed() > STALL {
+            // SIGTERM first (tapir-nested then stops QEMU and cleans up),
+            // SIGKILL to the whole group 15 s later.
+            let sig = if stalled && since.elapsed() > STALL + Duration::from_secs(15) {
+                libc::SIGKILL
+            } else {
+                libc::SIGTERM
+            };
+            stalled = true;
+            // SAFETY: kill(2) on the process group we created for the
+            // child (its pid); no memory is involved.
+            unsafe { libc::kill(-(child.id() as i32), sig) };
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    };
+    let text = format!(
+        "status {status:?}\nstdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.join().unwrap_or_default()),
+        String::from_utf8_lossy(&err.join().unwrap_or_default())
+    );
+    (text, stalled)
+}
 
 /// A runner's exit status, stdout and stderr, for failure messages.
 fn transcript(o: &std::process::Output) -> String {
