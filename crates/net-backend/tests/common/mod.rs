@@ -48,8 +48,20 @@ pub fn ifindex_of(name: &str) -> Option<u32> {
 /// Whether the interface that had `ifindex` under `name` is gone. A
 /// kernel-chosen name (tapN, tapirN) may be reused at once by a test running
 /// in parallel, so the name alone does not tell.
+/// Whether the interface `name` that had `ifindex` is gone, waiting up to
+/// 5 s: a process another test thread is starting may hold a copy of the
+/// tap's fd between its fork and its exec (O_CLOEXEC closes it only then).
 pub fn iface_gone(name: &str, ifindex: Option<u32>) -> bool {
-    ifindex.is_some() && ifindex_of(name) != ifindex
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        if ifindex.is_some() && ifindex_of(name) != ifindex {
+            return true;
+        }
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 pub fn ip(args: &[&str]) -> bool {
