@@ -147,9 +147,9 @@ impl State {
         }
     }
 
-    /// The length of the frame at the head of TX ring `ring` if it is one
-    /// small (first and last segment, `max` bytes at most) descriptor the
-    /// chip owns; no side effects (a bad address is simply `None`).
+    /// Whether the head of TX ring `ring` is one whole frame of at most
+    /// `max` bytes in a single descriptor the chip owns. No side effects:
+    /// an unreadable descriptor is simply `false` (the worker reports it).
     pub fn cp_small_frame_queued(&self, ring: usize, max: usize) -> bool {
         let Some(at) = desc_addr(self.cp_ring_base(ring), self.cp_tx[ring]) else {
             return false;

@@ -297,12 +297,12 @@ impl Rtl8139Frontend {
     }
 
     /// Applies a C+ frame's VLAN and offload requests: `Ok(None)` when
-    /// the frame stays one (with the header the backend gets in
-    /// `self.tx_hdr`), `Ok(Some(frames))` when large send turned it into
-    /// segments. `partial`: a TCP checksum may be left to the backend.
+    /// the frame stays one (a partial checksum left to the backend sets
+    /// `self.tx_hdr`, which `pop_tx` cleared), `Ok(Some(frames))` when
+    /// large send turned it into segments. `partial`: a TCP checksum may
+    /// be left to the backend.
     fn offload(&mut self, buf: &mut Vec<u8>, partial: bool) -> Result<Option<Vec<Vec<u8>>>, ()> {
         let (opts1, opts2) = (self.chain.opts1, self.chain.opts2);
-        self.tx_hdr = NetHdr::default();
         if opts2 & TXD_TAGC != 0 {
             insert_vlan(buf, (opts2 as u16).swap_bytes());
         }

@@ -152,8 +152,9 @@ pub struct State {
     pub rx_waiting: bool,
     /// Transmit doorbells rung so far (TSD handed over, TPPoll).
     pub tx_doorbells: u64,
-    /// The last doorbell was rung with receive interrupts masked (a driver
-    /// transmitting from its receive poll): the vCPU waits for the pass.
+    /// The last doorbell was for a small frame, rung with receive
+    /// interrupts masked (a driver acknowledging from its receive poll):
+    /// the vCPU that rang it waits for the worker's pass.
     pub tx_wait: Option<u64>,
     /// A vCPU will wait for the pass serving the last doorbell: its
     /// completions go on the interrupt line at the end of that pass.
