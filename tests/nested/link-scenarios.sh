@@ -116,24 +116,14 @@ scenario_net_link() {
     # shellcheck disable=SC2034 # fails etc. are read by the net__ helpers (dynamic scoping)
     local name res l1log ns start fails
     net__setup net_link || return 0
-    local log=$OUT/$name.log sock=$WORK/net_link.ctl pid="" rc=125 v n ok=1 info cnt
+    local log=$OUT/$name.log sock=$WORK/net_link.ctl pid="" rc=125 v n info cnt
     if [ "${VMM_IMPL:-tapir}" != tapir ]; then
         net__kv error "tapir only: the stand-in has no control socket"
         fails=setup
         net__finish 125
         return 0
     fi
-    for n in 1 2 3 4; do
-        { net__l1 ip tuntap add dev "tl$n" mode tap &&
-            net__l1 ip addr add "192.168.12$n.1/24" dev "tl$n" &&
-            net__l1 ip link set "tl$n" up; } || ok=0
-    done
-    if [ "$ok" = 0 ]; then
-        net__kv error "tap setup failed (see $name.l1.log)"
-        fails=setup
-        net__finish 125
-        return 0
-    fi
+    net__taps tl 192.168.12 4 || return 0
     # shellcheck disable=SC2054 # commas belong to the --nic values
     local cmd=("$TAPIR" run --kernel "$KERNEL" --memory 256M --cpus 1
         --initrd "$(with_scenario "$name" "$(link__guest)")"

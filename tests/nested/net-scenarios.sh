@@ -105,6 +105,24 @@ net__l1() {
     ip netns exec "$ns" "$@" >>"$l1log" 2>&1
 }
 
+# net__taps PREFIX NET COUNT: taps PREFIX1..PREFIXCOUNT in L1, PREFIXn with
+# NET.n.1/24 (NET like 192.168.11, so n=1 gives 192.168.111.1), each up. On
+# failure it records the setup error and finishes the scenario (status 125);
+# the caller then returns.
+net__taps() {
+    local n ok=1
+    for ((n = 1; n <= $3; n++)); do
+        { net__l1 ip tuntap add dev "$1$n" mode tap &&
+            net__l1 ip addr add "$2$n.1/24" dev "$1$n" &&
+            net__l1 ip link set "$1$n" up; } || ok=0
+    done
+    [ "$ok" = 1 ] && return 0
+    net__kv error "tap setup failed (see $name.l1.log)"
+    fails=setup
+    net__finish 125
+    return 1
+}
+
 # net__setup BASE: sets name res l1log ns start; checks the prerequisites and
 # creates the namespace. On failure it records the scenario (rc 125) and
 # returns 1.
@@ -736,18 +754,8 @@ EOF
 scenario_net_two_nics() {
     local name res l1log ns start fails
     net__setup net_two_nics || return 0
-    local log=$OUT/$name.log pid="" rc=125 v n ok=1
-    for n in 1 2; do
-        { net__l1 ip tuntap add dev "tn$n" mode tap &&
-            net__l1 ip addr add "192.168.11$n.1/24" dev "tn$n" &&
-            net__l1 ip link set "tn$n" up; } || ok=0
-    done
-    if [ "$ok" = 0 ]; then
-        net__kv error "tap setup failed (see $name.l1.log)"
-        fails=setup
-        net__finish 125
-        return 0
-    fi
+    local log=$OUT/$name.log pid="" rc=125 v n
+    net__taps tn 192.168.11 2 || return 0
     net__vmm_start "$log" 300 "$(with_scenario "$name" "$(net__guest_two_nics)")" \
         "net=tap,ifname=tn1,mac=52:54:00:aa:00:01,addr=5" \
         "net=tap,ifname=tn2,mac=52:54:00:aa:00:02,addr=6" && pid=$REPLY
