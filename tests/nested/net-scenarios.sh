@@ -220,7 +220,10 @@ net__vmm_start() {
     local cmd=() spec kv k v i=0 net ifname br mac addr vlan
     local cmdline="$CONSOLE tapir.exit=poweroff"
     if [ "${VMM_IMPL:-tapir}" = tapir ]; then
-        cmd=("$TAPIR" run --kernel "$KERNEL" --initrd "$initrd" --memory 256M --cpus 1 --cmdline "$cmdline")
+        # A control socket, for net__nic_info when something fails.
+        NET_CTL="$WORK/$(basename "$log" .log).ctl"
+        cmd=("$TAPIR" run --kernel "$KERNEL" --initrd "$initrd" --memory 256M --cpus 1 --cmdline "$cmdline"
+            --control-socket "$NET_CTL")
         for spec; do cmd+=(--nic "model=${MODEL:-virtio}${NIC_OPTS:+,$NIC_OPTS},$spec"); done
     else
         # shellcheck disable=SC2054 # commas belong to QEMU option values
@@ -254,6 +257,46 @@ net__vmm_start() {
     printf '+ %s\n' "${cmd[*]}" >>"$l1log"
     ip netns exec "$ns" timeout -k 5 "$t" "${cmd[@]}" </dev/null >"$log" 2>&1 &
     REPLY=$!
+}
+
+# net__nic_info WHY: appends the running tapir's NIC counters (its control
+# socket's `info`) to the L1 log, to tell where frames stopped.
+net__nic_info() {
+    [ "${VMM_IMPL:-tapir}" = tapir ] && [ -S "${NET_CTL:-}" ] || return 0
+    echo "+ $1: tapir ctl info" >>"$l1log"
+    timeout 10 "$TAPIR" ctl "$NET_CTL" info >>"$l1log" 2>&1
+}
+
+# net__guest_hung NAME LOG PID: after a failure, whether the guest is hung
+# inside KVM rather than alive with a network problem: its console (where
+# its heartbeat says "alive" every 10 s) stays silent for 45 s while
+# tapir's vCPU threads are in the kernel (KVM_RUN), not waiting in tapir.
+# That is how the nested SVM of QEMU TCG loses an L2 (see scenarios.sh);
+# a tapir that blocks its vCPU threads is not taken for it. Writes the
+# evidence to $OUT/NAME.hung when it is.
+net__guest_hung() {
+    local name=$1 log=$2 pid=$3 size i tp t ok=1 threads=""
+    # A guest that said why it stopped is not this case.
+    grep -qE 'Kernel panic|BUG:|Oops|general protection' "$log" 2>/dev/null && return 1
+    size=$(stat -c %s "$log" 2>/dev/null || echo 0)
+    for ((i = 0; i < 45; i++)); do
+        kill -0 "$pid" 2>/dev/null || return 1
+        [ "$(stat -c %s "$log" 2>/dev/null || echo 0)" = "$size" ] || return 1
+        sleep 1
+    done
+    tp=$(pgrep -P "$pid" -x tapir | head -n 1)
+    [ -n "$tp" ] || return 1
+    for t in /proc/"$tp"/task/*; do
+        [[ "$(cat "$t/comm" 2>/dev/null)" == vcpu* ]] || continue
+        local st wc
+        st=$(sed -n 's/^State:[[:space:]]*\([A-Z]\).*/\1/p' "$t/status" 2>/dev/null)
+        wc=$(cat "$t/wchan" 2>/dev/null)
+        threads+=" $(cat "$t/comm"):state=$st,wchan=${wc:-0}"
+        case "$st/$wc" in R/* | */kvm* | */*vcpu*) ;; *) ok=0 ;; esac
+    done
+    echo "+ guest silent for 45 s; tapir vCPU threads:${threads:- none}" >>"$l1log"
+    [ -n "$threads" ] && [ "$ok" = 1 ] || return 1
+    echo "guest console silent for 45 s, vCPU threads in KVM:$threads" >"$OUT/$name.hung"
 }
 
 # net__wait_link IFNAME SECONDS PID: waits until IFNAME exists in the
@@ -367,6 +410,10 @@ driver_of() { d=$(readlink "/sys/class/net/$1/device/driver"); echo "${d##*/}"; 
 nic_irqs() {
     awk '/eth|virtio/ { for (i = 2; i <= NF; i++) { if ($i ~ /^[0-9]+$/) s += $i; else break } } END { print s + 0 }' /proc/interrupts
 }
+# heartbeat: says "alive" every 10 s in the background, with the NIC
+# interrupt count: when the network fails, L1 can tell a live guest from
+# a hung one (net__guest_hung)
+heartbeat() { (while sleep 10; do say "alive t=$(now) irqs=$(nic_irqs)"; done) & }
 # setup_if MAC IP/LEN...: finds the interface, adds the addresses, brings it up
 setup_if() {
     mac=$1
@@ -385,6 +432,7 @@ net__guest_tap() { # MAC MIB
     printf 'MAC=%s MIB=%s\n' "$1" "$2"
     net__guest_lib
     cat <<'EOF'
+heartbeat
 setup_if "$MAC" 192.168.100.2/24
 bye_listen
 if ! wait_ping 192.168.100.1 90; then say "link FAIL"; say done; exit 1; fi
@@ -454,6 +502,9 @@ scenario_net_tap() {
                     v=1
                     break
                 fi
+                net__nic_info "g2h fetch failed"
+                # A hung guest will not answer a second try either.
+                net__guest_hung "$name" "$log" "$pid" && break
                 sleep 1
             done
             rsum=none
@@ -465,6 +516,7 @@ scenario_net_tap() {
             net__bye "$ns" 192.168.100.2 "$pid" && v=1
             net__check bye_sent "$v" 1
         else
+            net__guest_hung "$name" "$log" "$pid" || net__nic_info "no g2h ready"
             net__kv g2h_sha256_received none
             net__check host_ping_recv skipped 3
             net__check bye_sent 0 1
