@@ -100,12 +100,12 @@ fn suite() -> &'static Suite {
             // the creation or teardown of a VM. One L1 runs all scenarios;
             // when it stops (or makes no progress for STALL) with
             // scenarios left, the rest runs in a fresh L1. The scenario
-            // that was running gets one more try; a second L1 loss in the
-            // same scenario leaves it without a result (its test fails).
-            // Each restart is reported in l1_restarted; every other
-            // failure stands. scenarios.sh also ends its L1 on purpose
-            // (RETRY_IN_FRESH_L1) to retry a scenario whose guest died
-            // in nested SVM: that counts as the scenario's first loss.
+            // that was running starts over, up to MAX_L1_RETRIES times;
+            // one more L1 loss in it leaves it without a result (its test
+            // fails). Each restart is reported in l1_restarted; every
+            // other failure stands. scenarios.sh also ends its L1 on
+            // purpose (RETRY_IN_FRESH_L1) to retry a scenario whose guest
+            // died in nested SVM: that counts as one of its losses.
             let mut remaining = names.clone();
             let mut strikes: HashMap<String, u32> = HashMap::new();
             let mut all = String::new();
@@ -137,8 +137,8 @@ fn suite() -> &'static Suite {
                 let _ = std::fs::write(out_dir.join("l1_restarted"), note);
                 let n = strikes.entry(current.clone()).or_default();
                 *n += 1;
-                if *n >= 2 {
-                    eprintln!("nested suite: {current} lost its L1 twice: no result");
+                if *n > MAX_L1_RETRIES {
+                    eprintln!("nested suite: {current} lost its L1 {n} times: no result");
                     remaining.remove(0);
                 }
             }
@@ -156,6 +156,9 @@ const STALL: std::time::Duration = std::time::Duration::from_secs(1000);
 /// scenarios.sh's exit status asking for a fresh L1 from the current
 /// scenario on.
 const RETRY_IN_FRESH_L1: i32 = 75;
+/// How often one scenario may start over in a fresh L1 (scenarios.sh's
+/// NESTED_RETRIES): an L1 lost or a retry asked for.
+const MAX_L1_RETRIES: u32 = 2;
 /// tapir-nested's own limit for one L1 VM.
 const L1_TIMEOUT_S: u32 = 3600;
 
@@ -174,7 +177,11 @@ fn run_l1(
     use std::os::unix::process::CommandExt;
     use std::process::Stdio;
     use std::time::{Duration, Instant};
+    // A short path: Unix socket names are limited to 107 bytes.
+    let monitor = std::env::temp_dir().join(format!("tapir-l1-{}.mon", std::process::id()));
     let mut child = Command::new(root().join("resources/nested/tapir-nested"))
+        .arg("--monitor")
+        .arg(&monitor)
         .arg("--out")
         .arg(out_dir)
         .arg("--timeout")
@@ -210,6 +217,7 @@ fn run_l1(
     };
     let (mut seen, mut since) = (done(), Instant::now());
     let mut stalled = false;
+    let mut l1_state = String::new();
     let status = loop {
         if let Some(st) = child.try_wait().expect("wait for tapir-nested") {
             break st;
@@ -218,6 +226,9 @@ fn run_l1(
         if now != seen {
             (seen, since) = (now, Instant::now());
         } else if since.elapsed() > STALL {
+            if !stalled {
+                l1_state = l1_snapshot(&monitor);
+            }
             // SIGTERM first (tapir-nested then stops QEMU and cleans up),
             // SIGKILL to the whole group 15 s later.
             let sig = if stalled && since.elapsed() > STALL + Duration::from_secs(15) {
@@ -233,11 +244,43 @@ fn run_l1(
         std::thread::sleep(Duration::from_secs(2));
     };
     let text = format!(
-        "status {status:?}\nstdout:\n{}\nstderr:\n{}",
+        "status {status:?}\nstdout:\n{}\nstderr:\n{}{l1_state}",
         String::from_utf8_lossy(&out.join().unwrap_or_default()),
         String::from_utf8_lossy(&err.join().unwrap_or_default())
     );
+    let _ = std::fs::remove_file(&monitor);
     (text, stalled, status.code())
+}
+
+/// What a stuck L1 is doing, through QEMU's monitor: a backtrace of every
+/// L1 CPU (SysRq-L, onto the L1 console, i.e. into the runner's output)
+/// and the CPU registers (returned).
+fn l1_snapshot(monitor: &std::path::Path) -> String {
+    use std::io::{Read, Write};
+    use std::time::Duration;
+    let Ok(mut s) = std::os::unix::net::UnixStream::connect(monitor) else {
+        return "\n(no QEMU monitor to ask about the stuck L1)\n".into();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(3)));
+    let mut reply = Vec::new();
+    for cmd in ["sendkey alt-sysrq-l\n", "info registers -a\n"] {
+        let _ = s.write_all(cmd.as_bytes());
+        std::thread::sleep(Duration::from_secs(2));
+        let mut buf = [0u8; 65536];
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            reply.extend_from_slice(&buf[..n]);
+        }
+    }
+    // The monitor echoes with terminal escapes: keep the register lines.
+    let text = String::from_utf8_lossy(&reply);
+    let regs: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("CPU#") || l.starts_with("RIP=") || l.starts_with("CR0="))
+        .collect();
+    format!("\nstuck L1, QEMU monitor:\n{}\n", regs.join("\n"))
 }
 
 /// A runner's exit status, stdout and stderr, for failure messages.
@@ -266,10 +309,7 @@ fn read_results(out_dir: &std::path::Path, runner_output: String) -> Suite {
     for entry in std::fs::read_dir(out_dir).unwrap().flatten() {
         let p = entry.path();
         let name = p.file_name().unwrap().to_str().unwrap().to_string();
-        if let Some(stem) = name
-            .strip_suffix(".rc")
-            .filter(|s| !s.contains(".attempt1"))
-        {
+        if let Some(stem) = name.strip_suffix(".rc").filter(|s| !s.contains(".attempt")) {
             let rc: i32 = std::fs::read_to_string(&p)
                 .unwrap()
                 .trim()

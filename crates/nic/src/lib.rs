@@ -12,6 +12,7 @@ pub mod e1000;
 pub mod link;
 pub mod mac;
 pub mod rtl8139;
+mod rx_offloads;
 pub mod virtio_net;
 pub mod vlan;
 pub mod worker;

@@ -79,7 +79,7 @@ use std::io;
 use std::sync::{Arc, Mutex};
 
 use tapir_devices::LevelIrq;
-use tapir_net_backend::{NetBackend, Offloads};
+use tapir_net_backend::NetBackend;
 use tapir_pci::{
     BarChange, BarKind, Intx, IntxPin, PciBar, PciConfigError, PciConfiguration, PciDevice,
     PciHeader,
@@ -194,7 +194,8 @@ impl Rtl8139 {
         }
         let intx = Intx::new(intx, IntxPin::IntA, &mut config);
         let intx_config = PciConfiguration::new(&PciHeader::default());
-        let tx_csum = enable_offloads(backend.as_mut()).map_err(Rtl8139Error::Backend)?;
+        let tx_csum =
+            crate::rx_offloads::enable(backend.as_mut()).map_err(Rtl8139Error::Backend)?;
         let evt = || EventFd::new(EFD_NONBLOCK).map_err(Rtl8139Error::Fds);
         let (tx, rx, timer) = (evt()?, evt()?, evt()?);
         let clone = |e: &EventFd| e.try_clone().map_err(Rtl8139Error::Fds);
@@ -291,29 +292,6 @@ impl Rtl8139 {
     pub fn stop(&mut self) -> Option<Box<dyn NetBackend>> {
         self.worker.take().and_then(WorkerHandle::stop)
     }
-}
-
-/// Turns on the backend offloads the NIC can finish itself (see the module
-/// documentation): checksum offload and, with it, TSO. Returns whether
-/// partial checksums may be sent. A backend that refuses the set gets none.
-fn enable_offloads(backend: &mut dyn NetBackend) -> io::Result<bool> {
-    let offered = backend.offloads();
-    let want = if offered.csum {
-        let tso = offered.tso4 || offered.tso6;
-        Offloads {
-            csum: true,
-            tso4: offered.tso4,
-            tso6: offered.tso6,
-            tso_ecn: tso && offered.tso_ecn,
-        }
-    } else {
-        Offloads::default()
-    };
-    if want != Offloads::default() && backend.set_offloads(want).is_ok() {
-        return Ok(true);
-    }
-    backend.set_offloads(Offloads::default())?;
-    Ok(false)
 }
 
 impl Drop for Rtl8139 {

@@ -14,7 +14,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tapir_net_backend::hdr::GSO_NONE;
+use tapir_net_backend::hdr::{DATA_VALID, GSO_NONE};
 use tapir_net_backend::offload::segment;
 use tapir_net_backend::{NetHdr, Offloads};
 use vm_memory::GuestMemoryMmap;
@@ -334,7 +334,7 @@ impl E1000Frontend {
     fn loop_back(&mut self, frame: &[u8]) {
         let mut small = [0u8; MIN_FRAME];
         let frame = pad(frame, &mut small);
-        if self.deliver(&[frame], false) == RxPush::NoBuffers {
+        if self.deliver(&[frame], false, false) == RxPush::NoBuffers {
             let mut s = lock(&self.shared);
             s.count(MPC, 1);
         }
@@ -379,8 +379,10 @@ impl E1000Frontend {
     // ---- receive ----------------------------------------------------------------
 
     /// Delivers `frames` (each at least [`MIN_FRAME`] bytes) as one unit:
-    /// all go in, or none when the ring lacks descriptors.
-    fn deliver(&mut self, frames: &[&[u8]], from_backend: bool) -> RxPush {
+    /// all go in, or none when the ring lacks descriptors. `l4_valid`:
+    /// their TCP/UDP checksums are known to be right (receive checksum
+    /// offload then only checks the IP headers).
+    fn deliver(&mut self, frames: &[&[u8]], from_backend: bool, l4_valid: bool) -> RxPush {
         self.plans.clear();
         let (ring, ring_gen, gen) = {
             let mut s = lock(&self.shared);
@@ -391,7 +393,7 @@ impl E1000Frontend {
             }
             let mut oversize = 0;
             for (i, f) in frames.iter().enumerate() {
-                match rx::plan(regs, f) {
+                match rx::plan(regs, f, l4_valid) {
                     Verdict::Accept(p) => self.plans.push((i, p)),
                     Verdict::Filtered => {}
                     Verdict::Oversize => oversize += 1,
@@ -571,7 +573,7 @@ impl NicFrontend for E1000Frontend {
 
     fn push_rx(&mut self, hdr: &NetHdr, frame: &[u8]) -> RxPush {
         if !hdr.is_plain() {
-            // The receive path has no offloads: finish the work here.
+            // The chip has no receive segmentation: finish the work here.
             let Ok(mut frames) = segment(hdr, frame) else {
                 return RxPush::Dropped;
             };
@@ -581,11 +583,12 @@ impl NicFrontend for E1000Frontend {
                 }
             }
             let refs: Vec<&[u8]> = frames.iter().map(|f| f.as_slice()).collect();
-            return self.deliver(&refs, true);
+            // Their TCP/UDP checksums were just computed.
+            return self.deliver(&refs, true, true);
         }
         let mut small = [0u8; MIN_FRAME];
         let frame = pad(frame, &mut small);
-        self.deliver(&[frame], true)
+        self.deliver(&[frame], true, hdr.flags & DATA_VALID != 0)
     }
 
     fn rx_wait_buffers(&mut self) -> bool {

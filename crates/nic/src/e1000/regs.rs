@@ -309,8 +309,20 @@ pub const RXD_STAT_EOP: u8 = 0x02;
 pub const RXD_STAT_IXSM: u8 = 0x04;
 /// RX status: 802.1Q packet (tag stripped into `special`).
 pub const RXD_STAT_VP: u8 = 0x08;
+/// RX status: TCP/UDP checksum calculated (UDP too on the 8254x).
+pub const RXD_STAT_TCPCS: u8 = 0x20;
+/// RX status: IPv4 header checksum calculated.
+pub const RXD_STAT_IPCS: u8 = 0x40;
+/// RX errors: TCP/UDP checksum error.
+pub const RXD_ERR_TCPE: u8 = 0x20;
+/// RX errors: IPv4 header checksum error.
+pub const RXD_ERR_IPE: u8 = 0x40;
 /// RX errors: receive data error (buffer not writable).
 pub const RXD_ERR_RXE: u8 = 0x80;
+/// RXCSUM: IPv4 header checksum offload.
+pub const RXCSUM_IPOFL: u32 = 1 << 8;
+/// RXCSUM: TCP/UDP checksum offload.
+pub const RXCSUM_TUOFL: u32 = 1 << 9;
 
 /// TX command: end of packet.
 pub const TXD_CMD_EOP: u8 = 0x01;

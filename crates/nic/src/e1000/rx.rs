@@ -11,6 +11,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use super::filter::{self, Cast};
 use super::regs::*;
 use super::ring::Ring;
+use super::rx_csum;
 use super::state::{E1000State, Regs};
 use crate::crc;
 
@@ -43,6 +44,12 @@ pub struct Plan {
     pub cast: Cast,
     /// Frame length on the wire, FCS included (statistics).
     pub wire_len: usize,
+    /// RXCSUM when the frame was planned (checksum offload).
+    pub rxcsum: u32,
+    /// Offset of the EtherType the IP header follows.
+    pub etype_at: usize,
+    /// The TCP/UDP checksum is known to be right.
+    pub l4_valid: bool,
 }
 
 /// What the receiver does with a frame.
@@ -70,8 +77,9 @@ pub fn buffer_size(rctl: u32) -> usize {
     }
 }
 
-/// Decides what happens to `frame` (at least [`MIN_FRAME`] bytes).
-pub fn plan(regs: &Regs, frame: &[u8]) -> Verdict {
+/// Decides what happens to `frame` (at least [`MIN_FRAME`] bytes);
+/// `l4_valid`: its TCP/UDP checksum is known to be right.
+pub fn plan(regs: &Regs, frame: &[u8], l4_valid: bool) -> Verdict {
     let rctl = regs.get(RCTL);
     let tagged = u16::from_be_bytes([frame[12], frame[13]]) == regs.get(VET) as u16;
     let tci = if tagged {
@@ -107,6 +115,9 @@ pub fn plan(regs: &Regs, frame: &[u8]) -> Verdict {
         descs: len.div_ceil(buf_size) as u32,
         cast: Cast::of(&dst),
         wire_len: frame.len() + FCS_LEN,
+        rxcsum: regs.get(RXCSUM),
+        etype_at: if tagged { 12 + TAG_LEN } else { 12 },
+        l4_valid,
     })
 }
 
@@ -117,9 +128,9 @@ pub struct WriteBack {
     pub idx: u32,
     /// Bytes in its buffer.
     pub len: u16,
-    /// Status (DD, EOP, IXSM, VP).
+    /// Status (DD, EOP, IXSM, VP, IPCS, TCPCS).
     pub status: u8,
-    /// Errors (RXE when the buffer could not be written).
+    /// Errors (RXE when the buffer could not be written; IPE, TCPE).
     pub errors: u8,
     /// VLAN tag control information.
     pub special: u16,
@@ -139,7 +150,8 @@ pub enum Written {
 }
 
 /// Copies `frame` as `plan` says into the descriptors from `head`,
-/// appending the write-backs to `wb`.
+/// appending the write-backs to `wb`. The checksum offload results go
+/// on the last descriptor (where the driver reads them).
 pub fn write_frame(
     mem: &GuestMemoryMmap,
     ring: &Ring,
@@ -158,7 +170,8 @@ pub fn write_frame(
     let mut parts = [a, b, c];
     let mut part = 0;
     let mut idx = head;
-    let mut status = RXD_STAT_DD | RXD_STAT_IXSM;
+    let (csum, csum_err) = rx_csum::status(plan.rxcsum, frame, plan.etype_at, plan.l4_valid);
+    let mut status = RXD_STAT_DD | (csum & RXD_STAT_IXSM);
     let special = if plan.strip {
         status |= RXD_STAT_VP;
         plan.tci
@@ -208,8 +221,12 @@ pub fn write_frame(
         wb.push(WriteBack {
             idx,
             len: written as u16,
-            status: if last { status | RXD_STAT_EOP } else { status },
-            errors: 0,
+            status: if last {
+                status | RXD_STAT_EOP | csum
+            } else {
+                status
+            },
+            errors: if last { csum_err } else { 0 },
             special,
         });
         idx = next;

@@ -1,7 +1,8 @@
 //! Receive: descriptors, FCS, buffer sizes, filters, VLAN stripping,
 //! backpressure.
 
-use tapir_net_backend::hdr::{GSO_TCPV4, NEEDS_CSUM};
+use tapir_net_backend::hdr::{DATA_VALID, GSO_TCPV4, NEEDS_CSUM};
+use tapir_net_backend::offload::complete_checksum;
 use tapir_net_backend::Offloads;
 
 use super::*;
@@ -23,7 +24,8 @@ fn frame_lands_in_a_descriptor_with_dd_eop() {
     eventually("RDH moved", || n.r(RDH) == 1);
     let (len, status, errors, special) = n.rx_desc(0);
     assert_eq!(usize::from(len), frame.len());
-    assert_eq!(status, RXD_STAT_DD | RXD_STAT_EOP | RXD_STAT_IXSM);
+    // EtherType IPv4, but no IPv4 datagram: nothing to check, no IXSM.
+    assert_eq!(status, RXD_STAT_DD | RXD_STAT_EOP);
     assert_eq!((errors, special), (0, 0));
     assert_eq!(n.rx_data(0, frame.len()), frame);
     eventually("RXT0 interrupt", || n.line.high());
@@ -246,7 +248,133 @@ fn offloaded_frames_from_the_backend_are_completed() {
     n.peer.inject(h, &g).unwrap();
     eventually("three segments", || n.r(RDH) == 4);
     for i in 1..4 {
-        let (len, ..) = n.rx_desc(i);
+        let (len, status, errors, _) = n.rx_desc(i);
         check_ipv4_tcp(&n.rx_data(i, usize::from(len)));
+        // Checksums computed here are reported good.
+        assert_eq!(
+            status & (RXD_STAT_TCPCS | RXD_STAT_IPCS | RXD_STAT_IXSM),
+            RXD_STAT_TCPCS | RXD_STAT_IPCS
+        );
+        assert_eq!(errors, 0);
     }
+}
+
+/// A TCP/IPv4 frame to the NIC with every checksum right.
+fn good_tcp(len: usize, seed: u8) -> Vec<u8> {
+    let mut f = ipv4_tcp(&payload(len, seed), false, 0x18);
+    f[..6].copy_from_slice(&MAC);
+    let h = NetHdr {
+        flags: NEEDS_CSUM,
+        csum_start: 34,
+        csum_offset: 16,
+        ..Default::default()
+    };
+    complete_checksum(&h, &mut f).unwrap();
+    f
+}
+
+/// A UDP/IPv4 frame to the NIC; `csum`: a right checksum, else none (0).
+fn udp(len: usize, csum: bool) -> Vec<u8> {
+    let mut f = good_tcp(len, 3);
+    f[14 + 9] = 17;
+    f[14 + 10..14 + 12].fill(0);
+    let c = !fold(sum_words(&f[14..34], 0));
+    f[14 + 10..14 + 12].copy_from_slice(&c.to_be_bytes());
+    let ulen = (f.len() - 34) as u16;
+    f[38..40].copy_from_slice(&ulen.to_be_bytes());
+    f[40..42].fill(0);
+    if csum {
+        let pseudo = sum_words(&f[26..34], 17 + u64::from(ulen));
+        let c = !fold(sum_words(&f[34..], pseudo));
+        f[40..42].copy_from_slice(&c.to_be_bytes());
+    }
+    f
+}
+
+/// Delivers `frame` with `hdr` as the next frame; returns its status and
+/// error bits.
+fn csum_bits(n: &mut Nic, hdr: NetHdr, frame: &[u8]) -> (u8, u8) {
+    let i = n.r(RDH);
+    n.peer.inject(hdr, frame).unwrap();
+    eventually("received", || n.r(RDH) == i + 1);
+    let (_, status, errors, _) = n.rx_desc(i);
+    (
+        status & (RXD_STAT_IXSM | RXD_STAT_TCPCS | RXD_STAT_IPCS),
+        errors,
+    )
+}
+
+#[test]
+fn receive_checksum_offload_reports_what_it_checked() {
+    let mut n = Nic::new(Offloads::default());
+    n.up();
+    n.rx_give(15); // the 13 frames below fit without a refill
+    let plain = NetHdr::default();
+    let both = RXD_STAT_TCPCS | RXD_STAT_IPCS;
+    let good = good_tcp(300, 1);
+    assert_eq!(csum_bits(&mut n, plain, &good), (both, 0));
+    let mut bad_l4 = good.clone();
+    *bad_l4.last_mut().unwrap() ^= 0x5a;
+    assert_eq!(csum_bits(&mut n, plain, &bad_l4), (both, RXD_ERR_TCPE));
+    let mut bad_ip = good.clone();
+    bad_ip[14 + 8] ^= 1; // TTL, under the header checksum only
+    assert_eq!(csum_bits(&mut n, plain, &bad_ip), (both, RXD_ERR_IPE));
+    // UDP: TCPCS on the 8254x too; a zero checksum is "none sent".
+    assert_eq!(csum_bits(&mut n, plain, &udp(200, true)), (both, 0));
+    assert_eq!(csum_bits(&mut n, plain, &udp(200, false)), (both, 0));
+    let mut bad_udp = udp(200, true);
+    *bad_udp.last_mut().unwrap() ^= 0xff;
+    assert_eq!(csum_bits(&mut n, plain, &bad_udp), (both, RXD_ERR_TCPE));
+    // A fragment: the IP header only.
+    let mut frag = good.clone();
+    frag[14 + 6] |= 0x20; // MF
+    frag[14 + 10..14 + 12].fill(0);
+    let c = !fold(sum_words(&frag[14..34], 0));
+    frag[14 + 10..14 + 12].copy_from_slice(&c.to_be_bytes());
+    assert_eq!(csum_bits(&mut n, plain, &frag), (RXD_STAT_IPCS, 0));
+    // Not IPv4, or a total length past the frame: nothing checked.
+    let arp = eth(MAC, 0x0806, &payload(46, 4));
+    assert_eq!(csum_bits(&mut n, plain, &arp), (0, 0));
+    let mut long = good.clone();
+    long[16..18].copy_from_slice(&4000u16.to_be_bytes());
+    assert_eq!(csum_bits(&mut n, plain, &long), (0, 0));
+    // The backend vouches for the L4 checksum: it is not summed again.
+    let vouched = NetHdr {
+        flags: DATA_VALID,
+        ..Default::default()
+    };
+    assert_eq!(csum_bits(&mut n, vouched, &bad_l4), (both, 0));
+    assert_eq!(csum_bits(&mut n, vouched, &bad_ip), (both, RXD_ERR_IPE));
+    // Behind an 802.1Q tag.
+    n.w(VFTA + 4 * (100 >> 5), 1 << (100 & 31));
+    let rctl = n.r(RCTL);
+    n.w(RCTL, rctl | RCTL_VFE);
+    let mut tagged = good[..12].to_vec();
+    tagged.extend_from_slice(&[0x81, 0x00, 0x00, 100]);
+    tagged.extend_from_slice(&good[12..]);
+    assert_eq!(csum_bits(&mut n, plain, &tagged), (both, 0));
+    // Offloads off (ethtool -K rx off): every descriptor says IXSM.
+    n.w(RXCSUM, 0);
+    assert_eq!(csum_bits(&mut n, plain, &bad_l4), (RXD_STAT_IXSM, 0));
+}
+
+#[test]
+fn backend_checksum_and_tso_offloads_are_enabled() {
+    let offered = Offloads {
+        csum: true,
+        tso4: true,
+        tso6: true,
+        tso_ecn: true,
+    };
+    let n = Nic::new(offered);
+    assert_eq!(n.peer.enabled_offloads(), offered);
+    let n = Nic::new(Offloads {
+        tso4: true,
+        ..Default::default()
+    });
+    assert_eq!(
+        n.peer.enabled_offloads(),
+        Offloads::default(),
+        "no TSO without checksums"
+    );
 }
