@@ -222,14 +222,7 @@ fn offloaded_frames_from_the_backend_are_completed() {
     n.up();
     n.rx_give(8);
     // A partial checksum: completed before delivery.
-    let mut f = ipv4_tcp(&payload(500, 10), false, 0x18);
-    f[..6].copy_from_slice(&MAC);
-    let h = NetHdr {
-        flags: NEEDS_CSUM,
-        csum_start: 34,
-        csum_offset: 16,
-        ..Default::default()
-    };
+    let (f, h) = partial_tcp(500, 10);
     n.peer.inject(h, &f).unwrap();
     eventually("received", || n.r(RDH) == 1);
     check_ipv4_tcp(&n.rx_data(0, f.len()));
@@ -259,8 +252,9 @@ fn offloaded_frames_from_the_backend_are_completed() {
     }
 }
 
-/// A TCP/IPv4 frame to the NIC with every checksum right.
-fn good_tcp(len: usize, seed: u8) -> Vec<u8> {
+/// A TCP/IPv4 frame to the NIC with a partial TCP checksum (the
+/// pseudo-header sum), and the header that says so.
+fn partial_tcp(len: usize, seed: u8) -> (Vec<u8>, NetHdr) {
     let mut f = ipv4_tcp(&payload(len, seed), false, 0x18);
     f[..6].copy_from_slice(&MAC);
     let h = NetHdr {
@@ -269,6 +263,12 @@ fn good_tcp(len: usize, seed: u8) -> Vec<u8> {
         csum_offset: 16,
         ..Default::default()
     };
+    (f, h)
+}
+
+/// A TCP/IPv4 frame to the NIC with every checksum right.
+fn good_tcp(len: usize, seed: u8) -> Vec<u8> {
+    let (mut f, h) = partial_tcp(len, seed);
     complete_checksum(&h, &mut f).unwrap();
     f
 }
