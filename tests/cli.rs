@@ -180,7 +180,11 @@ fn no_permission_on_kvm() {
             0,
             "/dev/kvm is world-accessible here; this test needs 0600/0660"
         );
-        let o = common::run_as_nobody(&["run", "--kernel", &kernel(), "--memory", "32M"], T);
+        let k = common::copy_for_nobody(&tapir_testkernel::elf_path(), 0o644);
+        let o = common::run_as_nobody(
+            &["run", "--kernel", k.to_str().unwrap(), "--memory", "32M"],
+            T,
+        );
         assert_user_error(&o, "no permission to open /dev/kvm");
     } else {
         // Not root: we are the unprivileged user; check the same path if we lack access.
@@ -238,11 +242,14 @@ fn user_net_options_are_validated() {
 fn user_net_runs_unprivileged() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let Ok(meta) = std::fs::metadata("/dev/kvm") else {
-        eprintln!("skipped: no /dev/kvm");
+        tapir_test_support::skipped("cli::user_net_runs_unprivileged", "no /dev/kvm");
         return;
     };
     if !common::can_run_as_nobody() || meta.permissions().mode() & 0o060 != 0o060 {
-        eprintln!("skipped: needs root, setpriv and a /dev/kvm its group can read and write");
+        tapir_test_support::skipped(
+            "cli::user_net_runs_unprivileged",
+            "needs root, setpriv and a /dev/kvm its group can read and write",
+        );
         return;
     }
     let k = scratch("user-net-kernel");
@@ -315,7 +322,10 @@ fn nic_is_validated_and_unbuilt_parts_say_so() {
 #[test]
 fn missing_bridge_is_one_clear_line() {
     if !common::can_make_taps() {
-        eprintln!("note: needs root and /dev/net/tun");
+        tapir_test_support::skipped(
+            "cli::missing_bridge_is_one_clear_line",
+            "needs root and /dev/net/tun",
+        );
         return;
     }
     let o = run(
@@ -336,7 +346,10 @@ fn missing_bridge_is_one_clear_line() {
 #[test]
 fn pci_slot_conflicts_are_errors() {
     if !common::can_make_taps() {
-        eprintln!("note: needs root and /dev/net/tun");
+        tapir_test_support::skipped(
+            "cli::pci_slot_conflicts_are_errors",
+            "needs root and /dev/net/tun",
+        );
         return;
     }
     let pid = std::process::id() % 10000;
@@ -407,14 +420,11 @@ fn on_pvm() -> bool {
 
 #[test]
 fn linux_bzimage_on_pvm_is_refused_with_the_way_out() {
-    let bz = std::path::Path::new("/boot").read_dir().ok().and_then(|d| {
-        d.flatten().map(|e| e.path()).find(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
-        })
-    });
-    let Some(bz) = bz else {
-        eprintln!("note: no /boot/vmlinuz-*: nothing to check");
+    let Some(bz) = tapir_test_support::host_bzimage() else {
+        tapir_test_support::skipped(
+            "cli::linux_bzimage_on_pvm_is_refused_with_the_way_out",
+            "no readable /boot/vmlinuz-* (install linux-image-amd64)",
+        );
         return;
     };
     let o = run(
@@ -466,7 +476,10 @@ fn pvm_is_announced() {
 fn unreadable_kernel_file() {
     // Root reads anything: check it as 'nobody' when we can switch user.
     if !common::can_run_as_nobody() {
-        eprintln!("note: not root or no setpriv: unreadable-file case not checked");
+        tapir_test_support::skipped(
+            "cli::unreadable_kernel_file",
+            "not root or no setpriv: unreadable-file case not checked",
+        );
         return;
     }
     let p = scratch("unreadable-kernel");
@@ -484,7 +497,10 @@ fn creating_a_tap_without_cap_net_admin_is_one_clear_line() {
     // Stay root (so /dev/kvm opens) but drop CAP_NET_ADMIN from the
     // bounding set, so the exec'd tapir does not have it.
     if !common::can_make_taps() || !std::path::Path::new("/usr/bin/setpriv").exists() {
-        eprintln!("note: needs root, /dev/net/tun and setpriv");
+        tapir_test_support::skipped(
+            "cli::creating_a_tap_without_cap_net_admin_is_one_clear_line",
+            "needs root, /dev/net/tun and setpriv",
+        );
         return;
     }
     let o = common::Running::start_cmd(std::process::Command::new("/usr/bin/setpriv").args([
@@ -567,4 +583,63 @@ fn control_socket_path_problems_are_one_line() {
     assert_user_error(&o, "cannot connect to control socket");
     let o = run(&["ctl", dir.join("none.sock").to_str().unwrap()], T);
     assert_eq!(o.code, 1, "a command is required: {}", o.stderr);
+}
+
+/// Two NICs with one MAC address: the VM runs, with a warning naming both.
+#[test]
+fn two_nics_with_one_mac_get_a_warning() {
+    let o = run(
+        &[
+            "run",
+            "--kernel",
+            &kernel(),
+            "--memory",
+            "32M",
+            "--cmdline",
+            "test=basic",
+            "--serial",
+            "none",
+            "--nic",
+            "model=virtio,net=user,mac=52:54:00:aa:bb:cc",
+            "--nic",
+            "model=e1000,net=user,mac=52:54:00:aa:bb:cc",
+        ],
+        T,
+    );
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(
+        o.stderr
+            .contains("tapir: warning: net1 and net0 have the same MAC address 52:54:00:aa:bb:cc"),
+        "{}",
+        o.stderr
+    );
+}
+
+/// Every error in the configuration is said before a Linux bzImage is
+/// refused on PVM (and on other hosts, it is said at all).
+#[test]
+fn configuration_errors_come_before_the_pvm_refusal() {
+    let Some(bz) = tapir_test_support::host_bzimage() else {
+        tapir_test_support::skipped(
+            "cli::configuration_errors_come_before_the_pvm_refusal",
+            "no readable /boot/vmlinuz-* (install linux-image-amd64)",
+        );
+        return;
+    };
+    let bz = bz.to_str().unwrap();
+    for (flags, needle) in [
+        (
+            ["--memory", "1T"],
+            "--memory 1048576 MiB is more than this host's RAM",
+        ),
+        (
+            ["--control-socket", "/missing/dir/s"],
+            "--control-socket /missing/dir/s: No such file or directory",
+        ),
+    ] {
+        let mut args = vec!["run", "--kernel", bz, "--serial", "none"];
+        args.extend(flags);
+        let o = run(&args, T);
+        assert_user_error(&o, needle);
+    }
 }

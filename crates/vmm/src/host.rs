@@ -43,6 +43,24 @@ pub fn kvm_kind() -> KvmKind {
     }
 }
 
+/// The host's RAM in bytes (`MemTotal` of /proc/meminfo), if it can be read.
+pub fn ram_bytes() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    parse_mem_total(&info)
+}
+
+fn parse_mem_total(meminfo: &str) -> Option<u64> {
+    let kib = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse::<u64>()
+        .ok()?;
+    kib.checked_mul(1024)
+}
+
 /// The note printed when running on PVM.
 pub const PVM_NOTE: &str =
     "note: /dev/kvm is PVM (kvm_pvm): this guest runs under the host's instruction emulator \
@@ -75,4 +93,17 @@ pub fn open_kvm() -> Result<Kvm, HostError> {
         }
     }
     Ok(kvm)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mem_total_is_read_in_bytes() {
+        let info = "MemTotal:       24591560 kB\nMemFree:        23000000 kB\n";
+        assert_eq!(parse_mem_total(info), Some(24_591_560 * 1024));
+        assert_eq!(parse_mem_total("MemFree: 1 kB\n"), None);
+        assert_eq!(parse_mem_total("MemTotal: lots\n"), None);
+    }
 }

@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 
 use kvm_ioctls::VmFd;
-use tapir_config::{NetBackend as NetSpec, NicModel, NicSpec};
+use tapir_config::{MacAddr, NetBackend as NetSpec, NicModel, NicSpec};
 use tapir_net_backend::{BridgeBackend, NetBackend, TapBackend, TapConfig};
 use tapir_net_user::{UserBackend, UserNetConfig};
 use tapir_nic::e1000::E1000;
@@ -111,7 +111,7 @@ pub fn add_nics(
     pci: &mut PciPlatform,
     nics: &[NicSpec],
 ) -> Result<Vec<Nic>, NetError> {
-    let mut out = Vec::with_capacity(nics.len());
+    let mut out: Vec<Nic> = Vec::with_capacity(nics.len());
     for (i, spec) in nics.iter().enumerate() {
         let name = spec.id.clone().unwrap_or_else(|| format!("net{i}"));
         let taken = nics.iter().enumerate().any(|(j, other)| {
@@ -133,6 +133,14 @@ pub fn add_nics(
             .mac
             .map(|m| m.0)
             .unwrap_or_else(|| default_mac(&format!("{i}/{ifname}")));
+        if let Some(first) = out.iter().find(|n| n.entry.mac == mac) {
+            eprintln!(
+                "tapir: warning: {name} and {} have the same MAC address {}: a guest bridging or \
+                 routing between them will misbehave",
+                first.entry.name,
+                MacAddr(mac)
+            );
+        }
         let gsi = intx_gsi(slot, IntxPin::IntA);
         let intx = Arc::new(IrqfdLevel::new(vm, gsi).map_err(|source| NetError::Irq {
             nic: name.clone(),

@@ -48,6 +48,9 @@ pub enum VmmError {
     /// Guest memory too small.
     #[error("--memory {0} MiB is too small: tapir needs at least {min} MiB", min = layout::MIN_MEMORY >> 20)]
     TooLittleMemory(u64),
+    /// Guest memory larger than the host's RAM.
+    #[error("--memory {want} MiB is more than this host's RAM ({host} MiB)")]
+    MoreMemoryThanHost { want: u64, host: u64 },
     /// Kernel loading.
     #[error("kernel '{path}': {source}")]
     Kernel {
@@ -459,6 +462,12 @@ pub fn run(config: &VmConfig) -> Result<ExitReason, VmmError> {
     if config.memory < layout::MIN_MEMORY {
         return Err(VmmError::TooLittleMemory(config.memory >> 20));
     }
+    if let Some(host) = host::ram_bytes().filter(|&h| config.memory > h) {
+        return Err(VmmError::MoreMemoryThanHost {
+            want: config.memory >> 20,
+            host: host >> 20,
+        });
+    }
     // Fail on unreadable inputs before touching KVM.
     open("kernel", &config.kernel)?;
     if let Some(p) = &config.initrd {
@@ -469,12 +478,6 @@ pub fn run(config: &VmConfig) -> Result<ExitReason, VmmError> {
     let vm = build_platform(kvm, config)?;
     let entry = load_guest(&vm, config)?;
     let vcpus = create_vcpus(&base_kvm, &vm, config, &entry)?;
-    if host::kvm_kind() == KvmKind::Pvm {
-        if entry.is_linux_bzimage && !config.allow_emulation {
-            return Err(VmmError::PvmLinux);
-        }
-        eprintln!("tapir: {}", host::PVM_NOTE);
-    }
 
     let term = EventFd::new(EFD_NONBLOCK).map_err(io_err("eventfd"))?;
     signals::install(&term).map_err(io_err("installing signal handlers"))?;
@@ -489,6 +492,14 @@ pub fn run(config: &VmConfig) -> Result<ExitReason, VmmError> {
     if let Some(path) = &config.control_socket {
         let server = ControlServer::bind(path, vm.nics.clone(), vm.control.clone())?;
         em.add_subscriber(Arc::new(Mutex::new(server)));
+    }
+    // Last of all the checks, so that every error in the configuration is
+    // said first.
+    if host::kvm_kind() == KvmKind::Pvm {
+        if entry.is_linux_bzimage && !config.allow_emulation {
+            return Err(VmmError::PvmLinux);
+        }
+        eprintln!("tapir: {}", host::PVM_NOTE);
     }
 
     let interactive = config.serial == SerialConfig::Stdio

@@ -11,6 +11,7 @@
 
 use std::sync::Arc;
 
+use tapir_config::MacAddr;
 use tapir_nic::worker::NicStats;
 use tapir_nic::LinkHandle;
 
@@ -92,13 +93,6 @@ impl Command {
     }
 }
 
-fn mac_string(m: &[u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
 /// One `info` line.
 pub fn info_line(n: &NicEntry) -> String {
     let mut s = format!(
@@ -106,7 +100,7 @@ pub fn info_line(n: &NicEntry) -> String {
         n.name,
         n.model,
         n.backend,
-        mac_string(&n.mac),
+        MacAddr(n.mac),
         if n.link.is_up() { "up" } else { "down" }
     );
     for (k, v) in n.stats.snapshot() {
