@@ -6,11 +6,48 @@
 #      which run directly on this host's /dev/kvm (PVM or hardware),
 #   4. the Linux-guest suite (tests/nested.rs): Debian's kernel under tapir,
 #      in one nested L1 VM on a PVM host, or directly on VT-x/AMD-V.
+# At the end, green or red, a summary: the time each step took, every test
+# that could not run here (SKIPPED) and everything run again (RETRIED).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . resources/lib/common.sh
 
-step() { printf '\n== %s\n' "$*"; }
+# The tests append their SKIPPED/RETRIED lines here (crates/test-support).
+TAPIR_TEST_SUMMARY=$(mktemp "${TMPDIR:-/tmp}/tapir-test-summary.XXXXXX")
+export TAPIR_TEST_SUMMARY
+suite_start=$(date +%s)
+steps=()
+current=""
+step_start=$suite_start
+step_end() {
+    [ -z "$current" ] || steps+=("$(printf '%-40s %5d s' "$current" $(($(date +%s) - step_start)))")
+    current=""
+}
+step() {
+    step_end
+    current=$*
+    step_start=$(date +%s)
+    printf '\n== %s\n' "$*"
+}
+# shellcheck disable=SC2317 # called by the EXIT trap
+summary() {
+    local rc=$? skipped retried
+    trap - EXIT
+    [ "$rc" = 0 ] || steps+=("$(printf '%-40s %5d s  FAILED' "$current" $(($(date +%s) - step_start)))")
+    [ "$rc" != 0 ] || step_end
+    skipped=$(grep -c '^SKIPPED ' "$TAPIR_TEST_SUMMARY" || true)
+    retried=$(grep -c '^RETRIED ' "$TAPIR_TEST_SUMMARY" || true)
+    printf '\n== summary\n'
+    printf '%s\n' "${steps[@]}"
+    printf 'total %d s; %s\n' $(($(date +%s) - suite_start)) "$([ "$rc" = 0 ] && echo passed || echo "FAILED (exit $rc)")"
+    echo "tests that could not run here: ${skipped:-0}"
+    grep '^SKIPPED ' "$TAPIR_TEST_SUMMARY" | sort -u | sed 's/^SKIPPED /  /' || true
+    echo "run again: ${retried:-0}"
+    grep '^RETRIED ' "$TAPIR_TEST_SUMMARY" | sed 's/^RETRIED /  /' || true
+    rm -f "$TAPIR_TEST_SUMMARY"
+    exit "$rc"
+}
+trap summary EXIT
 
 step "packages"
 tapir_ensure_packages qemu-system-x86 linux-image-amd64 busybox-static iperf3 kmod cpio xz-utils iproute2 util-linux acpica-tools dnsmasq-base python3

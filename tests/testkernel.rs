@@ -254,7 +254,10 @@ fn serial_to_file_and_to_nowhere() {
 #[test]
 fn virtio_nics_appear_at_their_pci_slots() {
     if !common::can_make_taps() {
-        eprintln!("note: needs root and /dev/net/tun");
+        tapir_test_support::skipped(
+            "testkernel::virtio_nics_appear_at_their_pci_slots",
+            "needs root and /dev/net/tun",
+        );
         return;
     }
     let pid = std::process::id() % 10000;
@@ -294,7 +297,10 @@ fn virtio_nics_appear_at_their_pci_slots() {
 #[test]
 fn e1000_appears_with_its_ids_and_bars() {
     if !common::can_make_taps() {
-        eprintln!("note: needs root and /dev/net/tun");
+        tapir_test_support::skipped(
+            "testkernel::e1000_appears_with_its_ids_and_bars",
+            "needs root and /dev/net/tun",
+        );
         return;
     }
     let pid = std::process::id() % 10000;

@@ -165,9 +165,35 @@ pub fn can_run_as_nobody() -> bool {
     euid == 0 && std::path::Path::new("/usr/bin/setpriv").exists()
 }
 
+/// A copy of `path`, with `mode`, in a directory that 'nobody' can enter:
+/// the checkout (and so the test kernel and tapir's binary) may lie below
+/// a directory that only root can search, such as /root.
+pub fn copy_for_nobody(path: &std::path::Path, mode: u32) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("tapir-nobody-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let copy = dir.join(path.file_name().unwrap());
+    // Copy under a temporary name and rename: tests run in parallel.
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(".copy-{n}"));
+    std::fs::copy(path, &tmp).unwrap();
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).unwrap();
+    std::fs::rename(&tmp, &copy).unwrap();
+    copy
+}
+
+/// The tapir binary, copied where 'nobody' can run it (once per process).
+fn tapir_bin_for_nobody() -> PathBuf {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| copy_for_nobody(&tapir_bin(), 0o755))
+        .clone()
+}
+
 /// Runs `tapir ARGS...` as 'nobody' (uid/gid 65534, no groups).
 pub fn run_as_nobody(args: &[&str], timeout: Duration) -> Outcome {
-    let tapir = tapir_bin();
+    let tapir = tapir_bin_for_nobody();
     let mut cmd = Command::new("/usr/bin/setpriv");
     cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
         .arg(tapir)
@@ -178,7 +204,7 @@ pub fn run_as_nobody(args: &[&str], timeout: Duration) -> Outcome {
 /// Runs `tapir ARGS...` as 'nobody' (uid 65534) with only group `gid`
 /// (e.g. /dev/kvm's group) and no capabilities.
 pub fn run_as_nobody_in_group(gid: u32, args: &[&str], timeout: Duration) -> Outcome {
-    let tapir = tapir_bin();
+    let tapir = tapir_bin_for_nobody();
     let mut cmd = Command::new("/usr/bin/setpriv");
     cmd.args([
         "--reuid=65534".to_string(),

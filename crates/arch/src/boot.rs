@@ -759,7 +759,6 @@ mod tests {
 
     const MIB: u64 = 1 << 20;
     const GIB: u64 = 1 << 30;
-    const REAL_BZIMAGE: &str = "/boot/vmlinuz-6.1.0-56-amd64";
 
     /// A file in the temp directory, removed on drop.
     struct TempFile {
@@ -1117,11 +1116,15 @@ mod tests {
 
     #[test]
     fn real_bzimage_loads() {
-        let Ok(mut file) = File::open(REAL_BZIMAGE) else {
-            eprintln!("note: {REAL_BZIMAGE} is absent, skipping the real bzImage test");
+        let Some(path) = tapir_test_support::host_bzimage() else {
+            tapir_test_support::skipped(
+                "tapir-arch boot::real_bzimage_loads",
+                "no readable /boot/vmlinuz-* (install linux-image-amd64)",
+            );
             return;
         };
-        let image = std::fs::read(REAL_BZIMAGE).unwrap();
+        let mut file = File::open(&path).unwrap();
+        let image = std::fs::read(&path).unwrap();
         let mem = guest_memory(256 * MIB);
         let k = load_kernel(&mem, &mut file).unwrap();
         assert_eq!(k.kind, KernelKind::BzImage);

@@ -769,7 +769,10 @@ mod tests {
         let kvm = match Kvm::new() {
             Ok(kvm) => kvm,
             Err(e) => {
-                eprintln!("note: /dev/kvm unavailable ({e}), skipping");
+                tapir_test_support::skipped(
+                    "tapir-arch cpu tests on KVM",
+                    &format!("/dev/kvm unavailable ({e})"),
+                );
                 return None;
             }
         };

@@ -20,7 +20,10 @@ pub fn privileged(test: &str) -> bool {
         .open("/dev/net/tun")
         .is_ok();
     if !root || !tun {
-        eprintln!("note: {test} skipped (needs root and /dev/net/tun; root={root}, tun={tun})");
+        tapir_test_support::skipped(
+            test,
+            &format!("needs root and /dev/net/tun (root={root}, tun={tun})"),
+        );
     }
     root && tun
 }
@@ -114,14 +117,12 @@ impl PacketSocket {
     /// With `vnet_hdr`, frames sent are preceded by a 10-byte virtio_net_hdr.
     pub fn bind(ifname: &str, protocol: u16, vnet_hdr: bool) -> io::Result<PacketSocket> {
         let proto = protocol.to_be();
+        // Protocol 0: the socket receives nothing until bind(2) below
+        // names both the protocol and the interface. Created with the
+        // protocol, it would take frames of every interface in between
+        // (a neighbouring test's tap among them).
         // SAFETY: plain socket(2) call.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_PACKET,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                i32::from(proto),
-            )
-        };
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
