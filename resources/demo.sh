@@ -84,13 +84,13 @@ fi
 
 tapir_ensure_packages qemu-system-x86 linux-image-amd64 busybox-static iperf3 kmod cpio xz-utils
 command -v cargo >/dev/null || tapir_die "cargo not found: install the Rust toolchain (rustup) first"
-cargo build --release
-eval "$(resources/guest/build-guest.sh)"
+tapir_release_and_guest "$PWD" 1 # sets tapir_bin, KERNEL, INITRD
 mode=$(tapir_kvm_mode)
 self=$(readlink -f "$0")
 args=("${CPUS:-2}" "${MEMORY:-256M}" "${MODEL:-virtio}")
 if [ "$mode" = hw ]; then
-    exec "$self" --inner "$PWD/target/release/tapir" "$KERNEL" "$INITRD" "${args[@]}"
+    exec "$self" --inner "$tapir_bin" "$KERNEL" "$INITRD" "${args[@]}"
 fi
 echo "demo: /dev/kvm here is '$mode' (Linux cannot run on it directly): running inside a nested L1 VM"
-exec resources/nested/tapir-nested -- "$self" --inner "$PWD/target/release/tapir" "$KERNEL" "$INITRD" "${args[@]}"
+exec resources/nested/tapir-nested --share "$tapir_bin" --share "$KERNEL" --share "$INITRD" -- \
+    "$self" --inner "$tapir_bin" "$KERNEL" "$INITRD" "${args[@]}"

@@ -93,26 +93,20 @@ fn suite() -> &'static Suite {
                 names.retain(|n| only.split_whitespace().any(|o| o == n));
             }
             assert!(!names.is_empty(), "scenarios.sh --list gave nothing");
-            // The L1 VM itself (TCG emulating SVM) dies now and then: a
-            // triple fault of the L1 CPU in QEMU's log, an L1 kernel panic
-            // ("corrupted stack end detected inside scheduler" in a vCPU
-            // thread), or both L1 CPUs in a soft lockup, most often around
-            // the creation or teardown of a VM. One L1 runs all scenarios;
-            // when it stops (or makes no progress for STALL) with
-            // scenarios left, the rest runs in a fresh L1. The scenario
-            // that was running starts over, up to MAX_L1_RETRIES times;
-            // one more L1 loss in it leaves it without a result (its test
-            // fails). Each restart is reported in l1_restarted; every
-            // other failure stands. scenarios.sh also ends its L1 on
-            // purpose (RETRY_IN_FRESH_L1) to retry a scenario whose guest
-            // died in nested SVM: that counts as one of its losses.
+            // The L1 VM (QEMU TCG emulating SVM) has died now and then (a
+            // triple fault of the L1 CPU in QEMU's log, an L1 kernel panic,
+            // both vCPUs of a 2-vCPU L1 in a soft lockup). One L1 runs all
+            // scenarios; when it dies, or makes no progress for STALL (no
+            // scenario's own time limit fired: L1 itself is stuck), the
+            // rest runs in a fresh L1 and the interrupted scenario starts
+            // over: at most MAX_L1_RESTARTS times in a suite, each one
+            // said in the suite's summary. A guest that dies while its L1
+            // lives is a failure like any other.
             let mut remaining = names.clone();
-            let mut strikes: HashMap<String, u32> = HashMap::new();
             let mut all = String::new();
-            let mut round = 0;
-            while !remaining.is_empty() {
-                round += 1;
-                let (o, stalled, code) =
+            let mut restarts = 0;
+            for round in 1.. {
+                let (o, stalled) =
                     run_l1(&scenarios, &tapir, &kernel, &initrd, &out_dir, &remaining);
                 all.push_str(&format!("--- L1 VM {round}: {} ---\n", remaining.join(" ")));
                 all.push_str(&o);
@@ -122,25 +116,27 @@ fn suite() -> &'static Suite {
                 };
                 let why = if stalled {
                     format!("no scenario finished for {} s: L1 killed", STALL.as_secs())
-                } else if code == Some(RETRY_IN_FRESH_L1) {
-                    "its guest died in nested SVM: retried in a fresh L1 (scenarios.sh)".into()
                 } else {
                     o.lines()
                         .filter(|l| l.contains("tapir-nested"))
                         .collect::<Vec<_>>()
                         .join(" / ")
                 };
-                eprintln!("nested suite: L1 VM {round} stopped during {current}: {why}");
-                let mut note =
-                    std::fs::read_to_string(out_dir.join("l1_restarted")).unwrap_or_default();
-                note.push_str(&format!("{current}: {why}\n"));
-                let _ = std::fs::write(out_dir.join("l1_restarted"), note);
-                let n = strikes.entry(current.clone()).or_default();
-                *n += 1;
-                if *n > MAX_L1_RETRIES {
-                    eprintln!("nested suite: {current} lost its L1 {n} times: no result");
-                    remaining.remove(0);
+                if restarts == MAX_L1_RESTARTS {
+                    eprintln!(
+                        "nested suite: L1 VM {round} stopped during {current} ({why}); \
+                         {restarts} restarts already: the rest has no result"
+                    );
+                    break;
                 }
+                restarts += 1;
+                tapir_test_support::retried(
+                    &format!("nested scenario {current}"),
+                    &format!(
+                        "in a fresh L1 VM (restart {restarts} of at most {MAX_L1_RESTARTS}): \
+                         L1 VM {round} stopped: {why}"
+                    ),
+                );
             }
             all
         };
@@ -150,22 +146,16 @@ fn suite() -> &'static Suite {
 }
 
 /// Longest an L1 VM runs without a scenario finishing before it is taken
-/// for hung: the slowest scenario with its own retry (smp2_poweroff,
-/// 2 x 400 s) fits.
-const STALL: std::time::Duration = std::time::Duration::from_secs(1000);
-/// scenarios.sh's exit status asking for a fresh L1 from the current
-/// scenario on.
-const RETRY_IN_FRESH_L1: i32 = 75;
-/// How often one scenario may start over in a fresh L1 (scenarios.sh's
-/// NESTED_RETRIES): an L1 lost or a retry asked for.
-const MAX_L1_RETRIES: u32 = 2;
+/// for hung: longer than any scenario's own time limit (at most 480 s).
+const STALL: std::time::Duration = std::time::Duration::from_secs(600);
+/// How many times in one suite a fresh L1 VM takes over from one that died.
+const MAX_L1_RESTARTS: u32 = 2;
 /// tapir-nested's own limit for one L1 VM.
 const L1_TIMEOUT_S: u32 = 3600;
 
 /// Runs `names` in one L1 VM; kills it (its whole process group: the
 /// runner, `timeout`, QEMU) when no scenario finishes for [`STALL`].
-/// Returns the transcript, whether it was killed for that, and
-/// tapir-nested's exit code.
+/// Returns the transcript, and whether it was killed for that.
 fn run_l1(
     scenarios: &std::path::Path,
     tapir: &std::path::Path,
@@ -173,7 +163,7 @@ fn run_l1(
     initrd: &str,
     out_dir: &std::path::Path,
     names: &[String],
-) -> (String, bool, Option<i32>) {
+) -> (String, bool) {
     use std::os::unix::process::CommandExt;
     use std::process::Stdio;
     use std::time::{Duration, Instant};
@@ -186,6 +176,11 @@ fn run_l1(
         .arg(out_dir)
         .arg("--timeout")
         .arg(L1_TIMEOUT_S.to_string())
+        // Below /tmp (CARGO_TARGET_DIR, TAPIR_CACHE) these would be
+        // hidden inside L1.
+        .arg("--share")
+        .arg(tapir)
+        .args(["--share", kernel, "--share", initrd])
         .arg("--")
         .arg(scenarios)
         .arg(tapir)
@@ -249,7 +244,7 @@ fn run_l1(
         String::from_utf8_lossy(&err.join().unwrap_or_default())
     );
     let _ = std::fs::remove_file(&monitor);
-    (text, stalled, status.code())
+    (text, stalled)
 }
 
 /// What a stuck L1 is doing, through QEMU's monitor: a backtrace of every
@@ -298,18 +293,11 @@ fn out_dir() -> PathBuf {
 }
 
 fn read_results(out_dir: &std::path::Path, runner_output: String) -> Suite {
-    if let Ok(r) = std::fs::read_to_string(out_dir.join("retried")) {
-        let names: Vec<&str> = r.split_whitespace().collect();
-        eprintln!(
-            "nested suite: retried once after a guest died or hung in nested SVM: {}",
-            names.join(", ")
-        );
-    }
     let mut results = HashMap::new();
     for entry in std::fs::read_dir(out_dir).unwrap().flatten() {
         let p = entry.path();
         let name = p.file_name().unwrap().to_str().unwrap().to_string();
-        if let Some(stem) = name.strip_suffix(".rc").filter(|s| !s.contains(".attempt")) {
+        if let Some(stem) = name.strip_suffix(".rc") {
             let rc: i32 = std::fs::read_to_string(&p)
                 .unwrap()
                 .trim()
@@ -506,6 +494,13 @@ fn rtl8139_normal_mode_with_8139too_over_tap() {
     net_scenario("net_tap_8139too");
 }
 
+/// Two guests on one L1 bridge (net=bridge) and a host on a veth port:
+/// guest<->guest and host->guest.
+#[test]
+fn two_guests_on_one_bridge_reach_each_other_and_the_host() {
+    net_scenario("net_bridge");
+}
+
 #[test]
 fn vlan_access_port_reaches_only_its_vlan() {
     net_scenario("net_vlan");
@@ -522,6 +517,18 @@ fn two_nics_with_given_macs_and_slots() {
 #[test]
 fn user_net_dhcp_dns_download_200_connections_and_forward_unprivileged() {
     net_scenario("net_user");
+}
+
+/// The same through an e1000 (driver e1000).
+#[test]
+fn user_net_with_e1000() {
+    net_scenario("net_user_e1000");
+}
+
+/// The same through an RTL8139 (driver 8139cp).
+#[test]
+fn user_net_with_rtl8139() {
+    net_scenario("net_user_rtl8139");
 }
 
 /// net=user with restrict=on: the lease and the forward work, nothing
@@ -554,9 +561,13 @@ fn every_scenario_ran() {
         "net_tap",
         "net_tap_e1000",
         "net_tap_rtl8139",
+        "net_tap_8139too",
         "net_vlan",
         "net_two_nics",
+        "net_bridge",
         "net_user",
+        "net_user_e1000",
+        "net_user_rtl8139",
         "net_user_restrict",
         "net_link",
     ] {

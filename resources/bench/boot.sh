@@ -467,7 +467,8 @@ else
     say "kvm mode $mode: measuring inside one tapir-nested L1 VM (takes a few minutes)"
     # One L1 boot for everything; each guest boot is given boot_timeout.
     l1_timeout=$((300 + (2 * runs + 2) * boot_timeout))
-    "$root/resources/nested/tapir-nested" --out "$out" --timeout "$l1_timeout" -- \
+    "$root/resources/nested/tapir-nested" --out "$out" --timeout "$l1_timeout" \
+        --share "$tapir_bin" --share "$KERNEL" --share "$INITRD" -- \
         "$self" --measure /run/out "$runs" "$machine" "$boot_timeout" "$stage" "$tapir_bin" "$KERNEL" "$INITRD" \
         </dev/null >&2 || mrc=$?
 fi
