@@ -91,9 +91,8 @@ impl Timer {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: `fd` is a freshly created descriptor nobody else owns.
-        Ok(Self {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
-        })
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(Self { fd })
     }
 
     fn set(&self, after: Duration) -> io::Result<()> {
