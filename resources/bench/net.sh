@@ -18,6 +18,9 @@
 #                     (default all three; qemu-vhost only for virtio)
 #   --boot-timeout S  give up on a guest that is not serving after S seconds
 #                     (default 240)
+#   --l1-cpus N       vCPUs of the nested L1 VM (default: tapir-nested's, 1);
+#                     the ratios depend on it (the table's "ran on" line
+#                     says how many L1 had)
 #   --keep DIR        keep the raw results and console logs in DIR
 #   --no-build        do not run `cargo build --release` first
 #   --baseline PATH   also measure another tapir binary (e.g. the previous
@@ -877,6 +880,7 @@ reps=3
 vmms=tapir,qemu,qemu-vhost
 boot_timeout=240
 keep=""
+l1_cpus=""
 baseline=""
 build=1
 report_dir=""
@@ -896,6 +900,7 @@ while [ "$#" -gt 0 ]; do
         --boot-timeout=*) boot_timeout=${1#*=}; shift ;;
         --keep) [ "$#" -ge 2 ] || tapir_die "--keep needs a value"; keep=$2; shift 2 ;;
         --keep=*) keep=${1#*=}; shift ;;
+        --l1-cpus) [ "$#" -ge 2 ] || tapir_die "--l1-cpus needs a value"; l1_cpus=$2; shift 2 ;;
         --no-build) build=0; shift ;;
         --exit-detail) export TAPIR_BENCH_EXIT_DETAIL=1; shift ;;
         --baseline) [ "$#" -ge 2 ] || tapir_die "--baseline needs a value"; baseline=$2; shift 2 ;;
@@ -915,6 +920,7 @@ fi
 case "$model" in virtio | e1000 | rtl8139) ;; *) tapir_die "--model must be virtio, e1000 or rtl8139, got '$model'" ;; esac
 { is_uint "$secs" && [ "$secs" -ge 1 ]; } || tapir_die "--time must be a positive integer, got '$secs'"
 { is_uint "$reps" && [ "$reps" -ge 1 ]; } || tapir_die "--reps must be a whole number of at least 1, got '$reps'"
+[ -z "$l1_cpus" ] || { is_uint "$l1_cpus" && [ "$l1_cpus" -ge 1 ]; } || tapir_die "--l1-cpus must be a whole number of at least 1, got '$l1_cpus'"
 { is_uint "$boot_timeout" && [ "$boot_timeout" -ge 1 ]; } || tapir_die "--boot-timeout must be a positive integer"
 for v in ${vmms//,/ }; do
     case "$v" in tapir | qemu | qemu-vhost) ;; *) tapir_die "--vmms: unknown column '$v' (tapir, qemu, qemu-vhost)" ;; esac
@@ -967,7 +973,7 @@ case "$mode" in
     *)
         say "kvm mode $mode: measuring inside one tapir-nested L1 VM ($reps repetitions; takes a while)"
         l1_timeout=$((300 + reps * ncols * (boot_timeout + 2 * secs + 180)))
-        "$root/resources/nested/tapir-nested" --out "$out" --timeout "$l1_timeout" \
+        "$root/resources/nested/tapir-nested" --out "$out" --timeout "$l1_timeout" ${l1_cpus:+--cpus "$l1_cpus"} \
         --share "$tapir_bin" --share "$KERNEL" --share "$INITRD" --share "${TAPIR_BENCH_BASELINE:-$tapir_bin}" -- \
             "$self" --measure /run/out "$model" "$secs" "$vmms" "$boot_timeout" "$tapir_bin" "$KERNEL" "$INITRD" "$net" "$reps" \
             </dev/null >&2 || mrc=$?
