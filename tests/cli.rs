@@ -420,11 +420,9 @@ fn on_pvm() -> bool {
 
 #[test]
 fn linux_bzimage_on_pvm_is_refused_with_the_way_out() {
-    let Some(bz) = tapir_test_support::host_bzimage() else {
-        tapir_test_support::skipped(
-            "cli::linux_bzimage_on_pvm_is_refused_with_the_way_out",
-            "no readable /boot/vmlinuz-* (install linux-image-amd64)",
-        );
+    let Some(bz) =
+        tapir_test_support::host_bzimage("cli::linux_bzimage_on_pvm_is_refused_with_the_way_out")
+    else {
         return;
     };
     let o = run(
@@ -619,11 +617,9 @@ fn two_nics_with_one_mac_get_a_warning() {
 /// refused on PVM (and on other hosts, it is said at all).
 #[test]
 fn configuration_errors_come_before_the_pvm_refusal() {
-    let Some(bz) = tapir_test_support::host_bzimage() else {
-        tapir_test_support::skipped(
-            "cli::configuration_errors_come_before_the_pvm_refusal",
-            "no readable /boot/vmlinuz-* (install linux-image-amd64)",
-        );
+    let Some(bz) =
+        tapir_test_support::host_bzimage("cli::configuration_errors_come_before_the_pvm_refusal")
+    else {
         return;
     };
     let bz = bz.to_str().unwrap();

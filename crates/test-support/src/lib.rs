@@ -1,7 +1,8 @@
 //! Helpers shared by tapir's tests in several crates.
 //!
 //! - [`host_bzimage`]: the newest Debian kernel installed on this machine
-//!   (whichever version `linux-image-amd64` brought: none is hard-coded).
+//!   (whichever version `linux-image-amd64` brought: none is hard-coded),
+//!   or a SKIPPED line when there is none.
 //! - [`skipped`] and [`retried`]: what a test could not do, said where the
 //!   suite's summary finds it.
 //!
@@ -16,8 +17,21 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-/// The newest `/boot/vmlinuz-*` (by version order), if any is readable.
-pub fn host_bzimage() -> Option<PathBuf> {
+/// The newest `/boot/vmlinuz-*` (by version order), for `test`; when none
+/// is readable, says that `test` was skipped (see [`skipped`]) and gives
+/// `None`.
+pub fn host_bzimage(test: &str) -> Option<PathBuf> {
+    let found = newest_bzimage();
+    if found.is_none() {
+        skipped(
+            test,
+            "no readable /boot/vmlinuz-* (install linux-image-amd64)",
+        );
+    }
+    found
+}
+
+fn newest_bzimage() -> Option<PathBuf> {
     let mut found: Vec<(Vec<u64>, PathBuf)> = std::fs::read_dir("/boot")
         .ok()?
         .flatten()
