@@ -13,10 +13,20 @@ use std::process::{self, Command};
 #[path = "src/elf_check.rs"]
 mod elf_check;
 
-const C_SOURCES: &[&str] = &["main.c", "acpi.c", "pci.c", "io.c"];
+const C_SOURCES: &[&str] = &[
+    "main.c",
+    "acpi.c",
+    "pci.c",
+    "io.c",
+    "irq.c",
+    "nic.c",
+    "virtio_net.c",
+    "e1000.c",
+    "rtl8139.c",
+];
 const COMMON_ASM: &[&str] = &["head.S"];
 const PVH_NOTE_ASM: &str = "pvh_note.S";
-const HEADERS: &[&str] = &["kernel.h"];
+const HEADERS: &[&str] = &["kernel.h", "nic.h"];
 const LINKER_SCRIPT: &str = "kernel.ld.S";
 
 /// Flags for every C and assembler source.

@@ -139,6 +139,17 @@ int memcmp(const void *a, const void *b, size_t n);
 void fail(const char *fmt, ...) PRINTF_LIKE(1, 2);
 /* Print "TESTKERNEL: FAIL <reason>" and power off. */
 NORETURN void fatal(const char *fmt, ...) PRINTF_LIKE(1, 2);
+/* Print PASS (no check failed) or the failure count, and power off. */
+NORETURN void finish(void);
+/* 1 when s[0..len) is the NUL-terminated lit. */
+int word_is(const char *s, u32 len, const char *lit);
+/* Decimal or 0x hex; 1 on success. */
+int parse_u64(const char *s, u32 len, u64 *out);
+/* The value of the last `key=` on the command line (its length in *len),
+ * or NULL. */
+const char *cmdline_get(const char *key, u32 *len);
+/* The numeric value of `key=`, or dflt when absent (a FAIL when malformed). */
+u64 cmdline_u64(const char *key, u64 dflt);
 /* cli; hlt forever. */
 NORETURN void halt_forever(void);
 

@@ -81,7 +81,7 @@ void fatal(const char *fmt, ...)
 }
 
 /* Report the overall result and power off. */
-static NORETURN void finish(void)
+NORETURN void finish(void)
 {
 	if (failures == 0)
 		kputs("TESTKERNEL: PASS\n");
@@ -144,12 +144,12 @@ void exception_handler(const u64 *frame)
 
 static int is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 
-static int word_is(const char *s, u32 len, const char *lit)
+int word_is(const char *s, u32 len, const char *lit)
 {
 	return kstrlen(lit) == len && kstrneq(s, lit, len);
 }
 
-static int parse_u64(const char *s, u32 len, u64 *out)
+int parse_u64(const char *s, u32 len, u64 *out)
 {
 	u64 v = 0;
 	u32 i = 0, base = 10;
@@ -214,6 +214,41 @@ static void parse_cmdline(void)
 			opt.expect_boot_len = vlen;
 		}
 	}
+}
+
+const char *cmdline_get(const char *key, u32 *vlen)
+{
+	const char *p = (const char *)(uintptr_t)boot.cmdline, *end = p + boot.cmdline_len;
+	const char *found = 0;
+	while (p < end) {
+		while (p < end && is_space(*p))
+			p++;
+		const char *tok = p;
+		while (p < end && !is_space(*p))
+			p++;
+		u32 len = (u32)(p - tok), klen = 0;
+		while (klen < len && tok[klen] != '=')
+			klen++;
+		if (klen < len && word_is(tok, klen, key)) {
+			found = tok + klen + 1;
+			*vlen = len - klen - 1;
+		}
+	}
+	return found;
+}
+
+u64 cmdline_u64(const char *key, u64 dflt)
+{
+	u32 len;
+	u64 v;
+	const char *s = cmdline_get(key, &len);
+	if (!s)
+		return dflt;
+	if (!parse_u64(s, len, &v)) {
+		fail("cmdline-bad-value %s", key);
+		return dflt;
+	}
+	return v;
 }
 
 /* ---- boot information ----------------------------------------------------------- */
@@ -490,6 +525,8 @@ void kmain(u32 kind, u64 info, u64 entry_rflags)
 		test_mmio_unmapped();
 	if (word_is(t, tl, "pio-unmapped"))
 		test_pio_unmapped();
+	if (word_is(t, tl, "nic"))
+		test_nic();
 
 	/* The remaining modes do not end in PASS; stop here if anything failed. */
 	if (failures)
