@@ -371,6 +371,7 @@ static void parse_madt(u64 m, u32 len)
 		fail("acpi-madt-too-short %u", len);
 		return;
 	}
+	acpi.lapic_addr = phys_r32(m + 36);
 	u32 off = 44;
 	while (off + 2 <= len) {
 		u8 type = phys_r8(m + off), elen = phys_r8(m + off + 1);
@@ -387,6 +388,10 @@ static void parse_madt(u64 m, u32 len)
 			if (phys_r32(m + off + 8) & 1)
 				acpi.cpus++;
 		} else if (type == 1) {
+			if (!acpi.ioapics && elen >= 12) {
+				acpi.ioapic_addr = phys_r32(m + off + 4);
+				acpi.ioapic_gsi_base = phys_r32(m + off + 8);
+			}
 			acpi.ioapics++;
 		}
 		off += elen;

@@ -174,6 +174,37 @@ isr_common:
 	hlt
 	jmp	5b
 
+/* ---- device interrupts: save the caller-saved registers, call irq_dispatch ---- */
+	.globl	irq_entry_nic
+irq_entry_nic:
+	/* the CPU aligned RSP to 16 and pushed 5 words: 9 pushes re-align it */
+	push	%rax
+	push	%rcx
+	push	%rdx
+	push	%rsi
+	push	%rdi
+	push	%r8
+	push	%r9
+	push	%r10
+	push	%r11
+	cld
+	call	irq_dispatch
+	pop	%r11
+	pop	%r10
+	pop	%r9
+	pop	%r8
+	pop	%rdi
+	pop	%rsi
+	pop	%rdx
+	pop	%rcx
+	pop	%rax
+	iretq
+
+	/* the local APIC's spurious vector: no EOI */
+	.globl	irq_entry_spurious
+irq_entry_spurious:
+	iretq
+
 	.section .rodata
 	.balign 8
 	.globl isr_table

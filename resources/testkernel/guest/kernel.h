@@ -153,6 +153,12 @@ u64 cmdline_u64(const char *key, u64 dflt);
 /* cli; hlt forever. */
 NORETURN void halt_forever(void);
 
+/* test=nic (nic.c). */
+NORETURN void test_nic(void);
+
+/* Installs a 64-bit interrupt gate (main.c). */
+void idt_set_gate(u8 vector, u64 handler);
+
 /* ---- acpi.c ------------------------------------------------------------- */
 
 struct gas {
@@ -180,6 +186,9 @@ struct acpi_info {
 	u8 slp_typ;
 	u32 cpus;         /* enabled local APIC + x2APIC entries */
 	u32 lapic_entries, x2apic_entries, ioapics;
+	u32 lapic_addr;      /* MADT local APIC address */
+	u32 ioapic_addr;     /* the first IOAPIC's address, 0 when none */
+	u32 ioapic_gsi_base; /* and its first GSI */
 	u64 ecam_base;    /* 0 when no MCFG entry covers segment 0 bus 0 */
 	u8 ecam_bus_start, ecam_bus_end;
 };

@@ -107,21 +107,27 @@ struct table_ptr {
 	u64 base;
 } __attribute__((packed));
 
-static struct idt_gate idt[32] __attribute__((aligned(16)));
+static struct idt_gate idt[256] __attribute__((aligned(16)));
 static int in_exception;
 
+void idt_set_gate(u8 vector, u64 handler)
+{
+	struct idt_gate *g = &idt[vector];
+	g->offset_lo = (u16)handler;
+	g->selector = KERNEL_CS;
+	g->ist = 0;
+	g->type_attr = 0x8e; /* present, DPL 0, 64-bit interrupt gate */
+	g->offset_mid = (u16)(handler >> 16);
+	g->offset_hi = (u32)(handler >> 32);
+	g->reserved = 0;
+}
+
+/* Exceptions only; vectors 32-255 stay not present (a stray interrupt is a
+ * #NP, reported) until irq_init() installs a handler. */
 static void idt_init(void)
 {
-	for (int i = 0; i < 32; i++) {
-		u64 a = isr_table[i];
-		idt[i].offset_lo = (u16)a;
-		idt[i].selector = KERNEL_CS;
-		idt[i].ist = 0;
-		idt[i].type_attr = 0x8e; /* present, DPL 0, 64-bit interrupt gate */
-		idt[i].offset_mid = (u16)(a >> 16);
-		idt[i].offset_hi = (u32)(a >> 32);
-		idt[i].reserved = 0;
-	}
+	for (int i = 0; i < 32; i++)
+		idt_set_gate((u8)i, isr_table[i]);
 	struct table_ptr p = {sizeof(idt) - 1, (u64)(uintptr_t)idt};
 	__asm__ volatile("lidt %0" : : "m"(p));
 }

@@ -137,9 +137,6 @@ void irq_set_handler(void (*fn)(void *), void *arg);
 static inline void irq_enable(void) { __asm__ volatile("sti" ::: "memory"); }
 static inline void irq_disable(void) { __asm__ volatile("cli" ::: "memory"); }
 
-/* The test itself (main.c calls it for test=nic). */
-NORETURN void test_nic(void);
-
 /* Drivers. */
 extern const struct nic_driver virtio_net_driver;
 extern const struct nic_driver e1000_driver;
