@@ -73,14 +73,14 @@ use std::sync::{Arc, Mutex};
 use tapir_devices::LevelIrq;
 use tapir_net_backend::NetBackend;
 use tapir_pci::configuration::PCI_COMMAND;
-use tapir_pci::{BarChange, BarKind, PciBar, PciConfiguration, PciDevice, PciHeader};
+use tapir_pci::{BarChange, BarKind, Intx, IntxPin, PciBar, PciConfiguration, PciDevice, PciHeader};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::link::{Carrier, LinkHandle, LinkNotify};
 use crate::worker::{NetWorker, NicStats, WorkerHandle};
 use frontend::{lock, E1000Frontend, Shared};
-use intr::{IrqLine, Timer};
+use intr::Timer;
 use regs::{BAR0_SIZE, BAR1_SIZE};
 use state::{E1000State, Kick};
 
@@ -168,7 +168,7 @@ impl E1000 {
                 .add_bar(bar)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         }
-        let line = IrqLine::new(intx, &mut config);
+        let line = Intx::new(intx, IntxPin::IntA, &mut config);
         let words = eeprom::image(mac, IDS);
         let shared: Shared = Arc::new(Mutex::new(E1000State::new(words, line, Timer::new()?)));
         let tx_evt = EventFd::new(EFD_NONBLOCK)?;

@@ -193,7 +193,6 @@ impl Rtl8139 {
                 .map_err(Rtl8139Error::from)?;
         }
         let intx = Intx::new(intx, IntxPin::IntA, &mut config);
-        let intx_config = PciConfiguration::new(&PciHeader::default());
         let tx_csum =
             crate::rx_offloads::enable(backend.as_mut()).map_err(Rtl8139Error::Backend)?;
         let evt = || EventFd::new(EFD_NONBLOCK).map_err(Rtl8139Error::Fds);
@@ -209,7 +208,6 @@ impl Rtl8139 {
             revision,
             mem,
             intx,
-            intx_config,
             kicks,
         )));
         let stats = Arc::new(NicStats::default());

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use tapir_devices::LevelIrq;
 
-use crate::configuration::PciConfiguration;
+use crate::configuration::{PciConfiguration, PCI_COMMAND_INTX_DISABLE};
 
 /// One of the four INTx pins of a PCI function.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -53,16 +53,20 @@ impl IntxPin {
 /// Drives a function's INTx line.
 ///
 /// The device calls [`Intx::set_level`] with the level of its interrupt
-/// condition; the interrupt status bit always follows that level, and the
-/// line itself is driven high only while the guest has not set the INTx
-/// disable bit. A device must call [`Intx::command_written`] after guest
-/// writes to the command register so that toggling the disable bit takes
-/// effect on a pending interrupt.
+/// condition; the line itself is driven high only while the guest has not
+/// set the command register's INTx-disable bit, which `Intx` keeps itself:
+/// the device forwards each command register value with
+/// [`Intx::command_written`]. So `Intx` needs no configuration space, and
+/// a device may raise interrupts from wherever its state lives (a NIC
+/// worker, a vCPU thread). The device shows [`Intx::asserted`] as the
+/// status register's interrupt bit when the guest reads it.
 pub struct Intx {
     irq: Arc<dyn LevelIrq>,
     pin: IntxPin,
     /// The device's interrupt condition.
     asserted: bool,
+    /// The command register's INTx-disable bit, as last written.
+    disabled: bool,
     /// The level last driven onto `irq`.
     line_high: bool,
 }
@@ -72,6 +76,7 @@ impl std::fmt::Debug for Intx {
         f.debug_struct("Intx")
             .field("pin", &self.pin)
             .field("asserted", &self.asserted)
+            .field("disabled", &self.disabled)
             .field("line_high", &self.line_high)
             .finish()
     }
@@ -86,6 +91,7 @@ impl Intx {
             irq,
             pin,
             asserted: false,
+            disabled: config.intx_disabled(),
             line_high: false,
         }
     }
@@ -95,25 +101,27 @@ impl Intx {
         self.pin
     }
 
-    /// The device's interrupt condition as last set.
+    /// The device's interrupt condition as last set (the status register's
+    /// interrupt bit).
     pub fn asserted(&self) -> bool {
         self.asserted
     }
 
-    /// Sets the device's interrupt condition.
-    pub fn set_level(&mut self, config: &mut PciConfiguration, high: bool) -> io::Result<()> {
+    /// Sets the device's interrupt condition. A failure to drive the line
+    /// leaves the old line state, and the next change retries.
+    pub fn set_level(&mut self, high: bool) -> io::Result<()> {
         self.asserted = high;
-        config.set_interrupt_status(high);
-        self.sync(config)
+        self.sync()
     }
 
-    /// Re-evaluates the line after the guest wrote the command register.
-    pub fn command_written(&mut self, config: &PciConfiguration) -> io::Result<()> {
-        self.sync(config)
+    /// The guest wrote the command register: `command` is its new value.
+    pub fn command_written(&mut self, command: u16) -> io::Result<()> {
+        self.disabled = command & PCI_COMMAND_INTX_DISABLE != 0;
+        self.sync()
     }
 
-    fn sync(&mut self, config: &PciConfiguration) -> io::Result<()> {
-        let want = self.asserted && !config.intx_disabled();
+    fn sync(&mut self) -> io::Result<()> {
+        let want = self.asserted && !self.disabled;
         if want != self.line_high {
             self.irq.set_level(want)?;
             self.line_high = want;
@@ -126,7 +134,7 @@ impl Intx {
 mod tests {
     use super::*;
     use crate::configuration::{
-        PciHeader, PCI_COMMAND, PCI_COMMAND_INTX_DISABLE, PCI_INTERRUPT_PIN,
+        PciHeader, PCI_COMMAND_INTX_DISABLE, PCI_INTERRUPT_PIN,
     };
     use std::sync::Mutex;
 
@@ -166,30 +174,27 @@ mod tests {
         assert_eq!(cfg.read_u8(PCI_INTERRUPT_PIN), 1);
         assert_eq!(intx.pin(), IntxPin::IntA);
 
-        intx.set_level(&mut cfg, true).unwrap();
-        assert!(cfg.interrupt_status());
+        intx.set_level(true).unwrap();
         assert!(intx.asserted());
         // Raising again does not re-drive the line.
-        intx.set_level(&mut cfg, true).unwrap();
+        intx.set_level(true).unwrap();
         assert_eq!(*line.levels.lock().unwrap(), vec![true]);
 
-        // Guest disables INTx: line drops, status stays set.
-        cfg.write(PCI_COMMAND, &PCI_COMMAND_INTX_DISABLE.to_le_bytes());
-        intx.command_written(&cfg).unwrap();
-        assert!(cfg.interrupt_status());
+        // Guest disables INTx: line drops, the condition stays.
+        intx.command_written(PCI_COMMAND_INTX_DISABLE).unwrap();
+        assert!(intx.asserted());
         assert_eq!(*line.levels.lock().unwrap(), vec![true, false]);
 
         // Device deasserts and reasserts while disabled: line stays low.
-        intx.set_level(&mut cfg, false).unwrap();
-        assert!(!cfg.interrupt_status());
-        intx.set_level(&mut cfg, true).unwrap();
+        intx.set_level(false).unwrap();
+        assert!(!intx.asserted());
+        intx.set_level(true).unwrap();
         assert_eq!(*line.levels.lock().unwrap(), vec![true, false]);
 
         // Re-enabling delivers the pending condition.
-        cfg.write(PCI_COMMAND, &0u16.to_le_bytes());
-        intx.command_written(&cfg).unwrap();
+        intx.command_written(0).unwrap();
         assert_eq!(*line.levels.lock().unwrap(), vec![true, false, true]);
-        intx.set_level(&mut cfg, false).unwrap();
+        intx.set_level(false).unwrap();
         assert_eq!(*line.levels.lock().unwrap(), vec![true, false, true, false]);
     }
 
@@ -199,9 +204,9 @@ mod tests {
         let mut cfg = PciConfiguration::new(&PciHeader::default());
         let mut intx = Intx::new(line.clone(), IntxPin::IntB, &mut cfg);
         *line.fail.lock().unwrap() = true;
-        assert!(intx.set_level(&mut cfg, true).is_err());
+        assert!(intx.set_level(true).is_err());
         *line.fail.lock().unwrap() = false;
-        intx.set_level(&mut cfg, true).unwrap();
+        intx.set_level(true).unwrap();
         assert_eq!(*line.levels.lock().unwrap(), vec![true]);
     }
 }

@@ -1,5 +1,5 @@
-//! Interrupt delivery: the INTx line (through [`tapir_pci::Intx`]) and the
-//! interrupt throttling timer.
+//! Interrupt delivery: the INTx line ([`tapir_pci::Intx`], which keeps the
+//! INTx-disable bit itself) and the interrupt throttling timer.
 //!
 //! # The line and ITR
 //!
@@ -13,63 +13,8 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::Arc;
 use std::time::Duration;
 
-use tapir_devices::LevelIrq;
-use tapir_pci::configuration::PCI_COMMAND;
-use tapir_pci::{Intx, IntxPin, PciConfiguration, PciHeader};
-
-/// The function's INTx line, usable away from its configuration space.
-///
-/// [`Intx`] keeps the line consistent with the command register's
-/// INTx-disable bit, which it reads from a configuration space. The PCI
-/// device object owns the real configuration space while interrupts are
-/// also raised from the NIC worker, so the line keeps a shadow of the
-/// command register here; the device copies every command register write
-/// into it ([`IrqLine::command_written`]) and reflects [`IrqLine::asserted`]
-/// into its interrupt status bit when the guest reads configuration space.
-pub struct IrqLine {
-    intx: Intx,
-    shadow: PciConfiguration,
-}
-
-impl std::fmt::Debug for IrqLine {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IrqLine").field("intx", &self.intx).finish()
-    }
-}
-
-impl IrqLine {
-    /// Drives `irq` as INTA of the function described by `config` (its
-    /// interrupt pin register is set).
-    pub fn new(irq: Arc<dyn LevelIrq>, config: &mut PciConfiguration) -> Self {
-        let intx = Intx::new(irq, IntxPin::IntA, config);
-        Self {
-            intx,
-            shadow: PciConfiguration::new(&PciHeader::default()),
-        }
-    }
-
-    /// Sets the interrupt condition. A failure to drive the line is retried
-    /// on the next change (see [`Intx`]); there is nobody to report it to.
-    pub fn set(&mut self, high: bool) {
-        if high != self.intx.asserted() {
-            let _ = self.intx.set_level(&mut self.shadow, high);
-        }
-    }
-
-    /// The interrupt condition (the status register's interrupt bit).
-    pub fn asserted(&self) -> bool {
-        self.intx.asserted()
-    }
-
-    /// The guest wrote the command register: `command` is its new value.
-    pub fn command_written(&mut self, command: u16) {
-        self.shadow.write(PCI_COMMAND, &command.to_le_bytes());
-        let _ = self.intx.command_written(&self.shadow);
-    }
-}
 
 /// A one-shot, non-blocking monotonic timerfd.
 #[derive(Debug)]
@@ -145,31 +90,6 @@ impl AsRawFd for Timer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Mutex;
-
-    #[derive(Default)]
-    struct Line(Mutex<Vec<bool>>);
-    impl LevelIrq for Line {
-        fn set_level(&self, high: bool) -> io::Result<()> {
-            self.0.lock().unwrap().push(high);
-            Ok(())
-        }
-    }
-
-    #[test]
-    fn line_honours_intx_disable() {
-        let line = Arc::new(Line::default());
-        let mut cfg = PciConfiguration::new(&PciHeader::default());
-        let mut l = IrqLine::new(line.clone(), &mut cfg);
-        assert_eq!(cfg.interrupt_pin(), Some(IntxPin::IntA));
-        l.set(true);
-        l.set(true);
-        l.command_written(tapir_pci::configuration::PCI_COMMAND_INTX_DISABLE);
-        assert!(l.asserted());
-        l.command_written(0);
-        l.set(false);
-        assert_eq!(*line.0.lock().unwrap(), vec![true, false, true, false]);
-    }
 
     #[test]
     fn timer_fires_once_and_disarms() {

@@ -6,7 +6,9 @@
 use std::time::{Duration, Instant};
 
 use super::eeprom::{self, Eeprom};
-use super::intr::{IrqLine, Timer};
+use tapir_pci::Intx;
+
+use super::intr::Timer;
 use super::phy::{self, Phy};
 use super::regs::*;
 
@@ -67,7 +69,7 @@ pub struct E1000State {
     regs: Regs,
     eeprom: Eeprom,
     phy: Phy,
-    line: IrqLine,
+    line: Intx,
     timer: Timer,
     last_assert: Option<Instant>,
     itr_deadline: Option<Instant>,
@@ -84,7 +86,7 @@ pub struct E1000State {
 
 impl E1000State {
     /// A device in its power-on state with `eeprom`.
-    pub fn new(eeprom_words: [u16; eeprom::EEPROM_WORDS], line: IrqLine, timer: Timer) -> Self {
+    pub fn new(eeprom_words: [u16; eeprom::EEPROM_WORDS], line: Intx, timer: Timer) -> Self {
         let mut s = Self {
             regs: Regs::new(),
             eeprom: Eeprom::new(eeprom_words),
@@ -134,7 +136,7 @@ impl E1000State {
         self.last_assert = None;
         self.itr_deadline = None;
         let _ = self.timer.disarm();
-        self.line.set(false);
+        let _ = self.line.set_level(false);
         self.generation += 1;
         self.tx_ring_gen += 1;
         self.rx_ring_gen += 1;
@@ -197,7 +199,7 @@ impl E1000State {
     /// The guest wrote the command register.
     pub fn command_written(&mut self, command: u16, bus_master: bool) {
         self.bus_master = bus_master;
-        self.line.command_written(command);
+        let _ = self.line.command_written(command);
     }
 
     /// The interrupt condition, for the status register.
@@ -216,7 +218,7 @@ impl E1000State {
     pub fn update_irq(&mut self) {
         let pending = self.regs.get(ICR) & self.regs.get(IMS) != 0;
         if !pending {
-            self.line.set(false);
+            let _ = self.line.set_level(false);
             return;
         }
         if self.line.asserted() {
@@ -234,7 +236,7 @@ impl E1000State {
                 return;
             }
         }
-        self.line.set(true);
+        let _ = self.line.set_level(true);
         self.last_assert = Some(now);
     }
 

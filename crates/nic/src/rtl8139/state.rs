@@ -9,7 +9,6 @@
 
 use std::time::{Duration, Instant};
 
-use tapir_pci::configuration::{PCI_COMMAND, PCI_COMMAND_INTX_DISABLE};
 use tapir_pci::{Intx, PciConfiguration};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
@@ -166,11 +165,9 @@ pub struct State {
     /// How long the worker holds a frame while the guest has no receive
     /// room before dropping (see `frontend.rs`).
     pub rx_stall_grace: Duration,
+    /// The line; it keeps the INTx-disable bit itself, and the vCPU-side
+    /// device shows its condition as the status bit (`Rtl8139::read_config`).
     intx: Intx,
-    /// Holds the command register's INTx-disable bit and the interrupt
-    /// status bit for `intx` (the real configuration space lives with the
-    /// vCPU-side device; see `Rtl8139::read_config`).
-    intx_config: PciConfiguration,
     kicks: Kicks,
 }
 
@@ -215,7 +212,6 @@ impl State {
         revision: u8,
         mem: GuestMemoryMmap,
         intx: Intx,
-        intx_config: PciConfiguration,
         kicks: Kicks,
     ) -> Self {
         let mut s = Self {
@@ -267,7 +263,6 @@ impl State {
             tx_wait_pending: false,
             rx_stall_grace: RX_STALL_GRACE,
             intx,
-            intx_config,
             kicks,
         };
         s.soft_reset();
@@ -346,7 +341,7 @@ impl State {
     pub fn update_irq(&mut self) {
         let level = self.isr & self.imr != 0;
         // On failure Intx keeps the old line state and the next update retries.
-        let _ = self.intx.set_level(&mut self.intx_config, level);
+        let _ = self.intx.set_level(level);
     }
 
     /// Sets ISR bits (and the line at once: for events of the vCPU and
@@ -399,10 +394,7 @@ impl State {
 
     /// The guest wrote the PCI command register (`config` is the real one).
     pub fn command_written(&mut self, config: &PciConfiguration) {
-        let cmd = config.command();
-        let disable = (cmd & PCI_COMMAND_INTX_DISABLE).to_le_bytes();
-        self.intx_config.write(PCI_COMMAND, &disable);
-        let _ = self.intx.command_written(&self.intx_config);
+        let _ = self.intx.command_written(config.command());
         let was = self.bus_master;
         self.bus_master = config.bus_master_enabled();
         if self.bus_master && !was {

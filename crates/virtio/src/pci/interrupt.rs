@@ -13,7 +13,7 @@ use std::io;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tapir_pci::configuration::PCI_COMMAND;
-use tapir_pci::{Intx, MsixConfig, PciConfiguration, PciHeader};
+use tapir_pci::{Intx, MsixConfig, PciConfiguration};
 
 use super::layout::{overlaps, ISR_CONFIG, ISR_QUEUE, VIRTIO_MSI_NO_VECTOR};
 use crate::device::{VirtioInterrupt, VirtioInterruptType};
@@ -27,13 +27,10 @@ pub(crate) fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// The interrupt half of the transport. See the module documentation.
 pub(crate) struct InterruptState {
     msix: Option<MsixConfig>,
+    /// The line, which keeps the INTx-disable bit itself: raising INTx never
+    /// needs the transport's configuration space. The transport shows its
+    /// condition as the status register's interrupt bit on reads.
     intx: Intx,
-    /// The registers [`Intx`] consults (command: INTx disable; status:
-    /// interrupt bit), mirrored from the function's configuration space so
-    /// that raising INTx never needs the transport. The transport copies
-    /// the command register in on every configuration write and the
-    /// interrupt status bit out on every configuration read.
-    intx_regs: PciConfiguration,
     isr: u8,
     config_vector: u16,
     queue_vectors: Vec<u16>,
@@ -48,7 +45,6 @@ impl InterruptState {
         Self {
             msix,
             intx,
-            intx_regs: PciConfiguration::new(&PciHeader::default()),
             isr: 0,
             config_vector: VIRTIO_MSI_NO_VECTOR,
             queue_vectors: vec![VIRTIO_MSI_NO_VECTOR; num_queues],
@@ -128,7 +124,7 @@ impl InterruptState {
     /// Drives INTx: asserted while an ISR bit is set and MSI-X is off.
     fn sync_intx(&mut self) -> io::Result<()> {
         let level = self.isr != 0 && !self.msix_enabled();
-        self.intx.set_level(&mut self.intx_regs, level)
+        self.intx.set_level(level)
     }
 
     fn sync_intx_or_count(&mut self) {
@@ -190,12 +186,10 @@ impl InterruptState {
         if let Some(msix) = self.msix.as_mut() {
             msix.config_written(config, offset, len);
         }
-        if overlaps(u64::from(offset), len, u64::from(PCI_COMMAND), 2) {
-            self.intx_regs
-                .write(PCI_COMMAND, &config.command().to_le_bytes());
-            if self.intx.command_written(&self.intx_regs).is_err() {
-                self.errors += 1;
-            }
+        if overlaps(u64::from(offset), len, u64::from(PCI_COMMAND), 2)
+            && self.intx.command_written(config.command()).is_err()
+        {
+            self.errors += 1;
         }
         // MSI-X may have been switched on or off.
         self.sync_intx_or_count();
