@@ -73,7 +73,9 @@ use std::sync::{Arc, Mutex};
 use tapir_devices::LevelIrq;
 use tapir_net_backend::NetBackend;
 use tapir_pci::configuration::PCI_COMMAND;
-use tapir_pci::{BarChange, BarKind, Intx, IntxPin, PciBar, PciConfiguration, PciDevice, PciHeader};
+use tapir_pci::{
+    BarChange, BarKind, Intx, IntxPin, PciBar, PciConfiguration, PciDevice, PciHeader,
+};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 

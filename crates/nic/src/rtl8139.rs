@@ -203,13 +203,7 @@ impl Rtl8139 {
             rx: clone(&rx)?,
             timer: clone(&timer)?,
         };
-        let state = Arc::new(Mutex::new(State::new(
-            mac,
-            revision,
-            mem,
-            intx,
-            kicks,
-        )));
+        let state = Arc::new(Mutex::new(State::new(mac, revision, mem, intx, kicks)));
         let stats = Arc::new(NicStats::default());
         let carrier = Carrier::new();
         let tx_sync = Arc::new(TxSync::default());

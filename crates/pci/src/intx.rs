@@ -133,9 +133,7 @@ impl Intx {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::configuration::{
-        PciHeader, PCI_COMMAND_INTX_DISABLE, PCI_INTERRUPT_PIN,
-    };
+    use crate::configuration::{PciHeader, PCI_COMMAND_INTX_DISABLE, PCI_INTERRUPT_PIN};
     use std::sync::Mutex;
 
     #[derive(Default)]

@@ -15,7 +15,6 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
-
 /// A one-shot, non-blocking monotonic timerfd.
 #[derive(Debug)]
 pub struct Timer {

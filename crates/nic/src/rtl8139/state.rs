@@ -207,13 +207,7 @@ pub const IRQ_BATCH: u32 = 32;
 
 impl State {
     /// Power-on state.
-    pub fn new(
-        mac: [u8; 6],
-        revision: u8,
-        mem: GuestMemoryMmap,
-        intx: Intx,
-        kicks: Kicks,
-    ) -> Self {
+    pub fn new(mac: [u8; 6], revision: u8, mem: GuestMemoryMmap, intx: Intx, kicks: Kicks) -> Self {
         let mut s = Self {
             revision,
             mem,
