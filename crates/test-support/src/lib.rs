@@ -5,6 +5,8 @@
 //!   or a SKIPPED line when there is none.
 //! - [`skipped`] and [`retried`]: what a test could not do, said where the
 //!   suite's summary finds it.
+//! - [`net`]: for tests with taps (root and `/dev/net/tun`): interface
+//!   names, `ip`, and [`net::PacketSocket`], the host's end of a tap.
 //!
 //! Rust's test harness has no "skipped" verdict: a test that cannot run
 //! here returns early and passes. So that it does not pass silently, it
@@ -13,6 +15,8 @@
 //! to it. `tests/run-all.sh` sets that variable and prints the file's lines
 //! at the end of every run, green or red; [`retried`] does the same for a
 //! check that was run again.
+
+pub mod net;
 
 use std::io::Write;
 use std::path::PathBuf;

@@ -26,7 +26,8 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 pub use exit::ExitReason;
 pub use host::{kvm_kind, KvmKind};
-pub use vm::{run, VmmError};
+pub use net::{open_backend, BackendOpener, OpenedBackend};
+pub use vm::{run, run_with_backends, VmmError};
 
 /// VM-wide stop control shared by vCPUs, devices and the event loop. The
 /// first reason recorded wins.

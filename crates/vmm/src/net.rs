@@ -60,11 +60,33 @@ pub struct Nic {
     pub entry: NicEntry,
 }
 
-/// The backend, the interface name the default MAC is derived from, and the
-/// label `tapir ctl info` shows (`tap:IF`, `bridge:BR:IF`, `user`).
-type Opened = (Box<dyn NetBackend>, String, String);
+/// A NIC's opened backend, as [`open_backend`] (or a test's own opener,
+/// see [`crate::run_with_backends`]) gives it.
+pub struct OpenedBackend {
+    /// The backend.
+    pub backend: Box<dyn NetBackend>,
+    /// The interface name the default MAC is derived from.
+    pub ifname: String,
+    /// What `tapir ctl info` shows (`tap:IF`, `bridge:BR:IF`, `user`).
+    pub label: String,
+}
 
-fn open_backend(name: &str, spec: &NicSpec) -> Result<Opened, NetError> {
+impl OpenedBackend {
+    fn new(backend: Box<dyn NetBackend>, ifname: String, label: String) -> OpenedBackend {
+        OpenedBackend {
+            backend,
+            ifname,
+            label,
+        }
+    }
+}
+
+/// Opens the backend of one NIC: the function [`crate::run_with_backends`]
+/// calls for each NIC, with the NIC's name (`net0`, or its `id=`) and spec.
+pub type BackendOpener<'a> = dyn FnMut(&str, &NicSpec) -> Result<OpenedBackend, NetError> + 'a;
+
+/// tapir's own opener: the backend `spec.net` names.
+pub fn open_backend(name: &str, spec: &NicSpec) -> Result<OpenedBackend, NetError> {
     let be = |source| NetError::Backend {
         nic: name.to_string(),
         source,
@@ -79,13 +101,13 @@ fn open_backend(name: &str, spec: &NicSpec) -> Result<Opened, NetError> {
             .map_err(be)?;
             let ifname = tap.ifname().to_string();
             let label = format!("tap:{ifname}");
-            Ok((Box::new(tap), ifname, label))
+            Ok(OpenedBackend::new(Box::new(tap), ifname, label))
         }
         NetSpec::Bridge { br, ifname } => {
             let b = BridgeBackend::open(br, ifname.as_deref()).map_err(be)?;
             let ifname = b.ifname().to_string();
             let label = format!("bridge:{br}:{ifname}");
-            Ok((Box::new(b), ifname, label))
+            Ok(OpenedBackend::new(Box::new(b), ifname, label))
         }
         NetSpec::User { options, hostfwd } => {
             let user_err = |msg: String| NetError::User {
@@ -95,7 +117,11 @@ fn open_backend(name: &str, spec: &NicSpec) -> Result<Opened, NetError> {
             let cfg =
                 UserNetConfig::parse(options, hostfwd).map_err(|e| user_err(e.to_string()))?;
             let user = UserBackend::new(name, cfg).map_err(|e| user_err(e.to_string()))?;
-            Ok((Box::new(user), "user".to_string(), "user".to_string()))
+            Ok(OpenedBackend::new(
+                Box::new(user),
+                "user".to_string(),
+                "user".to_string(),
+            ))
         }
         other => Err(NetError::NotBuilt {
             nic: name.to_string(),
@@ -104,12 +130,13 @@ fn open_backend(name: &str, spec: &NicSpec) -> Result<Opened, NetError> {
     }
 }
 
-/// Creates every NIC of `nics` on bus 0.
+/// Creates every NIC of `nics` on bus 0, each with the backend `open` gives.
 pub fn add_nics(
     vm: &Arc<VmFd>,
     mem: &GuestMemoryMmap,
     pci: &mut PciPlatform,
     nics: &[NicSpec],
+    open: &mut BackendOpener<'_>,
 ) -> Result<Vec<Nic>, NetError> {
     let mut out: Vec<Nic> = Vec::with_capacity(nics.len());
     for (i, spec) in nics.iter().enumerate() {
@@ -128,7 +155,11 @@ pub fn add_nics(
             .segment()
             .reserve_slot(spec.slot)
             .map_err(|e| pci_err(e.to_string()))?;
-        let (backend, ifname, backend_name) = open_backend(&name, spec)?;
+        let OpenedBackend {
+            backend,
+            ifname,
+            label: backend_name,
+        } = open(&name, spec)?;
         let mac = spec
             .mac
             .map(|m| m.0)

@@ -27,7 +27,7 @@ use crate::control::command::NicEntry;
 use crate::control::{ControlError, ControlServer};
 use crate::host::{self, HostError, KvmKind};
 use crate::irq::{IrqfdEdge, IrqfdLevel};
-use crate::net;
+use crate::net::{self, BackendOpener};
 use crate::pci::PciPlatform;
 use crate::vcpu::{self, Buses, VcpuHandle, VcpuState};
 use crate::{signals, ExitReason, VmControl};
@@ -231,7 +231,11 @@ struct Vm {
     rsdp: GuestAddress,
 }
 
-fn build_platform(kvm: Kvm, config: &VmConfig) -> Result<Vm, VmmError> {
+fn build_platform(
+    kvm: Kvm,
+    config: &VmConfig,
+    open_backend: &mut BackendOpener<'_>,
+) -> Result<Vm, VmmError> {
     let vm = Arc::new(kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?);
     vm.set_tss_address(0xfffb_d000)
         .map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
@@ -294,7 +298,7 @@ fn build_platform(kvm: Kvm, config: &VmConfig) -> Result<Vm, VmmError> {
 
     // PCI root complex on bus 0.
     let mut pci = PciPlatform::new(&mut pio, &mut mmio).map_err(VmmError::Device)?;
-    let nics = net::add_nics(&vm, &mem, &mut pci, &config.nics)?;
+    let nics = net::add_nics(&vm, &mem, &mut pci, &config.nics, open_backend)?;
     let level_irqs = nics.iter().map(|n| n.intx.clone()).collect();
     let nics = nics.into_iter().map(|n| n.entry).collect();
 
@@ -459,6 +463,20 @@ fn stop_vcpus(handles: &mut [VcpuHandle]) {
 
 /// Builds the VM described by `config`, runs it until it stops, and says why.
 pub fn run(config: &VmConfig) -> Result<ExitReason, VmmError> {
+    run_with_backends(config, &mut net::open_backend)
+}
+
+/// [`run`], with each NIC's backend opened by `open_backend` instead of
+/// [`net::open_backend`]: the seam for tests that give a NIC an in-memory
+/// backend (`tapir_net_backend::MemoryBackend`).
+///
+/// The VM runs in the caller's process: it installs process-wide handlers
+/// for SIGINT, SIGTERM and the vCPU kick signal (SIGTERM stops the VM), so
+/// one process runs one such VM at a time.
+pub fn run_with_backends(
+    config: &VmConfig,
+    open_backend: &mut BackendOpener<'_>,
+) -> Result<ExitReason, VmmError> {
     if config.memory < layout::MIN_MEMORY {
         return Err(VmmError::TooLittleMemory(config.memory >> 20));
     }
@@ -475,20 +493,23 @@ pub fn run(config: &VmConfig) -> Result<ExitReason, VmmError> {
     }
     let kvm = host::open_kvm()?;
     let base_kvm = host::open_kvm()?;
-    let vm = build_platform(kvm, config)?;
+    let vm = build_platform(kvm, config, open_backend)?;
     let entry = load_guest(&vm, config)?;
     let vcpus = create_vcpus(&base_kvm, &vm, config, &entry)?;
 
-    let term = EventFd::new(EFD_NONBLOCK).map_err(io_err("eventfd"))?;
-    signals::install(&term).map_err(io_err("installing signal handlers"))?;
     let mut em = EventManager::<Arc<Mutex<dyn MutEventSubscriber + Send>>>::new()
         .map_err(|e| VmmError::Device(format!("event loop: {e:?}")))?;
+    let term = EventFd::new(EFD_NONBLOCK).map_err(io_err("eventfd"))?;
+    signals::install(&term).map_err(io_err("installing signal handlers"))?;
     let ctl = ControlSubscriber {
         control: vm.control.clone(),
         term,
         level_irqs: vm.level_irqs.clone(),
     };
     em.add_subscriber(Arc::new(Mutex::new(ctl)));
+    // Declared after `em`, so dropped before it closes `term`, on every
+    // return: a signal must not be written to a closed (or reused) fd.
+    let _detach = DetachSignals;
     if let Some(path) = &config.control_socket {
         let server = ControlServer::bind(path, vm.nics.clone(), vm.control.clone())?;
         em.add_subscriber(Arc::new(Mutex::new(server)));
@@ -539,10 +560,19 @@ pub fn run(config: &VmConfig) -> Result<ExitReason, VmmError> {
         }
     }
     stop_vcpus(&mut handles);
-    signals::detach();
     report_nic_losses(&vm.nics);
     let _ = vm.vm.as_raw_fd();
     Ok(vm.control.reason().unwrap_or(ExitReason::PowerOff))
+}
+
+/// Stops forwarding termination signals to the event loop's eventfd when
+/// dropped.
+struct DetachSignals;
+
+impl Drop for DetachSignals {
+    fn drop(&mut self) {
+        signals::detach();
+    }
 }
 
 /// One line per NIC that dropped frames, so that none is lost silently.
