@@ -1,0 +1,297 @@
+//! The NIC data path, end to end: the test kernel's `test=nic`
+//! (`resources/testkernel/README.md`, "The NIC data-path test") drives each
+//! NIC model with its own minimal driver, sends frames of every kind and
+//! size, and checks the echoes; the host echoes every frame and checks
+//! and hashes what crossed. One test per model and backend,
+//! `datapath_<model>_<backend>`:
+//!
+//! - models: `virtio` (MSI-X), `virtio_intx`, `e1000`, `rtl8139` (normal
+//!   mode), `rtl8139cp` (C+ mode);
+//! - backends: `memory` (the VM in this process with a `MemoryBackend`,
+//!   see `memory.rs`), `tap` (the tapir binary on a tap the test made, a
+//!   packet socket echoing; root), `user` (the binary with
+//!   `net=user,loopback=on`, a UDP echo server on 127.0.0.1).
+//!
+//! The VMs run one at a time: the in-process ones must (process-wide
+//! signal handlers), and the guest gives up after 10 s without progress,
+//! which a host of 2 busy cores should not be made to risk.
+
+mod common;
+#[path = "datapath/frames.rs"]
+mod frames;
+#[path = "datapath/guest.rs"]
+mod guest;
+#[path = "datapath/memory.rs"]
+mod memory;
+#[path = "datapath/tap.rs"]
+mod tap;
+#[path = "datapath/user.rs"]
+mod user;
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use frames::{Fnv, Tally};
+use guest::{Backend, Cell, GuestReport, Model, ReportError};
+
+/// Guest RAM in MiB (the test kernel's DMA area ends at 32 MiB).
+pub const GUEST_MEMORY: u64 = 64;
+/// The longest a run may take before it is stopped (a run takes seconds;
+/// the guest itself gives up after 10 s without progress).
+pub const RUN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What one run left behind.
+pub struct Run {
+    pub cmdline: String,
+    /// The guest's console.
+    pub serial: String,
+    /// How the VMM ended, and what it said.
+    pub vmm: String,
+    /// The VM ended with the guest's ACPI poweroff.
+    pub powered_off: bool,
+    /// The host's side.
+    pub host: Tally,
+    pub elapsed: Duration,
+}
+
+/// A check that did not hold.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error("the guest did not print 'TESTKERNEL: PASS'")]
+    NoPass,
+    #[error("the guest printed: {0}")]
+    GuestFail(String),
+    #[error("the VM did not end with the guest's poweroff")]
+    NoPowerOff,
+    #[error(transparent)]
+    Report(#[from] ReportError),
+    #[error("{what}: the guest says {guest}, the host {host}")]
+    Differs {
+        what: &'static str,
+        guest: String,
+        host: String,
+    },
+    #[error("irqs=0: no interrupt reached the guest")]
+    NoIrqs,
+    #[error("{0} problem(s) in the frames the guest sent (below)")]
+    HostProblems(u64),
+}
+
+fn differs(what: &'static str, guest: impl ToString, host: impl ToString) -> Failure {
+    Failure::Differs {
+        what,
+        guest: guest.to_string(),
+        host: host.to_string(),
+    }
+}
+
+/// Everything the guest's report and the host's view must agree on.
+fn verify(cell: &Cell, run: &Run) -> Vec<Failure> {
+    let mut fails = Vec::new();
+    if !run.serial.contains("TESTKERNEL: PASS") {
+        fails.push(Failure::NoPass);
+    }
+    for l in run
+        .serial
+        .lines()
+        .filter(|l| l.contains("TESTKERNEL: FAIL"))
+    {
+        fails.push(Failure::GuestFail(l.trim().to_string()));
+    }
+    if !run.powered_off {
+        fails.push(Failure::NoPowerOff);
+    }
+    let host = &run.host;
+    if host.problem_count > 0 {
+        fails.push(Failure::HostProblems(host.problem_count));
+    }
+    let report = match GuestReport::parse(&run.serial) {
+        Ok(r) => r,
+        Err(e) => {
+            fails.push(e.into());
+            return fails;
+        }
+    };
+    let mut field_checks = || -> Result<(), ReportError> {
+        let udp = cell.backend == Backend::User;
+        let frames = u64::from(cell.frames());
+        let mut want = |what, guest: u64, host: u64| {
+            if guest != host {
+                fails.push(differs(what, guest, host));
+            }
+        };
+        want("tx_frames (units sent)", report.num("tx_frames")?, frames);
+        want("tx_units (units built)", report.num("tx_units")?, frames);
+        want(
+            "rx_frames (echoes): guest received, host sent",
+            report.num("rx_frames")?,
+            host.sent,
+        );
+        want(
+            "frames: host received, host echoed",
+            host.received,
+            host.sent,
+        );
+        if udp {
+            want(
+                "datagrams: guest sent, host received",
+                frames,
+                host.received,
+            );
+        } else {
+            // Every 4th unit (i % 4 == 1) is a tagged raw frame.
+            let vlan_units = (frames + 2) / 4;
+            want(
+                "tagged frames: units, host received",
+                vlan_units,
+                host.tagged,
+            );
+        }
+        if cell.backend == Backend::Memory {
+            want("stray frames", report.num("stray")?, 0);
+        }
+        let tx = Fnv(report.num("tx_hash")?);
+        if tx != host.rx_hash {
+            fails.push(differs(
+                "tx_hash (payloads the guest sent)",
+                tx,
+                host.rx_hash,
+            ));
+        }
+        let rx = Fnv(report.num("rx_hash")?);
+        if rx != host.tx_hash {
+            fails.push(differs(
+                "rx_hash (payloads the host echoed)",
+                rx,
+                host.tx_hash,
+            ));
+        }
+        if report.num("irqs")? == 0 {
+            fails.push(Failure::NoIrqs);
+        }
+        let model = report.text("model")?;
+        if model != cell.model.guest_model() {
+            fails.push(differs("model", model, cell.model.guest_model()));
+        }
+        let mode = report.text("mode")?;
+        let want_mode = if udp { "udp" } else { "raw" };
+        if mode != want_mode {
+            fails.push(differs("mode", mode, want_mode));
+        }
+        Ok(())
+    };
+    if let Err(e) = field_checks() {
+        fails.push(e.into());
+    }
+    fails
+}
+
+/// One line for the log: time, counts, and what the guest's driver used.
+fn summary(cell: &Cell, run: &Run) -> String {
+    let nic = run
+        .serial
+        .lines()
+        .find_map(|l| l.strip_prefix("nic: model="))
+        .map(|l| format!("nic: model={}", l.trim()))
+        .unwrap_or_else(|| "no 'nic:' line".to_string());
+    let result = run
+        .serial
+        .lines()
+        .find_map(|l| l.strip_prefix("NIC: RESULT "))
+        .unwrap_or("no RESULT")
+        .trim();
+    let h = &run.host;
+    format!(
+        "{}: {:.1} s; host: {} received ({} handed over, {} GSO -> {} segments, {} partial csum, \
+         {} tagged), {} echoed, {} problem(s); {nic}; {result}",
+        cell.test,
+        run.elapsed.as_secs_f64(),
+        h.received,
+        h.handed_over,
+        h.gso,
+        h.segments,
+        h.partial_csum,
+        h.tagged,
+        h.sent,
+        h.problem_count
+    )
+}
+
+/// One VM at a time in this process (see the crate's comment).
+static ONE_VM_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn run_cell(cell: Cell) {
+    let kvm = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm");
+    if let Err(e) = kvm {
+        tapir_test_support::skipped(cell.test, &format!("cannot open /dev/kvm: {e}"));
+        return;
+    }
+    // A test that failed holds nothing the next one needs.
+    let _one = ONE_VM_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let run = match cell.backend {
+        Backend::Memory => memory::run(&cell),
+        Backend::Tap => match tap::run(&cell) {
+            Some(r) => r,
+            None => return,
+        },
+        Backend::User => user::run(&cell),
+    };
+    eprintln!("{}", summary(&cell, &run));
+    // The guest's stubs, until its driver is written.
+    if let Some(stub) = run
+        .serial
+        .lines()
+        .find(|l| l.contains("driver is not written yet"))
+    {
+        tapir_test_support::skipped(cell.test, stub.trim());
+        return;
+    }
+    let fails = verify(&cell, &run);
+    if !fails.is_empty() {
+        let list: Vec<String> = fails.iter().map(|f| format!("  - {f}")).collect();
+        panic!(
+            "{}: {} check(s) failed:\n{}\ncmdline: {}\n{}\n--- guest console ---\n{}\n--- host ---\n{}",
+            cell.test,
+            fails.len(),
+            list.join("\n"),
+            run.cmdline,
+            run.vmm,
+            run.serial,
+            run.host
+        );
+    }
+}
+
+macro_rules! cells {
+    ($($test:ident: $model:ident, $backend:ident;)*) => {$(
+        #[test]
+        fn $test() {
+            run_cell(Cell {
+                test: stringify!($test),
+                model: Model::$model,
+                backend: Backend::$backend,
+            });
+        }
+    )*};
+}
+
+cells! {
+    datapath_virtio_memory: Virtio, Memory;
+    datapath_virtio_tap: Virtio, Tap;
+    datapath_virtio_user: Virtio, User;
+    datapath_virtio_intx_memory: VirtioIntx, Memory;
+    datapath_virtio_intx_tap: VirtioIntx, Tap;
+    datapath_virtio_intx_user: VirtioIntx, User;
+    datapath_e1000_memory: E1000, Memory;
+    datapath_e1000_tap: E1000, Tap;
+    datapath_e1000_user: E1000, User;
+    datapath_rtl8139_memory: Rtl8139, Memory;
+    datapath_rtl8139_tap: Rtl8139, Tap;
+    datapath_rtl8139_user: Rtl8139, User;
+    datapath_rtl8139cp_memory: Rtl8139Cp, Memory;
+    datapath_rtl8139cp_tap: Rtl8139Cp, Tap;
+    datapath_rtl8139cp_user: Rtl8139Cp, User;
+}

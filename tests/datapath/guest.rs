@@ -1,0 +1,233 @@
+//! The guest's side of one cell: the model and backend, the test kernel's
+//! command line, and its `NIC: RESULT` line.
+
+use std::collections::BTreeMap;
+
+use crate::frames::{Fnv, Rules};
+
+/// A NIC model as the guest drives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Model {
+    /// virtio-net, MSI-X.
+    Virtio,
+    /// virtio-net, INTx (`irq=intx`).
+    VirtioIntx,
+    E1000,
+    /// RTL8139, normal mode (TSD/TSAD, RX ring).
+    Rtl8139,
+    /// RTL8139, C+ mode (descriptors).
+    Rtl8139Cp,
+}
+
+impl Model {
+    /// tapir's `--nic model=`.
+    pub fn nic_model(self) -> &'static str {
+        match self {
+            Model::Virtio | Model::VirtioIntx => "virtio",
+            Model::E1000 => "e1000",
+            Model::Rtl8139 | Model::Rtl8139Cp => "rtl8139",
+        }
+    }
+
+    /// The guest's `model=`.
+    pub fn guest_model(self) -> &'static str {
+        match self {
+            Model::Virtio | Model::VirtioIntx => "virtio",
+            Model::E1000 => "e1000",
+            Model::Rtl8139 => "rtl8139",
+            Model::Rtl8139Cp => "rtl8139cp",
+        }
+    }
+
+    /// A short tag for interface names.
+    pub fn tag(self) -> &'static str {
+        match self {
+            Model::Virtio => "v",
+            Model::VirtioIntx => "vi",
+            Model::E1000 => "e",
+            Model::Rtl8139 => "r",
+            Model::Rtl8139Cp => "rc",
+        }
+    }
+}
+
+/// Where the NIC's frames go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// `MemoryBackend`, the VM in this process; the peer echoes.
+    Memory,
+    /// A tap this test made; a packet socket on it echoes.
+    Tap,
+    /// `net=user,loopback=on`; a UDP echo server on 127.0.0.1.
+    User,
+}
+
+/// One test: a model over a backend.
+#[derive(Debug, Clone, Copy)]
+pub struct Cell {
+    pub test: &'static str,
+    pub model: Model,
+    pub backend: Backend,
+}
+
+impl Cell {
+    /// Frames (raw) or datagrams (udp) per run: a few seconds each.
+    pub fn frames(&self) -> u32 {
+        match self.backend {
+            Backend::Memory | Backend::Tap => 128,
+            Backend::User => 64,
+        }
+    }
+
+    /// A seed of its own for each cell, the same in every run.
+    pub fn seed(&self) -> u64 {
+        let mut h = Fnv::new();
+        h.update(self.test.as_bytes());
+        h.0 & 0xffff_ffff
+    }
+
+    /// What the path carries: the memory backend and the tap (MTU 9000)
+    /// carry jumbo frames and tags; net=user carries neither.
+    pub fn rules(&self) -> Rules {
+        match self.backend {
+            Backend::Memory | Backend::Tap => Rules {
+                vlan: 5,
+                maxframe: 9014,
+            },
+            Backend::User => Rules {
+                vlan: 0,
+                maxframe: 1514,
+            },
+        }
+    }
+
+    /// The test kernel's command line; `port` is the UDP echo server's
+    /// (net=user).
+    pub fn cmdline(&self, port: Option<u16>) -> String {
+        let rules = self.rules();
+        let mut c = format!(
+            "test=nic model={} frames={} seed={} maxframe={}",
+            self.model.guest_model(),
+            self.frames(),
+            self.seed(),
+            rules.maxframe
+        );
+        match port {
+            Some(p) => c.push_str(&format!(" mode=udp port={p}")),
+            None => c.push_str(&format!(" mode=raw vlan={}", rules.vlan)),
+        }
+        if self.model == Model::VirtioIntx {
+            c.push_str(" irq=intx");
+        }
+        c
+    }
+}
+
+/// What is wrong with the guest's `NIC: RESULT` line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReportError {
+    #[error("the guest printed no 'NIC: RESULT' line")]
+    NoResult,
+    #[error("'NIC: RESULT' has no {0}=")]
+    Missing(&'static str),
+    #[error("'NIC: RESULT' has {key}={value}, not a number")]
+    NotANumber { key: &'static str, value: String },
+}
+
+/// The guest's `NIC: RESULT key=value ...` line.
+#[derive(Debug, Clone)]
+pub struct GuestReport {
+    fields: BTreeMap<String, String>,
+}
+
+impl GuestReport {
+    /// The last `NIC: RESULT` line of the guest's output.
+    pub fn parse(serial: &str) -> Result<GuestReport, ReportError> {
+        let line = serial
+            .lines()
+            .filter_map(|l| l.trim_end().strip_prefix("NIC: RESULT "))
+            .next_back()
+            .ok_or(ReportError::NoResult)?;
+        let fields = line
+            .split_whitespace()
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Ok(GuestReport { fields })
+    }
+
+    pub fn text(&self, key: &'static str) -> Result<&str, ReportError> {
+        self.fields
+            .get(key)
+            .map(String::as_str)
+            .ok_or(ReportError::Missing(key))
+    }
+
+    /// A decimal or `0x` hex number.
+    pub fn num(&self, key: &'static str) -> Result<u64, ReportError> {
+        let v = self.text(key)?;
+        let n = match v.strip_prefix("0x") {
+            Some(h) => u64::from_str_radix(h, 16),
+            None => v.parse(),
+        };
+        n.map_err(|_| ReportError::NotANumber {
+            key,
+            value: v.to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn result_line_is_parsed() {
+        let serial = "nic: model=e1000 mac=52:54:00:12:34:56 caps=0x7\n\
+                      NIC: RESULT model=e1000 mode=raw tx_frames=64 tx_units=64 rx_frames=90 \
+                      tx_hash=0x00000000000000ff rx_hash=0x85944171f73967e8 irqs=12 stray=0\n\
+                      TESTKERNEL: PASS\n";
+        let r = GuestReport::parse(serial).unwrap();
+        assert_eq!(r.text("model"), Ok("e1000"));
+        assert_eq!(r.num("rx_frames"), Ok(90));
+        assert_eq!(r.num("tx_hash"), Ok(0xff));
+        assert_eq!(r.num("rx_hash"), Ok(0x8594_4171_f739_67e8));
+        assert_eq!(r.num("tso"), Err(ReportError::Missing("tso")));
+        assert!(matches!(
+            r.num("mode"),
+            Err(ReportError::NotANumber { key: "mode", .. })
+        ));
+        assert_eq!(
+            GuestReport::parse("TESTKERNEL: PASS\n").unwrap_err(),
+            ReportError::NoResult
+        );
+    }
+
+    #[test]
+    fn command_lines() {
+        let c = Cell {
+            test: "datapath_virtio_intx_tap",
+            model: Model::VirtioIntx,
+            backend: Backend::Tap,
+        };
+        let s = c.seed();
+        assert_eq!(
+            c.cmdline(None),
+            format!(
+                "test=nic model=virtio frames=128 seed={s} maxframe=9014 mode=raw vlan=5 irq=intx"
+            )
+        );
+        let c = Cell {
+            test: "datapath_rtl8139cp_user",
+            model: Model::Rtl8139Cp,
+            backend: Backend::User,
+        };
+        assert_eq!(
+            c.cmdline(Some(4242)),
+            format!(
+                "test=nic model=rtl8139cp frames=64 seed={} maxframe=1514 mode=udp port=4242",
+                c.seed()
+            )
+        );
+    }
+}
