@@ -490,6 +490,7 @@ static void build_unit(struct unit *u)
 		put16(udp, sport);
 		put16(udp + 2, dport);
 		put16(udp + 4, (u16)l4len);
+		put16(udp + 6, 0); /* summed below: the buffer holds an older frame */
 		put32(udp + 8, i);
 		fill_random(udp + 12, l4len - 12);
 		u32 ps = pseudo_sum(f + ETH_HLEN, 17, l4len);
@@ -637,12 +638,18 @@ static void check_echo(const u8 *f, u32 len, const struct nic_rx_info *info)
 		u->got += plen;
 		if (u->got < u->payload_len)
 			return; /* more segments to come */
-	} else if (blen != ulen || memcmp(body, ubody, blen)) {
+	} else {
+		/* Byte for byte, but for a checksum the NIC completed (the sent
+		 * frame holds the pseudo-header sum; the echo's is checked above). */
+		u32 skip = ~0u;
+		if (u->tx.flags & NIC_TX_CSUM)
+			skip = u->tx.csum_start + u->tx.csum_offset - 12u;
 		u32 at = 0;
-		while (at < blen && at < ulen && body[at] == ubody[at])
+		while (at < blen && at < ulen && (body[at] == ubody[at] || at == skip || at == skip + 1))
 			at++;
-		fatal("nic: unit %u (%s): echo differs at byte %u (%u vs %u bytes)", u->index,
-		      kind_name[u->kind], at + 12, blen + 12, ulen + 12);
+		if (blen != ulen || at != blen)
+			fatal("nic: unit %u (%s): echo differs at byte %u (%u vs %u bytes)", u->index,
+			      kind_name[u->kind], at + 12, blen + 12, ulen + 12);
 	}
 	t.head = (t.head + 1) % WINDOW;
 	t.count--;
@@ -794,6 +801,7 @@ NORETURN void test_nic(void)
 	irq_set_handler(nic_irq, d);
 	if (!d->use_msix)
 		ioapic_route(d->gsi, NIC_VECTOR);
+	d->max_frame = t.maxframe; /* what the test wants; the driver may lower it */
 	if (d->drv->init(d) != 0)
 		finish();
 	if (d->max_frame < MIN_FRAME)

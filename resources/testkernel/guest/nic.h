@@ -93,7 +93,9 @@ struct nic_dev {
 	int use_msix;   /* irq=msix on the cmdline */
 	u8 mac[6];
 	u32 caps;       /* NIC_CAP_* */
-	u32 max_frame;  /* largest untagged frame, no FCS, it sends and receives */
+	u32 max_frame;  /* largest untagged frame, no FCS, it sends and receives; on
+			 * entry to init, what the test asks for (maxframe=): the
+			 * driver lowers it to what it can do */
 	u32 max_tso;    /* with NIC_CAP_TSO: largest packet given with NIC_TX_TSO */
 	u16 vlan;       /* the VID of this run (0: no VLAN frames) */
 	void *priv;     /* the driver's own state */
