@@ -166,20 +166,21 @@ int kstrneq(const char *a, const char *b, size_t n)
 }
 
 /* The compiler may emit calls to these four even in freestanding mode. */
+/*
+ * String instructions: on a host that emulates each guest instruction (PVM),
+ * one `rep stosb`/`rep movsb` costs far less than a loop of byte moves.
+ */
 void *memset(void *d, int c, size_t n)
 {
-	u8 *p = d;
-	while (n--)
-		*p++ = (u8)c;
+	void *p = d;
+	__asm__ volatile("rep stosb" : "+D"(p), "+c"(n) : "a"(c) : "memory");
 	return d;
 }
 
 void *memcpy(void *d, const void *s, size_t n)
 {
-	u8 *dp = d;
-	const u8 *sp = s;
-	while (n--)
-		*dp++ = *sp++;
+	void *dp = d;
+	__asm__ volatile("rep movsb" : "+D"(dp), "+S"(s), "+c"(n) : : "memory");
 	return d;
 }
 
@@ -200,7 +201,16 @@ void *memmove(void *d, const void *s, size_t n)
 int memcmp(const void *a, const void *b, size_t n)
 {
 	const u8 *x = a, *y = b;
-	for (size_t i = 0; i < n; i++)
+	size_t i = 0;
+	/* Eight bytes at a time up to the first difference (see memset). */
+	for (; i + 8 <= n; i += 8) {
+		u64 u, v;
+		__builtin_memcpy(&u, x + i, 8);
+		__builtin_memcpy(&v, y + i, 8);
+		if (u != v)
+			break;
+	}
+	for (; i < n; i++)
 		if (x[i] != y[i])
 			return x[i] < y[i] ? -1 : 1;
 	return 0;
