@@ -7,6 +7,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::time::{Duration, Instant};
 
 use tapir_net_backend::hdr::{GSO_ECN, GSO_NONE, NEEDS_CSUM};
 use tapir_net_backend::offload::{self, fold, sum_words, OffloadError};
@@ -301,6 +302,11 @@ pub struct Tally {
     pub problem_count: u64,
     /// One line for each of the last frames handed over.
     pub recent: VecDeque<String>,
+    /// When the first and the last frame were handed over.
+    pub first: Option<Instant>,
+    pub last: Option<Instant>,
+    /// The longest wait between two frames, and the frame after it.
+    pub longest_gap: (Duration, u64),
 }
 
 impl Default for Tally {
@@ -318,6 +324,9 @@ impl Default for Tally {
             problems: Vec::new(),
             problem_count: 0,
             recent: VecDeque::new(),
+            first: None,
+            last: None,
+            longest_gap: (Duration::ZERO, 0),
         }
     }
 }
@@ -330,6 +339,28 @@ impl Tally {
         }
     }
 
+    /// Counts one frame (or datagram) handed over, and when.
+    fn handed(&mut self) {
+        let now = Instant::now();
+        self.handed_over += 1;
+        if let Some(last) = self.last {
+            let gap = now - last;
+            if gap > self.longest_gap.0 {
+                self.longest_gap = (gap, self.handed_over);
+            }
+        }
+        self.first.get_or_insert(now);
+        self.last = Some(now);
+    }
+
+    /// From the first frame to the last.
+    pub fn span(&self) -> Duration {
+        match (self.first, self.last) {
+            (Some(a), Some(b)) => b - a,
+            _ => Duration::ZERO,
+        }
+    }
+
     fn note(&mut self, line: String) {
         if self.recent.len() == RECENT {
             self.recent.pop_front();
@@ -339,7 +370,7 @@ impl Tally {
 
     /// A datagram (UDP mode) received from the guest: its payload.
     pub fn datagram_received(&mut self, payload: &[u8]) {
-        self.handed_over += 1;
+        self.handed();
         self.received += 1;
         self.rx_hash.update(payload);
         let head = payload.get(..4).map(|b| be32(b, 0));
@@ -363,7 +394,8 @@ impl fmt::Display for Tally {
         writeln!(
             f,
             "host: received {} (handed over {}: {} GSO -> {} segments, {} partial checksums), \
-             {} tagged, echoed {}; hash received {}, hash echoed {}; {} problem(s)",
+             {} tagged, echoed {}; hash received {}, hash echoed {}; {} problem(s); frames over \
+             {:.1} s, the longest wait {:.2} s before #{}",
             self.received,
             self.handed_over,
             self.gso,
@@ -373,7 +405,10 @@ impl fmt::Display for Tally {
             self.sent,
             self.rx_hash,
             self.tx_hash,
-            self.problem_count
+            self.problem_count,
+            self.span().as_secs_f64(),
+            self.longest_gap.0.as_secs_f64(),
+            self.longest_gap.1
         )?;
         for (n, p) in &self.problems {
             writeln!(f, "  problem in frame #{n}: {p}")?;
@@ -416,7 +451,7 @@ impl EchoCore {
     /// A frame the guest sent, with the offload header the backend gave:
     /// returns the echoes to send, in order.
     pub fn guest_sent(&mut self, hdr: &NetHdr, frame: &[u8]) -> Vec<Vec<u8>> {
-        self.tally.handed_over += 1;
+        self.tally.handed();
         let gso = hdr.gso_type & !GSO_ECN != GSO_NONE;
         if gso {
             self.tally.gso += 1;
