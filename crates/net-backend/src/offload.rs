@@ -38,6 +38,24 @@ pub enum OffloadError {
     Unsupported(&'static str),
 }
 
+/// The big-endian `u16` at `b[at..at + 2]`. Panics when that lies
+/// outside `b`: callers check their offsets against the frame first (or
+/// use [`try_be16`]).
+pub fn be16(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+
+/// The big-endian `u16` at `b[at..at + 2]`, `None` when that lies outside `b`.
+pub fn try_be16(b: &[u8], at: usize) -> Option<u16> {
+    let w = b.get(at..at.checked_add(2)?)?;
+    Some(u16::from_be_bytes([w[0], w[1]]))
+}
+
+/// Stores `v` big-endian at `b[at..at + 2]` (panics like [`be16`]).
+pub fn put16(b: &mut [u8], at: usize, v: u16) {
+    b[at..at + 2].copy_from_slice(&v.to_be_bytes());
+}
+
 /// One's-complement sum of `data` as big-endian 16-bit words, added to
 /// `acc` (not folded). An odd trailing byte counts as its word's high byte.
 pub fn sum_words(data: &[u8], mut acc: u64) -> u64 {
@@ -94,7 +112,7 @@ pub fn complete_checksum(hdr: &NetHdr, frame: &mut [u8]) -> Result<(), OffloadEr
         0 => 0xffff,
         c => c,
     };
-    frame[at..at + 2].copy_from_slice(&sum.to_be_bytes());
+    put16(frame, at, sum);
     Ok(())
 }
 
@@ -130,14 +148,6 @@ const IPPROTO_TCP: u8 = 6;
 const TCP_FIN: u8 = 0x01;
 const TCP_PSH: u8 = 0x08;
 const TCP_CWR: u8 = 0x80;
-
-fn be16(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
-}
-
-fn put16(b: &mut [u8], at: usize, v: u16) {
-    b[at..at + 2].copy_from_slice(&v.to_be_bytes());
-}
 
 /// Where the parts of a TCP/IP frame lie.
 #[derive(Debug)]

@@ -1,5 +1,6 @@
 //! The 802.1Q access-port rule applied between a NIC and its backend.
 
+use tapir_net_backend::offload::be16;
 use tapir_net_backend::NetHdr;
 
 /// 802.1Q tag protocol identifier.
@@ -37,8 +38,8 @@ pub fn untag(hdr: &mut NetHdr, frame: &mut [u8], len: usize, vid: u16) -> Option
     if len < ETHERTYPE_OFFSET + TAG_LEN {
         return None;
     }
-    let tpid = u16::from_be_bytes([frame[12], frame[13]]);
-    let tci = u16::from_be_bytes([frame[14], frame[15]]);
+    let tpid = be16(frame, ETHERTYPE_OFFSET);
+    let tci = be16(frame, ETHERTYPE_OFFSET + 2);
     if tpid != TPID_8021Q || tci & 0x0fff != vid {
         return None;
     }

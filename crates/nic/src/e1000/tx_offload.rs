@@ -19,7 +19,7 @@
 //! a bad one is an [`OffloadError`] (the packet is dropped and counted).
 
 use tapir_net_backend::hdr::{GSO_ECN, GSO_TCPV4, GSO_TCPV6, NEEDS_CSUM};
-use tapir_net_backend::offload::{fold, sum_words};
+use tapir_net_backend::offload::{be16, fold, put16, sum_words};
 use tapir_net_backend::{NetHdr, Offloads};
 
 use super::regs::*;
@@ -98,14 +98,6 @@ impl TxContext {
     fn is_ipv4(&self) -> bool {
         self.tucmd & TUCMD_IP != 0
     }
-}
-
-fn be16(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
-}
-
-fn put16(b: &mut [u8], at: usize, v: u16) {
-    b[at..at + 2].copy_from_slice(&v.to_be_bytes());
 }
 
 /// Stores at `at` the one's complement of the sum of `frame[start..=end]`

@@ -10,7 +10,7 @@
 //! counted), never a panic or a read past the frame.
 
 use tapir_net_backend::hdr::{GSO_TCPV4, NEEDS_CSUM};
-use tapir_net_backend::offload::{fold, segment, sum_words, OffloadError};
+use tapir_net_backend::offload::{be16, fold, put16, segment, sum_words, OffloadError};
 use tapir_net_backend::NetHdr;
 
 use super::regs::{PID_IP, PID_TCP, PID_UDP, RXD_IPF, RXD_PID_SHIFT, RXD_TCPF, RXD_UDPF};
@@ -91,14 +91,6 @@ pub enum OffloadReject {
     /// The large-send segmenter refused the frame.
     #[error("large send: {0}")]
     LargeSend(#[from] OffloadError),
-}
-
-fn be16(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
-}
-
-fn put16(b: &mut [u8], at: usize, v: u16) {
-    b[at..at + 2].copy_from_slice(&v.to_be_bytes());
 }
 
 /// Where the parts of an IPv4 frame lie; all within the frame.
