@@ -213,7 +213,6 @@ pub struct NetWorker {
     tx_buf: Vec<u8>,
     /// The frame being sent when it is left in guest memory.
     tx_guest: Vec<GuestBuf>,
-    tx_tagged: Vec<u8>,
     tx_pending: bool,
     rx_buf: Vec<u8>,
     rx_pending: Option<(NetHdr, usize)>,
@@ -247,7 +246,6 @@ impl NetWorker {
             tx_hdr: NetHdr::default(),
             tx_buf: Vec::with_capacity(MAX_FRAME),
             tx_guest: Vec::new(),
-            tx_tagged: Vec::with_capacity(MAX_FRAME),
             tx_pending: false,
             rx_buf: vec![0u8; MAX_FRAME],
             rx_pending: None,
@@ -380,22 +378,21 @@ impl NetWorker {
                 ) {
                     break;
                 }
-                if self.vlan.is_some() && !self.tx_guest.is_empty() {
-                    // Tagging inserts bytes: work on a copy.
-                    guest_buf::gather(&self.tx_guest, &mut self.tx_buf);
-                    self.tx_guest.clear();
+                if let Some(vid) = self.vlan {
+                    if !self.tx_guest.is_empty() {
+                        // Tagging inserts bytes: work on a copy.
+                        guest_buf::gather(&self.tx_guest, &mut self.tx_buf);
+                        self.tx_guest.clear();
+                    }
+                    // Tagged once: a frame the backend refuses is held tagged.
+                    let tci = vid & 0x0fff;
+                    vlan::insert(&mut self.tx_buf, vlan::TPID_8021Q, tci, &mut self.tx_hdr);
                 }
                 self.tx_pending = true;
             }
-            let mut hdr = self.tx_hdr;
+            let hdr = self.tx_hdr;
             let in_guest = !self.tx_guest.is_empty();
-            let frame: &[u8] = match self.vlan {
-                Some(vid) if !in_guest => {
-                    vlan::tag(&mut hdr, &self.tx_buf, vid, &mut self.tx_tagged);
-                    &self.tx_tagged
-                }
-                _ => &self.tx_buf,
-            };
+            let frame: &[u8] = &self.tx_buf;
             let len = if in_guest {
                 guest_buf::total_len(&self.tx_guest)
             } else {

@@ -27,6 +27,7 @@ use super::rx::{self, Verdict, WriteBack, Written, MIN_FRAME};
 use super::state::E1000State;
 use super::tx::{self, Gather, Offload, Packet};
 use super::tx_offload::{self, Tso, TxContext};
+use crate::vlan;
 use crate::worker::{GuestWork, NicFrontend, NicStats, RxPush};
 
 /// The device state shared by the PCI device and the frontend.
@@ -510,7 +511,7 @@ fn pad<'a>(frame: &'a [u8], small: &'a mut [u8; MIN_FRAME]) -> &'a [u8] {
 /// CTRL.VME) and short-packet padding (TCTL.PSP, whole frames only).
 fn finish_frame(buf: &mut Vec<u8>, hdr: &mut NetHdr, tag: Option<(u16, u16)>, psp: bool) {
     if let Some((tpid, tci)) = tag {
-        tx_offload::insert_vlan(buf, tpid, tci, hdr);
+        vlan::insert(buf, tpid, tci, hdr);
     }
     if psp && hdr.is_plain() && buf.len() < MIN_FRAME {
         buf.resize(MIN_FRAME, 0);

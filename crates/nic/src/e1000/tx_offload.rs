@@ -343,21 +343,3 @@ pub fn gso(frame: &mut [u8], ctx: &TxContext, popts: u8, offloads: Offloads) -> 
         num_buffers: 0,
     })
 }
-
-/// Inserts an 802.1Q tag (`tpid`, `tci`) after the MAC addresses and
-/// shifts the offload offsets of `hdr` that count from the frame start.
-pub fn insert_vlan(frame: &mut Vec<u8>, tpid: u16, tci: u16, hdr: &mut NetHdr) {
-    if frame.len() < 12 {
-        return;
-    }
-    let mut tag = [0u8; 4];
-    tag[..2].copy_from_slice(&tpid.to_be_bytes());
-    tag[2..].copy_from_slice(&tci.to_be_bytes());
-    frame.splice(12..12, tag);
-    if hdr.flags & NEEDS_CSUM != 0 {
-        hdr.csum_start = hdr.csum_start.saturating_add(4);
-    }
-    if hdr.hdr_len != 0 {
-        hdr.hdr_len = hdr.hdr_len.saturating_add(4);
-    }
-}

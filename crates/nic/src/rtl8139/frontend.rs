@@ -47,10 +47,11 @@ use super::cplus::{self, CpTx, Room, TxChain};
 use super::filter::{accept, fcs, Match};
 use super::normal::{self, RxResult, SlotTx};
 use super::offload::{
-    insert_vlan, large_send, rx_checksum_status, strip_vlan, tx_checksum, tx_checksum_partial,
+    large_send, rx_checksum_status, strip_vlan, tx_checksum, tx_checksum_partial,
 };
 use super::regs::*;
 use super::state::State;
+use crate::vlan::{self, TPID_8021Q};
 use crate::worker::{GuestWork, NicFrontend, NicStats, RxPush};
 
 const TOKEN_TX: u32 = 0;
@@ -304,7 +305,12 @@ impl Rtl8139Frontend {
     fn offload(&mut self, buf: &mut Vec<u8>, partial: bool) -> Result<Option<Vec<Vec<u8>>>, ()> {
         let (opts1, opts2) = (self.chain.opts1, self.chain.opts2);
         if opts2 & TXD_TAGC != 0 {
-            insert_vlan(buf, (opts2 as u16).swap_bytes());
+            vlan::insert(
+                buf,
+                TPID_8021Q,
+                (opts2 as u16).swap_bytes(),
+                &mut self.tx_hdr,
+            );
         }
         let (ip, udp, tcp) = (
             opts1 & TXD_IPCS != 0,
