@@ -70,7 +70,7 @@ pub use eeprom::Ids;
 use std::io;
 use std::sync::{Arc, Mutex};
 
-use tapir_devices::LevelIrq;
+use tapir_devices::{lock, LevelIrq};
 use tapir_net_backend::NetBackend;
 use tapir_pci::configuration::PCI_COMMAND;
 use tapir_pci::{
@@ -81,7 +81,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::link::{Carrier, LinkHandle, LinkNotify};
 use crate::worker::{NetWorker, NicStats, WorkerHandle};
-use frontend::{lock, E1000Frontend, Shared};
+use frontend::{E1000Frontend, Shared};
 use intr::Timer;
 use regs::{BAR0_SIZE, BAR1_SIZE};
 use state::{E1000State, Kick};

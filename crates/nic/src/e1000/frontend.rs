@@ -12,8 +12,9 @@
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
+use tapir_devices::lock;
 use tapir_net_backend::hdr::{DATA_VALID, GSO_NONE};
 use tapir_net_backend::offload::segment;
 use tapir_net_backend::{NetHdr, Offloads};
@@ -32,11 +33,6 @@ use crate::worker::{GuestWork, NicFrontend, NicStats, RxPush};
 
 /// The device state shared by the PCI device and the frontend.
 pub type Shared = Arc<Mutex<E1000State>>;
-
-/// Locks the device state; a panicked holder leaves consistent registers.
-pub fn lock(s: &Mutex<E1000State>) -> MutexGuard<'_, E1000State> {
-    s.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 const TOKEN_TX: u32 = 0;
 const TOKEN_RX: u32 = 1;

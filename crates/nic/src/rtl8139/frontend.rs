@@ -34,9 +34,10 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tapir_devices::lock;
 use tapir_net_backend::hdr::{DATA_VALID, GSO_ECN, GSO_NONE, NEEDS_CSUM};
 use tapir_net_backend::offload::{complete_checksum, segment};
 use tapir_net_backend::NetHdr;
@@ -69,11 +70,6 @@ pub const RX_STALL_GRACE: Duration = Duration::from_millis(20);
 const TX_BUDGET: usize = 256;
 /// Shortest frame on the wire (without CRC).
 const ETH_ZLEN: usize = 60;
-
-/// Locks the shared state; a panic elsewhere leaves consistent registers.
-pub fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
-    state.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// Puts `fd` in non-blocking mode (timerfds are created blocking).
 fn set_nonblocking(fd: RawFd) -> io::Result<()> {
@@ -182,12 +178,12 @@ pub struct TxSync {
 impl TxSync {
     /// Waits until doorbell `n` is served, at most `limit`.
     pub fn wait_for(&self, n: u64, limit: Duration) {
-        let served = self.served.lock().unwrap_or_else(|e| e.into_inner());
+        let served = lock(&self.served);
         let _ = self.cv.wait_timeout_while(served, limit, |s| *s < n);
     }
 
     fn served(&self, n: u64) {
-        let mut s = self.served.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = lock(&self.served);
         if n > *s {
             *s = n;
             self.cv.notify_all();
