@@ -2,7 +2,9 @@
 //! carry offloads: completing partial checksums and TCP segmentation.
 //!
 //! Every length and offset comes from the guest: all are checked against
-//! the frame, and a bad one is an [`OffloadError`], never a panic.
+//! the frame, and a bad one is an [`OffloadError`], never a panic. NIC
+//! models that do offloads themselves report their errors with the same
+//! type.
 
 use crate::hdr::{GSO_ECN, GSO_NONE, GSO_TCPV4, GSO_TCPV6, GSO_UDP, NEEDS_CSUM};
 use crate::NetHdr;
@@ -23,6 +25,24 @@ pub enum OffloadError {
     #[error("checksum field at {at} does not fit in the {len}-byte frame")]
     CsumOffset {
         /// `csum_start + csum_offset`.
+        at: usize,
+        /// The frame length.
+        len: usize,
+    },
+    /// A checksum region (`start..=end`) or its 2-byte field (at `at`)
+    /// lies outside the frame: offsets a NIC model was given (e1000
+    /// context descriptors).
+    #[error(
+        "{what} checksum: region {start}..={end} or field at {at} outside the {len}-byte frame"
+    )]
+    CsumRegion {
+        /// Which checksum (`IP`, `TCP/UDP`, ...).
+        what: &'static str,
+        /// Start of the summed region.
+        start: usize,
+        /// End of the summed region (inclusive).
+        end: usize,
+        /// Where the checksum goes.
         at: usize,
         /// The frame length.
         len: usize,
