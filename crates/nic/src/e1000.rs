@@ -186,7 +186,7 @@ impl E1000 {
             offloads,
         );
         let worker = NetWorker::spawn(
-            format!("{name}-net"),
+            &name,
             Box::new(frontend),
             backend,
             vlan,

@@ -218,7 +218,7 @@ impl Rtl8139 {
         )
         .map_err(Rtl8139Error::Fds)?;
         let worker = NetWorker::spawn(
-            format!("{name}-net"),
+            &name,
             Box::new(frontend),
             backend,
             vlan,

@@ -228,7 +228,7 @@ impl VirtioDevice for VirtioNet {
         let frontend =
             VirtioNetQueues::new(mem, rx, tx, interrupt.clone(), mrg, self.stats.clone());
         match NetWorker::spawn(
-            format!("{}-net", self.name),
+            &self.name,
             Box::new(frontend),
             backend,
             self.vlan,

@@ -539,7 +539,7 @@ fn start_worker_with(
     let (backend, peer) = MemoryBackend::new(capacity, Offloads::default()).unwrap();
     let front = f.q.take().unwrap();
     let handle = NetWorker::spawn(
-        "test-net".into(),
+        "test",
         Box::new(front),
         Box::new(backend),
         vlan,
