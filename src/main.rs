@@ -2,10 +2,12 @@
 //! hands it to the VMM, and turns the outcome into an exit status.
 
 mod cli;
+mod logger;
 
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    logger::init();
     match cli::main() {
         Ok(code) => ExitCode::from(code),
         Err(msg) => {

@@ -132,9 +132,10 @@ impl fmt::Display for MacAddr {
     }
 }
 
-/// The backend a NIC is attached to, with its options.
+/// The backend a NIC is attached to, with its options: the `net=` part of
+/// a `--nic`. The VMM opens it as a `tapir_net_backend::NetBackend`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NetBackend {
+pub enum BackendSpec {
     /// User-mode NAT (no privileges).
     User {
         /// `key=value` options (subnet, gateway, dns, dhcpstart, restrict,
@@ -164,14 +165,14 @@ pub enum NetBackend {
     },
 }
 
-impl NetBackend {
+impl BackendSpec {
     /// The `net=` name.
     pub fn name(&self) -> &'static str {
         match self {
-            NetBackend::User { .. } => "user",
-            NetBackend::Tap { .. } => "tap",
-            NetBackend::Bridge { .. } => "bridge",
-            NetBackend::Passthrough { .. } => "passthrough",
+            BackendSpec::User { .. } => "user",
+            BackendSpec::Tap { .. } => "tap",
+            BackendSpec::Bridge { .. } => "bridge",
+            BackendSpec::Passthrough { .. } => "passthrough",
         }
     }
 }
@@ -191,7 +192,7 @@ pub struct NicSpec {
     /// Model.
     pub model: NicModel,
     /// Backend.
-    pub net: NetBackend,
+    pub net: BackendSpec,
     /// Name.
     pub id: Option<String>,
     /// MAC address (None: the VMM derives a stable one).
@@ -300,7 +301,7 @@ impl FromStr for NicArg {
                     .filter(|(k, _)| k == "hostfwd")
                     .map(|(_, v)| v.clone())
                     .collect();
-                NetBackend::User { options, hostfwd }
+                BackendSpec::User { options, hostfwd }
             }
             "tap" => {
                 used.extend(["ifname", "fd"]);
@@ -317,7 +318,7 @@ impl FromStr for NicArg {
                         why: "give either ifname= or fd=, not both",
                     });
                 }
-                NetBackend::Tap { ifname, fd }
+                BackendSpec::Tap { ifname, fd }
             }
             "bridge" => {
                 used.extend(["br", "ifname"]);
@@ -329,7 +330,7 @@ impl FromStr for NicArg {
                 let ifname = get("ifname")
                     .map(|v| valid_ifname("ifname", v))
                     .transpose()?;
-                NetBackend::Bridge { br, ifname }
+                BackendSpec::Bridge { br, ifname }
             }
             "passthrough" => {
                 used.push("host");
@@ -337,7 +338,7 @@ impl FromStr for NicArg {
                     net: "passthrough",
                     key: "host",
                 })?;
-                NetBackend::Passthrough {
+                BackendSpec::Passthrough {
                     host: valid_ifname("host", host)?,
                 }
             }
@@ -459,7 +460,7 @@ mod tests {
         assert_eq!(n.model, NicModel::Virtio);
         assert_eq!(
             n.net,
-            NetBackend::User {
+            BackendSpec::User {
                 options: vec![],
                 hostfwd: vec![]
             }
@@ -468,7 +469,7 @@ mod tests {
         assert_eq!(n.model, NicModel::E1000);
         assert_eq!(
             n.net,
-            NetBackend::Tap {
+            BackendSpec::Tap {
                 ifname: Some("tap0".into()),
                 fd: None
             }
@@ -481,14 +482,14 @@ mod tests {
         let n = nic("net=user,hostfwd=tcp::8080-:80,hostfwd=udp:127.0.0.1:53-:53,restrict=on");
         assert_eq!(
             n.net,
-            NetBackend::User {
+            BackendSpec::User {
                 options: vec![("restrict".into(), "on".into())],
                 hostfwd: vec!["tcp::8080-:80".into(), "udp:127.0.0.1:53-:53".into()]
             }
         );
         assert_eq!(
             nic("net=bridge,br=br0").net,
-            NetBackend::Bridge {
+            BackendSpec::Bridge {
                 br: "br0".into(),
                 ifname: None
             }

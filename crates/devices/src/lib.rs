@@ -7,10 +7,14 @@
 pub mod bus;
 pub mod irq;
 pub mod power;
+pub mod sync;
+pub mod timer;
 
 pub use bus::{Bus, BusDevice, BusError};
 pub use irq::{EdgeIrq, LevelIrq};
 pub use power::{PowerEvent, PowerSink};
+pub use sync::lock;
+pub use timer::Timer;
 pub mod acpi_pm;
 pub mod i8042;
 pub mod serial;

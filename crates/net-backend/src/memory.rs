@@ -41,6 +41,7 @@ struct Queues {
     from_guest: VecDeque<Frame>,
     enabled: Offloads,
     send_error: Option<io::ErrorKind>,
+    recv_error: Option<io::ErrorKind>,
 }
 
 #[derive(Debug)]
@@ -58,7 +59,7 @@ struct Shared {
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Queues> {
         // A panicking test thread leaves consistent queues behind.
-        self.queues.lock().unwrap_or_else(|e| e.into_inner())
+        tapir_devices::lock(&self.queues)
     }
 }
 
@@ -97,6 +98,7 @@ impl MemoryBackend {
                 from_guest: VecDeque::new(),
                 enabled: Offloads::default(),
                 send_error: None,
+                recv_error: None,
             }),
             capacity: capacity.max(1),
             rx_evt: EventFd::new(EFD_NONBLOCK)?,
@@ -152,6 +154,12 @@ impl NetBackend for MemoryBackend {
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<(NetHdr, usize)> {
         let sh = &*self.shared;
         let mut q = sh.lock();
+        if let Some(kind) = q.recv_error {
+            return Err(io::Error::new(
+                kind,
+                "memory backend: injected receive error",
+            ));
+        }
         let (hdr, bytes) = q.to_guest.pop_front().ok_or(io::ErrorKind::WouldBlock)?;
         if q.to_guest.is_empty() {
             drain(&sh.rx_evt);
@@ -245,6 +253,12 @@ impl MemoryPeer {
     /// called again with `None`: for testing a model's error paths.
     pub fn fail_sends(&self, kind: Option<io::ErrorKind>) {
         self.shared.lock().send_error = kind;
+    }
+
+    /// Makes every `recv` fail with `kind` (frames toward the guest stay
+    /// queued) until called again with `None`.
+    pub fn fail_recvs(&self, kind: Option<io::ErrorKind>) {
+        self.shared.lock().recv_error = kind;
     }
 
     /// Readable while frames from the guest wait to be taken.
@@ -375,6 +389,16 @@ mod tests {
         peer.fail_sends(None);
         assert_eq!(be.send(&NetHdr::default(), &[]).unwrap(), 0);
         assert!(be.describe().starts_with("memory"));
+
+        peer.inject(NetHdr::default(), &[7; 60]).unwrap();
+        peer.fail_recvs(Some(io::ErrorKind::BrokenPipe));
+        let mut buf = [0u8; 64];
+        assert_eq!(
+            be.recv(&mut buf).unwrap_err().kind(),
+            io::ErrorKind::BrokenPipe
+        );
+        peer.fail_recvs(None);
+        assert_eq!(be.recv(&mut buf).unwrap().1, 60, "the frame stayed queued");
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! carry offloads: completing partial checksums and TCP segmentation.
 //!
 //! Every length and offset comes from the guest: all are checked against
-//! the frame, and a bad one is an [`OffloadError`], never a panic.
+//! the frame, and a bad one is an [`OffloadError`], never a panic. NIC
+//! models that do offloads themselves report their errors with the same
+//! type.
 
 use crate::hdr::{GSO_ECN, GSO_NONE, GSO_TCPV4, GSO_TCPV6, GSO_UDP, NEEDS_CSUM};
 use crate::NetHdr;
@@ -27,6 +29,24 @@ pub enum OffloadError {
         /// The frame length.
         len: usize,
     },
+    /// A checksum region (`start..=end`) or its 2-byte field (at `at`)
+    /// lies outside the frame: offsets a NIC model was given (e1000
+    /// context descriptors).
+    #[error(
+        "{what} checksum: region {start}..={end} or field at {at} outside the {len}-byte frame"
+    )]
+    CsumRegion {
+        /// Which checksum (`IP`, `TCP/UDP`, ...).
+        what: &'static str,
+        /// Start of the summed region.
+        start: usize,
+        /// End of the summed region (inclusive).
+        end: usize,
+        /// Where the checksum goes.
+        at: usize,
+        /// The frame length.
+        len: usize,
+    },
     /// The frame ends inside a header.
     #[error("frame too short for its {0} header")]
     Truncated(&'static str),
@@ -36,6 +56,24 @@ pub enum OffloadError {
     /// Valid, but not something this module can do.
     #[error("unsupported offload: {0}")]
     Unsupported(&'static str),
+}
+
+/// The big-endian `u16` at `b[at..at + 2]`. Panics when that lies
+/// outside `b`: callers check their offsets against the frame first (or
+/// use [`try_be16`]).
+pub fn be16(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+
+/// The big-endian `u16` at `b[at..at + 2]`, `None` when that lies outside `b`.
+pub fn try_be16(b: &[u8], at: usize) -> Option<u16> {
+    let w = b.get(at..at.checked_add(2)?)?;
+    Some(u16::from_be_bytes([w[0], w[1]]))
+}
+
+/// Stores `v` big-endian at `b[at..at + 2]` (panics like [`be16`]).
+pub fn put16(b: &mut [u8], at: usize, v: u16) {
+    b[at..at + 2].copy_from_slice(&v.to_be_bytes());
 }
 
 /// One's-complement sum of `data` as big-endian 16-bit words, added to
@@ -94,7 +132,7 @@ pub fn complete_checksum(hdr: &NetHdr, frame: &mut [u8]) -> Result<(), OffloadEr
         0 => 0xffff,
         c => c,
     };
-    frame[at..at + 2].copy_from_slice(&sum.to_be_bytes());
+    put16(frame, at, sum);
     Ok(())
 }
 
@@ -130,14 +168,6 @@ const IPPROTO_TCP: u8 = 6;
 const TCP_FIN: u8 = 0x01;
 const TCP_PSH: u8 = 0x08;
 const TCP_CWR: u8 = 0x80;
-
-fn be16(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
-}
-
-fn put16(b: &mut [u8], at: usize, v: u16) {
-    b[at..at + 2].copy_from_slice(&v.to_be_bytes());
-}
 
 /// Where the parts of a TCP/IP frame lie.
 #[derive(Debug)]

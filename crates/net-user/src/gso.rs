@@ -13,7 +13,7 @@
 use std::net::Ipv4Addr;
 
 use tapir_net_backend::hdr::{DATA_VALID, GSO_TCPV4};
-use tapir_net_backend::offload::{fold, sum_words};
+use tapir_net_backend::offload::{be16, fold, put16, sum_words};
 use tapir_net_backend::NetHdr;
 
 /// The MSS the guest seems to announce: the largest segment smoltcp may
@@ -55,10 +55,6 @@ fn addr(b: &[u8]) -> Ipv4Addr {
     Ipv4Addr::new(b[0], b[1], b[2], b[3])
 }
 
-fn port(b: &[u8]) -> u16 {
-    u16::from_be_bytes([b[0], b[1]])
-}
-
 /// Raises the MSS option of a guest SYN (or SYN-ACK) to [`BIG_MSS`] and
 /// recomputes the TCP checksum. Returns the flow and the MSS the guest
 /// announced (the default when it had no MSS option); `None` for any other
@@ -71,9 +67,9 @@ pub(crate) fn raise_syn_mss(f: &mut [u8]) -> Option<(FlowKey, u16)> {
     }
     let key = (
         addr(&f[ETH + 12..]),
-        port(&f[t..]),
+        be16(f, t),
         addr(&f[ETH + 16..]),
-        port(&f[t + 2..]),
+        be16(f, t + 2),
     );
     let mut i = t + 20;
     let end = t + thl;
@@ -97,10 +93,10 @@ pub(crate) fn raise_syn_mss(f: &mut [u8]) -> Option<(FlowKey, u16)> {
     let Some(at) = found else {
         return Some((key, DEFAULT_MSS));
     };
-    let mss = port(&f[at..]);
-    f[at..at + 2].copy_from_slice(&BIG_MSS.to_be_bytes());
+    let mss = be16(f, at);
+    put16(f, at, BIG_MSS);
     // The TCP checksum over the pseudo-header and the segment.
-    let ip_len = usize::from(port(&f[ETH + 2..])).min(f.len() - ETH);
+    let ip_len = usize::from(be16(f, ETH + 2)).min(f.len() - ETH);
     let tcp_len = ip_len.saturating_sub(ihl);
     if tcp_len < thl {
         return None;
@@ -110,7 +106,7 @@ pub(crate) fn raise_syn_mss(f: &mut [u8]) -> Option<(FlowKey, u16)> {
         &f[t..t + tcp_len],
         sum_words(&f[ETH + 12..ETH + 20], 6 + tcp_len as u64),
     );
-    f[t + 16..t + 18].copy_from_slice(&(!fold(sum)).to_be_bytes());
+    put16(f, t + 16, !fold(sum));
     Some((key, mss))
 }
 
@@ -120,9 +116,9 @@ pub(crate) fn egress_key(f: &[u8]) -> Option<FlowKey> {
     let t = ETH + ihl;
     Some((
         addr(&f[ETH + 16..]),
-        port(&f[t + 2..]),
+        be16(f, t + 2),
         addr(&f[ETH + 12..]),
-        port(&f[t..]),
+        be16(f, t),
     ))
 }
 
@@ -205,7 +201,7 @@ mod tests {
                 80
             )
         );
-        assert_eq!(port(&f[ETH + 20 + 24..]), BIG_MSS);
+        assert_eq!(be16(&f, ETH + 20 + 24), BIG_MSS);
         assert!(tcp_ok(&f), "checksum recomputed");
         // The reverse direction of the same flow has the same key.
         let mut back = frame(0x10, &[], 10);

@@ -23,9 +23,11 @@
 //! The INTx level is `(ICR & IMS) != 0`, driven through [`tapir_pci::Intx`]
 //! so that the command register's INTx-disable bit is honoured. With
 //! ITR > 0 an assertion is held back until `ITR * 256 ns` after the
-//! previous one, by a timerfd the worker polls (module `intr`). RDTR, RADV,
-//! TIDV and TADV are accepted and not modelled: causes are raised as soon
-//! as the work is done, and ITR is the coalescing.
+//! previous one, by a timerfd the worker polls ([`tapir_devices::Timer`]);
+//! when it fires the worker re-evaluates the line, so causes that arrived
+//! meanwhile are coalesced into one interrupt. RDTR, RADV, TIDV and TADV
+//! are accepted and not modelled: causes are raised as soon as the work is
+//! done, and ITR is the coalescing.
 //!
 //! # Offloads
 //!
@@ -55,7 +57,6 @@
 mod eeprom;
 mod filter;
 mod frontend;
-mod intr;
 mod phy;
 pub mod regs;
 mod ring;
@@ -70,7 +71,7 @@ pub use eeprom::Ids;
 use std::io;
 use std::sync::{Arc, Mutex};
 
-use tapir_devices::LevelIrq;
+use tapir_devices::{lock, LevelIrq, Timer};
 use tapir_net_backend::NetBackend;
 use tapir_pci::configuration::PCI_COMMAND;
 use tapir_pci::{
@@ -81,8 +82,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::link::{Carrier, LinkHandle, LinkNotify};
 use crate::worker::{NetWorker, NicStats, WorkerHandle};
-use frontend::{lock, E1000Frontend, Shared};
-use intr::Timer;
+use frontend::{E1000Frontend, Shared};
 use regs::{BAR0_SIZE, BAR1_SIZE};
 use state::{E1000State, Kick};
 
@@ -186,7 +186,7 @@ impl E1000 {
             offloads,
         );
         let worker = NetWorker::spawn(
-            format!("{name}-net"),
+            &name,
             Box::new(frontend),
             backend,
             vlan,

@@ -78,7 +78,7 @@ mod tests;
 use std::io;
 use std::sync::{Arc, Mutex};
 
-use tapir_devices::LevelIrq;
+use tapir_devices::{lock, LevelIrq};
 use tapir_net_backend::NetBackend;
 use tapir_pci::{
     BarChange, BarKind, Intx, IntxPin, PciBar, PciConfigError, PciConfiguration, PciDevice,
@@ -154,7 +154,7 @@ struct Rtl8139Link {
 
 impl LinkNotify for Rtl8139Link {
     fn link_changed(&self, up: bool) {
-        frontend::lock(&self.state).set_carrier(up);
+        lock(&self.state).set_carrier(up);
     }
 }
 
@@ -218,7 +218,7 @@ impl Rtl8139 {
         )
         .map_err(Rtl8139Error::Fds)?;
         let worker = NetWorker::spawn(
-            format!("{name}-net"),
+            &name,
             Box::new(frontend),
             backend,
             vlan,
@@ -261,14 +261,14 @@ impl Rtl8139 {
 
     /// The station address the chip filters on now (IDR0-5).
     pub fn mac(&self) -> [u8; 6] {
-        frontend::lock(&self.state).idr
+        lock(&self.state).idr
     }
 
     /// Sets how long received frames wait (the backend paused) for the
     /// guest to make receive room before the NIC drops them as hardware
     /// does ([`RX_STALL_GRACE`] by default). Takes effect at the next stall.
     pub fn set_rx_stall_grace(&self, grace: std::time::Duration) {
-        frontend::lock(&self.state).rx_stall_grace = grace;
+        lock(&self.state).rx_stall_grace = grace;
     }
 
     /// Sets the longest a vCPU waits, after ringing the transmit doorbell
@@ -308,14 +308,14 @@ impl PciDevice for Rtl8139 {
     fn read_config(&mut self, offset: u16, data: &mut [u8]) {
         // The worker raises interrupts without this configuration space:
         // bring the status register's interrupt bit up to date first.
-        let asserted = frontend::lock(&self.state).irq_asserted();
+        let asserted = lock(&self.state).irq_asserted();
         self.config.set_interrupt_status(asserted);
         self.config.read(offset, data);
     }
 
     fn write_config(&mut self, offset: u16, data: &[u8]) -> Option<BarChange> {
         let change = self.config.write(offset, data);
-        frontend::lock(&self.state).command_written(&self.config);
+        lock(&self.state).command_written(&self.config);
         change
     }
 
@@ -324,7 +324,7 @@ impl PciDevice for Rtl8139 {
             data.fill(0xff);
             return;
         }
-        frontend::lock(&self.state).read(offset, data);
+        lock(&self.state).read(offset, data);
     }
 
     fn write_bar(&mut self, index: u8, offset: u64, data: &[u8]) {
@@ -332,7 +332,7 @@ impl PciDevice for Rtl8139 {
             return;
         }
         let wait = {
-            let mut st = frontend::lock(&self.state);
+            let mut st = lock(&self.state);
             st.write(offset, data);
             st.tx_wait.take()
         };

@@ -7,6 +7,7 @@ pub use queues::VirtioNetQueues as Queues;
 
 use std::sync::{Arc, Mutex};
 
+use tapir_devices::lock;
 use tapir_net_backend::{NetBackend, Offloads};
 use tapir_virtio::device::DEVICE_TYPE_NET;
 use tapir_virtio::{
@@ -98,11 +99,7 @@ struct VirtioLink {
 
 impl LinkNotify for VirtioLink {
     fn link_changed(&self, _up: bool) {
-        let irq = self
-            .interrupt
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let irq = lock(&self.interrupt).clone();
         // Before DRIVER_OK the driver reads `status` when it starts.
         if let Some(irq) = irq {
             let _ = irq.trigger(VirtioInterruptType::Config);
@@ -112,7 +109,7 @@ impl LinkNotify for VirtioLink {
 
 impl VirtioLink {
     fn set_interrupt(&self, irq: Option<Arc<dyn VirtioInterrupt>>) {
-        *self.interrupt.lock().unwrap_or_else(|e| e.into_inner()) = irq;
+        *lock(&self.interrupt) = irq;
     }
 }
 
@@ -231,7 +228,7 @@ impl VirtioDevice for VirtioNet {
         let frontend =
             VirtioNetQueues::new(mem, rx, tx, interrupt.clone(), mrg, self.stats.clone());
         match NetWorker::spawn(
-            format!("{}-net", self.name),
+            &self.name,
             Box::new(frontend),
             backend,
             self.vlan,

@@ -1,5 +1,6 @@
 //! The 802.1Q access-port rule applied between a NIC and its backend.
 
+use tapir_net_backend::offload::be16;
 use tapir_net_backend::NetHdr;
 
 /// 802.1Q tag protocol identifier.
@@ -9,24 +10,25 @@ pub const ETHERTYPE_OFFSET: usize = 12;
 /// Length of an 802.1Q tag.
 pub const TAG_LEN: usize = 4;
 
-/// Inserts a tag with `vid` after the MAC addresses, shifting the offload
-/// offsets in `hdr` that count from the frame start. Frames too short to
-/// hold two MAC addresses come back unchanged (they are dropped later).
-pub fn tag(hdr: &mut NetHdr, frame: &[u8], vid: u16, out: &mut Vec<u8>) {
-    out.clear();
+/// Inserts a tag (`tpid`, `tci`) after the MAC addresses of `frame`, in
+/// place, and shifts the offload offsets in `hdr` that point at or past
+/// the insertion point (those that count from the frame start). Frames too
+/// short to hold two MAC addresses are left alone (they are dropped later).
+///
+/// Every tagging path uses it: the worker's access port (TPID 0x8100, the
+/// port's VID), e1000 (VET's TPID, the descriptor's TCI) and rtl8139 C+
+/// (0x8100, the descriptor's TCI).
+pub fn insert(frame: &mut Vec<u8>, tpid: u16, tci: u16, hdr: &mut NetHdr) {
     if frame.len() < ETHERTYPE_OFFSET {
-        out.extend_from_slice(frame);
         return;
     }
-    out.extend_from_slice(&frame[..ETHERTYPE_OFFSET]);
-    out.extend_from_slice(&TPID_8021Q.to_be_bytes());
-    out.extend_from_slice(&(vid & 0x0fff).to_be_bytes());
-    out.extend_from_slice(&frame[ETHERTYPE_OFFSET..]);
-    if hdr.csum_start != 0 {
-        hdr.csum_start = hdr.csum_start.saturating_add(TAG_LEN as u16);
-    }
-    if hdr.hdr_len != 0 {
-        hdr.hdr_len = hdr.hdr_len.saturating_add(TAG_LEN as u16);
+    let [t0, t1] = tpid.to_be_bytes();
+    let [c0, c1] = tci.to_be_bytes();
+    frame.splice(ETHERTYPE_OFFSET..ETHERTYPE_OFFSET, [t0, t1, c0, c1]);
+    for offset in [&mut hdr.csum_start, &mut hdr.hdr_len] {
+        if usize::from(*offset) >= ETHERTYPE_OFFSET {
+            *offset = offset.saturating_add(TAG_LEN as u16);
+        }
     }
 }
 
@@ -37,8 +39,8 @@ pub fn untag(hdr: &mut NetHdr, frame: &mut [u8], len: usize, vid: u16) -> Option
     if len < ETHERTYPE_OFFSET + TAG_LEN {
         return None;
     }
-    let tpid = u16::from_be_bytes([frame[12], frame[13]]);
-    let tci = u16::from_be_bytes([frame[14], frame[15]]);
+    let tpid = be16(frame, ETHERTYPE_OFFSET);
+    let tci = be16(frame, ETHERTYPE_OFFSET + 2);
     if tpid != TPID_8021Q || tci & 0x0fff != vid {
         return None;
     }
@@ -64,6 +66,13 @@ mod tests {
         f
     }
 
+    /// Tags `f` the way the access port does.
+    fn tag(hdr: &mut NetHdr, f: &[u8], vid: u16) -> Vec<u8> {
+        let mut out = f.to_vec();
+        insert(&mut out, TPID_8021Q, vid, hdr);
+        out
+    }
+
     #[test]
     fn tag_and_untag_round_trip() {
         let f = frame(0x0800);
@@ -73,8 +82,7 @@ mod tests {
             hdr_len: 54,
             ..Default::default()
         };
-        let mut out = Vec::new();
-        tag(&mut hdr, &f, 100, &mut out);
+        let mut out = tag(&mut hdr, &f, 100);
         assert_eq!(out.len(), f.len() + 4);
         assert_eq!(&out[12..16], &[0x81, 0x00, 0x00, 100]);
         assert_eq!(&out[16..18], &[0x08, 0x00]);
@@ -86,18 +94,51 @@ mod tests {
     }
 
     #[test]
+    fn insert_keeps_tpid_and_whole_tci() {
+        // e1000 takes the TPID from VET and the TCI (priority, DEI, VID)
+        // from the descriptor, as it is.
+        let f = frame(0x86dd);
+        let mut out = f.clone();
+        let mut hdr = NetHdr::default();
+        insert(&mut out, 0x88a8, 0xa07b, &mut hdr);
+        assert_eq!(&out[..12], &f[..12]);
+        assert_eq!(&out[12..16], &[0x88, 0xa8, 0xa0, 0x7b]);
+        assert_eq!(&out[16..], &f[12..]);
+        assert_eq!(hdr, NetHdr::default(), "no offsets: nothing to shift");
+    }
+
+    #[test]
+    fn insert_shifts_only_offsets_behind_the_tag() {
+        let mut hdr = NetHdr {
+            csum_start: 11,
+            hdr_len: 12,
+            ..Default::default()
+        };
+        let mut out = frame(0x0800);
+        insert(&mut out, TPID_8021Q, 1, &mut hdr);
+        assert_eq!((hdr.csum_start, hdr.hdr_len), (11, 16));
+        let mut hdr = NetHdr {
+            csum_start: u16::MAX - 1,
+            ..Default::default()
+        };
+        insert(&mut out, TPID_8021Q, 1, &mut hdr);
+        assert_eq!(hdr.csum_start, u16::MAX, "saturates");
+    }
+
+    #[test]
     fn access_port_drops_untagged_and_other_vlans() {
         let mut hdr = NetHdr::default();
         let mut f = frame(0x0800);
         let len = f.len();
         assert_eq!(untag(&mut hdr, &mut f, len, 100), None);
-        let mut out = Vec::new();
-        tag(&mut hdr, &frame(0x0800), 200, &mut out);
+        let mut out = tag(&mut hdr, &frame(0x0800), 200);
         let len = out.len();
         assert_eq!(untag(&mut hdr, &mut out, len, 100), None);
         let mut tiny = [0u8; 10];
         assert_eq!(untag(&mut hdr, &mut tiny, 10, 100), None);
-        tag(&mut hdr, &[1, 2, 3], 5, &mut out);
-        assert_eq!(out, vec![1, 2, 3]);
+        assert_eq!(tag(&mut hdr, &[1, 2, 3], 5), vec![1, 2, 3]);
+        let mut short = vec![0u8; 8];
+        insert(&mut short, TPID_8021Q, 1, &mut hdr);
+        assert_eq!(short, vec![0u8; 8], "no room for the MAC addresses");
     }
 }

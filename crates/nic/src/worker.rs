@@ -8,6 +8,14 @@
 //! - world → guest: when the guest has no receive buffers, the frame read
 //!   from the backend stays pending, the worker stops reading the backend
 //!   and waits for the guest's "buffers added" notification.
+//!
+//! The worker runs until its [`WorkerHandle`] stops it, which it logs at
+//! debug level, or until waiting for events fails, which it logs as an
+//! error: the NIC then moves no more frames. Backend errors do not stop
+//! it: a frame the backend fails to send is dropped and counted, a failed
+//! receive waits for the next readiness; the first failure of a run of
+//! them is logged as a warning (later ones at debug level), and the
+//! recovery at info level.
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -202,6 +210,8 @@ impl Drop for WorkerHandle {
 
 /// Moves frames between one frontend and one backend.
 pub struct NetWorker {
+    /// The NIC's name, for log messages.
+    name: String,
     frontend: Box<dyn NicFrontend>,
     backend: Box<dyn NetBackend>,
     vlan: Option<u16>,
@@ -213,20 +223,24 @@ pub struct NetWorker {
     tx_buf: Vec<u8>,
     /// The frame being sent when it is left in guest memory.
     tx_guest: Vec<GuestBuf>,
-    tx_tagged: Vec<u8>,
     tx_pending: bool,
     rx_buf: Vec<u8>,
     rx_pending: Option<(NetHdr, usize)>,
     rx_blocked: bool,
     backend_interest: (bool, bool),
     shared_backend_fd: bool,
+    /// The last send failed hard (logged once until one works again).
+    tx_failing: bool,
+    /// The last receive failed hard (likewise).
+    rx_failing: bool,
 }
 
 impl NetWorker {
-    /// Starts the worker thread. `vlan` makes the NIC an 802.1Q access
-    /// port; while `carrier` is down, frames both ways are dropped.
+    /// Starts the worker thread (`<name>-net`) of the NIC `name`. `vlan`
+    /// makes the NIC an 802.1Q access port; while `carrier` is down,
+    /// frames both ways are dropped.
     pub fn spawn(
-        name: String,
+        name: &str,
         frontend: Box<dyn NicFrontend>,
         backend: Box<dyn NetBackend>,
         vlan: Option<u16>,
@@ -234,9 +248,33 @@ impl NetWorker {
         carrier: Arc<Carrier>,
     ) -> io::Result<WorkerHandle> {
         let kill = EventFd::new(EFD_NONBLOCK)?;
+        let mut w = NetWorker::new(name, frontend, backend, vlan, stats, carrier, &kill)?;
+        let thread = std::thread::Builder::new()
+            .name(format!("{name}-net"))
+            .spawn(move || {
+                w.run_logged();
+                w.backend
+            })?;
+        Ok(WorkerHandle {
+            kill,
+            thread: Some(thread),
+        })
+    }
+
+    /// A worker, registered with its epoll set, that `kill` stops.
+    fn new(
+        name: &str,
+        frontend: Box<dyn NicFrontend>,
+        backend: Box<dyn NetBackend>,
+        vlan: Option<u16>,
+        stats: Arc<NicStats>,
+        carrier: Arc<Carrier>,
+        kill: &EventFd,
+    ) -> io::Result<NetWorker> {
         let epoll = Epoll::new()?;
         let shared_backend_fd = backend.rx_fd() == backend.tx_fd();
         let mut w = NetWorker {
+            name: name.to_string(),
             frontend,
             backend,
             vlan,
@@ -247,23 +285,17 @@ impl NetWorker {
             tx_hdr: NetHdr::default(),
             tx_buf: Vec::with_capacity(MAX_FRAME),
             tx_guest: Vec::new(),
-            tx_tagged: Vec::with_capacity(MAX_FRAME),
             tx_pending: false,
             rx_buf: vec![0u8; MAX_FRAME],
             rx_pending: None,
             rx_blocked: false,
             backend_interest: (false, false),
             shared_backend_fd,
+            tx_failing: false,
+            rx_failing: false,
         };
         w.register()?;
-        let thread = std::thread::Builder::new().name(name).spawn(move || {
-            w.run();
-            w.backend
-        })?;
-        Ok(WorkerHandle {
-            kill,
-            thread: Some(thread),
-        })
+        Ok(w)
     }
 
     fn register(&mut self) -> io::Result<()> {
@@ -327,7 +359,21 @@ impl NetWorker {
         )
     }
 
-    fn run(&mut self) {
+    /// Runs until stopped and says why it stopped.
+    fn run_logged(&mut self) {
+        match self.run() {
+            Ok(()) => log::debug!("NIC {}: worker stopped", self.name),
+            Err(e) => log::error!(
+                "NIC {}: worker stopped: waiting for events failed: {e}; the NIC moves no more \
+                 frames",
+                self.name
+            ),
+        }
+    }
+
+    /// Moves frames until the handle stops it (`Ok`) or waiting for events
+    /// fails.
+    fn run(&mut self) -> io::Result<()> {
         let mut events = vec![EpollEvent::default(); 16];
         // Frames may already be queued on either side.
         self.process_tx();
@@ -337,12 +383,12 @@ impl NetWorker {
             let n = match self.epoll.wait(-1, &mut events) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => return,
+                Err(e) => return Err(e),
             };
             for ev in &events[..n] {
                 let set = ev.event_set();
                 match ev.data() {
-                    TOKEN_KILL => return,
+                    TOKEN_KILL => return Ok(()),
                     TOKEN_BACKEND_RX => {
                         if set.intersects(EventSet::IN | EventSet::ERROR | EventSet::HANG_UP) {
                             self.process_rx();
@@ -363,7 +409,10 @@ impl NetWorker {
                 }
             }
             self.frontend.flush();
-            let _ = self.update_backend_interest();
+            if let Err(e) = self.update_backend_interest() {
+                // Not repeated: the wanted interest is recorded either way.
+                log::warn!("NIC {}: watching the backend's fds: {e}", self.name);
+            }
         }
     }
 
@@ -380,22 +429,21 @@ impl NetWorker {
                 ) {
                     break;
                 }
-                if self.vlan.is_some() && !self.tx_guest.is_empty() {
-                    // Tagging inserts bytes: work on a copy.
-                    guest_buf::gather(&self.tx_guest, &mut self.tx_buf);
-                    self.tx_guest.clear();
+                if let Some(vid) = self.vlan {
+                    if !self.tx_guest.is_empty() {
+                        // Tagging inserts bytes: work on a copy.
+                        guest_buf::gather(&self.tx_guest, &mut self.tx_buf);
+                        self.tx_guest.clear();
+                    }
+                    // Tagged once: a frame the backend refuses is held tagged.
+                    let tci = vid & 0x0fff;
+                    vlan::insert(&mut self.tx_buf, vlan::TPID_8021Q, tci, &mut self.tx_hdr);
                 }
                 self.tx_pending = true;
             }
-            let mut hdr = self.tx_hdr;
+            let hdr = self.tx_hdr;
             let in_guest = !self.tx_guest.is_empty();
-            let frame: &[u8] = match self.vlan {
-                Some(vid) if !in_guest => {
-                    vlan::tag(&mut hdr, &self.tx_buf, vid, &mut self.tx_tagged);
-                    &self.tx_tagged
-                }
-                _ => &self.tx_buf,
-            };
+            let frame: &[u8] = &self.tx_buf;
             let len = if in_guest {
                 guest_buf::total_len(&self.tx_guest)
             } else {
@@ -415,6 +463,7 @@ impl NetWorker {
                 };
                 match sent {
                     Ok(n) => {
+                        self.backend_ok(true);
                         self.stats.tx_frames.fetch_add(1, Ordering::Relaxed);
                         self.stats.tx_bytes.fetch_add(n as u64, Ordering::Relaxed);
                     }
@@ -423,7 +472,8 @@ impl NetWorker {
                         break; // keep the frame; resume when tx_fd is writable
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(_) => {
+                    Err(e) => {
+                        self.backend_failed(true, &e);
                         self.stats.tx_dropped.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -446,21 +496,33 @@ impl NetWorker {
                 if let Some(bufs) = self.frontend.rx_direct() {
                     match self.backend.recv_guest(bufs) {
                         Ok((hdr, len)) => {
+                            self.backend_ok(false);
                             let done = self.frontend.rx_direct_done(&hdr, len);
                             self.count_rx(done, len);
                             continue;
                         }
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(_) => break, // WouldBlock, or a backend error: wait for readiness
+                        Err(e) => {
+                            // WouldBlock, or a backend error: wait for readiness.
+                            self.recv_failed(&e);
+                            break;
+                        }
                     }
                 }
             }
             let (mut hdr, mut len, fresh) = match self.rx_pending.take() {
                 Some((h, l)) => (h, l, false),
                 None => match self.backend.recv(&mut self.rx_buf) {
-                    Ok((h, l)) => (h, l, true),
+                    Ok((h, l)) => {
+                        self.backend_ok(false);
+                        (h, l, true)
+                    }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(_) => break, // WouldBlock, or a backend error: wait for readiness
+                    Err(e) => {
+                        // WouldBlock, or a backend error: wait for readiness.
+                        self.recv_failed(&e);
+                        break;
+                    }
                 },
             };
             if let (true, Some(vid)) = (fresh, self.vlan) {
@@ -501,11 +563,51 @@ impl NetWorker {
         for _ in 0..LINK_DOWN_BATCH {
             match self.backend.recv(&mut self.rx_buf) {
                 Ok(_) => {
+                    self.backend_ok(false);
                     self.stats.rx_link_down.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => break,
+                Err(e) => {
+                    self.recv_failed(&e);
+                    break;
+                }
             }
+        }
+    }
+
+    /// A receive returned `e`: nothing to say for WouldBlock.
+    fn recv_failed(&mut self, e: &io::Error) {
+        if e.kind() != io::ErrorKind::WouldBlock {
+            self.backend_failed(false, e);
+        }
+    }
+
+    /// Logs a hard backend error: the first of a run as a warning.
+    fn backend_failed(&mut self, tx: bool, e: &io::Error) {
+        let (failing, what) = if tx {
+            (&mut self.tx_failing, "send")
+        } else {
+            (&mut self.rx_failing, "receive")
+        };
+        if std::mem::replace(failing, true) {
+            log::debug!("NIC {}: backend {what} failed again: {e}", self.name);
+        } else {
+            log::warn!(
+                "NIC {}: backend {what} failed: {e} (further failures are logged at debug level)",
+                self.name
+            );
+        }
+    }
+
+    /// A backend send (`tx`) or receive worked: ends a run of failures.
+    fn backend_ok(&mut self, tx: bool) {
+        let (failing, what) = if tx {
+            (&mut self.tx_failing, "send")
+        } else {
+            (&mut self.rx_failing, "receive")
+        };
+        if std::mem::take(failing) {
+            log::info!("NIC {}: backend {what} works again", self.name);
         }
     }
 
@@ -521,3 +623,6 @@ impl NetWorker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

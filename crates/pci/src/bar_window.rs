@@ -9,11 +9,11 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use tapir_devices::BusDevice;
+use tapir_devices::{lock, BusDevice};
 
 use crate::configuration::PciConfiguration;
 use crate::device::SharedPciDevice;
-use crate::segment::{lock, SegmentState};
+use crate::segment::SegmentState;
 
 /// Which address space a BAR window serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

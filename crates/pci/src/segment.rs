@@ -4,7 +4,9 @@
 //! Only function 0 of each slot is populated; accesses to other functions,
 //! other buses and empty slots read as all-ones (no device).
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use tapir_devices::lock;
 
 use crate::allocator::RangeAllocator;
 use crate::bar::BarKind;
@@ -42,12 +44,6 @@ pub fn prt_entries() -> Vec<(u8, u8, u32)> {
     (0..PCI_NUM_SLOTS)
         .flat_map(|slot| IntxPin::ALL.map(|pin| (slot, pin.index(), intx_gsi(slot, pin))))
         .collect()
-}
-
-/// Locks a device, ignoring poisoning: a panicking vCPU thread must not
-/// take the whole bus down with it.
-pub(crate) fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {

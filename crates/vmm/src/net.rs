@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 
 use kvm_ioctls::VmFd;
-use tapir_config::{MacAddr, NetBackend as NetSpec, NicModel, NicSpec};
+use tapir_config::{BackendSpec as NetSpec, MacAddr, NicModel, NicSpec};
 use tapir_net_backend::{BridgeBackend, NetBackend, TapBackend, TapConfig};
 use tapir_net_user::{UserBackend, UserNetConfig};
 use tapir_nic::e1000::E1000;

@@ -443,3 +443,14 @@ fn tso_survives_random_mutation() {
         }
     }
 }
+
+#[test]
+fn big_endian_fields() {
+    let mut b = [0u8; 4];
+    put16(&mut b, 1, 0xbeef);
+    assert_eq!(b, [0, 0xbe, 0xef, 0]);
+    assert_eq!(be16(&b, 1), 0xbeef);
+    assert_eq!(try_be16(&b, 2), Some(0xef00));
+    assert_eq!(try_be16(&b, 3), None, "one byte short");
+    assert_eq!(try_be16(&b, usize::MAX), None);
+}

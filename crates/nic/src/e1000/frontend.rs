@@ -12,8 +12,9 @@
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
+use tapir_devices::lock;
 use tapir_net_backend::hdr::{DATA_VALID, GSO_NONE};
 use tapir_net_backend::offload::segment;
 use tapir_net_backend::{NetHdr, Offloads};
@@ -27,15 +28,11 @@ use super::rx::{self, Verdict, WriteBack, Written, MIN_FRAME};
 use super::state::E1000State;
 use super::tx::{self, Gather, Offload, Packet};
 use super::tx_offload::{self, Tso, TxContext};
+use crate::vlan;
 use crate::worker::{GuestWork, NicFrontend, NicStats, RxPush};
 
 /// The device state shared by the PCI device and the frontend.
 pub type Shared = Arc<Mutex<E1000State>>;
-
-/// Locks the device state; a panicked holder leaves consistent registers.
-pub fn lock(s: &Mutex<E1000State>) -> MutexGuard<'_, E1000State> {
-    s.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 const TOKEN_TX: u32 = 0;
 const TOKEN_RX: u32 = 1;
@@ -510,7 +507,7 @@ fn pad<'a>(frame: &'a [u8], small: &'a mut [u8; MIN_FRAME]) -> &'a [u8] {
 /// CTRL.VME) and short-packet padding (TCTL.PSP, whole frames only).
 fn finish_frame(buf: &mut Vec<u8>, hdr: &mut NetHdr, tag: Option<(u16, u16)>, psp: bool) {
     if let Some((tpid, tci)) = tag {
-        tx_offload::insert_vlan(buf, tpid, tci, hdr);
+        vlan::insert(buf, tpid, tci, hdr);
     }
     if psp && hdr.is_plain() && buf.len() < MIN_FRAME {
         buf.resize(MIN_FRAME, 0);

@@ -6,6 +6,7 @@
 //! the head update happen under the lock again, after checking that the
 //! guest did not reset the device or rewrite the ring meanwhile.
 
+use tapir_net_backend::offload::be16;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::filter::{self, Cast};
@@ -81,12 +82,8 @@ pub fn buffer_size(rctl: u32) -> usize {
 /// `l4_valid`: its TCP/UDP checksum is known to be right.
 pub fn plan(regs: &Regs, frame: &[u8], l4_valid: bool) -> Verdict {
     let rctl = regs.get(RCTL);
-    let tagged = u16::from_be_bytes([frame[12], frame[13]]) == regs.get(VET) as u16;
-    let tci = if tagged {
-        u16::from_be_bytes([frame[14], frame[15]])
-    } else {
-        0
-    };
+    let tagged = be16(frame, 12) == regs.get(VET) as u16;
+    let tci = if tagged { be16(frame, 14) } else { 0 };
     if tagged && !filter::accepts_vlan(regs, tci) {
         return Verdict::Filtered;
     }

@@ -13,7 +13,7 @@
 //! length field that points past it makes the frame "not checked", never
 //! an out-of-range read.
 
-use tapir_net_backend::offload::{fold, sum_words};
+use tapir_net_backend::offload::{fold, sum_words, try_be16};
 
 use super::regs::*;
 
@@ -23,10 +23,6 @@ const IPPROTO_UDP: u8 = 17;
 const TCP_HLEN: usize = 20;
 const UDP_HLEN: usize = 8;
 
-fn be16(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
-}
-
 /// The status and error bits for `frame` (as received, before any tag is
 /// stripped), whose EtherType field sits at `etype_at` (12, or 16 behind
 /// one 802.1Q tag), under the guest's `rxcsum` register. `l4_valid`: the
@@ -35,7 +31,7 @@ pub fn status(rxcsum: u32, frame: &[u8], etype_at: usize, l4_valid: bool) -> (u8
     if rxcsum & (RXCSUM_IPOFL | RXCSUM_TUOFL) == 0 {
         return (RXD_STAT_IXSM, 0);
     }
-    if be16(frame, etype_at) != Some(ETH_P_IPV4) {
+    if try_be16(frame, etype_at) != Some(ETH_P_IPV4) {
         return (0, 0);
     }
     let l3 = etype_at + 2;
@@ -43,7 +39,7 @@ pub fn status(rxcsum: u32, frame: &[u8], etype_at: usize, l4_valid: bool) -> (u8
         return (0, 0);
     };
     let ihl = usize::from(vihl & 0x0f) * 4;
-    let total = be16(frame, l3 + 2).map_or(0, usize::from);
+    let total = try_be16(frame, l3 + 2).map_or(0, usize::from);
     if vihl >> 4 != 4 || ihl < 20 || total < ihl || l3 + total > frame.len() {
         // Not a well-formed IPv4 datagram: the chip checks nothing.
         return (0, 0);
@@ -55,7 +51,7 @@ pub fn status(rxcsum: u32, frame: &[u8], etype_at: usize, l4_valid: bool) -> (u8
             err |= RXD_ERR_IPE;
         }
     }
-    let frag = be16(frame, l3 + 6).unwrap_or(0) & 0x3fff != 0;
+    let frag = try_be16(frame, l3 + 6).unwrap_or(0) & 0x3fff != 0;
     let proto = frame[l3 + 9];
     let (l4, end) = (l3 + ihl, l3 + total);
     let min = match proto {
@@ -68,7 +64,7 @@ pub fn status(rxcsum: u32, frame: &[u8], etype_at: usize, l4_valid: bool) -> (u8
     }
     st |= RXD_STAT_TCPCS;
     // A zero UDP checksum means "none sent": nothing to be wrong.
-    let none = proto == IPPROTO_UDP && be16(frame, l4 + 6) == Some(0);
+    let none = proto == IPPROTO_UDP && try_be16(frame, l4 + 6) == Some(0);
     if !l4_valid && !none {
         let pseudo = sum_words(
             &frame[l3 + 12..l3 + 20],

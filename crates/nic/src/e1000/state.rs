@@ -5,10 +5,10 @@
 
 use std::time::{Duration, Instant};
 
-use super::eeprom::{self, Eeprom};
+use tapir_devices::Timer;
 use tapir_pci::Intx;
 
-use super::intr::Timer;
+use super::eeprom::{self, Eeprom};
 use super::phy::{self, Phy};
 use super::regs::*;
 

@@ -19,37 +19,10 @@
 //! a bad one is an [`OffloadError`] (the packet is dropped and counted).
 
 use tapir_net_backend::hdr::{GSO_ECN, GSO_TCPV4, GSO_TCPV6, NEEDS_CSUM};
-use tapir_net_backend::offload::{fold, sum_words};
+use tapir_net_backend::offload::{be16, fold, put16, sum_words, OffloadError};
 use tapir_net_backend::{NetHdr, Offloads};
 
 use super::regs::*;
-
-/// Why an offload request cannot be carried out.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum OffloadError {
-    /// A checksum region or field lies outside the frame.
-    #[error(
-        "{what} checksum: region {start}..={end} or field at {at} outside the {len}-byte frame"
-    )]
-    Checksum {
-        /// `IP` or `TCP/UDP`.
-        what: &'static str,
-        /// Start of the summed region.
-        start: usize,
-        /// End of the summed region (inclusive).
-        end: usize,
-        /// Where the checksum goes.
-        at: usize,
-        /// Frame length.
-        len: usize,
-    },
-    /// TSO with a maximum segment size of zero.
-    #[error("TCP segmentation with MSS 0")]
-    MssZero,
-    /// The TSO header length or the headers it must hold do not fit.
-    #[error("TCP segmentation header: {0}")]
-    Header(&'static str),
-}
 
 /// The offload parameters of a TCP/IP context descriptor.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -100,14 +73,6 @@ impl TxContext {
     }
 }
 
-fn be16(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
-}
-
-fn put16(b: &mut [u8], at: usize, v: u16) {
-    b[at..at + 2].copy_from_slice(&v.to_be_bytes());
-}
-
 /// Stores at `at` the one's complement of the sum of `frame[start..=end]`
 /// (`end` 0: to the end) plus `extra`. The field itself is inside the
 /// region: it holds whatever partial sum software put there (the
@@ -122,7 +87,7 @@ pub fn insert_csum(
     let len = frame.len();
     let end = if end == 0 { len.saturating_sub(1) } else { end };
     if start >= len || end >= len || end < start || at + 2 > len {
-        return Err(OffloadError::Checksum {
+        return Err(OffloadError::CsumRegion {
             what,
             start,
             end,
@@ -196,28 +161,28 @@ pub struct Tso {
 impl Tso {
     /// Checks `ctx` against a `len`-byte frame (headers then payload).
     pub fn new(len: usize, ctx: &TxContext, popts: u8) -> Result<Tso, OffloadError> {
-        use OffloadError::Header;
+        use OffloadError::Malformed;
         let c = ctx;
         if c.mss == 0 {
-            return Err(OffloadError::MssZero);
+            return Err(Malformed("TSO with MSS 0"));
         }
         if c.hdrlen == 0 || c.hdrlen > len {
-            return Err(Header("header length outside the frame"));
+            return Err(Malformed("TSO header length outside the frame"));
         }
         // IPv4 total length and identification, IPv6 payload length.
         if c.ipcss + 6 > c.hdrlen {
-            return Err(Header("IP length field outside the header"));
+            return Err(Malformed("TSO: IP length field outside the header"));
         }
         // TCP sequence number and flags, UDP length.
         let l4_fields = if c.is_tcp() { 14 } else { 6 };
         if c.tucss + l4_fields > c.hdrlen {
-            return Err(Header("TCP/UDP fields outside the header"));
+            return Err(Malformed("TSO: TCP/UDP fields outside the header"));
         }
         if popts & POPTS_IXSM != 0 && (c.ipcso + 2 > c.hdrlen || c.ipcse >= c.hdrlen) {
-            return Err(Header("IP checksum outside the header"));
+            return Err(Malformed("TSO: IP checksum outside the header"));
         }
         if popts & POPTS_TXSM != 0 && c.tucso + 2 > c.hdrlen {
-            return Err(Header("TCP/UDP checksum field outside the header"));
+            return Err(Malformed("TSO: TCP/UDP checksum field outside the header"));
         }
         let payload = len - c.hdrlen;
         Ok(Tso {
@@ -350,22 +315,4 @@ pub fn gso(frame: &mut [u8], ctx: &TxContext, popts: u8, offloads: Offloads) -> 
         csum_offset: 16,
         num_buffers: 0,
     })
-}
-
-/// Inserts an 802.1Q tag (`tpid`, `tci`) after the MAC addresses and
-/// shifts the offload offsets of `hdr` that count from the frame start.
-pub fn insert_vlan(frame: &mut Vec<u8>, tpid: u16, tci: u16, hdr: &mut NetHdr) {
-    if frame.len() < 12 {
-        return;
-    }
-    let mut tag = [0u8; 4];
-    tag[..2].copy_from_slice(&tpid.to_be_bytes());
-    tag[2..].copy_from_slice(&tci.to_be_bytes());
-    frame.splice(12..12, tag);
-    if hdr.flags & NEEDS_CSUM != 0 {
-        hdr.csum_start = hdr.csum_start.saturating_add(4);
-    }
-    if hdr.hdr_len != 0 {
-        hdr.hdr_len = hdr.hdr_len.saturating_add(4);
-    }
 }

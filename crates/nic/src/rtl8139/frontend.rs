@@ -34,23 +34,24 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tapir_devices::{lock, Timer};
 use tapir_net_backend::hdr::{DATA_VALID, GSO_ECN, GSO_NONE, NEEDS_CSUM};
 use tapir_net_backend::offload::{complete_checksum, segment};
 use tapir_net_backend::NetHdr;
 use vmm_sys_util::eventfd::EventFd;
-use vmm_sys_util::timerfd::TimerFd;
 
 use super::cplus::{self, CpTx, Room, TxChain};
 use super::filter::{accept, fcs, Match};
 use super::normal::{self, RxResult, SlotTx};
 use super::offload::{
-    insert_vlan, large_send, rx_checksum_status, strip_vlan, tx_checksum, tx_checksum_partial,
+    large_send, rx_checksum_status, strip_vlan, tx_checksum, tx_checksum_partial,
 };
 use super::regs::*;
 use super::state::State;
+use crate::vlan::{self, TPID_8021Q};
 use crate::worker::{GuestWork, NicFrontend, NicStats, RxPush};
 
 const TOKEN_TX: u32 = 0;
@@ -68,32 +69,6 @@ pub const RX_STALL_GRACE: Duration = Duration::from_millis(20);
 const TX_BUDGET: usize = 256;
 /// Shortest frame on the wire (without CRC).
 const ETH_ZLEN: usize = 60;
-
-/// Locks the shared state; a panic elsewhere leaves consistent registers.
-pub fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
-    state.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Puts `fd` in non-blocking mode (timerfds are created blocking).
-fn set_nonblocking(fd: RawFd) -> io::Result<()> {
-    // SAFETY: fcntl on a descriptor we own, with integer arguments only;
-    // the return value is checked.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    if flags < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: as above.
-    if unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-fn timer() -> io::Result<TimerFd> {
-    let t = TimerFd::new().map_err(io::Error::from)?;
-    set_nonblocking(t.as_raw_fd())?;
-    Ok(t)
-}
 
 /// Offers one received frame to the chip (any receive mode). `l4_valid`:
 /// the sender vouches for the L4 checksum. Returns the outcome and the
@@ -181,12 +156,12 @@ pub struct TxSync {
 impl TxSync {
     /// Waits until doorbell `n` is served, at most `limit`.
     pub fn wait_for(&self, n: u64, limit: Duration) {
-        let served = self.served.lock().unwrap_or_else(|e| e.into_inner());
+        let served = lock(&self.served);
         let _ = self.cv.wait_timeout_while(served, limit, |s| *s < n);
     }
 
     fn served(&self, n: u64) {
-        let mut s = self.served.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = lock(&self.served);
         if n > *s {
             *s = n;
             self.cv.notify_all();
@@ -218,8 +193,8 @@ pub struct Rtl8139Frontend {
     tx_evt: EventFd,
     rx_evt: EventFd,
     timer_evt: EventFd,
-    tctr_timer: TimerFd,
-    stall_timer: TimerFd,
+    tctr_timer: Timer,
+    stall_timer: Timer,
     stats: Arc<NicStats>,
     inflight: Option<Inflight>,
     segments: VecDeque<Vec<u8>>,
@@ -255,8 +230,8 @@ impl Rtl8139Frontend {
             tx_evt,
             rx_evt,
             timer_evt,
-            tctr_timer: timer()?,
-            stall_timer: timer()?,
+            tctr_timer: Timer::new()?,
+            stall_timer: Timer::new()?,
             stats,
             inflight: None,
             segments: VecDeque::new(),
@@ -304,7 +279,12 @@ impl Rtl8139Frontend {
     fn offload(&mut self, buf: &mut Vec<u8>, partial: bool) -> Result<Option<Vec<Vec<u8>>>, ()> {
         let (opts1, opts2) = (self.chain.opts1, self.chain.opts2);
         if opts2 & TXD_TAGC != 0 {
-            insert_vlan(buf, (opts2 as u16).swap_bytes());
+            vlan::insert(
+                buf,
+                TPID_8021Q,
+                (opts2 as u16).swap_bytes(),
+                &mut self.tx_hdr,
+            );
         }
         let (ip, udp, tcp) = (
             opts1 & TXD_IPCS != 0,
@@ -461,7 +441,7 @@ impl Rtl8139Frontend {
     fn end_stall(&mut self) {
         self.overflow = false;
         if self.stall_since.take().is_some() {
-            let _ = self.stall_timer.clear();
+            let _ = self.stall_timer.disarm();
         }
     }
 }
@@ -491,7 +471,7 @@ impl NicFrontend for Rtl8139Frontend {
                 if token == TOKEN_TIMER_CFG {
                     let _ = self.timer_evt.read();
                 } else {
-                    let _ = self.tctr_timer.wait();
+                    self.tctr_timer.drain();
                 }
                 let mut st = lock(&self.state);
                 if token == TOKEN_TCTR {
@@ -500,18 +480,15 @@ impl NicFrontend for Rtl8139Frontend {
                 let deadline = st.timer_deadline();
                 drop(st);
                 let _ = match deadline {
-                    // A zero duration would disarm the timerfd.
-                    Some(d) => {
-                        let wait = d.saturating_duration_since(Instant::now());
-                        self.tctr_timer
-                            .reset(wait.max(Duration::from_micros(1)), None)
-                    }
-                    None => self.tctr_timer.clear(),
+                    Some(d) => self
+                        .tctr_timer
+                        .arm(d.saturating_duration_since(Instant::now())),
+                    None => self.tctr_timer.disarm(),
                 };
                 GuestWork::None
             }
             TOKEN_STALL => {
-                let _ = self.stall_timer.wait();
+                self.stall_timer.drain();
                 if self.stall_since.is_none() {
                     return GuestWork::None;
                 }
@@ -612,7 +589,7 @@ impl NicFrontend for Rtl8139Frontend {
         st.rx_waiting = true;
         if self.stall_since.is_none() {
             self.stall_since = Some(Instant::now());
-            let _ = self.stall_timer.reset(st.rx_stall_grace, None);
+            let _ = self.stall_timer.arm(st.rx_stall_grace);
             if st.cplus_rx() {
                 st.raise_deferred(INT_RXOVW); // RDU: "refill your ring"
             }

@@ -10,14 +10,15 @@
 //! counted), never a panic or a read past the frame.
 
 use tapir_net_backend::hdr::{GSO_TCPV4, NEEDS_CSUM};
-use tapir_net_backend::offload::{fold, segment, sum_words, OffloadError};
+use tapir_net_backend::offload::{be16, fold, put16, segment, sum_words, OffloadError};
 use tapir_net_backend::NetHdr;
+
+use crate::vlan::TPID_8021Q;
 
 use super::regs::{PID_IP, PID_TCP, PID_UDP, RXD_IPF, RXD_PID_SHIFT, RXD_TCPF, RXD_UDPF};
 
 const ETH_HLEN: usize = 14;
 const ETH_P_IPV4: u16 = 0x0800;
-const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88a8;
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
@@ -93,14 +94,6 @@ pub enum OffloadReject {
     LargeSend(#[from] OffloadError),
 }
 
-fn be16(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
-}
-
-fn put16(b: &mut [u8], at: usize, v: u16) {
-    b[at..at + 2].copy_from_slice(&v.to_be_bytes());
-}
-
 /// Where the parts of an IPv4 frame lie; all within the frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ipv4Layout {
@@ -123,7 +116,7 @@ fn ethertype(frame: &[u8]) -> Result<(u16, usize), OffloadReject> {
     }
     let (mut et, mut l3) = (be16(frame, 12), ETH_HLEN);
     let mut tags = 0;
-    while (et == ETH_P_8021Q || et == ETH_P_8021AD) && tags < MAX_TAGS {
+    while (et == TPID_8021Q || et == ETH_P_8021AD) && tags < MAX_TAGS {
         if frame.len() < l3 + 4 {
             return Err(OffloadReject::ShortEthernet(frame.len()));
         }
@@ -309,21 +302,9 @@ pub fn large_send(frame: &[u8], mss: u16) -> Result<Vec<Vec<u8>>, OffloadReject>
     Ok(segment(&hdr, frame)?)
 }
 
-/// Inserts an 802.1Q tag with `tci` after the MAC addresses (frames too
-/// short to have them are left alone: they are dropped later).
-pub fn insert_vlan(frame: &mut Vec<u8>, tci: u16) {
-    if frame.len() < 12 {
-        return;
-    }
-    let mut tag = [0u8; 4];
-    tag[..2].copy_from_slice(&ETH_P_8021Q.to_be_bytes());
-    tag[2..].copy_from_slice(&tci.to_be_bytes());
-    frame.splice(12..12, tag);
-}
-
 /// If `frame` carries an 802.1Q tag, removes it and returns the TCI.
 pub fn strip_vlan(frame: &mut Vec<u8>) -> Option<u16> {
-    if frame.len() < ETH_HLEN + 4 || be16(frame, 12) != ETH_P_8021Q {
+    if frame.len() < ETH_HLEN + 4 || be16(frame, 12) != TPID_8021Q {
         return None;
     }
     let tci = be16(frame, 14);

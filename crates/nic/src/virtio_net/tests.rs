@@ -539,7 +539,7 @@ fn start_worker_with(
     let (backend, peer) = MemoryBackend::new(capacity, Offloads::default()).unwrap();
     let front = f.q.take().unwrap();
     let handle = NetWorker::spawn(
-        "test-net".into(),
+        "test",
         Box::new(front),
         Box::new(backend),
         vlan,
@@ -618,6 +618,34 @@ fn worker_holds_frames_under_backpressure_and_loses_none() {
         "the backend pushed back"
     );
     eventually("all TX buffers returned", || f.tx.used_idx(&f.mem) == 4);
+    drop(handle);
+}
+
+#[test]
+fn worker_holds_tagged_frames_under_backpressure_tagged_once() {
+    let (mut f, peer, _rx_kick, tx_kick, handle) = start_worker(1, Some(7));
+    for i in 0..4u16 {
+        guest_send(&mut f, i, &ethernet(60 + i as usize));
+    }
+    tx_kick.write(1).unwrap();
+    let mut got = Vec::new();
+    eventually("all four frames, one at a time", || {
+        if let Some((_, fr)) = peer.take() {
+            got.push(fr);
+        }
+        got.len() == 4
+    });
+    for (i, fr) in got.iter().enumerate() {
+        assert_eq!(
+            fr.len(),
+            64 + i,
+            "one tag, however often the frame was held"
+        );
+        let frame = ethernet(60 + i);
+        assert_eq!(&fr[12..16], &[0x81, 0x00, 0x00, 7]);
+        assert_eq!((&fr[..12], &fr[16..]), (&frame[..12], &frame[12..]));
+    }
+    assert!(f.stats.tx_stalls.load(Ordering::SeqCst) >= 1);
     drop(handle);
 }
 

@@ -10,19 +10,14 @@
 //! the device while holding this lock.
 
 use std::io;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 
+use tapir_devices::lock;
 use tapir_pci::configuration::PCI_COMMAND;
 use tapir_pci::{Intx, MsixConfig, PciConfiguration};
 
 use super::layout::{overlaps, ISR_CONFIG, ISR_QUEUE, VIRTIO_MSI_NO_VECTOR};
 use crate::device::{VirtioInterrupt, VirtioInterruptType};
-
-/// Locks `m`, ignoring poisoning: a panicked worker must not wedge the
-/// vCPUs.
-pub(crate) fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// The interrupt half of the transport. See the module documentation.
 pub(crate) struct InterruptState {

@@ -35,7 +35,7 @@ mod interrupt;
 use std::io;
 use std::sync::{Arc, Mutex};
 
-use tapir_devices::LevelIrq;
+use tapir_devices::{lock, LevelIrq};
 use tapir_pci::configuration::PCI_STATUS;
 use tapir_pci::{
     BarChange, BarKind, Intx, IntxPin, MsiSender, MsixConfig, MsixError, MsixRegion, PciBar,
@@ -49,7 +49,7 @@ use crate::device::{
     ActivateError, ActiveQueue, IoEventRegistry, VirtioDevice, VirtioInterrupt, VirtioInterruptType,
 };
 use common::CommonConfig;
-use interrupt::{lock, InterruptState, VirtioPciInterrupt};
+use interrupt::{InterruptState, VirtioPciInterrupt};
 use layout::*;
 
 /// Errors from building a virtio-pci function or registering its

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tapir_devices::LevelIrq;
-use tapir_net_backend::offload::{fold, sum_words};
+use tapir_net_backend::offload::{be16, fold, sum_words};
 use tapir_net_backend::{MemoryBackend, MemoryPeer, NetHdr, Offloads};
 use tapir_pci::configuration::{
     PCI_COMMAND, PCI_COMMAND_IO, PCI_COMMAND_MASTER, PCI_COMMAND_MEMORY,
@@ -369,10 +369,6 @@ pub fn eth(dst: [u8; 6], ethertype: u16, body: &[u8]) -> Vec<u8> {
     f.extend_from_slice(&ethertype.to_be_bytes());
     f.extend_from_slice(body);
     f
-}
-
-fn be16(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
 }
 
 /// IPv4/TCP to the peer. `tot_len_zero` prepares it for TSO the way

@@ -4,6 +4,7 @@
 use tapir_net_backend::offload::checksum;
 
 use super::*;
+use crate::vlan;
 
 /// A TCP/IPv4 frame (zero checksums) with `payload` bytes of data.
 fn tcp(payload: usize) -> Vec<u8> {
@@ -239,14 +240,11 @@ fn large_send_refuses_what_it_cannot_segment() {
 fn vlan_insert_and_strip_round_trip() {
     let f = tcp(10);
     let mut t = f.clone();
-    insert_vlan(&mut t, 0xa07b);
+    vlan::insert(&mut t, TPID_8021Q, 0xa07b, &mut NetHdr::default());
     assert_eq!(&t[12..16], &[0x81, 0x00, 0xa0, 0x7b]);
     assert_eq!(strip_vlan(&mut t), Some(0xa07b));
     assert_eq!(t, f);
     assert_eq!(strip_vlan(&mut t), None, "untagged");
-    let mut short = vec![0u8; 8];
-    insert_vlan(&mut short, 1);
-    assert_eq!(short.len(), 8);
     let mut cut = vec![0u8; 15];
     cut[12] = 0x81;
     assert_eq!(strip_vlan(&mut cut), None);

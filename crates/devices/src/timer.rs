@@ -1,21 +1,14 @@
-//! Interrupt delivery: the INTx line ([`tapir_pci::Intx`], which keeps the
-//! INTx-disable bit itself) and the interrupt throttling timer.
-//!
-//! # The line and ITR
-//!
-//! The line's level is `(ICR & IMS) != 0`, re-evaluated on every change
-//! of either register, with one refinement: with ITR > 0 a new assertion
-//! is held back until `ITR * 256 ns` have passed since the previous one
-//! (deassertion is never delayed). A held-back assertion arms a timerfd
-//! that the NIC worker polls with the guest's doorbells; when it fires the
-//! worker re-evaluates, so causes that arrived meanwhile are coalesced into
-//! one interrupt and no extra thread is needed.
+//! A one-shot timer as a file descriptor, for device models whose worker
+//! waits on fds (epoll) rather than sleeping: interrupt throttling
+//! (e1000 ITR), chip timers (rtl8139 TCTR/TimerInt) and grace periods.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
-/// A one-shot, non-blocking monotonic timerfd.
+/// A one-shot, non-blocking, close-on-exec `CLOCK_MONOTONIC` timerfd.
+/// It owns its descriptor, which is closed on drop; it is readable (an
+/// epoll `IN` event) from expiry until [`Timer::drain`].
 #[derive(Debug)]
 pub struct Timer {
     fd: OwnedFd,
@@ -102,5 +95,13 @@ mod tests {
         t.disarm().unwrap();
         std::thread::sleep(Duration::from_millis(3));
         assert!(!t.drain());
+    }
+
+    #[test]
+    fn a_zero_delay_still_fires() {
+        let t = Timer::new().unwrap();
+        t.arm(Duration::ZERO).unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+        assert!(t.drain());
     }
 }

@@ -1,0 +1,169 @@
+//! The worker's stop and error reporting, driven on the test thread.
+
+use std::collections::VecDeque;
+use std::sync::{Mutex, Once};
+
+use log::{Level, Log, Metadata, Record};
+use tapir_net_backend::{MemoryBackend, MemoryPeer, Offloads};
+
+use super::*;
+
+/// Records every log line of this test binary.
+struct Capture(Mutex<Vec<(Level, String)>>);
+
+impl Log for Capture {
+    fn enabled(&self, _: &Metadata<'_>) -> bool {
+        true
+    }
+    fn log(&self, record: &Record<'_>) {
+        let line = (record.level(), record.args().to_string());
+        tapir_devices::lock(&self.0).push(line);
+    }
+    fn flush(&self) {}
+}
+
+static CAPTURE: Capture = Capture(Mutex::new(Vec::new()));
+
+/// Makes [`CAPTURE`] the logger of this test binary.
+fn capture_logs() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        log::set_logger(&CAPTURE).expect("no other logger in this test binary");
+        log::set_max_level(log::LevelFilter::Trace);
+    });
+}
+
+/// The lines logged so far that name NIC `nic` (tests run in parallel:
+/// each uses its own NIC name).
+fn logged(nic: &str) -> Vec<(Level, String)> {
+    let prefix = format!("NIC {nic}: ");
+    tapir_devices::lock(&CAPTURE.0)
+        .iter()
+        .filter(|(_, m)| m.starts_with(&prefix))
+        .cloned()
+        .collect()
+}
+
+/// A guest that sends `tx` and takes every frame.
+#[derive(Default)]
+struct Guest {
+    tx: VecDeque<Vec<u8>>,
+}
+
+impl NicFrontend for Guest {
+    fn guest_fds(&self) -> Vec<(RawFd, u32)> {
+        Vec::new()
+    }
+    fn guest_event(&mut self, _token: u32) -> GuestWork {
+        GuestWork::None
+    }
+    fn pop_tx(&mut self, hdr: &mut NetHdr, buf: &mut Vec<u8>) -> bool {
+        let Some(f) = self.tx.pop_front() else {
+            return false;
+        };
+        *hdr = NetHdr::default();
+        buf.extend_from_slice(&f);
+        true
+    }
+    fn complete_tx(&mut self) {}
+    fn push_rx(&mut self, _hdr: &NetHdr, _frame: &[u8]) -> RxPush {
+        RxPush::Delivered
+    }
+    fn rx_wait_buffers(&mut self) -> bool {
+        false
+    }
+    fn flush(&mut self) {}
+}
+
+/// A worker for NIC `nic` over the in-memory backend, not started, with
+/// `frames` queued by the guest; its log lines are captured.
+fn worker(nic: &str, frames: usize) -> (NetWorker, MemoryPeer, EventFd) {
+    capture_logs();
+    let (backend, peer) = MemoryBackend::new(16, Offloads::default()).unwrap();
+    let guest = Guest {
+        tx: (0..frames).map(|_| vec![0x5a; 60]).collect(),
+    };
+    let kill = EventFd::new(EFD_NONBLOCK).unwrap();
+    let w = NetWorker::new(
+        nic,
+        Box::new(guest),
+        Box::new(backend),
+        None,
+        Arc::new(NicStats::default()),
+        Carrier::new(),
+        &kill,
+    )
+    .unwrap();
+    (w, peer, kill)
+}
+
+#[test]
+fn a_failed_event_wait_stops_the_worker_with_an_error() {
+    let (mut w, _peer, _kill) = worker("epollfail", 0);
+    let not_epoll = EventFd::new(EFD_NONBLOCK).unwrap();
+    let fd = w.epoll.as_raw_fd();
+    // SAFETY: `fd` is the worker's epoll descriptor, owned by `w.epoll`
+    // and used by nothing else. dup2 atomically makes that number refer
+    // to a duplicate of an eventfd (closing the epoll instance), so the
+    // worker's next epoll_wait fails with EINVAL; `w.epoll` closes the
+    // duplicate when dropped. No pointers are passed.
+    assert_eq!(unsafe { libc::dup2(not_epoll.as_raw_fd(), fd) }, fd);
+    assert_eq!(
+        w.run().unwrap_err().kind(),
+        io::ErrorKind::InvalidInput,
+        "epoll_wait on an eventfd"
+    );
+    w.run_logged();
+    let lines = logged("epollfail");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0].0, Level::Error);
+    assert!(
+        lines[0]
+            .1
+            .contains("worker stopped: waiting for events failed"),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn a_stopped_worker_says_so_at_debug_level() {
+    let (mut w, _peer, kill) = worker("stopped", 0);
+    kill.write(1).unwrap();
+    w.run_logged();
+    assert_eq!(
+        logged("stopped"),
+        vec![(Level::Debug, "NIC stopped: worker stopped".to_string())]
+    );
+}
+
+#[test]
+fn backend_failures_are_logged_once_per_run() {
+    let (mut w, peer, _kill) = worker("failing", 3);
+    peer.fail_sends(Some(io::ErrorKind::BrokenPipe));
+    w.process_tx();
+    assert_eq!(w.stats.tx_dropped.load(Ordering::Relaxed), 3);
+    peer.fail_recvs(Some(io::ErrorKind::BrokenPipe));
+    peer.inject(NetHdr::default(), &[1; 60]).unwrap();
+    w.process_rx();
+    w.process_rx();
+    peer.fail_recvs(None);
+    w.process_rx();
+    assert_eq!(w.stats.rx_frames.load(Ordering::Relaxed), 1);
+    let lines = logged("failing");
+    let levels: Vec<Level> = lines.iter().map(|l| l.0).collect();
+    assert_eq!(
+        levels,
+        [
+            Level::Warn,
+            Level::Debug,
+            Level::Debug,
+            Level::Warn,
+            Level::Debug,
+            Level::Info
+        ],
+        "{lines:?}"
+    );
+    assert!(lines[0].1.contains("backend send failed"), "{lines:?}");
+    assert!(lines[3].1.contains("backend receive failed"), "{lines:?}");
+    assert!(lines[5].1.contains("receive works again"), "{lines:?}");
+}
