@@ -502,7 +502,10 @@ static void build_unit(struct unit *u)
 	memset(u, 0, sizeof(*u));
 	u->frame = f;
 	u->index = i;
-	rng_state = (t.seed ^ (0x9e3779b97f4a7c15ull * (i + 1))) | 1;
+	/* Every bit of the seed counts; xorshift needs a non-zero state. */
+	rng_state = t.seed * 0xbf58476d1ce4e5b9ull + 0x9e3779b97f4a7c15ull * (i + 1);
+	if (!rng_state)
+		rng_state = 1;
 	u->kind = t.udp ? K_UDP : (enum kind)(i % 4);
 	if (u->kind == K_VLAN && !d->vlan)
 		u->kind = K_RAW;
