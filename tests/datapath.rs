@@ -28,17 +28,41 @@ mod tap;
 #[path = "datapath/user.rs"]
 mod user;
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use frames::Tally;
+use frames::{Tally, ETH_HLEN, TEST_MSS};
 use guest::{Backend, Cell, GuestReport, Model, ReportError};
+
+/// `nic.h`: the driver segments TCP (`nic: ... caps=`).
+const NIC_CAP_TSO: u64 = 1 << 1;
 
 /// Guest RAM in MiB (the test kernel's DMA area ends at 32 MiB).
 pub const GUEST_MEMORY: u64 = 64;
 /// The longest a run may take before it is stopped (a run takes seconds;
 /// the guest itself gives up after 10 s without progress).
 pub const RUN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Tells an echo thread to finish: raised by [`StopFlag::raise`] or on
+/// drop, so that a run that panics does not leave its thread behind.
+#[derive(Default)]
+pub struct StopFlag(Arc<AtomicBool>);
+
+impl StopFlag {
+    /// What the echo thread watches.
+    pub fn watch(&self) -> Arc<AtomicBool> {
+        self.0.clone()
+    }
+
+    pub fn raise(self) {}
+}
+
+impl Drop for StopFlag {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
 
 /// What one run left behind.
 pub struct Run {
@@ -75,6 +99,15 @@ enum Failure {
     NoIrqs,
     #[error("{0} problem(s) in the frames the guest sent (below)")]
     HostProblems(u64),
+    #[error(
+        "the driver uses TSO (caps 0x{caps:x}, max_tso {max_tso}), so every TCP frame is a \
+         segment, but one carried {payload} bytes (MSS {TEST_MSS})"
+    )]
+    Unsegmented {
+        caps: u64,
+        max_tso: u64,
+        payload: usize,
+    },
 }
 
 fn differs(what: &'static str, guest: impl ToString, host: impl ToString) -> Failure {
@@ -105,7 +138,7 @@ fn verify(cell: &Cell, run: &Run) -> Vec<Failure> {
     if host.problem_count > 0 {
         fails.push(Failure::HostProblems(host.problem_count));
     }
-    let report = match GuestReport::parse(&run.serial) {
+    let report = match GuestReport::parse(&run.serial, GuestReport::RESULT) {
         Ok(r) => r,
         Err(e) => {
             fails.push(e.into());
@@ -170,6 +203,19 @@ fn verify(cell: &Cell, run: &Run) -> Vec<Failure> {
         if report.num("irqs")? == 0 {
             fails.push(Failure::NoIrqs);
         }
+        // With TSO every TCP unit is one TSO packet (README), so every TCP
+        // frame on the wire is a segment, whoever cut it: the NIC model
+        // (rtl8139 C+) or the host (a GSO frame from virtio or e1000).
+        let nic = GuestReport::parse(&run.serial, GuestReport::NIC)?;
+        let (caps, max_tso) = (nic.num("caps")?, nic.num("max_tso")?);
+        let tso_used = caps & NIC_CAP_TSO != 0 && max_tso > (ETH_HLEN + 20 + 20 + TEST_MSS) as u64;
+        if tso_used && host.max_tcp_payload > TEST_MSS {
+            fails.push(Failure::Unsegmented {
+                caps,
+                max_tso,
+                payload: host.max_tcp_payload,
+            });
+        }
         let model = report.text("model")?;
         if model != cell.model.guest_model() {
             fails.push(differs("model", model, cell.model.guest_model()));
@@ -189,18 +235,14 @@ fn verify(cell: &Cell, run: &Run) -> Vec<Failure> {
 
 /// One line for the log: time, counts, and what the guest's driver used.
 fn summary(cell: &Cell, run: &Run) -> String {
-    let nic = run
-        .serial
-        .lines()
-        .find_map(|l| l.strip_prefix("nic: model="))
-        .map(|l| format!("nic: model={}", l.trim()))
-        .unwrap_or_else(|| "no 'nic:' line".to_string());
-    let result = run
-        .serial
-        .lines()
-        .find_map(|l| l.strip_prefix("NIC: RESULT "))
-        .unwrap_or("no RESULT")
-        .trim();
+    let line = |prefix: &str| {
+        run.serial
+            .lines()
+            .rfind(|l| l.starts_with(prefix))
+            .map(str::trim)
+            .unwrap_or("(none)")
+    };
+    let (nic, result) = (line(GuestReport::NIC), line(GuestReport::RESULT));
     let h = &run.host;
     format!(
         "{}: {:.1} s; host: {} received ({} handed over, {} GSO -> {} segments, {} partial csum, \

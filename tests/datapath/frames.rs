@@ -337,6 +337,8 @@ pub struct Tally {
     pub partial_csum: u64,
     /// Frames with an 802.1Q tag.
     pub tagged: u64,
+    /// The largest TCP payload of a frame.
+    pub max_tcp_payload: usize,
     /// (frame number, problem), the first [`PROBLEMS_KEPT`].
     pub problems: Vec<(u64, FrameProblem)>,
     pub problem_count: u64,
@@ -361,6 +363,7 @@ impl Default for Tally {
             segments: 0,
             partial_csum: 0,
             tagged: 0,
+            max_tcp_payload: 0,
             problems: Vec::new(),
             problem_count: 0,
             recent: VecDeque::new(),
@@ -538,6 +541,7 @@ impl EchoCore {
                         self.tally.tagged += 1;
                     }
                     if let Some((seq, plen)) = c.tcp {
+                        self.tally.max_tcp_payload = self.tally.max_tcp_payload.max(plen);
                         if seq != self.tcp_next {
                             self.tally.problem(FrameProblem::TcpSequence {
                                 got: seq,

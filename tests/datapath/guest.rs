@@ -129,41 +129,60 @@ impl Cell {
 /// What is wrong with the guest's `NIC: RESULT` line.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReportError {
-    #[error("the guest printed no 'NIC: RESULT' line")]
-    NoResult,
-    #[error("'NIC: RESULT' has no {0}=")]
-    Missing(&'static str),
-    #[error("'NIC: RESULT' has {key}={value}, not a number")]
-    NotANumber { key: &'static str, value: String },
+    #[error("the guest printed no '{0}' line")]
+    NoLine(&'static str),
+    #[error("'{line}' has no {key}=")]
+    Missing {
+        line: &'static str,
+        key: &'static str,
+    },
+    #[error("'{line}' has {key}={value}, not a number")]
+    NotANumber {
+        line: &'static str,
+        key: &'static str,
+        value: String,
+    },
 }
 
-/// The guest's `NIC: RESULT key=value ...` line.
+/// One of the guest's `key=value` lines: `NIC: RESULT ...`
+/// ([`GuestReport::RESULT`]) or `nic: model=...` ([`GuestReport::NIC`]).
 #[derive(Debug, Clone)]
 pub struct GuestReport {
+    line: &'static str,
     fields: BTreeMap<String, String>,
 }
 
 impl GuestReport {
-    /// The last `NIC: RESULT` line of the guest's output.
-    pub fn parse(serial: &str) -> Result<GuestReport, ReportError> {
-        let line = serial
+    /// The result line.
+    pub const RESULT: &'static str = "NIC: RESULT ";
+    /// The driver's line: caps, max_frame, max_tso, irq.
+    pub const NIC: &'static str = "nic: model=";
+
+    /// The last line of the guest's output that starts with `line`.
+    pub fn parse(serial: &str, line: &'static str) -> Result<GuestReport, ReportError> {
+        let text = serial
             .lines()
-            .filter_map(|l| l.trim_end().strip_prefix("NIC: RESULT "))
-            .next_back()
-            .ok_or(ReportError::NoResult)?;
-        let fields = line
+            .rfind(|l| l.starts_with(line))
+            .ok_or(ReportError::NoLine(line.trim()))?;
+        let fields = text
             .split_whitespace()
             .filter_map(|kv| kv.split_once('='))
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        Ok(GuestReport { fields })
+        Ok(GuestReport {
+            line: line.trim(),
+            fields,
+        })
     }
 
     pub fn text(&self, key: &'static str) -> Result<&str, ReportError> {
         self.fields
             .get(key)
             .map(String::as_str)
-            .ok_or(ReportError::Missing(key))
+            .ok_or(ReportError::Missing {
+                line: self.line,
+                key,
+            })
     }
 
     /// A decimal or `0x` hex number.
@@ -174,6 +193,7 @@ impl GuestReport {
             None => v.parse(),
         };
         n.map_err(|_| ReportError::NotANumber {
+            line: self.line,
             key,
             value: v.to_string(),
         })
@@ -190,19 +210,27 @@ mod tests {
                       NIC: RESULT model=e1000 mode=raw tx_frames=64 tx_units=64 rx_frames=90 \
                       tx_hash=0x00000000000000ff rx_hash=0x85944171f73967e8 irqs=12 stray=0\n\
                       TESTKERNEL: PASS\n";
-        let r = GuestReport::parse(serial).unwrap();
+        let r = GuestReport::parse(serial, GuestReport::RESULT).unwrap();
         assert_eq!(r.text("model"), Ok("e1000"));
         assert_eq!(r.num("rx_frames"), Ok(90));
         assert_eq!(r.num("tx_hash"), Ok(0xff));
         assert_eq!(r.num("rx_hash"), Ok(0x8594_4171_f739_67e8));
-        assert_eq!(r.num("tso"), Err(ReportError::Missing("tso")));
+        assert_eq!(
+            r.num("tso"),
+            Err(ReportError::Missing {
+                line: "NIC: RESULT",
+                key: "tso"
+            })
+        );
         assert!(matches!(
             r.num("mode"),
             Err(ReportError::NotANumber { key: "mode", .. })
         ));
+        let nic = GuestReport::parse(serial, GuestReport::NIC).unwrap();
+        assert_eq!(nic.num("caps"), Ok(7));
         assert_eq!(
-            GuestReport::parse("TESTKERNEL: PASS\n").unwrap_err(),
-            ReportError::NoResult
+            GuestReport::parse("TESTKERNEL: PASS\n", GuestReport::RESULT).unwrap_err(),
+            ReportError::NoLine("NIC: RESULT")
         );
     }
 

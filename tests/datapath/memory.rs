@@ -13,7 +13,7 @@ use tapir_vmm::{ExitReason, OpenedBackend};
 
 use crate::frames::{EchoCore, Rules, Tally};
 use crate::guest::Cell;
-use crate::{Run, GUEST_MEMORY, RUN_TIMEOUT};
+use crate::{Run, StopFlag, GUEST_MEMORY, RUN_TIMEOUT};
 
 /// Frames each way the backend's queues hold: more than a TSO packet's
 /// segments (64 KiB / 1000) for the whole window of 8.
@@ -83,9 +83,9 @@ pub fn run(cell: &Cell) -> Run {
     let serial = dir.join("serial.log");
 
     let (backend, peer) = MemoryBackend::new(QUEUE, Offloads::ALL).unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = StopFlag::default();
     let peer_thread = {
-        let (rules, stop) = (cell.rules(), stop.clone());
+        let (rules, stop) = (cell.rules(), stop.watch());
         std::thread::spawn(move || peer_loop(peer, rules, stop))
     };
 
@@ -118,7 +118,7 @@ pub fn run(cell: &Cell) -> Run {
     });
     let _ = done.send(());
     let timed_out = dog.join().unwrap();
-    stop.store(true, Ordering::SeqCst);
+    stop.raise();
     let host = peer_thread.join().unwrap();
 
     let serial_text = std::fs::read_to_string(&serial).unwrap_or_default();

@@ -15,7 +15,7 @@ use tapir_test_support::net::{
 use crate::common::Running;
 use crate::frames::{swap_macs, EchoCore, Rules, Tally};
 use crate::guest::Cell;
-use crate::{Run, GUEST_MEMORY, RUN_TIMEOUT};
+use crate::{Run, StopFlag, GUEST_MEMORY, RUN_TIMEOUT};
 
 const ETH_P_ALL: u16 = 3;
 
@@ -106,9 +106,9 @@ pub fn run(cell: &Cell) -> Option<Run> {
     let tap = Tap::make(&unique("dp", cell.model.tag()));
     let sock = PacketSocket::bind(tap.name(), ETH_P_ALL, true)
         .unwrap_or_else(|e| panic!("packet socket on {}: {e}", tap.name()));
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = StopFlag::default();
     let echo = {
-        let (rules, stop) = (cell.rules(), stop.clone());
+        let (rules, stop) = (cell.rules(), stop.watch());
         std::thread::spawn(move || echo_loop(sock, rules, stop))
     };
     let cmdline = cell.cmdline(None);
@@ -131,7 +131,7 @@ pub fn run(cell: &Cell) -> Option<Run> {
         &nic,
     ])
     .finish(RUN_TIMEOUT);
-    stop.store(true, Ordering::SeqCst);
+    stop.raise();
     let host = echo.join().unwrap();
     drop(tap);
     Some(Run {
@@ -169,9 +169,9 @@ mod tests {
             vlan: 5,
             maxframe: 9014,
         };
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = StopFlag::default();
         let echo = {
-            let stop = stop.clone();
+            let stop = stop.watch();
             std::thread::spawn(move || echo_loop(sock, rules, stop))
         };
         let mut be = TapBackend::open(TapConfig {
@@ -219,7 +219,7 @@ mod tests {
                 }
             }
         }
-        stop.store(true, Ordering::SeqCst);
+        stop.raise();
         let tally = echo.join().unwrap();
         assert_eq!(echoes.len(), 5, "{tally}");
         for e in &echoes {

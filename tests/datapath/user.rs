@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crate::common::Running;
 use crate::frames::{FrameProblem, Tally};
 use crate::guest::Cell;
-use crate::{Run, GUEST_MEMORY, RUN_TIMEOUT};
+use crate::{Run, StopFlag, GUEST_MEMORY, RUN_TIMEOUT};
 
 /// Echoes every datagram until `stop`, then what it saw.
 fn echo_loop(sock: UdpSocket, stop: Arc<AtomicBool>) -> Tally {
@@ -46,9 +46,9 @@ pub fn run(cell: &Cell) -> Run {
     sock.set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap();
     let port = sock.local_addr().unwrap().port();
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = StopFlag::default();
     let echo = {
-        let stop = stop.clone();
+        let stop = stop.watch();
         std::thread::spawn(move || echo_loop(sock, stop))
     };
     let cmdline = cell.cmdline(Some(port));
@@ -67,7 +67,7 @@ pub fn run(cell: &Cell) -> Run {
         &nic,
     ])
     .finish(RUN_TIMEOUT);
-    stop.store(true, Ordering::SeqCst);
+    stop.raise();
     let host = echo.join().unwrap();
     Run {
         cmdline,
