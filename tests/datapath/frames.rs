@@ -10,7 +10,7 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use tapir_net_backend::hdr::{GSO_ECN, GSO_NONE, NEEDS_CSUM};
-use tapir_net_backend::offload::{self, fold, sum_words, OffloadError};
+use tapir_net_backend::offload::{self, be16, fold, sum_words, OffloadError};
 use tapir_net_backend::NetHdr;
 
 pub const ETH_HLEN: usize = 14;
@@ -121,10 +121,6 @@ pub enum FrameProblem {
     Offload { hdr: NetHdr, source: OffloadError },
     #[error("echo not delivered: {0}")]
     Send(std::io::ErrorKind),
-}
-
-fn be16(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
 }
 
 fn be32(b: &[u8], at: usize) -> u32 {
