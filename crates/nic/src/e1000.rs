@@ -10,8 +10,11 @@
 //! the NIC worker thread moving frames between the descriptor rings and
 //! the backend starts at once and stops when the device is dropped.
 //!
-//! Two halves share the register file (`state::E1000State`) behind one
-//! mutex:
+//! The register file (`state::E1000State`) is a state machine without
+//! fds, lines or locks: it says which INTx level it wants and when a
+//! held-back interrupt is due, and `shell::Shell` makes the line and the
+//! timerfd follow at the end of every locked section. Two halves share that
+//! shell behind one mutex:
 //! - the PCI device (vCPU threads): register accesses, EEPROM and PHY,
 //!   interrupt causes and mask. A write to TDT or RDT signals an eventfd
 //!   and returns: rings are never processed on a vCPU thread.
@@ -23,8 +26,9 @@
 //! The INTx level is `(ICR & IMS) != 0`, driven through [`tapir_pci::Intx`]
 //! so that the command register's INTx-disable bit is honoured. With
 //! ITR > 0 an assertion is held back until `ITR * 256 ns` after the
-//! previous one, by a timerfd the worker polls ([`tapir_devices::Timer`]);
-//! when it fires the worker re-evaluates the line, so causes that arrived
+//! previous one: the model sets a deadline, the shell arms a timerfd the
+//! worker polls ([`tapir_devices::Timer`]); when it fires the model
+//! re-evaluates the line, so causes that arrived
 //! meanwhile are coalesced into one interrupt. RDTR, RADV, TIDV and TADV
 //! are accepted and not modelled: causes are raised as soon as the work is
 //! done, and ITR is the coalescing.
@@ -62,6 +66,7 @@ pub mod regs;
 mod ring;
 mod rx;
 mod rx_csum;
+mod shell;
 mod state;
 mod tx;
 mod tx_offload;
@@ -71,7 +76,7 @@ pub use eeprom::Ids;
 use std::io;
 use std::sync::{Arc, Mutex};
 
-use tapir_devices::{lock, LevelIrq, Timer};
+use tapir_devices::{LevelIrq, Timer};
 use tapir_net_backend::NetBackend;
 use tapir_pci::configuration::PCI_COMMAND;
 use tapir_pci::{
@@ -82,8 +87,9 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::link::{Carrier, LinkHandle, LinkNotify};
 use crate::worker::{NetWorker, NicStats, WorkerHandle};
-use frontend::{E1000Frontend, Shared};
+use frontend::E1000Frontend;
 use regs::{BAR0_SIZE, BAR1_SIZE};
+use shell::{lock, Shared, Shell};
 use state::{E1000State, Kick};
 
 /// PCI identity of the 82540EM (subsystem: PRO/1000 MT Desktop).
@@ -172,7 +178,8 @@ impl E1000 {
         }
         let line = Intx::new(intx, IntxPin::IntA, &mut config);
         let words = eeprom::image(mac, IDS);
-        let shared: Shared = Arc::new(Mutex::new(E1000State::new(words, line, Timer::new()?)));
+        let shell = Shell::new(E1000State::new(words), line, Timer::new()?);
+        let shared: Shared = Arc::new(Mutex::new(shell));
         let tx_evt = EventFd::new(EFD_NONBLOCK)?;
         let rx_evt = EventFd::new(EFD_NONBLOCK)?;
         let stats = Arc::new(NicStats::default());
@@ -287,7 +294,7 @@ impl PciDevice for E1000 {
     fn read_config(&mut self, offset: u16, data: &mut [u8]) {
         // The status register shares the command register's dword.
         if offset & !3 == PCI_COMMAND {
-            let asserted = lock(&self.shared).intx_asserted();
+            let asserted = lock(&self.shared).irq_level();
             self.config.set_interrupt_status(asserted);
         }
         self.config.read(offset, data);

@@ -12,9 +12,8 @@
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use tapir_devices::lock;
 use tapir_net_backend::hdr::{DATA_VALID, GSO_NONE};
 use tapir_net_backend::offload::segment;
 use tapir_net_backend::{NetHdr, Offloads};
@@ -25,14 +24,12 @@ use super::filter::Cast;
 use super::regs::*;
 use super::ring::Ring;
 use super::rx::{self, Verdict, WriteBack, Written, MIN_FRAME};
+use super::shell::{lock, Shared};
 use super::state::E1000State;
 use super::tx::{self, Gather, Offload, Packet};
 use super::tx_offload::{self, Tso, TxContext};
 use crate::vlan;
 use crate::worker::{GuestWork, NicFrontend, NicStats, RxPush};
-
-/// The device state shared by the PCI device and the frontend.
-pub type Shared = Arc<Mutex<E1000State>>;
 
 const TOKEN_TX: u32 = 0;
 const TOKEN_RX: u32 = 1;
@@ -534,9 +531,7 @@ impl NicFrontend for E1000Frontend {
                 GuestWork::Rx
             }
             TOKEN_ITR => {
-                let mut s = lock(&self.shared);
-                s.timer().drain();
-                s.timer_fired();
+                lock(&self.shared).timer_fired();
                 GuestWork::None
             }
             _ => GuestWork::None,

@@ -5,9 +5,6 @@
 
 use std::time::{Duration, Instant};
 
-use tapir_devices::Timer;
-use tapir_pci::Intx;
-
 use super::eeprom::{self, Eeprom};
 use super::phy::{self, Phy};
 use super::regs::*;
@@ -69,9 +66,11 @@ pub struct E1000State {
     regs: Regs,
     eeprom: Eeprom,
     phy: Phy,
-    line: Intx,
-    timer: Timer,
+    /// The INTx level the model wants (the shell drives the line).
+    irq_level: bool,
     last_assert: Option<Instant>,
+    /// When the current ITR interval ends, while an interrupt is held back
+    /// (the shell arms its timer for it).
     itr_deadline: Option<Instant>,
     /// Bumped by every device reset: the worker drops what it had in flight.
     pub generation: u64,
@@ -86,13 +85,12 @@ pub struct E1000State {
 
 impl E1000State {
     /// A device in its power-on state with `eeprom`.
-    pub fn new(eeprom_words: [u16; eeprom::EEPROM_WORDS], line: Intx, timer: Timer) -> Self {
+    pub fn new(eeprom_words: [u16; eeprom::EEPROM_WORDS]) -> Self {
         let mut s = Self {
             regs: Regs::new(),
             eeprom: Eeprom::new(eeprom_words),
             phy: Phy::default(),
-            line,
-            timer,
+            irq_level: false,
             last_assert: None,
             itr_deadline: None,
             generation: 0,
@@ -116,11 +114,6 @@ impl E1000State {
         self.regs.set(off, v);
     }
 
-    /// The timer that ends an interrupt throttling interval.
-    pub fn timer(&self) -> &Timer {
-        &self.timer
-    }
-
     /// Device reset (CTRL.RST): registers to their defaults, interrupts
     /// masked and cleared, receive address 0 reloaded from the EEPROM. The
     /// PHY and PCI configuration are untouched.
@@ -135,8 +128,7 @@ impl E1000State {
         self.eeprom.reset();
         self.last_assert = None;
         self.itr_deadline = None;
-        let _ = self.timer.disarm();
-        let _ = self.line.set_level(false);
+        self.irq_level = false;
         self.generation += 1;
         self.tx_ring_gen += 1;
         self.rx_ring_gen += 1;
@@ -196,15 +188,20 @@ impl E1000State {
         self.bus_master
     }
 
-    /// The guest wrote the command register.
-    pub fn command_written(&mut self, command: u16, bus_master: bool) {
+    /// The guest wrote the command register: DMA allowed or not.
+    pub fn command_written(&mut self, bus_master: bool) {
         self.bus_master = bus_master;
-        let _ = self.line.command_written(command);
     }
 
-    /// The interrupt condition, for the status register.
-    pub fn intx_asserted(&self) -> bool {
-        self.line.asserted()
+    /// The INTx level the model wants (also the status register's
+    /// interrupt bit).
+    pub fn irq_level(&self) -> bool {
+        self.irq_level
+    }
+
+    /// When a held-back interrupt is due ([`Self::timer_fired`] then).
+    pub fn itr_deadline(&self) -> Option<Instant> {
+        self.itr_deadline
     }
 
     // ---- interrupts -----------------------------------------------------------------
@@ -216,34 +213,37 @@ impl E1000State {
 
     /// Re-evaluates the line: `(ICR & IMS) != 0`, assertion throttled by ITR.
     pub fn update_irq(&mut self) {
+        self.update_irq_at(Instant::now());
+    }
+
+    /// [`Self::update_irq`] at time `now`.
+    pub fn update_irq_at(&mut self, now: Instant) {
         let pending = self.regs.get(ICR) & self.regs.get(IMS) != 0;
         if !pending {
-            let _ = self.line.set_level(false);
+            self.irq_level = false;
             return;
         }
-        if self.line.asserted() {
+        if self.irq_level {
             return;
         }
-        let now = Instant::now();
         let interval = Duration::from_nanos(u64::from(self.regs.get(ITR) & 0xFFFF) * 256);
         if let Some(last) = self.last_assert {
             let due = last + interval;
             if now < due {
                 if self.itr_deadline.is_none() {
-                    let _ = self.timer.arm(due - now);
                     self.itr_deadline = Some(due);
                 }
                 return;
             }
         }
-        let _ = self.line.set_level(true);
+        self.irq_level = true;
         self.last_assert = Some(now);
     }
 
-    /// The throttling timer fired: deliver what was held back.
-    pub fn timer_fired(&mut self) {
+    /// The ITR interval ended at `now`: deliver what was held back.
+    pub fn timer_fired(&mut self, now: Instant) {
         self.itr_deadline = None;
-        self.update_irq();
+        self.update_irq_at(now);
     }
 
     // ---- statistics -----------------------------------------------------------------
@@ -422,5 +422,81 @@ impl E1000State {
             IODATA => self.write(self.io_addr, v),
             _ => Kick::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The model alone, on a fake clock: no thread, no fd, no sleep.
+    use super::*;
+
+    fn model() -> E1000State {
+        E1000State::new(eeprom::image([2, 0, 0, 0, 0, 1], crate::e1000::IDS))
+    }
+
+    #[test]
+    fn itr_holds_an_interrupt_back_until_its_deadline() {
+        let mut s = model();
+        let t0 = Instant::now();
+        let us = Duration::from_micros;
+        // ITR counts 256 ns units: 1000 is 256 us between two assertions.
+        s.write(ITR, 1000);
+        s.write(IMS, INT_TXDW | INT_RXT0);
+        s.raise(INT_TXDW);
+        s.update_irq_at(t0);
+        assert!(s.irq_level());
+        assert_eq!(s.itr_deadline(), None);
+
+        // The driver reads ICR: causes cleared, the line drops at once.
+        assert_eq!(s.read(ICR), INT_TXDW);
+        assert!(!s.irq_level());
+
+        // A new cause 100 us later waits for the interval's end...
+        s.raise(INT_RXT0);
+        s.update_irq_at(t0 + us(100));
+        assert!(!s.irq_level());
+        assert_eq!(s.itr_deadline(), Some(t0 + us(256)));
+        // ...and causes arriving meanwhile share that one interrupt.
+        s.raise(INT_TXDW);
+        s.update_irq_at(t0 + us(200));
+        assert_eq!(s.itr_deadline(), Some(t0 + us(256)));
+        assert!(!s.irq_level());
+
+        s.timer_fired(t0 + us(256));
+        assert!(s.irq_level());
+        assert_eq!(s.itr_deadline(), None);
+        assert_eq!(s.read(ICR), INT_TXDW | INT_RXT0);
+    }
+
+    #[test]
+    fn without_itr_every_cause_asserts_at_once() {
+        let mut s = model();
+        let t0 = Instant::now();
+        s.write(IMS, INT_RXT0);
+        for i in 0..3 {
+            s.raise(INT_RXT0);
+            s.update_irq_at(t0 + Duration::from_nanos(i));
+            assert!(s.irq_level());
+            assert_eq!(s.itr_deadline(), None);
+            s.read(ICR);
+            assert!(!s.irq_level());
+        }
+    }
+
+    #[test]
+    fn reset_drops_the_line_and_the_deadline() {
+        let mut s = model();
+        let t0 = Instant::now();
+        s.write(ITR, 0xFFFF);
+        s.write(IMS, INT_RXT0);
+        s.raise(INT_RXT0);
+        s.update_irq_at(t0);
+        s.read(ICR);
+        s.raise(INT_RXT0);
+        s.update_irq_at(t0 + Duration::from_micros(1));
+        assert!(s.itr_deadline().is_some());
+        s.write(CTRL, CTRL_RST);
+        assert!(!s.irq_level());
+        assert_eq!(s.itr_deadline(), None);
     }
 }
