@@ -12,7 +12,7 @@
 //!
 //! The register file (`state::E1000State`) is a state machine without
 //! fds, lines or locks: it says which INTx level it wants and when a
-//! held-back interrupt is due, and `shell::Shell` makes the line and the
+//! held-back interrupt is due, and [`crate::shell::Shell`] makes the line and the
 //! timerfd follow at the end of every locked section. Two halves share that
 //! shell behind one mutex:
 //! - the PCI device (vCPU threads): register accesses, EEPROM and PHY,
@@ -66,7 +66,6 @@ pub mod regs;
 mod ring;
 mod rx;
 mod rx_csum;
-mod shell;
 mod state;
 mod tx;
 mod tx_offload;
@@ -86,11 +85,14 @@ use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::link::{Carrier, LinkHandle, LinkNotify};
+use crate::shell::{lock, NicModel, SharedShell, Shell};
 use crate::worker::{NetWorker, NicStats, WorkerHandle};
 use frontend::E1000Frontend;
 use regs::{BAR0_SIZE, BAR1_SIZE};
-use shell::{lock, Shared, Shell};
 use state::{E1000State, Kick};
+
+/// The shell the PCI device and the frontend share.
+type Shared = SharedShell<E1000State>;
 
 /// PCI identity of the 82540EM (subsystem: PRO/1000 MT Desktop).
 pub const IDS: Ids = Ids {
@@ -178,7 +180,7 @@ impl E1000 {
         }
         let line = Intx::new(intx, IntxPin::IntA, &mut config);
         let words = eeprom::image(mac, IDS);
-        let shell = Shell::new(E1000State::new(words), line, Timer::new()?);
+        let shell = Shell::new(E1000State::new(words), line, Some(Timer::new()?), None);
         let shared: Shared = Arc::new(Mutex::new(shell));
         let tx_evt = EventFd::new(EFD_NONBLOCK)?;
         let rx_evt = EventFd::new(EFD_NONBLOCK)?;

@@ -13,6 +13,7 @@ pub mod link;
 pub mod mac;
 pub mod rtl8139;
 mod rx_offloads;
+pub mod shell;
 pub mod virtio_net;
 pub mod vlan;
 pub mod worker;

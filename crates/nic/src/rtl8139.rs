@@ -21,12 +21,15 @@
 //!
 //! [`Rtl8139`] is the vCPU side ([`PciDevice`]: configuration space and
 //! the 256-byte register window in BAR 0 (I/O) and BAR 1 (memory)). The
-//! register state sits behind a mutex shared with the NIC worker's
+//! register state (`state::State`, which holds no fd and no line: it says
+//! which INTx level and which doorbells it wants) sits in a
+//! [`crate::shell::Shell`] behind a mutex shared with the NIC worker's
 //! frontend (`frontend.rs`), which alone walks the guest's buffers and
-//! rings. Doorbells are eventfds: a TSD write (C mode) or TPPoll (C+) kicks
-//! transmission; receive needs no doorbell, but while the worker waits for
-//! room any register write kicks it (see `frontend.rs` for what happens
-//! when the guest has no room). The INTx level is (ISR & IMR) != 0.
+//! rings; the shell drives the line and rings the doorbell eventfds at the
+//! end of every locked section. A TSD write (C mode) or TPPoll (C+) rings
+//! the transmit doorbell; receive needs no doorbell, but while the worker
+//! waits for room any register write rings it (see `frontend.rs` for what
+//! happens when the guest has no room). The INTx level is (ISR & IMR) != 0.
 //!
 //! # Offloads at the backend seam
 //!
@@ -78,7 +81,7 @@ mod tests;
 use std::io;
 use std::sync::{Arc, Mutex};
 
-use tapir_devices::{lock, LevelIrq};
+use tapir_devices::LevelIrq;
 use tapir_net_backend::NetBackend;
 use tapir_pci::{
     BarChange, BarKind, Intx, IntxPin, PciBar, PciConfigError, PciConfiguration, PciDevice,
@@ -93,7 +96,9 @@ pub use frontend::RX_STALL_GRACE;
 use frontend::{Rtl8139Frontend, TxSync};
 pub use offload::OffloadReject;
 pub use regs::{DEVICE_ID, REG_WINDOW, VENDOR_ID};
-use state::{Kicks, State};
+use state::State;
+
+use crate::shell::{lock, DoorbellFds, NicModel, SharedShell, Shell};
 
 /// Revision the VMM uses by default: an RTL8139C+ (driven by 8139cp).
 pub const DEFAULT_REVISION: u8 = 0x20;
@@ -134,7 +139,7 @@ impl From<Rtl8139Error> for io::Error {
 pub struct Rtl8139 {
     name: String,
     config: PciConfiguration,
-    state: Arc<Mutex<State>>,
+    state: SharedShell<State>,
     stats: Arc<NicStats>,
     carrier: Arc<Carrier>,
     tx_sync: Arc<TxSync>,
@@ -149,7 +154,7 @@ pub const TX_SYNC_WAIT: std::time::Duration = std::time::Duration::from_micros(5
 /// The cable as the RTL8139 shows it: BMSR, MSR and CSCR link bits and
 /// the PUN/LinkChg interrupt.
 struct Rtl8139Link {
-    state: Arc<Mutex<State>>,
+    state: SharedShell<State>,
 }
 
 impl LinkNotify for Rtl8139Link {
@@ -198,12 +203,13 @@ impl Rtl8139 {
         let evt = || EventFd::new(EFD_NONBLOCK).map_err(Rtl8139Error::Fds);
         let (tx, rx, timer) = (evt()?, evt()?, evt()?);
         let clone = |e: &EventFd| e.try_clone().map_err(Rtl8139Error::Fds);
-        let kicks = Kicks {
+        let doorbells = DoorbellFds {
             tx: clone(&tx)?,
             rx: clone(&rx)?,
             timer: clone(&timer)?,
         };
-        let state = Arc::new(Mutex::new(State::new(mac, revision, mem, intx, kicks)));
+        let model = State::new(mac, revision, mem);
+        let state = Arc::new(Mutex::new(Shell::new(model, intx, None, Some(doorbells))));
         let stats = Arc::new(NicStats::default());
         let carrier = Carrier::new();
         let tx_sync = Arc::new(TxSync::default());
@@ -308,14 +314,14 @@ impl PciDevice for Rtl8139 {
     fn read_config(&mut self, offset: u16, data: &mut [u8]) {
         // The worker raises interrupts without this configuration space:
         // bring the status register's interrupt bit up to date first.
-        let asserted = lock(&self.state).irq_asserted();
+        let asserted = lock(&self.state).irq_level();
         self.config.set_interrupt_status(asserted);
         self.config.read(offset, data);
     }
 
     fn write_config(&mut self, offset: u16, data: &[u8]) -> Option<BarChange> {
         let change = self.config.write(offset, data);
-        lock(&self.state).command_written(&self.config);
+        lock(&self.state).command_written(self.config.command(), self.config.bus_master_enabled());
         change
     }
 

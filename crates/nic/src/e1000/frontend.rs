@@ -24,10 +24,11 @@ use super::filter::Cast;
 use super::regs::*;
 use super::ring::Ring;
 use super::rx::{self, Verdict, WriteBack, Written, MIN_FRAME};
-use super::shell::{lock, Shared};
 use super::state::E1000State;
 use super::tx::{self, Gather, Offload, Packet};
 use super::tx_offload::{self, Tso, TxContext};
+use super::Shared;
+use crate::shell::lock;
 use crate::vlan;
 use crate::worker::{GuestWork, NicFrontend, NicStats, RxPush};
 
@@ -119,7 +120,8 @@ pub struct E1000Frontend {
     mem: GuestMemoryMmap,
     tx_evt: EventFd,
     rx_evt: EventFd,
-    timer_fd: RawFd,
+    /// The shell's ITR timer (always there for the e1000).
+    timer_fd: Option<RawFd>,
     stats: Arc<NicStats>,
     offloads: Offloads,
     gen: u64,
@@ -147,7 +149,7 @@ impl E1000Frontend {
     ) -> Self {
         let (timer_fd, gen) = {
             let s = lock(&shared);
-            (s.timer().as_raw_fd(), s.generation)
+            (s.timer().map(|t| t.as_raw_fd()), s.generation)
         };
         Self {
             shared,
@@ -513,11 +515,12 @@ fn finish_frame(buf: &mut Vec<u8>, hdr: &mut NetHdr, tag: Option<(u16, u16)>, ps
 
 impl NicFrontend for E1000Frontend {
     fn guest_fds(&self) -> Vec<(RawFd, u32)> {
-        vec![
+        let mut fds = vec![
             (self.tx_evt.as_raw_fd(), TOKEN_TX),
             (self.rx_evt.as_raw_fd(), TOKEN_RX),
-            (self.timer_fd, TOKEN_ITR),
-        ]
+        ];
+        fds.extend(self.timer_fd.map(|fd| (fd, TOKEN_ITR)));
+        fds
     }
 
     fn guest_event(&mut self, token: u32) -> GuestWork {

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use super::eeprom::{self, Eeprom};
 use super::phy::{self, Phy};
 use super::regs::*;
+use crate::shell::NicModel;
 
 /// Number of 32-bit registers in BAR 0.
 const NUM_REGS: usize = (BAR0_SIZE / 4) as usize;
@@ -188,22 +189,6 @@ impl E1000State {
         self.bus_master
     }
 
-    /// The guest wrote the command register: DMA allowed or not.
-    pub fn command_written(&mut self, bus_master: bool) {
-        self.bus_master = bus_master;
-    }
-
-    /// The INTx level the model wants (also the status register's
-    /// interrupt bit).
-    pub fn irq_level(&self) -> bool {
-        self.irq_level
-    }
-
-    /// When a held-back interrupt is due ([`Self::timer_fired`] then).
-    pub fn itr_deadline(&self) -> Option<Instant> {
-        self.itr_deadline
-    }
-
     // ---- interrupts -----------------------------------------------------------------
 
     /// Latches interrupt causes in ICR (the line follows on [`Self::update_irq`]).
@@ -238,12 +223,6 @@ impl E1000State {
         }
         self.irq_level = true;
         self.last_assert = Some(now);
-    }
-
-    /// The ITR interval ended at `now`: deliver what was held back.
-    pub fn timer_fired(&mut self, now: Instant) {
-        self.itr_deadline = None;
-        self.update_irq_at(now);
     }
 
     // ---- statistics -----------------------------------------------------------------
@@ -425,6 +404,27 @@ impl E1000State {
     }
 }
 
+impl NicModel for E1000State {
+    fn irq_level(&self) -> bool {
+        self.irq_level
+    }
+
+    /// When a held-back interrupt is due (ITR).
+    fn timer_deadline(&self) -> Option<Instant> {
+        self.itr_deadline
+    }
+
+    /// The ITR interval ended: deliver what was held back.
+    fn timer_expired(&mut self, now: Instant) {
+        self.itr_deadline = None;
+        self.update_irq_at(now);
+    }
+
+    fn command_written(&mut self, bus_master: bool) {
+        self.bus_master = bus_master;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! The model alone, on a fake clock: no thread, no fd, no sleep.
@@ -445,7 +445,7 @@ mod tests {
         s.raise(INT_TXDW);
         s.update_irq_at(t0);
         assert!(s.irq_level());
-        assert_eq!(s.itr_deadline(), None);
+        assert_eq!(s.timer_deadline(), None);
 
         // The driver reads ICR: causes cleared, the line drops at once.
         assert_eq!(s.read(ICR), INT_TXDW);
@@ -455,16 +455,16 @@ mod tests {
         s.raise(INT_RXT0);
         s.update_irq_at(t0 + us(100));
         assert!(!s.irq_level());
-        assert_eq!(s.itr_deadline(), Some(t0 + us(256)));
+        assert_eq!(s.timer_deadline(), Some(t0 + us(256)));
         // ...and causes arriving meanwhile share that one interrupt.
         s.raise(INT_TXDW);
         s.update_irq_at(t0 + us(200));
-        assert_eq!(s.itr_deadline(), Some(t0 + us(256)));
+        assert_eq!(s.timer_deadline(), Some(t0 + us(256)));
         assert!(!s.irq_level());
 
-        s.timer_fired(t0 + us(256));
+        s.timer_expired(t0 + us(256));
         assert!(s.irq_level());
-        assert_eq!(s.itr_deadline(), None);
+        assert_eq!(s.timer_deadline(), None);
         assert_eq!(s.read(ICR), INT_TXDW | INT_RXT0);
     }
 
@@ -477,7 +477,7 @@ mod tests {
             s.raise(INT_RXT0);
             s.update_irq_at(t0 + Duration::from_nanos(i));
             assert!(s.irq_level());
-            assert_eq!(s.itr_deadline(), None);
+            assert_eq!(s.timer_deadline(), None);
             s.read(ICR);
             assert!(!s.irq_level());
         }
@@ -494,9 +494,9 @@ mod tests {
         s.read(ICR);
         s.raise(INT_RXT0);
         s.update_irq_at(t0 + Duration::from_micros(1));
-        assert!(s.itr_deadline().is_some());
+        assert!(s.timer_deadline().is_some());
         s.write(CTRL, CTRL_RST);
         assert!(!s.irq_level());
-        assert_eq!(s.itr_deadline(), None);
+        assert_eq!(s.timer_deadline(), None);
     }
 }

@@ -38,6 +38,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tapir_devices::{lock, Timer};
+
+use crate::shell::{self, SharedShell};
 use tapir_net_backend::hdr::{DATA_VALID, GSO_ECN, GSO_NONE, NEEDS_CSUM};
 use tapir_net_backend::offload::{complete_checksum, segment};
 use tapir_net_backend::NetHdr;
@@ -189,7 +191,7 @@ enum Taken {
 
 /// The RTL8139's guest-facing rings as the NIC worker sees them.
 pub struct Rtl8139Frontend {
-    state: Arc<Mutex<State>>,
+    state: SharedShell<State>,
     tx_evt: EventFd,
     rx_evt: EventFd,
     timer_evt: EventFd,
@@ -217,7 +219,7 @@ pub struct Rtl8139Frontend {
 impl Rtl8139Frontend {
     /// A frontend over `state`, woken by the read ends of its kick fds.
     pub fn new(
-        state: Arc<Mutex<State>>,
+        state: SharedShell<State>,
         tx_evt: EventFd,
         rx_evt: EventFd,
         timer_evt: EventFd,
@@ -257,7 +259,7 @@ impl Rtl8139Frontend {
         if self.segments.is_empty() {
             return false;
         }
-        let gen = lock(&self.state).gen;
+        let gen = shell::lock(&self.state).gen;
         if !matches!(&self.inflight, Some(Inflight::Chain { chain, .. }) if chain.gen == gen) {
             self.segments.clear();
             self.inflight = None;
@@ -313,7 +315,7 @@ impl Rtl8139Frontend {
 
     fn take_frame(&mut self, buf: &mut Vec<u8>) -> Taken {
         let state = self.state.clone();
-        let mut st = lock(&state);
+        let mut st = shell::lock(&state);
         if !st.cplus_tx() {
             return match st.normal_pop_tx(buf) {
                 SlotTx::Empty => {
@@ -352,7 +354,7 @@ impl Rtl8139Frontend {
                 // Looped-back frames reach our own receiver: they need
                 // every checksum done here.
                 let offloaded = self.offload(buf, self.tx_csum && !loopback);
-                let mut st = lock(&state);
+                let mut st = shell::lock(&state);
                 let Ok(segments) = offloaded else {
                     st.cp_complete_tx(&self.chain, false);
                     self.drop_tx();
@@ -403,7 +405,7 @@ impl Rtl8139Frontend {
         // are not verified again.
         let l4_valid = hdr.flags & (DATA_VALID | NEEDS_CSUM) != 0;
         let state = self.state.clone();
-        let mut st = lock(&state);
+        let mut st = shell::lock(&state);
         let (result, need) = receive(&mut st, frame, l4_valid, &mut self.rx_frame);
         self.rx_csum = copy;
         match result {
@@ -473,7 +475,7 @@ impl NicFrontend for Rtl8139Frontend {
                 } else {
                     self.tctr_timer.drain();
                 }
-                let mut st = lock(&self.state);
+                let mut st = shell::lock(&self.state);
                 if token == TOKEN_TCTR {
                     st.timer_expired();
                 }
@@ -494,7 +496,7 @@ impl NicFrontend for Rtl8139Frontend {
                 }
                 // Still no room after the grace period: drop from now on.
                 self.overflow = true;
-                lock(&self.state).rx_waiting = false;
+                shell::lock(&self.state).rx_waiting = false;
                 GuestWork::Rx
             }
             _ => GuestWork::None,
@@ -524,7 +526,9 @@ impl NicFrontend for Rtl8139Frontend {
 
     fn complete_tx(&mut self) {
         match self.inflight.take() {
-            Some(Inflight::Slot { slot, gen }) => lock(&self.state).normal_complete_tx(slot, gen),
+            Some(Inflight::Slot { slot, gen }) => {
+                shell::lock(&self.state).normal_complete_tx(slot, gen)
+            }
             Some(Inflight::Chain { chain, left }) if left > 1 => {
                 self.inflight = Some(Inflight::Chain {
                     chain,
@@ -532,7 +536,7 @@ impl NicFrontend for Rtl8139Frontend {
                 });
             }
             Some(Inflight::Chain { chain, .. }) => {
-                lock(&self.state).cp_complete_tx(&chain, true);
+                shell::lock(&self.state).cp_complete_tx(&chain, true);
                 self.chain = chain;
             }
             None => {}
@@ -575,7 +579,7 @@ impl NicFrontend for Rtl8139Frontend {
 
     fn rx_wait_buffers(&mut self) -> bool {
         let state = self.state.clone();
-        let mut st = lock(&state);
+        let mut st = shell::lock(&state);
         let room = if !st.rx_enabled() {
             true
         } else if st.cplus_rx() {
@@ -599,6 +603,6 @@ impl NicFrontend for Rtl8139Frontend {
 
     fn flush(&mut self) {
         // The end of a worker pass: the line follows what it raised.
-        lock(&self.state).flush_irq();
+        shell::lock(&self.state).flush_irq();
     }
 }

@@ -9,13 +9,12 @@
 
 use std::time::{Duration, Instant};
 
-use tapir_pci::{Intx, PciConfiguration};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
-use vmm_sys_util::eventfd::EventFd;
 
 use super::eeprom::{default_contents, Eeprom93c46, EEPROM_MAC_WORD};
 use super::frontend::RX_STALL_GRACE;
 use super::regs::*;
+use crate::shell::{Doorbells, NicModel};
 
 /// Largest value of the 24-bit missed packet counter.
 const MPC_MAX: u32 = 0x00ff_ffff;
@@ -23,17 +22,6 @@ const MPC_MAX: u32 = 0x00ff_ffff;
 const TCTR_TICKS_PER_US: u64 = 33;
 /// Time TCTR takes to wrap around (2^32 ticks at 33 MHz).
 const TCTR_PERIOD: Duration = Duration::from_nanos((1u64 << 32) * 1000 / TCTR_TICKS_PER_US);
-
-/// The eventfds through which register writes wake the NIC worker.
-#[derive(Debug)]
-pub struct Kicks {
-    /// TSD written (C mode) or TPPoll rung (C+).
-    pub tx: EventFd,
-    /// Any register write while the worker waits for receive room.
-    pub rx: EventFd,
-    /// TimerInt or TCTR written: the worker re-arms its timer.
-    pub timer: EventFd,
-}
 
 /// The C+ tally counters (the 64-byte block DTCCR dumps).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -165,10 +153,13 @@ pub struct State {
     /// How long the worker holds a frame while the guest has no receive
     /// room before dropping (see `frontend.rs`).
     pub rx_stall_grace: Duration,
-    /// The line; it keeps the INTx-disable bit itself, and the vCPU-side
-    /// device shows its condition as the status bit (`Rtl8139::read_config`).
-    intx: Intx,
-    kicks: Kicks,
+    /// The INTx level the model wants (the shell drives the line).
+    irq_level: bool,
+    /// Doorbells rung for the worker since the shell last looked: TSD
+    /// written (C mode) or TPPoll rung (C+); any register write while the
+    /// worker waits for receive room; TimerInt or TCTR written (the worker
+    /// re-arms its timer).
+    doorbells: Doorbells,
 }
 
 /// `(register base, width)` of the register holding byte `off`.
@@ -191,12 +182,6 @@ fn merge(old: u32, val: u32, mask: u32) -> u32 {
     (old & !mask) | (val & mask)
 }
 
-fn kick(fd: &EventFd) {
-    // Cannot fail short of the counter overflowing, which a consumer
-    // draining it prevents.
-    let _ = fd.write(1);
-}
-
 /// Largest frame whose transmission a vCPU may wait for (see
 /// `State::tx_doorbell`): control frames, not bulk data.
 pub const SYNC_TX_MAX: usize = 128;
@@ -207,7 +192,7 @@ pub const IRQ_BATCH: u32 = 32;
 
 impl State {
     /// Power-on state.
-    pub fn new(mac: [u8; 6], revision: u8, mem: GuestMemoryMmap, intx: Intx, kicks: Kicks) -> Self {
+    pub fn new(mac: [u8; 6], revision: u8, mem: GuestMemoryMmap) -> Self {
         let mut s = Self {
             revision,
             mem,
@@ -256,8 +241,8 @@ impl State {
             tx_wait: None,
             tx_wait_pending: false,
             rx_stall_grace: RX_STALL_GRACE,
-            intx,
-            kicks,
+            irq_level: false,
+            doorbells: Doorbells::default(),
         };
         s.soft_reset();
         s
@@ -333,9 +318,7 @@ impl State {
 
     /// Drives INTx from (ISR & IMR).
     pub fn update_irq(&mut self) {
-        let level = self.isr & self.imr != 0;
-        // On failure Intx keeps the old line state and the next update retries.
-        let _ = self.intx.set_level(level);
+        self.irq_level = self.isr & self.imr != 0;
     }
 
     /// Sets ISR bits (and the line at once: for events of the vCPU and
@@ -381,22 +364,6 @@ impl State {
         self.kick_rx_waiter();
     }
 
-    /// Whether the INTx condition is asserted (for the status register).
-    pub fn irq_asserted(&self) -> bool {
-        self.intx.asserted()
-    }
-
-    /// The guest wrote the PCI command register (`config` is the real one).
-    pub fn command_written(&mut self, config: &PciConfiguration) {
-        let _ = self.intx.command_written(config.command());
-        let was = self.bus_master;
-        self.bus_master = config.bus_master_enabled();
-        if self.bus_master && !was {
-            kick(&self.kicks.tx);
-        }
-        self.kick_rx_waiter();
-    }
-
     /// Counts a frame missed for lack of room and raises the overflow bits
     /// of the current receive mode.
     pub fn count_missed(&mut self) {
@@ -413,7 +380,7 @@ impl State {
     fn kick_rx_waiter(&mut self) {
         if self.rx_waiting {
             self.rx_waiting = false;
-            kick(&self.kicks.rx);
+            self.doorbells.rx = true;
         }
     }
 
@@ -471,7 +438,7 @@ impl State {
             };
             Instant::now() + Duration::from_nanos(ticks * 1000 / TCTR_TICKS_PER_US)
         });
-        kick(&self.kicks.timer);
+        self.doorbells.timer = true;
     }
 
     /// When TCTR next reaches TimerInt (`None`: timer off).
@@ -754,7 +721,7 @@ impl State {
         }
         if rose & CR_TE != 0 {
             self.cp_tx = [0; 2];
-            kick(&self.kicks.tx);
+            self.doorbells.tx = true;
         }
     }
 
@@ -792,7 +759,7 @@ impl State {
         self.tx_doorbells += 1;
         self.tx_wait = (small && self.imr & INT_ROK == 0).then_some(self.tx_doorbells);
         self.tx_wait_pending |= self.tx_wait.is_some();
-        kick(&self.kicks.tx);
+        self.doorbells.tx = true;
     }
 
     fn write_tppoll(&mut self, val: u8) {
@@ -814,7 +781,7 @@ impl State {
         let rose = self.cpcr & !old;
         if rose & CPCR_TX != 0 {
             self.cp_tx = [0; 2];
-            kick(&self.kicks.tx);
+            self.doorbells.tx = true;
         }
         if rose & CPCR_RX != 0 {
             self.cp_rx = 0;
@@ -833,5 +800,26 @@ impl State {
         if self.mem.write_slice(&bytes, GuestAddress(addr)).is_err() {
             self.raise(INT_SERR);
         }
+    }
+}
+
+impl NicModel for State {
+    fn irq_level(&self) -> bool {
+        self.irq_level
+    }
+
+    fn take_doorbells(&mut self) -> Doorbells {
+        std::mem::take(&mut self.doorbells)
+    }
+
+    /// Bus mastering turned on: the transmit ring may have work; any write
+    /// wakes a worker waiting for receive room.
+    fn command_written(&mut self, bus_master: bool) {
+        let was = self.bus_master;
+        self.bus_master = bus_master;
+        if self.bus_master && !was {
+            self.doorbells.tx = true;
+        }
+        self.kick_rx_waiter();
     }
 }

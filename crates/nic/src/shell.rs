@@ -1,0 +1,309 @@
+//! What joins a NIC model's register file (a state machine with no fds,
+//! lines or locks) to the world: the INTx line, the model's timer and the
+//! doorbells that wake the NIC worker, behind the one lock that the vCPU
+//! side (register accesses) and the worker (rings) share.
+//!
+//! The model only says what it wants ([`NicModel`]): the line's level,
+//! when its timer must fire, which doorbells it rang. Every locked section
+//! ends by making the line, the timer and the doorbells follow ([`Guard`]'s
+//! drop), so no code path can change the model and forget the wiring.
+
+use std::ops::{Deref, DerefMut};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use tapir_devices::Timer;
+use tapir_pci::Intx;
+use vmm_sys_util::eventfd::EventFd;
+
+/// Doorbells a model rang: worker events to signal.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Doorbells {
+    /// Look at the transmit ring.
+    pub tx: bool,
+    /// Look at the receive ring (room may have been made).
+    pub rx: bool,
+    /// The model's timers changed (a worker that owns timers re-arms them).
+    pub timer: bool,
+}
+
+/// The eventfds behind [`Doorbells`] (the worker polls the other ends).
+#[derive(Debug)]
+pub struct DoorbellFds {
+    /// Transmit.
+    pub tx: EventFd,
+    /// Receive.
+    pub rx: EventFd,
+    /// Timers.
+    pub timer: EventFd,
+}
+
+impl DoorbellFds {
+    fn ring(&self, bells: Doorbells) {
+        // A write cannot fail short of the counter overflowing, which the
+        // worker draining it prevents.
+        for (rung, fd) in [
+            (bells.tx, &self.tx),
+            (bells.rx, &self.rx),
+            (bells.timer, &self.timer),
+        ] {
+            if rung {
+                let _ = fd.write(1);
+            }
+        }
+    }
+}
+
+/// What a model tells its shell.
+pub trait NicModel: Send {
+    /// The INTx level it wants (also the status register's interrupt bit).
+    fn irq_level(&self) -> bool;
+    /// When the shell's timer must fire ([`NicModel::timer_expired`]);
+    /// `None`: disarmed.
+    fn timer_deadline(&self) -> Option<Instant> {
+        None
+    }
+    /// The shell's timer fired at `now`.
+    fn timer_expired(&mut self, _now: Instant) {}
+    /// Doorbells rung since the last call.
+    fn take_doorbells(&mut self) -> Doorbells {
+        Doorbells::default()
+    }
+    /// The guest wrote the PCI command register: DMA allowed or not.
+    fn command_written(&mut self, bus_master: bool);
+}
+
+/// The model with its line, timer and doorbells.
+#[derive(Debug)]
+pub struct Shell<M> {
+    model: M,
+    intx: Intx,
+    timer: Option<Timer>,
+    /// The deadline `timer` is armed for.
+    armed: Option<Instant>,
+    doorbells: Option<DoorbellFds>,
+}
+
+/// A shell shared by a PCI device and its NIC worker.
+pub type SharedShell<M> = Arc<Mutex<Shell<M>>>;
+
+impl<M: NicModel> Shell<M> {
+    /// Joins `model` to `intx`, to `timer` (disarmed) if the model uses
+    /// one, and to the worker's `doorbells` if the model rings them itself.
+    pub fn new(model: M, intx: Intx, timer: Option<Timer>, doorbells: Option<DoorbellFds>) -> Self {
+        Self {
+            model,
+            intx,
+            timer,
+            armed: None,
+            doorbells,
+        }
+    }
+
+    /// Makes the line, the timer and the doorbells follow the model. A
+    /// failure to drive the line is retried by the next section (see
+    /// [`Intx`]); a timer that cannot be armed leaves the event to the next
+    /// section.
+    fn apply(&mut self) {
+        if self.intx.asserted() != self.model.irq_level() {
+            let _ = self.intx.set_level(self.model.irq_level());
+        }
+        if let Some(timer) = &self.timer {
+            let want = self.model.timer_deadline();
+            if want != self.armed {
+                let done = match want {
+                    Some(due) => timer.arm(due.saturating_duration_since(Instant::now())),
+                    None => timer.disarm(),
+                };
+                if done.is_ok() {
+                    self.armed = want;
+                }
+            }
+        }
+        let bells = self.model.take_doorbells();
+        if let Some(fds) = &self.doorbells {
+            fds.ring(bells);
+        }
+    }
+}
+
+/// A locked shell: derefs to the model; on drop the line, the timer and
+/// the doorbells follow what the section did to it.
+pub struct Guard<'a, M: NicModel>(MutexGuard<'a, Shell<M>>);
+
+/// Locks the shell; a panicked holder leaves consistent registers.
+pub fn lock<M: NicModel>(shared: &Mutex<Shell<M>>) -> Guard<'_, M> {
+    Guard(tapir_devices::lock(shared))
+}
+
+impl<M: NicModel> Guard<'_, M> {
+    /// The guest wrote the PCI command register (`bus_master`: its bus
+    /// master enable bit).
+    pub fn command_written(&mut self, command: u16, bus_master: bool) {
+        let _ = self.0.intx.command_written(command);
+        self.0.model.command_written(bus_master);
+    }
+
+    /// The shell's timer, for the worker's epoll.
+    pub fn timer(&self) -> Option<&Timer> {
+        self.0.timer.as_ref()
+    }
+
+    /// The shell's timer fired: consumes its expiry and tells the model.
+    pub fn timer_fired(&mut self) {
+        if let Some(t) = &self.0.timer {
+            t.drain();
+        }
+        self.0.armed = None;
+        self.0.model.timer_expired(Instant::now());
+    }
+}
+
+impl<M: NicModel> Deref for Guard<'_, M> {
+    type Target = M;
+    fn deref(&self) -> &M {
+        &self.0.model
+    }
+}
+
+impl<M: NicModel> DerefMut for Guard<'_, M> {
+    fn deref_mut(&mut self) -> &mut M {
+        &mut self.0.model
+    }
+}
+
+impl<M: NicModel> Drop for Guard<'_, M> {
+    fn drop(&mut self) {
+        self.0.apply();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+    use std::time::Duration;
+    use tapir_devices::LevelIrq;
+    use tapir_pci::configuration::PCI_COMMAND_INTX_DISABLE;
+    use tapir_pci::{IntxPin, PciConfiguration, PciHeader};
+    use vmm_sys_util::eventfd::EFD_NONBLOCK;
+
+    #[derive(Default)]
+    struct Line(Mutex<Vec<bool>>);
+    impl LevelIrq for Line {
+        fn set_level(&self, high: bool) -> std::io::Result<()> {
+            self.0.lock().unwrap().push(high);
+            Ok(())
+        }
+    }
+
+    /// A model that wants what the test says.
+    #[derive(Debug, Default)]
+    struct Fake {
+        level: bool,
+        deadline: Option<Instant>,
+        bells: Doorbells,
+        expired: u32,
+        bus_master: bool,
+    }
+
+    impl NicModel for Fake {
+        fn irq_level(&self) -> bool {
+            self.level
+        }
+        fn timer_deadline(&self) -> Option<Instant> {
+            self.deadline
+        }
+        fn timer_expired(&mut self, _now: Instant) {
+            self.deadline = None;
+            self.expired += 1;
+        }
+        fn take_doorbells(&mut self) -> Doorbells {
+            std::mem::take(&mut self.bells)
+        }
+        fn command_written(&mut self, bus_master: bool) {
+            self.bus_master = bus_master;
+        }
+    }
+
+    fn shell(line: &Arc<Line>, doorbells: Option<DoorbellFds>) -> SharedShell<Fake> {
+        let mut cfg = PciConfiguration::new(&PciHeader::default());
+        let intx = Intx::new(line.clone(), IntxPin::IntA, &mut cfg);
+        let timer = Some(Timer::new().unwrap());
+        Arc::new(Mutex::new(Shell::new(
+            Fake::default(),
+            intx,
+            timer,
+            doorbells,
+        )))
+    }
+
+    #[test]
+    fn the_line_follows_the_model_at_the_end_of_each_section() {
+        let line = Arc::new(Line::default());
+        let shared = shell(&line, None);
+        {
+            let mut s = lock(&shared);
+            s.level = true;
+            // Within the section nothing is driven yet.
+            assert!(line.0.lock().unwrap().is_empty());
+        }
+        assert_eq!(*line.0.lock().unwrap(), vec![true]);
+        lock(&shared).level = false;
+        assert_eq!(*line.0.lock().unwrap(), vec![true, false]);
+        // INTx disabled: the model's condition no longer reaches the line.
+        {
+            let mut s = lock(&shared);
+            s.command_written(PCI_COMMAND_INTX_DISABLE, true);
+            s.level = true;
+            assert!(s.bus_master);
+        }
+        assert_eq!(*line.0.lock().unwrap(), vec![true, false]);
+        lock(&shared).command_written(0, true);
+        assert_eq!(*line.0.lock().unwrap(), vec![true, false, true]);
+    }
+
+    #[test]
+    fn the_timer_is_armed_for_the_models_deadline() {
+        let line = Arc::new(Line::default());
+        let shared = shell(&line, None);
+        lock(&shared).deadline = Some(Instant::now() + Duration::from_millis(1));
+        let fd = lock(&shared).timer().unwrap().as_raw_fd();
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, and its count.
+        assert_eq!(unsafe { libc::poll(&mut pfd, 1, 5000) }, 1, "timer fired");
+        let mut s = lock(&shared);
+        s.timer_fired();
+        assert_eq!(s.expired, 1);
+        assert_eq!(s.timer_deadline(), None);
+    }
+
+    #[test]
+    fn doorbells_rung_in_a_section_signal_the_worker_after_it() {
+        let line = Arc::new(Line::default());
+        let evt = || EventFd::new(EFD_NONBLOCK).unwrap();
+        let (tx, rx, timer) = (evt(), evt(), evt());
+        let fds = DoorbellFds {
+            tx: tx.try_clone().unwrap(),
+            rx: rx.try_clone().unwrap(),
+            timer: timer.try_clone().unwrap(),
+        };
+        let shared = shell(&line, Some(fds));
+        {
+            let mut s = lock(&shared);
+            s.bells.tx = true;
+            s.bells.timer = true;
+            assert!(tx.read().is_err(), "not before the section ends");
+        }
+        assert_eq!(tx.read().unwrap(), 1);
+        assert!(rx.read().is_err());
+        assert_eq!(timer.read().unwrap(), 1);
+        // Rung once: the next section rings nothing.
+        drop(lock(&shared));
+        assert!(tx.read().is_err());
+    }
+}
