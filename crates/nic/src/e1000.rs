@@ -77,19 +77,15 @@ use std::sync::{Arc, Mutex};
 
 use tapir_devices::{LevelIrq, Timer};
 use tapir_net_backend::NetBackend;
-use tapir_pci::configuration::PCI_COMMAND;
-use tapir_pci::{
-    BarChange, BarKind, Intx, IntxPin, PciBar, PciConfiguration, PciDevice, PciHeader,
-};
+use tapir_pci::{BarKind, Intx, IntxPin, PciBar, PciConfiguration, PciHeader};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use crate::link::{Carrier, LinkHandle, LinkNotify};
-use crate::shell::{lock, NicModel, SharedShell, Shell};
-use crate::worker::{NetWorker, NicStats, WorkerHandle};
+use crate::shell::{DoorbellFds, PciNic, SharedShell, Shell};
+use crate::worker::NicStats;
 use frontend::E1000Frontend;
 use regs::{BAR0_SIZE, BAR1_SIZE};
-use state::{E1000State, Kick};
+pub use state::E1000State;
 
 /// The shell the PCI device and the frontend share.
 type Shared = SharedShell<E1000State>;
@@ -108,31 +104,11 @@ pub const BAR_MMIO: u8 = 0;
 /// BAR 1: the IOADDR/IODATA window.
 pub const BAR_IO: u8 = 1;
 
-/// An emulated Intel 82540EM on PCI.
-pub struct E1000 {
-    name: String,
-    config: PciConfiguration,
-    shared: Shared,
-    tx_evt: EventFd,
-    rx_evt: EventFd,
-    stats: Arc<NicStats>,
-    carrier: Arc<Carrier>,
-    _worker: WorkerHandle,
-}
+/// An emulated Intel 82540EM on PCI: tapir's PCI NIC shell around the
+/// e1000 register file.
+pub type E1000 = PciNic<E1000State>;
 
-/// The cable as the e1000 shows it: STATUS.LU and a link status change
-/// interrupt.
-struct E1000Link {
-    shared: Shared,
-}
-
-impl LinkNotify for E1000Link {
-    fn link_changed(&self, up: bool) {
-        lock(&self.shared).set_carrier(up);
-    }
-}
-
-impl E1000 {
+impl PciNic<E1000State> {
     /// An e1000 named `name` (thread names, messages) with `mac` in its
     /// EEPROM, DMA into `mem`, INTA driving `intx` (the GSI of its slot),
     /// frames to and from `backend`; `vlan` makes it an 802.1Q access port.
@@ -180,168 +156,29 @@ impl E1000 {
         }
         let line = Intx::new(intx, IntxPin::IntA, &mut config);
         let words = eeprom::image(mac, IDS);
-        let shell = Shell::new(E1000State::new(words), line, Some(Timer::new()?), None);
-        let shared: Shared = Arc::new(Mutex::new(shell));
+        // The worker waits on the doorbells' other ends.
         let tx_evt = EventFd::new(EFD_NONBLOCK)?;
         let rx_evt = EventFd::new(EFD_NONBLOCK)?;
+        let doorbells = DoorbellFds {
+            tx: tx_evt.try_clone()?,
+            rx: rx_evt.try_clone()?,
+            timer: None,
+        };
+        let model = E1000State::new(words);
+        let shell = Shell::new(model, line, Some(Timer::new()?), Some(doorbells));
+        let shared: Shared = Arc::new(Mutex::new(shell));
         let stats = Arc::new(NicStats::default());
-        let carrier = Carrier::new();
-        let frontend = E1000Frontend::new(
-            shared.clone(),
-            mem,
-            tx_evt.try_clone()?,
-            rx_evt.try_clone()?,
-            stats.clone(),
-            offloads,
-        );
-        let worker = NetWorker::spawn(
-            &name,
-            Box::new(frontend),
-            backend,
-            vlan,
-            stats.clone(),
-            carrier.clone(),
-        )?;
-        Ok(Self {
+        let frontend =
+            E1000Frontend::new(shared.clone(), mem, tx_evt, rx_evt, stats.clone(), offloads);
+        PciNic::start(
             name,
             config,
             shared,
-            tx_evt,
-            rx_evt,
+            Box::new(frontend),
+            backend,
+            vlan,
             stats,
-            carrier,
-            _worker: worker,
-        })
-    }
-
-    /// The NIC's counters.
-    pub fn stats(&self) -> Arc<NicStats> {
-        self.stats.clone()
-    }
-
-    /// The handle that connects and disconnects the cable: the link
-    /// follows and the guest gets a link status change interrupt.
-    pub fn link(&self) -> LinkHandle {
-        LinkHandle::new(
-            self.carrier.clone(),
-            Arc::new(E1000Link {
-                shared: self.shared.clone(),
-            }),
         )
-    }
-
-    fn ring(&self, kick: Kick) {
-        if kick.tx {
-            let _ = self.tx_evt.write(1);
-        }
-        if kick.rx {
-            let _ = self.rx_evt.write(1);
-        }
-    }
-
-    /// Reads `data.len()` bytes at `off` of a 32-bit register space
-    /// through `read32` (an access within one or two dwords).
-    fn read_dwords(off: u64, data: &mut [u8], size: u64, mut read32: impl FnMut(u64) -> u32) {
-        let len = data.len() as u64;
-        if !matches!(len, 1 | 2 | 4 | 8) || off.checked_add(len).is_none_or(|e| e > size) {
-            data.fill(0xFF);
-            return;
-        }
-        let first = off & !3;
-        let mut bytes = [0u8; 12];
-        let dwords = (off + len - first).div_ceil(4);
-        for i in 0..dwords {
-            let v = read32(first + 4 * i);
-            bytes[4 * i as usize..4 * i as usize + 4].copy_from_slice(&v.to_le_bytes());
-        }
-        let s = (off - first) as usize;
-        data.copy_from_slice(&bytes[s..s + data.len()]);
-    }
-
-    /// The dword writes that `data` at `off` makes: aligned 4- and 8-byte
-    /// accesses only (the registers are 32 bits wide; others are dropped).
-    fn dword_writes(off: u64, data: &[u8], size: u64) -> impl Iterator<Item = (u64, u32)> + '_ {
-        let ok = matches!(data.len(), 4 | 8)
-            && off.is_multiple_of(4)
-            && off
-                .checked_add(data.len() as u64)
-                .is_some_and(|e| e <= size);
-        let chunks = if ok {
-            data.chunks_exact(4)
-        } else {
-            [].chunks_exact(4)
-        };
-        chunks.enumerate().map(move |(i, c)| {
-            (
-                off + 4 * i as u64,
-                u32::from_le_bytes([c[0], c[1], c[2], c[3]]),
-            )
-        })
-    }
-}
-
-impl PciDevice for E1000 {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn config(&self) -> &PciConfiguration {
-        &self.config
-    }
-
-    fn config_mut(&mut self) -> &mut PciConfiguration {
-        &mut self.config
-    }
-
-    fn read_config(&mut self, offset: u16, data: &mut [u8]) {
-        // The status register shares the command register's dword.
-        if offset & !3 == PCI_COMMAND {
-            let asserted = lock(&self.shared).irq_level();
-            self.config.set_interrupt_status(asserted);
-        }
-        self.config.read(offset, data);
-    }
-
-    fn write_config(&mut self, offset: u16, data: &[u8]) -> Option<BarChange> {
-        let change = self.config.write(offset, data);
-        if offset & !3 == PCI_COMMAND {
-            let (command, master) = (self.config.command(), self.config.bus_master_enabled());
-            lock(&self.shared).command_written(command, master);
-            // Bus mastering may have been turned on: look at the rings.
-            self.ring(Kick { tx: true, rx: true });
-        }
-        change
-    }
-
-    fn read_bar(&mut self, index: u8, offset: u64, data: &mut [u8]) {
-        let mut s = lock(&self.shared);
-        match index {
-            BAR_MMIO => Self::read_dwords(offset, data, BAR0_SIZE, |o| s.read(o as u32)),
-            BAR_IO => Self::read_dwords(offset, data, BAR1_SIZE, |o| s.io_read(o)),
-            _ => data.fill(0xFF),
-        }
-    }
-
-    fn write_bar(&mut self, index: u8, offset: u64, data: &[u8]) {
-        let mut kick = Kick::default();
-        {
-            let mut s = lock(&self.shared);
-            let size = match index {
-                BAR_MMIO => BAR0_SIZE,
-                BAR_IO => BAR1_SIZE,
-                _ => return,
-            };
-            for (o, v) in Self::dword_writes(offset, data, size) {
-                let k = if index == BAR_MMIO {
-                    s.write(o as u32, v)
-                } else {
-                    s.io_write(o, v)
-                };
-                kick.tx |= k.tx;
-                kick.rx |= k.rx;
-            }
-        }
-        self.ring(kick);
     }
 }
 

@@ -90,15 +90,15 @@ use tapir_pci::{
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use crate::link::{Carrier, LinkHandle, LinkNotify};
-use crate::worker::{NetWorker, NicStats, WorkerHandle};
+use crate::link::LinkHandle;
+use crate::worker::NicStats;
 pub use frontend::RX_STALL_GRACE;
 use frontend::{Rtl8139Frontend, TxSync};
 pub use offload::OffloadReject;
 pub use regs::{DEVICE_ID, REG_WINDOW, VENDOR_ID};
 use state::State;
 
-use crate::shell::{lock, DoorbellFds, NicModel, SharedShell, Shell};
+use crate::shell::{DoorbellFds, PciNic, Shell};
 
 /// Revision the VMM uses by default: an RTL8139C+ (driven by 8139cp).
 pub const DEFAULT_REVISION: u8 = 0x20;
@@ -135,33 +135,18 @@ impl From<Rtl8139Error> for io::Error {
     }
 }
 
-/// An RTL8139 NIC.
+/// An RTL8139 NIC: tapir's PCI NIC shell around the RTL8139 register
+/// file, plus the wait for small frames sent from a receive poll (see the
+/// module documentation).
 pub struct Rtl8139 {
-    name: String,
-    config: PciConfiguration,
-    state: SharedShell<State>,
-    stats: Arc<NicStats>,
-    carrier: Arc<Carrier>,
+    nic: PciNic<State>,
     tx_sync: Arc<TxSync>,
     tx_sync_wait: std::time::Duration,
-    worker: Option<WorkerHandle>,
 }
 
 /// The longest a vCPU waits for the worker's transmit pass (by default;
 /// see [`Rtl8139::set_tx_sync_wait`]).
 pub const TX_SYNC_WAIT: std::time::Duration = std::time::Duration::from_micros(500);
-
-/// The cable as the RTL8139 shows it: BMSR, MSR and CSCR link bits and
-/// the PUN/LinkChg interrupt.
-struct Rtl8139Link {
-    state: SharedShell<State>,
-}
-
-impl LinkNotify for Rtl8139Link {
-    fn link_changed(&self, up: bool) {
-        lock(&self.state).set_carrier(up);
-    }
-}
 
 impl Rtl8139 {
     /// A NIC with station address `mac` and PCI `revision` (see the module
@@ -206,12 +191,11 @@ impl Rtl8139 {
         let doorbells = DoorbellFds {
             tx: clone(&tx)?,
             rx: clone(&rx)?,
-            timer: clone(&timer)?,
+            timer: Some(clone(&timer)?),
         };
         let model = State::new(mac, revision, mem);
         let state = Arc::new(Mutex::new(Shell::new(model, intx, None, Some(doorbells))));
         let stats = Arc::new(NicStats::default());
-        let carrier = Carrier::new();
         let tx_sync = Arc::new(TxSync::default());
         let frontend = Rtl8139Frontend::new(
             state.clone(),
@@ -223,58 +207,50 @@ impl Rtl8139 {
             tx_sync.clone(),
         )
         .map_err(Rtl8139Error::Fds)?;
-        let worker = NetWorker::spawn(
-            &name,
-            Box::new(frontend),
-            backend,
-            vlan,
-            stats.clone(),
-            carrier.clone(),
-        )
-        .map_err(Rtl8139Error::Worker)?;
-        Ok(Self {
+        let nic = PciNic::start(
             name,
             config,
             state,
+            Box::new(frontend),
+            backend,
+            vlan,
             stats,
-            carrier,
+        )
+        .map_err(Rtl8139Error::Worker)?;
+        Ok(Self {
+            nic,
             tx_sync,
             tx_sync_wait: TX_SYNC_WAIT,
-            worker: Some(worker),
         })
     }
 
     /// The handle that connects and disconnects the cable.
     pub fn link(&self) -> LinkHandle {
-        LinkHandle::new(
-            self.carrier.clone(),
-            Arc::new(Rtl8139Link {
-                state: self.state.clone(),
-            }),
-        )
+        self.nic.link()
     }
 
     /// The NIC's counters.
     pub fn stats(&self) -> Arc<NicStats> {
-        self.stats.clone()
+        self.nic.stats()
     }
 
     /// The PCI revision.
     pub fn revision(&self) -> u8 {
-        self.config
+        self.nic
+            .config()
             .read_u8(tapir_pci::configuration::PCI_REVISION_ID)
     }
 
     /// The station address the chip filters on now (IDR0-5).
     pub fn mac(&self) -> [u8; 6] {
-        lock(&self.state).idr
+        self.nic.model().idr
     }
 
     /// Sets how long received frames wait (the backend paused) for the
     /// guest to make receive room before the NIC drops them as hardware
     /// does ([`RX_STALL_GRACE`] by default). Takes effect at the next stall.
     pub fn set_rx_stall_grace(&self, grace: std::time::Duration) {
-        lock(&self.state).rx_stall_grace = grace;
+        self.nic.model().rx_stall_grace = grace;
     }
 
     /// Sets the longest a vCPU waits, after ringing the transmit doorbell
@@ -288,61 +264,39 @@ impl Rtl8139 {
     /// gone or its thread panicked). The NIC keeps answering register
     /// accesses but moves no more frames.
     pub fn stop(&mut self) -> Option<Box<dyn NetBackend>> {
-        self.worker.take().and_then(WorkerHandle::stop)
-    }
-}
-
-impl Drop for Rtl8139 {
-    fn drop(&mut self) {
-        let _ = self.stop();
+        self.nic.stop()
     }
 }
 
 impl PciDevice for Rtl8139 {
     fn name(&self) -> &str {
-        &self.name
+        self.nic.name()
     }
 
     fn config(&self) -> &PciConfiguration {
-        &self.config
+        self.nic.config()
     }
 
     fn config_mut(&mut self) -> &mut PciConfiguration {
-        &mut self.config
+        self.nic.config_mut()
     }
 
     fn read_config(&mut self, offset: u16, data: &mut [u8]) {
-        // The worker raises interrupts without this configuration space:
-        // bring the status register's interrupt bit up to date first.
-        let asserted = lock(&self.state).irq_level();
-        self.config.set_interrupt_status(asserted);
-        self.config.read(offset, data);
+        self.nic.read_config(offset, data);
     }
 
     fn write_config(&mut self, offset: u16, data: &[u8]) -> Option<BarChange> {
-        let change = self.config.write(offset, data);
-        lock(&self.state).command_written(self.config.command(), self.config.bus_master_enabled());
-        change
+        self.nic.write_config(offset, data)
     }
 
     fn read_bar(&mut self, index: u8, offset: u64, data: &mut [u8]) {
-        if index > 1 {
-            data.fill(0xff);
-            return;
-        }
-        lock(&self.state).read(offset, data);
+        self.nic.read_bar(index, offset, data);
     }
 
     fn write_bar(&mut self, index: u8, offset: u64, data: &[u8]) {
-        if index > 1 {
-            return;
-        }
-        let wait = {
-            let mut st = lock(&self.state);
-            st.write(offset, data);
-            st.tx_wait.take()
-        };
-        if let (Some(doorbell), true) = (wait, self.worker.is_some()) {
+        self.nic.write_bar(index, offset, data);
+        let wait = self.nic.model().tx_wait.take();
+        if let (Some(doorbell), true) = (wait, self.nic.running()) {
             self.tx_sync.wait_for(doorbell, self.tx_sync_wait);
         }
     }

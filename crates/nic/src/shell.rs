@@ -7,14 +7,24 @@
 //! when its timer must fire, which doorbells it rang. Every locked section
 //! ends by making the line, the timer and the doorbells follow ([`Guard`]'s
 //! drop), so no code path can change the model and forget the wiring.
+//!
+//! [`PciNic`] is the PCI function around any such model: configuration
+//! space, BAR dispatch, the cable, the counters and the NIC worker.
 
 use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
+use std::io;
+
 use tapir_devices::Timer;
-use tapir_pci::Intx;
+use tapir_net_backend::NetBackend;
+use tapir_pci::configuration::PCI_COMMAND;
+use tapir_pci::{BarChange, Intx, PciConfiguration, PciDevice};
 use vmm_sys_util::eventfd::EventFd;
+
+use crate::link::{Carrier, LinkHandle, LinkNotify};
+use crate::worker::{NetWorker, NicFrontend, NicStats, WorkerHandle};
 
 /// Doorbells a model rang: worker events to signal.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -34,20 +44,21 @@ pub struct DoorbellFds {
     pub tx: EventFd,
     /// Receive.
     pub rx: EventFd,
-    /// Timers.
-    pub timer: EventFd,
+    /// Timers (for a model whose worker owns timers).
+    pub timer: Option<EventFd>,
 }
 
 impl DoorbellFds {
     fn ring(&self, bells: Doorbells) {
         // A write cannot fail short of the counter overflowing, which the
         // worker draining it prevents.
-        for (rung, fd) in [
-            (bells.tx, &self.tx),
-            (bells.rx, &self.rx),
-            (bells.timer, &self.timer),
-        ] {
-            if rung {
+        let fds = [
+            (bells.tx, Some(&self.tx)),
+            (bells.rx, Some(&self.rx)),
+            (bells.timer, self.timer.as_ref()),
+        ];
+        for (_, fd) in fds.iter().filter(|(rung, _)| *rung) {
+            if let Some(fd) = fd {
                 let _ = fd.write(1);
             }
         }
@@ -178,6 +189,152 @@ impl<M: NicModel> Drop for Guard<'_, M> {
     }
 }
 
+/// A model whose registers the guest reaches through PCI BARs.
+pub trait PciNicModel: NicModel {
+    /// A guest read of `data.len()` bytes at `offset` of BAR `index`.
+    fn read_bar(&mut self, index: u8, offset: u64, data: &mut [u8]);
+    /// A guest write of `data` at `offset` of BAR `index`.
+    fn write_bar(&mut self, index: u8, offset: u64, data: &[u8]);
+    /// The cable went in (`true`) or out: the model shows it to the guest.
+    fn set_carrier(&mut self, up: bool);
+}
+
+/// The PCI function around a [`PciNicModel`]: its configuration space and
+/// BAR dispatch, the shell (line, timer, doorbells), the cable, the
+/// counters and the NIC worker. The same for every model.
+pub struct PciNic<M: PciNicModel> {
+    name: String,
+    config: PciConfiguration,
+    shell: SharedShell<M>,
+    stats: Arc<NicStats>,
+    carrier: Arc<Carrier>,
+    worker: Option<WorkerHandle>,
+}
+
+/// Shows the cable to the model.
+struct ShellLink<M: PciNicModel>(SharedShell<M>);
+
+impl<M: PciNicModel> LinkNotify for ShellLink<M> {
+    fn link_changed(&self, up: bool) {
+        lock(&self.0).set_carrier(up);
+    }
+}
+
+impl<M: PciNicModel + 'static> PciNic<M> {
+    /// The function `name` with configuration space `config` (header and
+    /// BARs set up, its INTx pin given to the shell's `Intx`), its model in
+    /// `shell`, and the worker joining `frontend` (the model's rings) to
+    /// `backend`, counting in `stats`; `vlan` makes it an 802.1Q access
+    /// port. The worker starts at once.
+    pub fn start(
+        name: String,
+        config: PciConfiguration,
+        shell: SharedShell<M>,
+        frontend: Box<dyn NicFrontend>,
+        backend: Box<dyn NetBackend>,
+        vlan: Option<u16>,
+        stats: Arc<NicStats>,
+    ) -> io::Result<Self> {
+        let carrier = Carrier::new();
+        let worker = NetWorker::spawn(
+            &name,
+            frontend,
+            backend,
+            vlan,
+            stats.clone(),
+            carrier.clone(),
+        )?;
+        Ok(Self {
+            name,
+            config,
+            shell,
+            stats,
+            carrier,
+            worker: Some(worker),
+        })
+    }
+
+    /// The NIC's counters.
+    pub fn stats(&self) -> Arc<NicStats> {
+        self.stats.clone()
+    }
+
+    /// The handle that connects and disconnects the cable: the worker
+    /// stops moving frames and the model shows the change to the guest.
+    pub fn link(&self) -> LinkHandle {
+        LinkHandle::new(
+            self.carrier.clone(),
+            Arc::new(ShellLink(self.shell.clone())),
+        )
+    }
+
+    /// The model, locked.
+    pub fn model(&self) -> Guard<'_, M> {
+        lock(&self.shell)
+    }
+
+    /// Whether the worker still runs.
+    pub fn running(&self) -> bool {
+        self.worker.is_some()
+    }
+
+    /// Stops the worker and returns the backend (`None` if the worker is
+    /// gone or its thread panicked). The function keeps answering register
+    /// accesses but moves no more frames.
+    pub fn stop(&mut self) -> Option<Box<dyn NetBackend>> {
+        self.worker.take().and_then(WorkerHandle::stop)
+    }
+}
+
+impl<M: PciNicModel> Drop for PciNic<M> {
+    fn drop(&mut self) {
+        if let Some(w) = self.worker.take() {
+            let _ = w.stop();
+        }
+    }
+}
+
+impl<M: PciNicModel + 'static> PciDevice for PciNic<M> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn config(&self) -> &PciConfiguration {
+        &self.config
+    }
+
+    fn config_mut(&mut self) -> &mut PciConfiguration {
+        &mut self.config
+    }
+
+    fn read_config(&mut self, offset: u16, data: &mut [u8]) {
+        // The line is driven away from this configuration space: bring the
+        // status register's interrupt bit (in the command's dword) up to date.
+        if offset & !3 == PCI_COMMAND {
+            let asserted = lock(&self.shell).irq_level();
+            self.config.set_interrupt_status(asserted);
+        }
+        self.config.read(offset, data);
+    }
+
+    fn write_config(&mut self, offset: u16, data: &[u8]) -> Option<BarChange> {
+        let change = self.config.write(offset, data);
+        if offset & !3 == PCI_COMMAND {
+            let (command, master) = (self.config.command(), self.config.bus_master_enabled());
+            lock(&self.shell).command_written(command, master);
+        }
+        change
+    }
+
+    fn read_bar(&mut self, index: u8, offset: u64, data: &mut [u8]) {
+        lock(&self.shell).read_bar(index, offset, data);
+    }
+
+    fn write_bar(&mut self, index: u8, offset: u64, data: &[u8]) {
+        lock(&self.shell).write_bar(index, offset, data);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -290,7 +447,7 @@ mod tests {
         let fds = DoorbellFds {
             tx: tx.try_clone().unwrap(),
             rx: rx.try_clone().unwrap(),
-            timer: timer.try_clone().unwrap(),
+            timer: Some(timer.try_clone().unwrap()),
         };
         let shared = shell(&line, Some(fds));
         {

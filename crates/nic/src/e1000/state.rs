@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use super::eeprom::{self, Eeprom};
 use super::phy::{self, Phy};
 use super::regs::*;
-use crate::shell::NicModel;
+use super::{BAR_IO, BAR_MMIO};
+use crate::shell::{Doorbells, NicModel, PciNicModel};
 
 /// Number of 32-bit registers in BAR 0.
 const NUM_REGS: usize = (BAR0_SIZE / 4) as usize;
@@ -69,6 +70,8 @@ pub struct E1000State {
     phy: Phy,
     /// The INTx level the model wants (the shell drives the line).
     irq_level: bool,
+    /// Doorbells rung since the shell last looked (TDT, RDT, ...).
+    doorbells: Doorbells,
     last_assert: Option<Instant>,
     /// When the current ITR interval ends, while an interrupt is held back
     /// (the shell arms its timer for it).
@@ -92,6 +95,7 @@ impl E1000State {
             eeprom: Eeprom::new(eeprom_words),
             phy: Phy::default(),
             irq_level: false,
+            doorbells: Doorbells::default(),
             last_assert: None,
             itr_deadline: None,
             generation: 0,
@@ -135,6 +139,12 @@ impl E1000State {
         self.rx_ring_gen += 1;
     }
 
+    /// Rings the worker's doorbells for `kick` (the shell signals them).
+    fn ring(&mut self, kick: Kick) {
+        self.doorbells.tx |= kick.tx;
+        self.doorbells.rx |= kick.rx;
+    }
+
     fn load_ra0(&mut self) {
         let m = self.eeprom.mac();
         self.regs
@@ -166,14 +176,6 @@ impl E1000State {
             self.raise(INT_LSC);
             self.update_irq();
         }
-    }
-
-    /// Connects or disconnects the cable (the VMM's view of the backend).
-    pub fn set_carrier(&mut self, up: bool) {
-        let before = self.link_up();
-        self.carrier = up;
-        self.phy.set_cable(up);
-        self.link_changed(before);
     }
 
     /// Whether transmitted frames loop back to the receiver (MAC loopback
@@ -420,9 +422,91 @@ impl NicModel for E1000State {
         self.update_irq_at(now);
     }
 
+    /// Bus mastering may have been turned on: the worker looks at the rings.
     fn command_written(&mut self, bus_master: bool) {
         self.bus_master = bus_master;
+        self.ring(Kick { tx: true, rx: true });
     }
+
+    fn take_doorbells(&mut self) -> Doorbells {
+        std::mem::take(&mut self.doorbells)
+    }
+}
+
+impl PciNicModel for E1000State {
+    /// BAR 0 is the register space, BAR 1 the IOADDR/IODATA window; both
+    /// are read in dwords.
+    fn read_bar(&mut self, index: u8, offset: u64, data: &mut [u8]) {
+        match index {
+            BAR_MMIO => read_dwords(offset, data, BAR0_SIZE, |o| self.read(o as u32)),
+            BAR_IO => read_dwords(offset, data, BAR1_SIZE, |o| self.io_read(o)),
+            _ => data.fill(0xFF),
+        }
+    }
+
+    fn write_bar(&mut self, index: u8, offset: u64, data: &[u8]) {
+        let size = match index {
+            BAR_MMIO => BAR0_SIZE,
+            BAR_IO => BAR1_SIZE,
+            _ => return,
+        };
+        for (o, v) in dword_writes(offset, data, size) {
+            let kick = if index == BAR_MMIO {
+                self.write(o as u32, v)
+            } else {
+                self.io_write(o, v)
+            };
+            self.ring(kick);
+        }
+    }
+
+    /// Connects or disconnects the cable (the VMM's view of the backend).
+    fn set_carrier(&mut self, up: bool) {
+        let before = self.link_up();
+        self.carrier = up;
+        self.phy.set_cable(up);
+        self.link_changed(before);
+    }
+}
+
+/// Reads `data.len()` bytes at `off` of a 32-bit register space
+/// through `read32` (an access within one or two dwords).
+fn read_dwords(off: u64, data: &mut [u8], size: u64, mut read32: impl FnMut(u64) -> u32) {
+    let len = data.len() as u64;
+    if !matches!(len, 1 | 2 | 4 | 8) || off.checked_add(len).is_none_or(|e| e > size) {
+        data.fill(0xFF);
+        return;
+    }
+    let first = off & !3;
+    let mut bytes = [0u8; 12];
+    let dwords = (off + len - first).div_ceil(4);
+    for i in 0..dwords {
+        let v = read32(first + 4 * i);
+        bytes[4 * i as usize..4 * i as usize + 4].copy_from_slice(&v.to_le_bytes());
+    }
+    let s = (off - first) as usize;
+    data.copy_from_slice(&bytes[s..s + data.len()]);
+}
+
+/// The dword writes that `data` at `off` makes: aligned 4- and 8-byte
+/// accesses only (the registers are 32 bits wide; others are dropped).
+fn dword_writes(off: u64, data: &[u8], size: u64) -> impl Iterator<Item = (u64, u32)> + '_ {
+    let ok = matches!(data.len(), 4 | 8)
+        && off.is_multiple_of(4)
+        && off
+            .checked_add(data.len() as u64)
+            .is_some_and(|e| e <= size);
+    let chunks = if ok {
+        data.chunks_exact(4)
+    } else {
+        [].chunks_exact(4)
+    };
+    chunks.enumerate().map(move |(i, c)| {
+        (
+            off + 4 * i as u64,
+            u32::from_le_bytes([c[0], c[1], c[2], c[3]]),
+        )
+    })
 }
 
 #[cfg(test)]

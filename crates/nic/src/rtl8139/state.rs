@@ -14,7 +14,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use super::eeprom::{default_contents, Eeprom93c46, EEPROM_MAC_WORD};
 use super::frontend::RX_STALL_GRACE;
 use super::regs::*;
-use crate::shell::{Doorbells, NicModel};
+use crate::shell::{Doorbells, NicModel, PciNicModel};
 
 /// Largest value of the 24-bit missed packet counter.
 const MPC_MAX: u32 = 0x00ff_ffff;
@@ -348,20 +348,6 @@ impl State {
             self.irq_deferred = 0;
             self.update_irq();
         }
-    }
-
-    /// Connects or disconnects the cable: the link bits follow and a
-    /// change raises PUN/LinkChg (with CSCR's link-change bit for 8139too).
-    pub fn set_carrier(&mut self, up: bool) {
-        if self.carrier == up {
-            return;
-        }
-        self.carrier = up;
-        self.link_change = true;
-        self.raise(INT_PUN_LINKCHG);
-        // A frame held for lack of room is lost with the cable: wake the
-        // worker so that it drops it now, not after the cable is back.
-        self.kick_rx_waiter();
     }
 
     /// Counts a frame missed for lack of room and raises the overflow bits
@@ -800,6 +786,37 @@ impl State {
         if self.mem.write_slice(&bytes, GuestAddress(addr)).is_err() {
             self.raise(INT_SERR);
         }
+    }
+}
+
+impl PciNicModel for State {
+    /// BAR 0 (I/O) and BAR 1 (memory) decode the same registers.
+    fn read_bar(&mut self, index: u8, offset: u64, data: &mut [u8]) {
+        if index > 1 {
+            data.fill(0xff);
+            return;
+        }
+        self.read(offset, data);
+    }
+
+    fn write_bar(&mut self, index: u8, offset: u64, data: &[u8]) {
+        if index <= 1 {
+            self.write(offset, data);
+        }
+    }
+
+    /// Connects or disconnects the cable: the link bits follow and a
+    /// change raises PUN/LinkChg (with CSCR's link-change bit for 8139too).
+    fn set_carrier(&mut self, up: bool) {
+        if self.carrier == up {
+            return;
+        }
+        self.carrier = up;
+        self.link_change = true;
+        self.raise(INT_PUN_LINKCHG);
+        // A frame held for lack of room is lost with the cable: wake the
+        // worker so that it drops it now, not after the cable is back.
+        self.kick_rx_waiter();
     }
 }
 
