@@ -162,7 +162,6 @@ impl PciNic<E1000State> {
         let doorbells = DoorbellFds {
             tx: tx_evt.try_clone()?,
             rx: rx_evt.try_clone()?,
-            timer: None,
         };
         let model = E1000State::new(words);
         let shell = Shell::new(model, line, Some(Timer::new()?), Some(doorbells));

@@ -81,7 +81,7 @@ mod tests;
 use std::io;
 use std::sync::{Arc, Mutex};
 
-use tapir_devices::LevelIrq;
+use tapir_devices::{LevelIrq, Timer};
 use tapir_net_backend::NetBackend;
 use tapir_pci::{
     BarChange, BarKind, Intx, IntxPin, PciBar, PciConfigError, PciConfiguration, PciDevice,
@@ -186,22 +186,25 @@ impl Rtl8139 {
         let tx_csum =
             crate::rx_offloads::enable(backend.as_mut()).map_err(Rtl8139Error::Backend)?;
         let evt = || EventFd::new(EFD_NONBLOCK).map_err(Rtl8139Error::Fds);
-        let (tx, rx, timer) = (evt()?, evt()?, evt()?);
+        let (tx, rx) = (evt()?, evt()?);
         let clone = |e: &EventFd| e.try_clone().map_err(Rtl8139Error::Fds);
         let doorbells = DoorbellFds {
             tx: clone(&tx)?,
             rx: clone(&rx)?,
-            timer: Some(clone(&timer)?),
         };
         let model = State::new(mac, revision, mem);
-        let state = Arc::new(Mutex::new(Shell::new(model, intx, None, Some(doorbells))));
+        let state = Arc::new(Mutex::new(Shell::new(
+            model,
+            intx,
+            Some(Timer::new().map_err(Rtl8139Error::Fds)?),
+            Some(doorbells),
+        )));
         let stats = Arc::new(NicStats::default());
         let tx_sync = Arc::new(TxSync::default());
         let frontend = Rtl8139Frontend::new(
             state.clone(),
             tx,
             rx,
-            timer,
             stats.clone(),
             tx_csum,
             tx_sync.clone(),

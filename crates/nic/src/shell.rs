@@ -33,8 +33,6 @@ pub struct Doorbells {
     pub tx: bool,
     /// Look at the receive ring (room may have been made).
     pub rx: bool,
-    /// The model's timers changed (a worker that owns timers re-arms them).
-    pub timer: bool,
 }
 
 /// The eventfds behind [`Doorbells`] (the worker polls the other ends).
@@ -44,21 +42,14 @@ pub struct DoorbellFds {
     pub tx: EventFd,
     /// Receive.
     pub rx: EventFd,
-    /// Timers (for a model whose worker owns timers).
-    pub timer: Option<EventFd>,
 }
 
 impl DoorbellFds {
     fn ring(&self, bells: Doorbells) {
         // A write cannot fail short of the counter overflowing, which the
         // worker draining it prevents.
-        let fds = [
-            (bells.tx, Some(&self.tx)),
-            (bells.rx, Some(&self.rx)),
-            (bells.timer, self.timer.as_ref()),
-        ];
-        for (_, fd) in fds.iter().filter(|(rung, _)| *rung) {
-            if let Some(fd) = fd {
+        for (rung, fd) in [(bells.tx, &self.tx), (bells.rx, &self.rx)] {
+            if rung {
                 let _ = fd.write(1);
             }
         }
@@ -443,22 +434,19 @@ mod tests {
     fn doorbells_rung_in_a_section_signal_the_worker_after_it() {
         let line = Arc::new(Line::default());
         let evt = || EventFd::new(EFD_NONBLOCK).unwrap();
-        let (tx, rx, timer) = (evt(), evt(), evt());
+        let (tx, rx) = (evt(), evt());
         let fds = DoorbellFds {
             tx: tx.try_clone().unwrap(),
             rx: rx.try_clone().unwrap(),
-            timer: Some(timer.try_clone().unwrap()),
         };
         let shared = shell(&line, Some(fds));
         {
             let mut s = lock(&shared);
             s.bells.tx = true;
-            s.bells.timer = true;
             assert!(tx.read().is_err(), "not before the section ends");
         }
         assert_eq!(tx.read().unwrap(), 1);
         assert!(rx.read().is_err());
-        assert_eq!(timer.read().unwrap(), 1);
         // Rung once: the next section rings nothing.
         drop(lock(&shared));
         assert!(tx.read().is_err());

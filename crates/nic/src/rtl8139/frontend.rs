@@ -58,9 +58,8 @@ use crate::worker::{GuestWork, NicFrontend, NicStats, RxPush};
 
 const TOKEN_TX: u32 = 0;
 const TOKEN_RX: u32 = 1;
-const TOKEN_TIMER_CFG: u32 = 2;
-const TOKEN_TCTR: u32 = 3;
-const TOKEN_STALL: u32 = 4;
+const TOKEN_TIMER: u32 = 2;
+const TOKEN_STALL: u32 = 3;
 
 /// How long received frames are held back (the backend paused) while the
 /// guest has no receive room, before frames are dropped as hardware does
@@ -194,8 +193,8 @@ pub struct Rtl8139Frontend {
     state: SharedShell<State>,
     tx_evt: EventFd,
     rx_evt: EventFd,
-    timer_evt: EventFd,
-    tctr_timer: Timer,
+    /// The shell's timer (TCTR reaching TimerInt).
+    timer_fd: Option<RawFd>,
     stall_timer: Timer,
     stats: Arc<NicStats>,
     inflight: Option<Inflight>,
@@ -222,17 +221,16 @@ impl Rtl8139Frontend {
         state: SharedShell<State>,
         tx_evt: EventFd,
         rx_evt: EventFd,
-        timer_evt: EventFd,
         stats: Arc<NicStats>,
         tx_csum: bool,
         tx_sync: Arc<TxSync>,
     ) -> io::Result<Self> {
+        let timer_fd = shell::lock(&state).timer().map(|t| t.as_raw_fd());
         Ok(Self {
             state,
             tx_evt,
             rx_evt,
-            timer_evt,
-            tctr_timer: Timer::new()?,
+            timer_fd,
             stall_timer: Timer::new()?,
             stats,
             inflight: None,
@@ -450,13 +448,13 @@ impl Rtl8139Frontend {
 
 impl NicFrontend for Rtl8139Frontend {
     fn guest_fds(&self) -> Vec<(RawFd, u32)> {
-        vec![
+        let mut fds = vec![
             (self.tx_evt.as_raw_fd(), TOKEN_TX),
             (self.rx_evt.as_raw_fd(), TOKEN_RX),
-            (self.timer_evt.as_raw_fd(), TOKEN_TIMER_CFG),
-            (self.tctr_timer.as_raw_fd(), TOKEN_TCTR),
             (self.stall_timer.as_raw_fd(), TOKEN_STALL),
-        ]
+        ];
+        fds.extend(self.timer_fd.map(|fd| (fd, TOKEN_TIMER)));
+        fds
     }
 
     fn guest_event(&mut self, token: u32) -> GuestWork {
@@ -469,24 +467,8 @@ impl NicFrontend for Rtl8139Frontend {
                 let _ = self.rx_evt.read();
                 GuestWork::Rx
             }
-            TOKEN_TIMER_CFG | TOKEN_TCTR => {
-                if token == TOKEN_TIMER_CFG {
-                    let _ = self.timer_evt.read();
-                } else {
-                    self.tctr_timer.drain();
-                }
-                let mut st = shell::lock(&self.state);
-                if token == TOKEN_TCTR {
-                    st.timer_expired();
-                }
-                let deadline = st.timer_deadline();
-                drop(st);
-                let _ = match deadline {
-                    Some(d) => self
-                        .tctr_timer
-                        .arm(d.saturating_duration_since(Instant::now())),
-                    None => self.tctr_timer.disarm(),
-                };
+            TOKEN_TIMER => {
+                shell::lock(&self.state).timer_fired();
                 GuestWork::None
             }
             TOKEN_STALL => {

@@ -157,8 +157,7 @@ pub struct State {
     irq_level: bool,
     /// Doorbells rung for the worker since the shell last looked: TSD
     /// written (C mode) or TPPoll rung (C+); any register write while the
-    /// worker waits for receive room; TimerInt or TCTR written (the worker
-    /// re-arms its timer).
+    /// worker waits for receive room.
     doorbells: Doorbells,
 }
 
@@ -414,8 +413,8 @@ impl State {
         (us * u128::from(TCTR_TICKS_PER_US)) as u32
     }
 
-    /// Recomputes when TCTR next reaches TimerInt (after a write to either)
-    /// and tells the worker, which owns the timer.
+    /// Recomputes when TCTR next reaches TimerInt (after a write to either);
+    /// the shell's timer follows.
     fn schedule_timer(&mut self) {
         self.timer_deadline = (self.timer_int != 0).then(|| {
             let ticks = match self.timer_int.wrapping_sub(self.tctr()) {
@@ -424,23 +423,6 @@ impl State {
             };
             Instant::now() + Duration::from_nanos(ticks * 1000 / TCTR_TICKS_PER_US)
         });
-        self.doorbells.timer = true;
-    }
-
-    /// When TCTR next reaches TimerInt (`None`: timer off).
-    pub fn timer_deadline(&self) -> Option<Instant> {
-        self.timer_deadline
-    }
-
-    /// Raises TimeOut if TCTR has reached TimerInt, then schedules the
-    /// next time it will (a full TCTR period later).
-    pub fn timer_expired(&mut self) {
-        if let Some(dl) = self.timer_deadline {
-            if Instant::now() >= dl {
-                self.raise(INT_TIMEOUT);
-                self.timer_deadline = Some(dl + TCTR_PERIOD);
-            }
-        }
     }
 
     // ---- Register access ----
@@ -823,6 +805,22 @@ impl PciNicModel for State {
 impl NicModel for State {
     fn irq_level(&self) -> bool {
         self.irq_level
+    }
+
+    /// When TCTR next reaches TimerInt (`None`: timer off).
+    fn timer_deadline(&self) -> Option<Instant> {
+        self.timer_deadline
+    }
+
+    /// Raises TimeOut if TCTR has reached TimerInt by `now`, then schedules
+    /// the next time it will (a full TCTR period later).
+    fn timer_expired(&mut self, now: Instant) {
+        if let Some(dl) = self.timer_deadline {
+            if now >= dl {
+                self.raise(INT_TIMEOUT);
+                self.timer_deadline = Some(dl + TCTR_PERIOD);
+            }
+        }
     }
 
     fn take_doorbells(&mut self) -> Doorbells {
