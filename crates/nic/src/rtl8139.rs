@@ -251,7 +251,7 @@ impl Rtl8139 {
 
     /// Sets how long received frames wait (the backend paused) for the
     /// guest to make receive room before the NIC drops them as hardware
-    /// does ([`RX_STALL_GRACE`] by default). Takes effect at the next stall.
+    /// does ([`RX_STALL_GRACE`] by default), from the start of the current stall.
     pub fn set_rx_stall_grace(&self, grace: std::time::Duration) {
         self.nic.model().rx_stall_grace = grace;
     }

@@ -37,7 +37,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tapir_devices::{lock, Timer};
+use tapir_devices::lock;
 
 use crate::shell::{self, SharedShell};
 use tapir_net_backend::hdr::{DATA_VALID, GSO_ECN, GSO_NONE, NEEDS_CSUM};
@@ -59,7 +59,6 @@ use crate::worker::{GuestWork, NicFrontend, NicStats, RxPush};
 const TOKEN_TX: u32 = 0;
 const TOKEN_RX: u32 = 1;
 const TOKEN_TIMER: u32 = 2;
-const TOKEN_STALL: u32 = 3;
 
 /// How long received frames are held back (the backend paused) while the
 /// guest has no receive room, before frames are dropped as hardware does
@@ -193,9 +192,8 @@ pub struct Rtl8139Frontend {
     state: SharedShell<State>,
     tx_evt: EventFd,
     rx_evt: EventFd,
-    /// The shell's timer (TCTR reaching TimerInt).
+    /// The shell's timer (TCTR reaching TimerInt, a stall's grace period).
     timer_fd: Option<RawFd>,
-    stall_timer: Timer,
     stats: Arc<NicStats>,
     inflight: Option<Inflight>,
     segments: VecDeque<Vec<u8>>,
@@ -211,8 +209,6 @@ pub struct Rtl8139Frontend {
     rx_need: usize,
     /// Segments of a TSO frame from the backend still to be delivered.
     rx_segments: VecDeque<Vec<u8>>,
-    stall_since: Option<Instant>,
-    overflow: bool,
 }
 
 impl Rtl8139Frontend {
@@ -231,7 +227,6 @@ impl Rtl8139Frontend {
             tx_evt,
             rx_evt,
             timer_fd,
-            stall_timer: Timer::new()?,
             stats,
             inflight: None,
             segments: VecDeque::new(),
@@ -243,8 +238,6 @@ impl Rtl8139Frontend {
             rx_csum: Vec::new(),
             rx_need: 0,
             rx_segments: VecDeque::new(),
-            stall_since: None,
-            overflow: false,
         })
     }
 
@@ -408,16 +401,14 @@ impl Rtl8139Frontend {
         self.rx_csum = copy;
         match result {
             RxResult::Delivered => {
-                drop(st);
-                self.end_stall();
+                st.end_rx_stall();
                 RxPush::Delivered
             }
             RxResult::Dropped => {
-                drop(st);
-                self.end_stall();
+                st.end_rx_stall();
                 RxPush::Dropped
             }
-            RxResult::NoRoom if self.overflow => {
+            RxResult::NoRoom if st.rx_overflow() => {
                 st.count_missed();
                 RxPush::Dropped
             }
@@ -436,14 +427,6 @@ impl Rtl8139Frontend {
         }
         self.tx_sync.served(st.tx_doorbells);
     }
-
-    /// Ends a receive stall (a frame went through, or cannot wait).
-    fn end_stall(&mut self) {
-        self.overflow = false;
-        if self.stall_since.take().is_some() {
-            let _ = self.stall_timer.disarm();
-        }
-    }
 }
 
 impl NicFrontend for Rtl8139Frontend {
@@ -451,7 +434,6 @@ impl NicFrontend for Rtl8139Frontend {
         let mut fds = vec![
             (self.tx_evt.as_raw_fd(), TOKEN_TX),
             (self.rx_evt.as_raw_fd(), TOKEN_RX),
-            (self.stall_timer.as_raw_fd(), TOKEN_STALL),
         ];
         fds.extend(self.timer_fd.map(|fd| (fd, TOKEN_TIMER)));
         fds
@@ -468,18 +450,13 @@ impl NicFrontend for Rtl8139Frontend {
                 GuestWork::Rx
             }
             TOKEN_TIMER => {
-                shell::lock(&self.state).timer_fired();
-                GuestWork::None
-            }
-            TOKEN_STALL => {
-                self.stall_timer.drain();
-                if self.stall_since.is_none() {
-                    return GuestWork::None;
+                let mut st = shell::lock(&self.state);
+                st.timer_fired();
+                if st.take_rx_retry() {
+                    GuestWork::Rx
+                } else {
+                    GuestWork::None
                 }
-                // Still no room after the grace period: drop from now on.
-                self.overflow = true;
-                shell::lock(&self.state).rx_waiting = false;
-                GuestWork::Rx
             }
             _ => GuestWork::None,
         }
@@ -573,13 +550,7 @@ impl NicFrontend for Rtl8139Frontend {
             return true;
         }
         st.rx_waiting = true;
-        if self.stall_since.is_none() {
-            self.stall_since = Some(Instant::now());
-            let _ = self.stall_timer.arm(st.rx_stall_grace);
-            if st.cplus_rx() {
-                st.raise_deferred(INT_RXOVW); // RDU: "refill your ring"
-            }
-        }
+        st.begin_rx_stall(Instant::now());
         false
     }
 

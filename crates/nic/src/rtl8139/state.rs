@@ -153,6 +153,11 @@ pub struct State {
     /// How long the worker holds a frame while the guest has no receive
     /// room before dropping (see `frontend.rs`).
     pub rx_stall_grace: Duration,
+    /// When the current receive stall began (the worker holds a frame for
+    /// lack of room), and whether its grace period is over.
+    rx_stall: Option<(Instant, bool)>,
+    /// The grace period ended: the worker should retry (and now drop).
+    rx_retry: bool,
     /// The INTx level the model wants (the shell drives the line).
     irq_level: bool,
     /// Doorbells rung for the worker since the shell last looked: TSD
@@ -240,6 +245,8 @@ impl State {
             tx_wait: None,
             tx_wait_pending: false,
             rx_stall_grace: RX_STALL_GRACE,
+            rx_stall: None,
+            rx_retry: false,
             irq_level: false,
             doorbells: Doorbells::default(),
         };
@@ -403,6 +410,43 @@ impl State {
         let enabled = self.imr & !old_imr & INT_ROK != 0;
         if enabled && !self.cplus_rx() && self.rx_enabled() && !self.ring_empty() {
             self.isr |= INT_ROK;
+        }
+    }
+
+    // ---- Receive stalls (see frontend.rs) ----
+
+    /// The worker holds a frame for lack of room: starts the grace period
+    /// unless one runs or has run out. In C+ mode a new stall raises RDU
+    /// ("refill your ring").
+    pub fn begin_rx_stall(&mut self, now: Instant) {
+        if self.rx_stall.is_none() {
+            self.rx_stall = Some((now, false));
+            if self.cplus_rx() {
+                self.raise_deferred(INT_RXOVW);
+            }
+        }
+    }
+
+    /// A frame went through, or could not wait: the stall is over.
+    pub fn end_rx_stall(&mut self) {
+        self.rx_stall = None;
+    }
+
+    /// The grace period ran out: frames without room are dropped now, as
+    /// hardware does.
+    pub fn rx_overflow(&self) -> bool {
+        matches!(self.rx_stall, Some((_, true)))
+    }
+
+    /// Whether the grace period just ran out (the worker retries receive).
+    pub fn take_rx_retry(&mut self) -> bool {
+        std::mem::take(&mut self.rx_retry)
+    }
+
+    fn rx_stall_deadline(&self) -> Option<Instant> {
+        match self.rx_stall {
+            Some((since, false)) => Some(since + self.rx_stall_grace),
+            _ => None,
         }
     }
 
@@ -807,18 +851,31 @@ impl NicModel for State {
         self.irq_level
     }
 
-    /// When TCTR next reaches TimerInt (`None`: timer off).
+    /// The earlier of: TCTR reaching TimerInt, the end of a receive
+    /// stall's grace period.
     fn timer_deadline(&self) -> Option<Instant> {
-        self.timer_deadline
+        match (self.timer_deadline, self.rx_stall_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
-    /// Raises TimeOut if TCTR has reached TimerInt by `now`, then schedules
-    /// the next time it will (a full TCTR period later).
+    /// Raises TimeOut if TCTR has reached TimerInt by `now` (and schedules
+    /// the next time it will, a full TCTR period later); ends a receive
+    /// stall's grace period that is over.
     fn timer_expired(&mut self, now: Instant) {
         if let Some(dl) = self.timer_deadline {
             if now >= dl {
                 self.raise(INT_TIMEOUT);
                 self.timer_deadline = Some(dl + TCTR_PERIOD);
+            }
+        }
+        if let Some(dl) = self.rx_stall_deadline() {
+            if now >= dl {
+                // Still no room after the grace period: drop from now on.
+                self.rx_stall = self.rx_stall.map(|(since, _)| (since, true));
+                self.rx_waiting = false;
+                self.rx_retry = true;
             }
         }
     }
