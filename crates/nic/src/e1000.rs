@@ -73,7 +73,7 @@ mod tx_offload;
 pub use eeprom::Ids;
 
 use std::io;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use tapir_devices::{LevelIrq, Timer};
 use tapir_net_backend::NetBackend;
@@ -81,7 +81,7 @@ use tapir_pci::{BarKind, Intx, IntxPin, PciBar, PciConfiguration, PciHeader};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use crate::shell::{DoorbellFds, PciNic, SharedShell, Shell};
+use crate::shell::{DoorbellFds, PciNic, SharedShell, Shell, ShellLock};
 use crate::worker::NicStats;
 use frontend::E1000Frontend;
 use regs::{BAR0_SIZE, BAR1_SIZE};
@@ -164,8 +164,8 @@ impl PciNic<E1000State> {
             rx: rx_evt.try_clone()?,
         };
         let model = E1000State::new(words);
-        let shell = Shell::new(model, line, Some(Timer::new()?), Some(doorbells));
-        let shared: Shared = Arc::new(Mutex::new(shell));
+        let shell = Shell::new(model, line, Some(Timer::new()?));
+        let shared: Shared = ShellLock::new(shell, Some(doorbells));
         let stats = Arc::new(NicStats::default());
         let frontend =
             E1000Frontend::new(shared.clone(), mem, tx_evt, rx_evt, stats.clone(), offloads);

@@ -79,7 +79,7 @@ mod state;
 mod tests;
 
 use std::io;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use tapir_devices::{LevelIrq, Timer};
 use tapir_net_backend::NetBackend;
@@ -98,7 +98,7 @@ pub use offload::OffloadReject;
 pub use regs::{DEVICE_ID, REG_WINDOW, VENDOR_ID};
 use state::State;
 
-use crate::shell::{DoorbellFds, PciNic, Shell};
+use crate::shell::{DoorbellFds, PciNic, Shell, ShellLock};
 
 /// Revision the VMM uses by default: an RTL8139C+ (driven by 8139cp).
 pub const DEFAULT_REVISION: u8 = 0x20;
@@ -193,12 +193,8 @@ impl Rtl8139 {
             rx: clone(&rx)?,
         };
         let model = State::new(mac, revision, mem);
-        let state = Arc::new(Mutex::new(Shell::new(
-            model,
-            intx,
-            Some(Timer::new().map_err(Rtl8139Error::Fds)?),
-            Some(doorbells),
-        )));
+        let timer = Timer::new().map_err(Rtl8139Error::Fds)?;
+        let state = ShellLock::new(Shell::new(model, intx, Some(timer)), Some(doorbells));
         let stats = Arc::new(NicStats::default());
         let tx_sync = Arc::new(TxSync::default());
         let frontend = Rtl8139Frontend::new(

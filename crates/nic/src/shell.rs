@@ -75,7 +75,7 @@ pub trait NicModel: Send {
     fn command_written(&mut self, bus_master: bool);
 }
 
-/// The model with its line, timer and doorbells.
+/// The model with its line and timer (what the lock protects).
 #[derive(Debug)]
 pub struct Shell<M> {
     model: M,
@@ -83,30 +83,25 @@ pub struct Shell<M> {
     timer: Option<Timer>,
     /// The deadline `timer` is armed for.
     armed: Option<Instant>,
-    doorbells: Option<DoorbellFds>,
 }
 
-/// A shell shared by a PCI device and its NIC worker.
-pub type SharedShell<M> = Arc<Mutex<Shell<M>>>;
-
 impl<M: NicModel> Shell<M> {
-    /// Joins `model` to `intx`, to `timer` (disarmed) if the model uses
-    /// one, and to the worker's `doorbells` if the model rings them itself.
-    pub fn new(model: M, intx: Intx, timer: Option<Timer>, doorbells: Option<DoorbellFds>) -> Self {
+    /// Joins `model` to `intx`, and to `timer` (disarmed) if the model uses
+    /// one.
+    pub fn new(model: M, intx: Intx, timer: Option<Timer>) -> Self {
         Self {
             model,
             intx,
             timer,
             armed: None,
-            doorbells,
         }
     }
 
-    /// Makes the line, the timer and the doorbells follow the model. A
-    /// failure to drive the line is retried by the next section (see
-    /// [`Intx`]); a timer that cannot be armed leaves the event to the next
-    /// section.
-    fn apply(&mut self) {
+    /// Makes the line and the timer follow the model, and says which
+    /// doorbells it rang. A failure to drive the line is retried by the
+    /// next section (see [`Intx`]); a timer that cannot be armed leaves the
+    /// event to the next section.
+    fn apply(&mut self) -> Doorbells {
         if self.intx.asserted() != self.model.irq_level() {
             let _ = self.intx.set_level(self.model.irq_level());
         }
@@ -122,61 +117,110 @@ impl<M: NicModel> Shell<M> {
                 }
             }
         }
-        let bells = self.model.take_doorbells();
-        if let Some(fds) = &self.doorbells {
-            fds.ring(bells);
-        }
+        self.model.take_doorbells()
     }
 }
 
-/// A locked shell: derefs to the model; on drop the line, the timer and
-/// the doorbells follow what the section did to it.
-pub struct Guard<'a, M: NicModel>(MutexGuard<'a, Shell<M>>);
-
-/// Locks the shell; a panicked holder leaves consistent registers.
-pub fn lock<M: NicModel>(shared: &Mutex<Shell<M>>) -> Guard<'_, M> {
-    Guard(tapir_devices::lock(shared))
+/// A shell shared by a PCI device and its NIC worker: the locked part and
+/// the doorbells, which are rung after the lock is released (a woken
+/// worker must not find the lock still held by whoever rang).
+#[derive(Debug)]
+pub struct ShellLock<M> {
+    shell: Mutex<Shell<M>>,
+    doorbells: Option<DoorbellFds>,
 }
 
-impl<M: NicModel> Guard<'_, M> {
+/// How a PCI device and its NIC worker hold their shell.
+pub type SharedShell<M> = Arc<ShellLock<M>>;
+
+impl<M: NicModel> ShellLock<M> {
+    /// Shares `shell`, with the worker's `doorbells` if the model rings
+    /// them itself.
+    pub fn new(shell: Shell<M>, doorbells: Option<DoorbellFds>) -> SharedShell<M> {
+        Arc::new(Self {
+            shell: Mutex::new(shell),
+            doorbells,
+        })
+    }
+}
+
+/// A locked shell: derefs to the model; on drop the line and the timer
+/// follow what the section did to it, the lock is released, then the
+/// doorbells it rang are signalled.
+pub struct Guard<'a, M: NicModel> {
+    /// `None` only while dropping.
+    shell: Option<MutexGuard<'a, Shell<M>>>,
+    doorbells: Option<&'a DoorbellFds>,
+}
+
+/// Locks the shell; a panicked holder leaves consistent registers.
+pub fn lock<M: NicModel>(shared: &ShellLock<M>) -> Guard<'_, M> {
+    Guard {
+        shell: Some(tapir_devices::lock(&shared.shell)),
+        doorbells: shared.doorbells.as_ref(),
+    }
+}
+
+impl<'a, M: NicModel> Guard<'a, M> {
+    fn shell(&self) -> &Shell<M> {
+        self.shell
+            .as_ref()
+            .expect("a guard holds its lock until dropped")
+    }
+
+    fn shell_mut(&mut self) -> &mut Shell<M> {
+        self.shell
+            .as_mut()
+            .expect("a guard holds its lock until dropped")
+    }
+
     /// The guest wrote the PCI command register (`bus_master`: its bus
     /// master enable bit).
     pub fn command_written(&mut self, command: u16, bus_master: bool) {
-        let _ = self.0.intx.command_written(command);
-        self.0.model.command_written(bus_master);
+        let shell = self.shell_mut();
+        let _ = shell.intx.command_written(command);
+        shell.model.command_written(bus_master);
     }
 
     /// The shell's timer, for the worker's epoll.
     pub fn timer(&self) -> Option<&Timer> {
-        self.0.timer.as_ref()
+        self.shell().timer.as_ref()
     }
 
     /// The shell's timer fired: consumes its expiry and tells the model.
     pub fn timer_fired(&mut self) {
-        if let Some(t) = &self.0.timer {
+        let shell = self.shell_mut();
+        if let Some(t) = &shell.timer {
             t.drain();
         }
-        self.0.armed = None;
-        self.0.model.timer_expired(Instant::now());
+        shell.armed = None;
+        shell.model.timer_expired(Instant::now());
     }
 }
 
 impl<M: NicModel> Deref for Guard<'_, M> {
     type Target = M;
     fn deref(&self) -> &M {
-        &self.0.model
+        &self.shell().model
     }
 }
 
 impl<M: NicModel> DerefMut for Guard<'_, M> {
     fn deref_mut(&mut self) -> &mut M {
-        &mut self.0.model
+        &mut self.shell_mut().model
     }
 }
 
 impl<M: NicModel> Drop for Guard<'_, M> {
     fn drop(&mut self) {
-        self.0.apply();
+        let Some(mut shell) = self.shell.take() else {
+            return;
+        };
+        let bells = shell.apply();
+        drop(shell);
+        if let Some(fds) = self.doorbells {
+            fds.ring(bells);
+        }
     }
 }
 
@@ -378,12 +422,7 @@ mod tests {
         let mut cfg = PciConfiguration::new(&PciHeader::default());
         let intx = Intx::new(line.clone(), IntxPin::IntA, &mut cfg);
         let timer = Some(Timer::new().unwrap());
-        Arc::new(Mutex::new(Shell::new(
-            Fake::default(),
-            intx,
-            timer,
-            doorbells,
-        )))
+        ShellLock::new(Shell::new(Fake::default(), intx, timer), doorbells)
     }
 
     #[test]
