@@ -78,6 +78,39 @@ pub struct Run {
     pub elapsed: Duration,
 }
 
+impl Run {
+    /// What a run of the tapir binary (`out`) left, with the host's side.
+    fn of_binary(cmdline: String, out: common::Outcome, host: Tally, elapsed: Duration) -> Run {
+        Run {
+            cmdline,
+            powered_off: out.code == 0 && out.stderr.contains("guest powered off"),
+            vmm: format!("tapir exit status {}, stderr:\n{}", out.code, out.stderr),
+            serial: out.stdout,
+            host,
+            elapsed,
+        }
+    }
+}
+
+/// Runs the tapir binary on the test kernel with `cmdline` and the one NIC
+/// `--nic nic`, until it ends or [`RUN_TIMEOUT`] passes.
+fn run_binary(cmdline: &str, nic: &str) -> common::Outcome {
+    let kernel = tapir_testkernel::elf_path();
+    let memory = format!("{GUEST_MEMORY}M");
+    common::Running::start(&[
+        "run",
+        "--kernel",
+        kernel.to_str().unwrap(),
+        "--memory",
+        &memory,
+        "--cmdline",
+        cmdline,
+        "--nic",
+        nic,
+    ])
+    .finish(RUN_TIMEOUT)
+}
+
 /// A check that did not hold.
 #[derive(Debug, thiserror::Error)]
 enum Failure {

@@ -12,10 +12,9 @@ use tapir_test_support::net::{
     ip, privileged, unique, LinkGuard, PacketSocket, PACKET_VNET_HDR_LEN,
 };
 
-use crate::common::Running;
 use crate::frames::{swap_macs, EchoCore, Rules, Tally};
 use crate::guest::Cell;
-use crate::{Run, StopFlag, GUEST_MEMORY, RUN_TIMEOUT};
+use crate::{run_binary, Run, StopFlag};
 
 const ETH_P_ALL: u16 = 3;
 
@@ -112,36 +111,16 @@ pub fn run(cell: &Cell) -> Option<Run> {
         std::thread::spawn(move || echo_loop(sock, rules, stop))
     };
     let cmdline = cell.cmdline(None);
-    let kernel = tapir_testkernel::elf_path();
-    let memory = format!("{GUEST_MEMORY}M");
     let nic = format!(
         "model={},net=tap,ifname={}",
         cell.model.nic_model(),
         tap.name()
     );
-    let out = Running::start(&[
-        "run",
-        "--kernel",
-        kernel.to_str().unwrap(),
-        "--memory",
-        &memory,
-        "--cmdline",
-        &cmdline,
-        "--nic",
-        &nic,
-    ])
-    .finish(RUN_TIMEOUT);
+    let out = run_binary(&cmdline, &nic);
     stop.raise();
     let host = echo.join().unwrap();
     drop(tap);
-    Some(Run {
-        cmdline,
-        powered_off: out.code == 0 && out.stderr.contains("guest powered off"),
-        vmm: format!("tapir exit status {}, stderr:\n{}", out.code, out.stderr),
-        serial: out.stdout,
-        host,
-        elapsed: start.elapsed(),
-    })
+    Some(Run::of_binary(cmdline, out, host, start.elapsed()))
 }
 
 #[cfg(test)]

@@ -7,10 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::common::Running;
 use crate::frames::{FrameProblem, Tally};
 use crate::guest::Cell;
-use crate::{Run, StopFlag, GUEST_MEMORY, RUN_TIMEOUT};
+use crate::{run_binary, Run, StopFlag};
 
 /// Echoes every datagram until `stop`, then what it saw.
 fn echo_loop(sock: UdpSocket, stop: Arc<AtomicBool>) -> Tally {
@@ -52,29 +51,9 @@ pub fn run(cell: &Cell) -> Run {
         std::thread::spawn(move || echo_loop(sock, stop))
     };
     let cmdline = cell.cmdline(Some(port));
-    let kernel = tapir_testkernel::elf_path();
-    let memory = format!("{GUEST_MEMORY}M");
     let nic = format!("model={},net=user,loopback=on", cell.model.nic_model());
-    let out = Running::start(&[
-        "run",
-        "--kernel",
-        kernel.to_str().unwrap(),
-        "--memory",
-        &memory,
-        "--cmdline",
-        &cmdline,
-        "--nic",
-        &nic,
-    ])
-    .finish(RUN_TIMEOUT);
+    let out = run_binary(&cmdline, &nic);
     stop.raise();
     let host = echo.join().unwrap();
-    Run {
-        cmdline,
-        powered_off: out.code == 0 && out.stderr.contains("guest powered off"),
-        vmm: format!("tapir exit status {}, stderr:\n{}", out.code, out.stderr),
-        serial: out.stdout,
-        host,
-        elapsed: start.elapsed(),
-    }
+    Run::of_binary(cmdline, out, host, start.elapsed())
 }

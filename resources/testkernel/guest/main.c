@@ -188,22 +188,39 @@ static void print_bounded(const char *s, u32 len)
 		uart_putc(s[i]);
 }
 
+/*
+ * The next `key=value` token of the command line at *p (before end);
+ * other tokens are skipped. Returns 0 at the end.
+ */
+static int next_key_value(const char **p, const char *end, const char **key, u32 *klen,
+			  const char **val, u32 *vlen)
+{
+	while (*p < end) {
+		while (*p < end && is_space(**p))
+			(*p)++;
+		const char *tok = *p;
+		while (*p < end && !is_space(**p))
+			(*p)++;
+		u32 len = (u32)(*p - tok), k = 0;
+		while (k < len && tok[k] != '=')
+			k++;
+		if (k == len)
+			continue; /* not key=value */
+		*key = tok;
+		*klen = k;
+		*val = tok + k + 1;
+		*vlen = len - k - 1;
+		return 1;
+	}
+	return 0;
+}
+
 static void parse_cmdline(void)
 {
 	const char *p = (const char *)(uintptr_t)boot.cmdline, *end = p + boot.cmdline_len;
-	while (p < end) {
-		while (p < end && is_space(*p))
-			p++;
-		const char *tok = p;
-		while (p < end && !is_space(*p))
-			p++;
-		u32 len = (u32)(p - tok), klen = 0;
-		while (klen < len && tok[klen] != '=')
-			klen++;
-		if (klen == len)
-			continue; /* not key=value */
-		const char *val = tok + klen + 1;
-		u32 vlen = len - klen - 1;
+	const char *tok, *val;
+	u32 klen, vlen;
+	while (next_key_value(&p, end, &tok, &klen, &val, &vlen)) {
 		if (word_is(tok, klen, "test")) {
 			opt.test = val;
 			opt.test_len = vlen;
@@ -225,19 +242,12 @@ static void parse_cmdline(void)
 const char *cmdline_get(const char *key, u32 *vlen)
 {
 	const char *p = (const char *)(uintptr_t)boot.cmdline, *end = p + boot.cmdline_len;
-	const char *found = 0;
-	while (p < end) {
-		while (p < end && is_space(*p))
-			p++;
-		const char *tok = p;
-		while (p < end && !is_space(*p))
-			p++;
-		u32 len = (u32)(p - tok), klen = 0;
-		while (klen < len && tok[klen] != '=')
-			klen++;
-		if (klen < len && word_is(tok, klen, key)) {
-			found = tok + klen + 1;
-			*vlen = len - klen - 1;
+	const char *tok, *val, *found = 0;
+	u32 klen, len;
+	while (next_key_value(&p, end, &tok, &klen, &val, &len)) {
+		if (word_is(tok, klen, key)) {
+			found = val;
+			*vlen = len;
 		}
 	}
 	return found;
