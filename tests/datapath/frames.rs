@@ -679,13 +679,26 @@ pub mod build {
         l4_csum(&mut f, IPPROTO_TCP, 16, partial);
         f
     }
+
+    /// The offload header of a [`tcp`] packet (built `partial`) that a
+    /// backend with TSO hands over: segments of [`TEST_MSS`] bytes.
+    pub fn tso_hdr() -> NetHdr {
+        NetHdr {
+            flags: tapir_net_backend::hdr::NEEDS_CSUM,
+            gso_type: tapir_net_backend::hdr::GSO_TCPV4,
+            hdr_len: 54,
+            gso_size: TEST_MSS as u16,
+            csum_start: 34,
+            csum_offset: 16,
+            num_buffers: 0,
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::build::*;
     use super::*;
-    use tapir_net_backend::hdr::GSO_TCPV4;
 
     fn hash(data: &[u8]) -> u64 {
         let mut h = PayloadHash::new();
@@ -818,15 +831,7 @@ mod tests {
     fn tso_packet_is_segmented_checked_and_echoed() {
         let data = bytes(2500, 7);
         let packet = tcp(0, &data, true);
-        let hdr = NetHdr {
-            flags: NEEDS_CSUM,
-            gso_type: GSO_TCPV4,
-            hdr_len: 54,
-            gso_size: TEST_MSS as u16,
-            csum_start: 34,
-            csum_offset: 16,
-            num_buffers: 0,
-        };
+        let hdr = tso_hdr();
         let mut core = EchoCore::new(Rules {
             vlan: 5,
             maxframe: 9014,

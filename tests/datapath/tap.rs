@@ -127,10 +127,9 @@ pub fn run(cell: &Cell) -> Option<Run> {
 mod tests {
     use super::*;
     use crate::frames::build::{self, bytes, eth, tcp, udp};
-    use crate::frames::{check, ETH_P_8021Q, ETH_P_TEST, TEST_MSS};
+    use crate::frames::{check, ETH_P_8021Q, ETH_P_TEST};
     use std::io::IoSlice;
     use std::time::Duration;
-    use tapir_net_backend::hdr::GSO_TCPV4;
     use tapir_net_backend::{NetBackend, Offloads, TapBackend, TapConfig};
     use tapir_test_support::net::wait_readable;
 
@@ -163,15 +162,7 @@ mod tests {
 
         let tagged = [eth(Some(5), ETH_P_TEST), bytes(8996, 1)].concat();
         let tso = tcp(0, &bytes(2500, 2), true);
-        let tso_hdr = NetHdr {
-            flags: NEEDS_CSUM,
-            gso_type: GSO_TCPV4,
-            hdr_len: 54,
-            gso_size: TEST_MSS as u16,
-            csum_start: 34,
-            csum_offset: 16,
-            num_buffers: 0,
-        };
+        let tso_hdr = build::tso_hdr();
         let mut partial = udp(&bytes(300, 3), 0);
         build::l4_csum(&mut partial, 17, 6, true);
         let csum_hdr = NetHdr {
