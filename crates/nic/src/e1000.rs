@@ -60,10 +60,10 @@
 
 mod eeprom;
 mod filter;
-mod frontend;
 mod phy;
 pub mod regs;
 mod ring;
+mod rings;
 mod rx;
 mod rx_csum;
 mod state;
@@ -79,16 +79,12 @@ use tapir_devices::{LevelIrq, Timer};
 use tapir_net_backend::NetBackend;
 use tapir_pci::{BarKind, Intx, IntxPin, PciBar, PciConfiguration, PciHeader};
 use vm_memory::GuestMemoryMmap;
-use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use crate::shell::{DoorbellFds, PciNic, SharedShell, Shell, ShellLock};
-use crate::worker::NicStats;
-use frontend::E1000Frontend;
+use crate::shell::{PciNic, Shell, ShellLock};
+use crate::worker::{NetWorker, NicStats};
 use regs::{BAR0_SIZE, BAR1_SIZE};
+pub use rings::E1000Model;
 pub use state::E1000State;
-
-/// The shell the PCI device and the frontend share.
-type Shared = SharedShell<E1000State>;
 
 /// PCI identity of the 82540EM (subsystem: PRO/1000 MT Desktop).
 pub const IDS: Ids = Ids {
@@ -105,10 +101,10 @@ pub const BAR_MMIO: u8 = 0;
 pub const BAR_IO: u8 = 1;
 
 /// An emulated Intel 82540EM on PCI: tapir's PCI NIC shell around the
-/// e1000 register file.
-pub type E1000 = PciNic<E1000State>;
+/// e1000 model.
+pub type E1000 = PciNic<E1000Model>;
 
-impl PciNic<E1000State> {
+impl PciNic<E1000Model> {
     /// An e1000 named `name` (thread names, messages) with `mac` in its
     /// EEPROM, DMA into `mem`, INTA driving `intx` (the GSI of its slot),
     /// frames to and from `backend`; `vlan` makes it an 802.1Q access port.
@@ -118,10 +114,25 @@ impl PciNic<E1000State> {
         mac: [u8; 6],
         mem: GuestMemoryMmap,
         intx: Arc<dyn LevelIrq>,
-        mut backend: Box<dyn NetBackend>,
+        backend: Box<dyn NetBackend>,
         vlan: Option<u16>,
         name: String,
     ) -> io::Result<Self> {
+        let (mut nic, worker) = Self::new_manual(mac, mem, intx, backend, vlan, name)?;
+        nic.start_worker(worker)?;
+        Ok(nic)
+    }
+
+    /// [`E1000::new`] with the worker left to the caller (tests, fuzzing:
+    /// [`NetWorker::pump`]).
+    pub fn new_manual(
+        mac: [u8; 6],
+        mem: GuestMemoryMmap,
+        intx: Arc<dyn LevelIrq>,
+        mut backend: Box<dyn NetBackend>,
+        vlan: Option<u16>,
+        name: String,
+    ) -> io::Result<(Self, NetWorker)> {
         // Large and partially checksummed frames from the backend are
         // finished here (see the module documentation).
         crate::rx_offloads::enable(backend.as_mut())?;
@@ -156,28 +167,10 @@ impl PciNic<E1000State> {
         }
         let line = Intx::new(intx, IntxPin::IntA, &mut config);
         let words = eeprom::image(mac, IDS);
-        // The worker waits on the doorbells' other ends.
-        let tx_evt = EventFd::new(EFD_NONBLOCK)?;
-        let rx_evt = EventFd::new(EFD_NONBLOCK)?;
-        let doorbells = DoorbellFds {
-            tx: tx_evt.try_clone()?,
-            rx: rx_evt.try_clone()?,
-        };
-        let model = E1000State::new(words);
-        let shell = Shell::new(model, line, Some(Timer::new()?));
-        let shared: Shared = ShellLock::new(shell, Some(doorbells));
         let stats = Arc::new(NicStats::default());
-        let frontend =
-            E1000Frontend::new(shared.clone(), mem, tx_evt, rx_evt, stats.clone(), offloads);
-        PciNic::start(
-            name,
-            config,
-            shared,
-            Box::new(frontend),
-            backend,
-            vlan,
-            stats,
-        )
+        let model = E1000Model::new(E1000State::new(words), mem, stats.clone(), offloads);
+        let shell = ShellLock::new(Shell::new(model, line, Some(Timer::new()?)))?;
+        PciNic::manual(name, config, shell, backend, vlan, stats)
     }
 }
 

@@ -69,10 +69,10 @@
 mod cplus;
 mod eeprom;
 mod filter;
-mod frontend;
 mod normal;
 mod offload;
 pub mod regs;
+mod rings;
 mod state;
 
 #[cfg(test)]
@@ -84,21 +84,16 @@ use std::sync::Arc;
 use tapir_devices::{LevelIrq, Timer};
 use tapir_net_backend::NetBackend;
 use tapir_pci::{
-    BarChange, BarKind, Intx, IntxPin, PciBar, PciConfigError, PciConfiguration, PciDevice,
-    PciHeader,
+    BarKind, Intx, IntxPin, PciBar, PciConfigError, PciConfiguration, PciDevice, PciHeader,
 };
 use vm_memory::GuestMemoryMmap;
-use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use crate::link::LinkHandle;
-use crate::worker::NicStats;
-pub use frontend::RX_STALL_GRACE;
-use frontend::{Rtl8139Frontend, TxSync};
+use crate::shell::{PciNic, Shell, ShellLock};
+use crate::worker::{NetWorker, NicStats};
 pub use offload::OffloadReject;
 pub use regs::{DEVICE_ID, REG_WINDOW, VENDOR_ID};
+pub use rings::{Rtl8139Model, RX_STALL_GRACE};
 use state::State;
-
-use crate::shell::{DoorbellFds, PciNic, Shell, ShellLock};
 
 /// Revision the VMM uses by default: an RTL8139C+ (driven by 8139cp).
 pub const DEFAULT_REVISION: u8 = 0x20;
@@ -135,20 +130,10 @@ impl From<Rtl8139Error> for io::Error {
     }
 }
 
-/// An RTL8139 NIC: tapir's PCI NIC shell around the RTL8139 register
-/// file, plus the wait for small frames sent from a receive poll (see the
-/// module documentation).
-pub struct Rtl8139 {
-    nic: PciNic<State>,
-    tx_sync: Arc<TxSync>,
-    tx_sync_wait: std::time::Duration,
-}
+/// An RTL8139 NIC: tapir's PCI NIC shell around the RTL8139 model.
+pub type Rtl8139 = PciNic<Rtl8139Model>;
 
-/// The longest a vCPU waits for the worker's transmit pass (by default;
-/// see [`Rtl8139::set_tx_sync_wait`]).
-pub const TX_SYNC_WAIT: std::time::Duration = std::time::Duration::from_micros(500);
-
-impl Rtl8139 {
+impl PciNic<Rtl8139Model> {
     /// A NIC with station address `mac` and PCI `revision` (see the module
     /// documentation), DMA into `mem`, INTA on `intx`, frames to and from
     /// `backend`; `vlan` makes it an 802.1Q access port. Its worker thread
@@ -158,10 +143,26 @@ impl Rtl8139 {
         revision: u8,
         mem: GuestMemoryMmap,
         intx: Arc<dyn LevelIrq>,
-        mut backend: Box<dyn NetBackend>,
+        backend: Box<dyn NetBackend>,
         vlan: Option<u16>,
         name: String,
     ) -> io::Result<Self> {
+        let (mut nic, worker) = Self::new_manual(mac, revision, mem, intx, backend, vlan, name)?;
+        nic.start_worker(worker).map_err(Rtl8139Error::Worker)?;
+        Ok(nic)
+    }
+
+    /// [`Rtl8139::new`] with the worker left to the caller (tests,
+    /// fuzzing: [`NetWorker::pump`]).
+    pub fn new_manual(
+        mac: [u8; 6],
+        revision: u8,
+        mem: GuestMemoryMmap,
+        intx: Arc<dyn LevelIrq>,
+        mut backend: Box<dyn NetBackend>,
+        vlan: Option<u16>,
+        name: String,
+    ) -> io::Result<(Self, NetWorker)> {
         let mut config = PciConfiguration::new(&PciHeader {
             vendor_id: VENDOR_ID,
             device_id: DEVICE_ID,
@@ -185,118 +186,30 @@ impl Rtl8139 {
         let intx = Intx::new(intx, IntxPin::IntA, &mut config);
         let tx_csum =
             crate::rx_offloads::enable(backend.as_mut()).map_err(Rtl8139Error::Backend)?;
-        let evt = || EventFd::new(EFD_NONBLOCK).map_err(Rtl8139Error::Fds);
-        let (tx, rx) = (evt()?, evt()?);
-        let clone = |e: &EventFd| e.try_clone().map_err(Rtl8139Error::Fds);
-        let doorbells = DoorbellFds {
-            tx: clone(&tx)?,
-            rx: clone(&rx)?,
-        };
-        let model = State::new(mac, revision, mem);
-        let timer = Timer::new().map_err(Rtl8139Error::Fds)?;
-        let state = ShellLock::new(Shell::new(model, intx, Some(timer)), Some(doorbells));
         let stats = Arc::new(NicStats::default());
-        let tx_sync = Arc::new(TxSync::default());
-        let frontend = Rtl8139Frontend::new(
-            state.clone(),
-            tx,
-            rx,
-            stats.clone(),
-            tx_csum,
-            tx_sync.clone(),
-        )
-        .map_err(Rtl8139Error::Fds)?;
-        let nic = PciNic::start(
-            name,
-            config,
-            state,
-            Box::new(frontend),
-            backend,
-            vlan,
-            stats,
-        )
-        .map_err(Rtl8139Error::Worker)?;
-        Ok(Self {
-            nic,
-            tx_sync,
-            tx_sync_wait: TX_SYNC_WAIT,
-        })
-    }
-
-    /// The handle that connects and disconnects the cable.
-    pub fn link(&self) -> LinkHandle {
-        self.nic.link()
-    }
-
-    /// The NIC's counters.
-    pub fn stats(&self) -> Arc<NicStats> {
-        self.nic.stats()
+        let model = Rtl8139Model::new(State::new(mac, revision, mem), stats.clone(), tx_csum);
+        let timer = Timer::new().map_err(Rtl8139Error::Fds)?;
+        let shell =
+            ShellLock::new(Shell::new(model, intx, Some(timer))).map_err(Rtl8139Error::Fds)?;
+        Ok(PciNic::manual(name, config, shell, backend, vlan, stats)
+            .map_err(Rtl8139Error::Worker)?)
     }
 
     /// The PCI revision.
     pub fn revision(&self) -> u8 {
-        self.nic
-            .config()
+        self.config()
             .read_u8(tapir_pci::configuration::PCI_REVISION_ID)
     }
 
     /// The station address the chip filters on now (IDR0-5).
     pub fn mac(&self) -> [u8; 6] {
-        self.nic.model().idr
+        self.model().state.idr
     }
 
     /// Sets how long received frames wait (the backend paused) for the
     /// guest to make receive room before the NIC drops them as hardware
     /// does ([`RX_STALL_GRACE`] by default), from the start of the current stall.
     pub fn set_rx_stall_grace(&self, grace: std::time::Duration) {
-        self.nic.model().rx_stall_grace = grace;
-    }
-
-    /// Sets the longest a vCPU waits, after ringing the transmit doorbell
-    /// for a small frame from inside the driver's receive poll, for the
-    /// worker to send it ([`TX_SYNC_WAIT`] by default; zero: never wait).
-    pub fn set_tx_sync_wait(&mut self, wait: std::time::Duration) {
-        self.tx_sync_wait = wait;
-    }
-
-    /// Stops the worker and returns the backend (`None` if the worker is
-    /// gone or its thread panicked). The NIC keeps answering register
-    /// accesses but moves no more frames.
-    pub fn stop(&mut self) -> Option<Box<dyn NetBackend>> {
-        self.nic.stop()
-    }
-}
-
-impl PciDevice for Rtl8139 {
-    fn name(&self) -> &str {
-        self.nic.name()
-    }
-
-    fn config(&self) -> &PciConfiguration {
-        self.nic.config()
-    }
-
-    fn config_mut(&mut self) -> &mut PciConfiguration {
-        self.nic.config_mut()
-    }
-
-    fn read_config(&mut self, offset: u16, data: &mut [u8]) {
-        self.nic.read_config(offset, data);
-    }
-
-    fn write_config(&mut self, offset: u16, data: &[u8]) -> Option<BarChange> {
-        self.nic.write_config(offset, data)
-    }
-
-    fn read_bar(&mut self, index: u8, offset: u64, data: &mut [u8]) {
-        self.nic.read_bar(index, offset, data);
-    }
-
-    fn write_bar(&mut self, index: u8, offset: u64, data: &[u8]) {
-        self.nic.write_bar(index, offset, data);
-        let wait = self.nic.model().tx_wait.take();
-        if let (Some(doorbell), true) = (wait, self.nic.running()) {
-            self.tx_sync.wait_for(doorbell, self.tx_sync_wait);
-        }
+        self.model().state.rx_stall_grace = grace;
     }
 }

@@ -17,14 +17,19 @@ use std::time::Instant;
 
 use std::io;
 
+use std::os::fd::AsRawFd;
 use tapir_devices::Timer;
 use tapir_net_backend::NetBackend;
 use tapir_pci::configuration::PCI_COMMAND;
 use tapir_pci::{BarChange, Intx, PciConfiguration, PciDevice};
-use vmm_sys_util::eventfd::EventFd;
+
+use tapir_net_backend::NetHdr;
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::link::{Carrier, LinkHandle, LinkNotify};
-use crate::worker::{NetWorker, NicFrontend, NicStats, WorkerHandle};
+use crate::worker::{
+    GuestEvent, GuestFds, GuestWork, NetWorker, NicFrontend, NicStats, RxPush, WorkerHandle,
+};
 
 /// Doorbells a model rang: worker events to signal.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +50,14 @@ pub struct DoorbellFds {
 }
 
 impl DoorbellFds {
+    /// Two fresh doorbells.
+    pub fn new() -> io::Result<Self> {
+        Ok(Self {
+            tx: EventFd::new(EFD_NONBLOCK)?,
+            rx: EventFd::new(EFD_NONBLOCK)?,
+        })
+    }
+
     fn ring(&self, bells: Doorbells) {
         // A write cannot fail short of the counter overflowing, which the
         // worker draining it prevents.
@@ -127,19 +140,28 @@ impl<M: NicModel> Shell<M> {
 #[derive(Debug)]
 pub struct ShellLock<M> {
     shell: Mutex<Shell<M>>,
-    doorbells: Option<DoorbellFds>,
+    doorbells: DoorbellFds,
 }
 
 /// How a PCI device and its NIC worker hold their shell.
 pub type SharedShell<M> = Arc<ShellLock<M>>;
 
 impl<M: NicModel> ShellLock<M> {
-    /// Shares `shell`, with the worker's `doorbells` if the model rings
-    /// them itself.
-    pub fn new(shell: Shell<M>, doorbells: Option<DoorbellFds>) -> SharedShell<M> {
-        Arc::new(Self {
+    /// Shares `shell`, with a fresh pair of doorbells.
+    pub fn new(shell: Shell<M>) -> io::Result<SharedShell<M>> {
+        Ok(Arc::new(Self {
             shell: Mutex::new(shell),
-            doorbells,
+            doorbells: DoorbellFds::new()?,
+        }))
+    }
+
+    /// What the NIC worker waits on: the other ends of the doorbells, and
+    /// the timer.
+    pub fn guest_fds(&self) -> io::Result<GuestFds> {
+        Ok(GuestFds {
+            tx: self.doorbells.tx.try_clone()?,
+            rx: self.doorbells.rx.try_clone()?,
+            timer: lock(self).timer().map(|t| t.as_raw_fd()),
         })
     }
 }
@@ -150,14 +172,14 @@ impl<M: NicModel> ShellLock<M> {
 pub struct Guard<'a, M: NicModel> {
     /// `None` only while dropping.
     shell: Option<MutexGuard<'a, Shell<M>>>,
-    doorbells: Option<&'a DoorbellFds>,
+    doorbells: &'a DoorbellFds,
 }
 
 /// Locks the shell; a panicked holder leaves consistent registers.
 pub fn lock<M: NicModel>(shared: &ShellLock<M>) -> Guard<'_, M> {
     Guard {
         shell: Some(tapir_devices::lock(&shared.shell)),
-        doorbells: shared.doorbells.as_ref(),
+        doorbells: &shared.doorbells,
     }
 }
 
@@ -218,14 +240,76 @@ impl<M: NicModel> Drop for Guard<'_, M> {
         };
         let bells = shell.apply();
         drop(shell);
-        if let Some(fds) = self.doorbells {
-            fds.ring(bells);
+        self.doorbells.ring(bells);
+    }
+}
+
+/// The ring side of a model: what the NIC worker asks of it, one locked
+/// section per call (see [`NicFrontend`], whose methods these are). The
+/// model reads guest memory only through the memory it was handed; it
+/// raises interrupts and asks for timers and doorbells only through what
+/// it tells its shell ([`NicModel`]).
+pub trait NicRings: NicModel {
+    /// [`NicFrontend::pop_tx`].
+    fn pop_tx(&mut self, hdr: &mut NetHdr, buf: &mut Vec<u8>) -> bool;
+    /// [`NicFrontend::complete_tx`].
+    fn complete_tx(&mut self);
+    /// [`NicFrontend::push_rx`].
+    fn push_rx(&mut self, hdr: &NetHdr, frame: &[u8]) -> RxPush;
+    /// [`NicFrontend::rx_wait_buffers`].
+    fn rx_wait_buffers(&mut self) -> bool;
+    /// [`NicFrontend::rx_discard`].
+    fn rx_discard(&mut self) {}
+    /// [`NicFrontend::flush`]: the end of a worker pass.
+    fn flush(&mut self) {}
+}
+
+/// The NIC worker's view of a shared model: each call locks the shell,
+/// asks the model, and lets the shell apply what the model then wants
+/// (line, timer, doorbells) as the section ends.
+struct ShellRings<M: NicRings>(SharedShell<M>);
+
+impl<M: NicRings> NicFrontend for ShellRings<M> {
+    fn guest_event(&mut self, ev: GuestEvent) -> GuestWork {
+        match ev {
+            GuestEvent::Tx => GuestWork::Tx,
+            GuestEvent::Rx => GuestWork::Rx,
+            GuestEvent::Timer => {
+                // A model that wants the worker back after its timer rings
+                // a doorbell.
+                lock(&self.0).timer_fired();
+                GuestWork::None
+            }
         }
+    }
+
+    fn pop_tx(&mut self, hdr: &mut NetHdr, buf: &mut Vec<u8>) -> bool {
+        lock(&self.0).pop_tx(hdr, buf)
+    }
+
+    fn complete_tx(&mut self) {
+        lock(&self.0).complete_tx();
+    }
+
+    fn push_rx(&mut self, hdr: &NetHdr, frame: &[u8]) -> RxPush {
+        lock(&self.0).push_rx(hdr, frame)
+    }
+
+    fn rx_wait_buffers(&mut self) -> bool {
+        lock(&self.0).rx_wait_buffers()
+    }
+
+    fn rx_discard(&mut self) {
+        lock(&self.0).rx_discard();
+    }
+
+    fn flush(&mut self) {
+        lock(&self.0).flush();
     }
 }
 
 /// A model whose registers the guest reaches through PCI BARs.
-pub trait PciNicModel: NicModel {
+pub trait PciNicModel: NicRings {
     /// A guest read of `data.len()` bytes at `offset` of BAR `index`.
     fn read_bar(&mut self, index: u8, offset: u64, data: &mut [u8]);
     /// A guest write of `data` at `offset` of BAR `index`.
@@ -258,35 +342,58 @@ impl<M: PciNicModel> LinkNotify for ShellLink<M> {
 impl<M: PciNicModel + 'static> PciNic<M> {
     /// The function `name` with configuration space `config` (header and
     /// BARs set up, its INTx pin given to the shell's `Intx`), its model in
-    /// `shell`, and the worker joining `frontend` (the model's rings) to
-    /// `backend`, counting in `stats`; `vlan` makes it an 802.1Q access
-    /// port. The worker starts at once.
+    /// `shell`, and the worker joining the model's rings to `backend`,
+    /// counting in `stats`; `vlan` makes it an 802.1Q access port. The
+    /// worker starts at once.
     pub fn start(
         name: String,
         config: PciConfiguration,
         shell: SharedShell<M>,
-        frontend: Box<dyn NicFrontend>,
         backend: Box<dyn NetBackend>,
         vlan: Option<u16>,
         stats: Arc<NicStats>,
     ) -> io::Result<Self> {
+        let (mut nic, worker) = Self::manual(name, config, shell, backend, vlan, stats)?;
+        nic.start_worker(worker)?;
+        Ok(nic)
+    }
+
+    /// Runs `worker` (this function's, from [`PciNic::manual`]) on its own
+    /// thread.
+    pub fn start_worker(&mut self, worker: NetWorker) -> io::Result<()> {
+        self.worker = Some(worker.start()?);
+        Ok(())
+    }
+
+    /// [`PciNic::start`] without starting the worker: the caller drives it
+    /// on its own thread ([`NetWorker::pump`]), as tests and fuzzing do.
+    pub fn manual(
+        name: String,
+        config: PciConfiguration,
+        shell: SharedShell<M>,
+        backend: Box<dyn NetBackend>,
+        vlan: Option<u16>,
+        stats: Arc<NicStats>,
+    ) -> io::Result<(Self, NetWorker)> {
         let carrier = Carrier::new();
-        let worker = NetWorker::spawn(
+        let worker = NetWorker::manual(
             &name,
-            frontend,
+            Box::new(ShellRings(shell.clone())),
+            shell.guest_fds()?,
             backend,
             vlan,
             stats.clone(),
             carrier.clone(),
         )?;
-        Ok(Self {
+        let nic = Self {
             name,
             config,
             shell,
             stats,
             carrier,
-            worker: Some(worker),
-        })
+            worker: None,
+        };
+        Ok((nic, worker))
     }
 
     /// The NIC's counters.
@@ -378,7 +485,6 @@ mod tests {
     use tapir_devices::LevelIrq;
     use tapir_pci::configuration::PCI_COMMAND_INTX_DISABLE;
     use tapir_pci::{IntxPin, PciConfiguration, PciHeader};
-    use vmm_sys_util::eventfd::EFD_NONBLOCK;
 
     #[derive(Default)]
     struct Line(Mutex<Vec<bool>>);
@@ -418,17 +524,17 @@ mod tests {
         }
     }
 
-    fn shell(line: &Arc<Line>, doorbells: Option<DoorbellFds>) -> SharedShell<Fake> {
+    fn shell(line: &Arc<Line>) -> SharedShell<Fake> {
         let mut cfg = PciConfiguration::new(&PciHeader::default());
         let intx = Intx::new(line.clone(), IntxPin::IntA, &mut cfg);
         let timer = Some(Timer::new().unwrap());
-        ShellLock::new(Shell::new(Fake::default(), intx, timer), doorbells)
+        ShellLock::new(Shell::new(Fake::default(), intx, timer)).unwrap()
     }
 
     #[test]
     fn the_line_follows_the_model_at_the_end_of_each_section() {
         let line = Arc::new(Line::default());
-        let shared = shell(&line, None);
+        let shared = shell(&line);
         {
             let mut s = lock(&shared);
             s.level = true;
@@ -453,7 +559,7 @@ mod tests {
     #[test]
     fn the_timer_is_armed_for_the_models_deadline() {
         let line = Arc::new(Line::default());
-        let shared = shell(&line, None);
+        let shared = shell(&line);
         lock(&shared).deadline = Some(Instant::now() + Duration::from_millis(1));
         let fd = lock(&shared).timer().unwrap().as_raw_fd();
         let mut pfd = libc::pollfd {
@@ -472,13 +578,8 @@ mod tests {
     #[test]
     fn doorbells_rung_in_a_section_signal_the_worker_after_it() {
         let line = Arc::new(Line::default());
-        let evt = || EventFd::new(EFD_NONBLOCK).unwrap();
-        let (tx, rx) = (evt(), evt());
-        let fds = DoorbellFds {
-            tx: tx.try_clone().unwrap(),
-            rx: rx.try_clone().unwrap(),
-        };
-        let shared = shell(&line, Some(fds));
+        let shared = shell(&line);
+        let GuestFds { tx, rx, .. } = shared.guest_fds().unwrap();
         {
             let mut s = lock(&shared);
             s.bells.tx = true;

@@ -21,7 +21,7 @@ use virtio_bindings::bindings::virtio_ring::{
 use vm_memory::GuestMemoryMmap;
 
 use crate::link::{Carrier, LinkHandle, LinkNotify};
-use crate::worker::{NetWorker, NicStats, WorkerHandle};
+use crate::worker::{GuestFds, NetWorker, NicStats, WorkerHandle};
 use queues::VirtioNetQueues;
 
 /// Receive queue index.
@@ -225,11 +225,23 @@ impl VirtioDevice for VirtioNet {
             return Err(ActivateError::Backend(format!("setting offloads: {e}")));
         }
         let mrg = acked_features & bit(VIRTIO_NET_F_MRG_RXBUF) != 0;
-        let frontend =
-            VirtioNetQueues::new(mem, rx, tx, interrupt.clone(), mrg, self.stats.clone());
+        let guest = GuestFds {
+            tx: tx.notify,
+            rx: rx.notify,
+            timer: None,
+        };
+        let frontend = VirtioNetQueues::new(
+            mem,
+            rx.queue,
+            tx.queue,
+            interrupt.clone(),
+            mrg,
+            self.stats.clone(),
+        );
         match NetWorker::spawn(
             &self.name,
             Box::new(frontend),
+            guest,
             backend,
             self.vlan,
             self.stats.clone(),

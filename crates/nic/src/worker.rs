@@ -47,6 +47,31 @@ pub enum RxPush {
     Dropped,
 }
 
+/// Which guest-side event woke the worker (it has consumed the event's fd).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuestEvent {
+    /// The transmit doorbell: a virtio kick, a TDT, TSD or TPPoll write.
+    Tx,
+    /// The receive doorbell: buffers were added, or a register write asks
+    /// for a retry.
+    Rx,
+    /// The NIC's timer fired.
+    Timer,
+}
+
+/// The fds behind a NIC's guest events. The worker waits on them and
+/// drains the doorbells itself, so that a frontend needs no fd of its own.
+#[derive(Debug)]
+pub struct GuestFds {
+    /// Signalled by the transmit doorbell.
+    pub tx: EventFd,
+    /// Signalled by the receive doorbell.
+    pub rx: EventFd,
+    /// The NIC's timerfd, if it has one; it stays owned by the NIC's shell,
+    /// which reads it when told of [`GuestEvent::Timer`].
+    pub timer: Option<RawFd>,
+}
+
 /// What a guest-side event asks the worker to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GuestWork {
@@ -60,12 +85,12 @@ pub enum GuestWork {
 
 /// The guest-facing half of a NIC as the worker sees it (virtio queues,
 /// e1000 descriptor rings, ...). Implementations own their guest memory
-/// access and interrupts; all guest-controlled data is validated there.
+/// access and interrupts, and no fd: the worker waits on the fds of
+/// [`GuestFds`] and tells the frontend what happened. All
+/// guest-controlled data is validated in the frontend.
 pub trait NicFrontend: Send {
-    /// Guest-side fds to watch (readable = event), with frontend tokens.
-    fn guest_fds(&self) -> Vec<(RawFd, u32)>;
-    /// Consumes the event on `token`'s fd and says what to do.
-    fn guest_event(&mut self, token: u32) -> GuestWork;
+    /// Says what the guest event `ev` (its fd already drained) asks for.
+    fn guest_event(&mut self, ev: GuestEvent) -> GuestWork;
     /// Takes the next frame the guest transmits into `buf` (cleared first)
     /// with its offload header. `false` when there is none (and the
     /// frontend has re-armed its "frames queued" notification).
@@ -182,7 +207,13 @@ const LINK_DOWN_BATCH: usize = 256;
 const TOKEN_KILL: u64 = 0;
 const TOKEN_BACKEND_RX: u64 = 1;
 const TOKEN_BACKEND_TX: u64 = 2;
-const TOKEN_GUEST_BASE: u64 = 16;
+const TOKEN_GUEST_TX: u64 = 3;
+const TOKEN_GUEST_RX: u64 = 4;
+const TOKEN_TIMER: u64 = 5;
+
+/// Events one [`NetWorker::pump`] handles at most: a backend that stays
+/// ready cannot keep the caller there for ever.
+const PUMP_LIMIT: usize = 10_000;
 
 /// A running worker; stopping it gives the backend back.
 pub struct WorkerHandle {
@@ -213,6 +244,7 @@ pub struct NetWorker {
     /// The NIC's name, for log messages.
     name: String,
     frontend: Box<dyn NicFrontend>,
+    guest: GuestFds,
     backend: Box<dyn NetBackend>,
     vlan: Option<u16>,
     stats: Arc<NicStats>,
@@ -242,18 +274,24 @@ impl NetWorker {
     pub fn spawn(
         name: &str,
         frontend: Box<dyn NicFrontend>,
+        guest: GuestFds,
         backend: Box<dyn NetBackend>,
         vlan: Option<u16>,
         stats: Arc<NicStats>,
         carrier: Arc<Carrier>,
     ) -> io::Result<WorkerHandle> {
-        let kill = EventFd::new(EFD_NONBLOCK)?;
-        let mut w = NetWorker::new(name, frontend, backend, vlan, stats, carrier, &kill)?;
+        Self::manual(name, frontend, guest, backend, vlan, stats, carrier)?.start()
+    }
+
+    /// Runs this worker on a thread of its own (`<name>-net`) until the
+    /// handle stops it.
+    pub fn start(mut self) -> io::Result<WorkerHandle> {
+        let kill = self.kill.try_clone()?;
         let thread = std::thread::Builder::new()
-            .name(format!("{name}-net"))
+            .name(format!("{}-net", self.name))
             .spawn(move || {
-                w.run_logged();
-                w.backend
+                self.run_logged();
+                self.backend
             })?;
         Ok(WorkerHandle {
             kill,
@@ -261,10 +299,53 @@ impl NetWorker {
         })
     }
 
+    /// A worker that runs on the caller's thread, one [`NetWorker::pump`]
+    /// at a time: for tests and fuzzing, which then drive a NIC in one
+    /// thread, without sleeps.
+    pub fn manual(
+        name: &str,
+        frontend: Box<dyn NicFrontend>,
+        guest: GuestFds,
+        backend: Box<dyn NetBackend>,
+        vlan: Option<u16>,
+        stats: Arc<NicStats>,
+        carrier: Arc<Carrier>,
+    ) -> io::Result<NetWorker> {
+        let kill = EventFd::new(EFD_NONBLOCK)?;
+        NetWorker::new(name, frontend, guest, backend, vlan, stats, carrier, &kill)
+    }
+
+    /// Handles every event that is ready now, and what they lead to, until
+    /// none is left (or [`PUMP_LIMIT`] of them); never waits.
+    pub fn pump(&mut self) -> io::Result<()> {
+        let mut events = vec![EpollEvent::default(); 16];
+        let mut handled = 0;
+        while handled < PUMP_LIMIT {
+            let n = match self.epoll.wait(0, &mut events) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if n == 0 {
+                break;
+            }
+            handled += n;
+            self.dispatch(&events[..n]);
+        }
+        Ok(())
+    }
+
+    /// The backend, for a caller that drives the worker.
+    pub fn backend_mut(&mut self) -> &mut dyn NetBackend {
+        self.backend.as_mut()
+    }
+
     /// A worker, registered with its epoll set, that `kill` stops.
+    #[allow(clippy::too_many_arguments)]
     fn new(
         name: &str,
         frontend: Box<dyn NicFrontend>,
+        guest: GuestFds,
         backend: Box<dyn NetBackend>,
         vlan: Option<u16>,
         stats: Arc<NicStats>,
@@ -276,6 +357,7 @@ impl NetWorker {
         let mut w = NetWorker {
             name: name.to_string(),
             frontend,
+            guest,
             backend,
             vlan,
             stats,
@@ -304,12 +386,19 @@ impl NetWorker {
             self.kill.as_raw_fd(),
             EpollEvent::new(EventSet::IN, TOKEN_KILL),
         )?;
-        for (fd, token) in self.frontend.guest_fds() {
-            self.epoll.ctl(
-                ControlOperation::Add,
-                fd,
-                EpollEvent::new(EventSet::IN, TOKEN_GUEST_BASE + token as u64),
-            )?;
+        let guest = [
+            (Some(self.guest.tx.as_raw_fd()), TOKEN_GUEST_TX),
+            (Some(self.guest.rx.as_raw_fd()), TOKEN_GUEST_RX),
+            (self.guest.timer, TOKEN_TIMER),
+        ];
+        for (fd, token) in guest {
+            if let Some(fd) = fd {
+                self.epoll.ctl(
+                    ControlOperation::Add,
+                    fd,
+                    EpollEvent::new(EventSet::IN, token),
+                )?;
+            }
         }
         let empty = EpollEvent::new(EventSet::empty(), TOKEN_BACKEND_RX);
         self.epoll
@@ -385,35 +474,58 @@ impl NetWorker {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };
-            for ev in &events[..n] {
-                let set = ev.event_set();
-                match ev.data() {
-                    TOKEN_KILL => return Ok(()),
-                    TOKEN_BACKEND_RX => {
-                        if set.intersects(EventSet::IN | EventSet::ERROR | EventSet::HANG_UP) {
-                            self.process_rx();
-                        }
-                        if set.contains(EventSet::OUT) {
-                            self.process_tx();
-                        }
-                    }
-                    TOKEN_BACKEND_TX => self.process_tx(),
-                    t => match self.frontend.guest_event((t - TOKEN_GUEST_BASE) as u32) {
-                        GuestWork::Tx => self.process_tx(),
-                        GuestWork::Rx => {
-                            self.rx_blocked = false;
-                            self.process_rx();
-                        }
-                        GuestWork::None => {}
-                    },
-                }
-            }
-            self.frontend.flush();
-            if let Err(e) = self.update_backend_interest() {
-                // Not repeated: the wanted interest is recorded either way.
-                log::warn!("NIC {}: watching the backend's fds: {e}", self.name);
+            if !self.dispatch(&events[..n]) {
+                return Ok(());
             }
         }
+    }
+
+    /// Handles `events`; `false` when the worker is to stop.
+    fn dispatch(&mut self, events: &[EpollEvent]) -> bool {
+        for ev in events {
+            let set = ev.event_set();
+            let guest = match ev.data() {
+                TOKEN_KILL => return false,
+                TOKEN_BACKEND_RX => {
+                    if set.intersects(EventSet::IN | EventSet::ERROR | EventSet::HANG_UP) {
+                        self.process_rx();
+                    }
+                    if set.contains(EventSet::OUT) {
+                        self.process_tx();
+                    }
+                    continue;
+                }
+                TOKEN_BACKEND_TX => {
+                    self.process_tx();
+                    continue;
+                }
+                TOKEN_GUEST_TX => {
+                    // Drained: one pass serves every ring of the doorbell.
+                    let _ = self.guest.tx.read();
+                    GuestEvent::Tx
+                }
+                TOKEN_GUEST_RX => {
+                    let _ = self.guest.rx.read();
+                    GuestEvent::Rx
+                }
+                TOKEN_TIMER => GuestEvent::Timer,
+                _ => continue,
+            };
+            match self.frontend.guest_event(guest) {
+                GuestWork::Tx => self.process_tx(),
+                GuestWork::Rx => {
+                    self.rx_blocked = false;
+                    self.process_rx();
+                }
+                GuestWork::None => {}
+            }
+        }
+        self.frontend.flush();
+        if let Err(e) = self.update_backend_interest() {
+            // Not repeated: the wanted interest is recorded either way.
+            log::warn!("NIC {}: watching the backend's fds: {e}", self.name);
+        }
+        true
     }
 
     /// Sends what the guest queued, holding a frame the backend refuses.

@@ -1,7 +1,7 @@
 //! The register file and everything the guest reaches through BAR 0
 //! without the data path: control and status, EEPROM, PHY, interrupt
-//! causes and mask, statistics. Shared (behind a mutex) by the PCI device
-//! object on vCPU threads and the frontend on the NIC worker thread.
+//! causes and mask, statistics. The model ([`super::E1000Model`]) joins it
+//! to the ring logic.
 
 use std::time::{Duration, Instant};
 
@@ -9,7 +9,7 @@ use super::eeprom::{self, Eeprom};
 use super::phy::{self, Phy};
 use super::regs::*;
 use super::{BAR_IO, BAR_MMIO};
-use crate::shell::{Doorbells, NicModel, PciNicModel};
+use crate::shell::{Doorbells, NicModel};
 
 /// Number of 32-bit registers in BAR 0.
 const NUM_REGS: usize = (BAR0_SIZE / 4) as usize;
@@ -433,10 +433,12 @@ impl NicModel for E1000State {
     }
 }
 
-impl PciNicModel for E1000State {
+/// The guest's side of the register file (the model forwards its
+/// [`crate::shell::PciNicModel`] calls here).
+impl E1000State {
     /// BAR 0 is the register space, BAR 1 the IOADDR/IODATA window; both
     /// are read in dwords.
-    fn read_bar(&mut self, index: u8, offset: u64, data: &mut [u8]) {
+    pub fn read_bar(&mut self, index: u8, offset: u64, data: &mut [u8]) {
         match index {
             BAR_MMIO => read_dwords(offset, data, BAR0_SIZE, |o| self.read(o as u32)),
             BAR_IO => read_dwords(offset, data, BAR1_SIZE, |o| self.io_read(o)),
@@ -444,7 +446,8 @@ impl PciNicModel for E1000State {
         }
     }
 
-    fn write_bar(&mut self, index: u8, offset: u64, data: &[u8]) {
+    /// A guest write to BAR `index`.
+    pub fn write_bar(&mut self, index: u8, offset: u64, data: &[u8]) {
         let size = match index {
             BAR_MMIO => BAR0_SIZE,
             BAR_IO => BAR1_SIZE,
@@ -461,7 +464,7 @@ impl PciNicModel for E1000State {
     }
 
     /// Connects or disconnects the cable (the VMM's view of the backend).
-    fn set_carrier(&mut self, up: bool) {
+    pub fn set_carrier(&mut self, up: bool) {
         let before = self.link_up();
         self.carrier = up;
         self.phy.set_cable(up);

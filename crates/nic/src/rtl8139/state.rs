@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::eeprom::{default_contents, Eeprom93c46, EEPROM_MAC_WORD};
-use super::frontend::RX_STALL_GRACE;
 use super::regs::*;
-use crate::shell::{Doorbells, NicModel, PciNicModel};
+use super::rings::RX_STALL_GRACE;
+use crate::shell::{Doorbells, NicModel};
 
 /// Largest value of the 24-bit missed packet counter.
 const MPC_MAX: u32 = 0x00ff_ffff;
@@ -137,15 +137,10 @@ pub struct State {
     pub gen: u64,
     /// The worker waits for receive room: the next register write kicks it.
     pub rx_waiting: bool,
-    /// Transmit doorbells rung so far (TSD handed over, TPPoll).
-    pub tx_doorbells: u64,
     /// The last doorbell was for a small frame, rung with receive
     /// interrupts masked (a driver acknowledging from its receive poll):
-    /// the vCPU that rang it waits for the worker's pass.
-    pub tx_wait: Option<u64>,
-    /// A vCPU will wait for the pass serving the last doorbell: its
-    /// completions go on the interrupt line at the end of that pass.
-    pub tx_wait_pending: bool,
+    /// the model transmits it at once (see `rings.rs`).
+    pub tx_now: bool,
     /// The PCI command register allows DMA.
     pub bus_master: bool,
     /// C+ tally counters.
@@ -156,8 +151,6 @@ pub struct State {
     /// When the current receive stall began (the worker holds a frame for
     /// lack of room), and whether its grace period is over.
     rx_stall: Option<(Instant, bool)>,
-    /// The grace period ended: the worker should retry (and now drop).
-    rx_retry: bool,
     /// The INTx level the model wants (the shell drives the line).
     irq_level: bool,
     /// Doorbells rung for the worker since the shell last looked: TSD
@@ -241,12 +234,9 @@ impl State {
             rx_waiting: false,
             bus_master: false,
             tally: Tally::default(),
-            tx_doorbells: 0,
-            tx_wait: None,
-            tx_wait_pending: false,
+            tx_now: false,
             rx_stall_grace: RX_STALL_GRACE,
             rx_stall: None,
-            rx_retry: false,
             irq_level: false,
             doorbells: Doorbells::default(),
         };
@@ -436,11 +426,6 @@ impl State {
     /// hardware does.
     pub fn rx_overflow(&self) -> bool {
         matches!(self.rx_stall, Some((_, true)))
-    }
-
-    /// Whether the grace period just ran out (the worker retries receive).
-    pub fn take_rx_retry(&mut self) -> bool {
-        std::mem::take(&mut self.rx_retry)
     }
 
     fn rx_stall_deadline(&self) -> Option<Instant> {
@@ -763,14 +748,12 @@ impl State {
         }
     }
 
-    /// Rings the worker for transmission. For one `small` frame sent from
+    /// Rings the worker for transmission. One `small` frame sent from
     /// inside the driver's receive poll (receive interrupts masked: a TCP
-    /// ACK, typically) the vCPU then waits, briefly, for the worker's pass
-    /// (see `Rtl8139::write_bar`).
+    /// ACK, typically) is also transmitted at once, on the vCPU (see
+    /// `rings.rs`).
     fn tx_doorbell(&mut self, small: bool) {
-        self.tx_doorbells += 1;
-        self.tx_wait = (small && self.imr & INT_ROK == 0).then_some(self.tx_doorbells);
-        self.tx_wait_pending |= self.tx_wait.is_some();
+        self.tx_now |= small && self.imr & INT_ROK == 0;
         self.doorbells.tx = true;
     }
 
@@ -815,9 +798,11 @@ impl State {
     }
 }
 
-impl PciNicModel for State {
+/// The guest's side of the register file (the model forwards its
+/// [`crate::shell::PciNicModel`] calls here).
+impl State {
     /// BAR 0 (I/O) and BAR 1 (memory) decode the same registers.
-    fn read_bar(&mut self, index: u8, offset: u64, data: &mut [u8]) {
+    pub fn read_bar(&mut self, index: u8, offset: u64, data: &mut [u8]) {
         if index > 1 {
             data.fill(0xff);
             return;
@@ -825,7 +810,8 @@ impl PciNicModel for State {
         self.read(offset, data);
     }
 
-    fn write_bar(&mut self, index: u8, offset: u64, data: &[u8]) {
+    /// A guest write to BAR `index`.
+    pub fn write_bar(&mut self, index: u8, offset: u64, data: &[u8]) {
         if index <= 1 {
             self.write(offset, data);
         }
@@ -833,7 +819,7 @@ impl PciNicModel for State {
 
     /// Connects or disconnects the cable: the link bits follow and a
     /// change raises PUN/LinkChg (with CSCR's link-change bit for 8139too).
-    fn set_carrier(&mut self, up: bool) {
+    pub fn set_carrier(&mut self, up: bool) {
         if self.carrier == up {
             return;
         }
@@ -875,7 +861,8 @@ impl NicModel for State {
                 // Still no room after the grace period: drop from now on.
                 self.rx_stall = self.rx_stall.map(|(since, _)| (since, true));
                 self.rx_waiting = false;
-                self.rx_retry = true;
+                // The worker retries, and now drops.
+                self.doorbells.rx = true;
             }
         }
     }

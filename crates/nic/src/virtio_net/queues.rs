@@ -17,21 +17,18 @@
 //! update of the used index (see [`tapir_virtio::used`]).
 
 use std::collections::VecDeque;
-use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use tapir_net_backend::guest_buf::{self, GuestBuf};
 use tapir_net_backend::{NetHdr, NET_HDR_LEN};
 use tapir_virtio::used::{self, Notifier};
-use tapir_virtio::{ActiveQueue, VirtioInterrupt, VirtioInterruptType};
-use virtio_queue::QueueT;
+use tapir_virtio::{VirtioInterrupt, VirtioInterruptType};
+use virtio_queue::{Queue, QueueT};
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
-use crate::worker::{GuestWork, NicFrontend, NicStats, RxPush, MAX_FRAME};
-
-const TOKEN_RX: u32 = 0;
-const TOKEN_TX: u32 = 1;
+use super::{RX_QUEUE, TX_QUEUE};
+use crate::worker::{GuestEvent, GuestWork, NicFrontend, NicStats, RxPush, MAX_FRAME};
 
 /// Largest guest TX chain accepted: header plus the largest frame.
 const MAX_TX_CHAIN: usize = NET_HDR_LEN + MAX_FRAME;
@@ -99,8 +96,8 @@ fn write_chains<'a>(
 /// The activated queues of one virtio-net device.
 pub struct VirtioNetQueues {
     mem: GuestMemoryMmap,
-    rx: ActiveQueue,
-    tx: ActiveQueue,
+    rx: Queue,
+    tx: Queue,
     interrupt: Arc<dyn VirtioInterrupt>,
     mrg_rxbuf: bool,
     stats: Arc<NicStats>,
@@ -124,19 +121,20 @@ pub struct VirtioNetQueues {
 }
 
 impl VirtioNetQueues {
-    /// Wraps the two queues handed over at DRIVER_OK.
+    /// Wraps the two queues handed over at DRIVER_OK (their notification
+    /// fds go to the worker).
     pub fn new(
         mem: GuestMemoryMmap,
-        rx: ActiveQueue,
-        tx: ActiveQueue,
+        rx: Queue,
+        tx: Queue,
         interrupt: Arc<dyn VirtioInterrupt>,
         mrg_rxbuf: bool,
         stats: Arc<NicStats>,
     ) -> Self {
         Self {
-            rx_notifier: Notifier::new(&rx.queue),
-            tx_notifier: Notifier::new(&tx.queue),
-            rx_seen_avail: rx.queue.next_avail(),
+            rx_notifier: Notifier::new(&rx),
+            tx_notifier: Notifier::new(&tx),
+            rx_seen_avail: rx.next_avail(),
             mem,
             rx,
             tx,
@@ -156,7 +154,7 @@ impl VirtioNetQueues {
     /// `Some(Err(head))` for a chain that cannot take data (a read-only
     /// descriptor, a buffer outside RAM, a loop, no room at all).
     fn pop_rx_chain(&mut self) -> Option<Result<RxChain, u16>> {
-        let chain = self.rx.queue.pop_descriptor_chain(&self.mem)?;
+        let chain = self.rx.pop_descriptor_chain(&self.mem)?;
         let head = chain.head_index();
         let mut bufs = Vec::new();
         let mut cap = 0usize;
@@ -197,7 +195,7 @@ impl VirtioNetQueues {
             }
             match self.pop_rx_chain() {
                 None => {
-                    self.rx_seen_avail = self.rx.queue.next_avail();
+                    self.rx_seen_avail = self.rx.next_avail();
                     break false;
                 }
                 Some(Err(head)) => bad.push((head, 0)),
@@ -259,69 +257,48 @@ impl VirtioNetQueues {
     fn complete_rx(&mut self, done: &[(u16, u32)]) {
         // A head index beyond the queue (a guest bug) cannot be named in
         // the used ring: such an entry is left out.
-        let size = self.rx.queue.size();
+        let size = self.rx.size();
         if done.iter().all(|&(head, _)| head < size) {
-            let _ = used::add_used(&mut self.rx.queue, &self.mem, done);
+            let _ = used::add_used(&mut self.rx, &self.mem, done);
         } else {
             let valid: Vec<_> = done.iter().copied().filter(|&(h, _)| h < size).collect();
-            let _ = used::add_used(&mut self.rx.queue, &self.mem, &valid);
+            let _ = used::add_used(&mut self.rx, &self.mem, &valid);
         }
     }
 
     /// Completes one TX chain (sent, or dropped with length 0); a head
     /// index beyond the queue cannot be, and is left out.
     fn complete_tx_chain(&mut self, head: u16) {
-        if head < self.tx.queue.size() {
-            let _ = used::add_used(&mut self.tx.queue, &self.mem, &[(head, 0)]);
+        if head < self.tx.size() {
+            let _ = used::add_used(&mut self.tx, &self.mem, &[(head, 0)]);
         }
     }
 
     /// Interrupts the guest for used RX buffers if it asked for that.
     fn signal_rx(&mut self) {
-        if self
-            .rx_notifier
-            .needs_notification(&self.rx.queue, &self.mem)
-        {
-            let _ = self
-                .interrupt
-                .trigger(VirtioInterruptType::Queue(self.rx.index));
+        if self.rx_notifier.needs_notification(&self.rx, &self.mem) {
+            let _ = self.interrupt.trigger(VirtioInterruptType::Queue(RX_QUEUE));
         }
     }
 
     /// Interrupts the guest for used TX buffers if it asked for that.
     fn signal_tx(&mut self) {
-        if self
-            .tx_notifier
-            .needs_notification(&self.tx.queue, &self.mem)
-        {
-            let _ = self
-                .interrupt
-                .trigger(VirtioInterruptType::Queue(self.tx.index));
+        if self.tx_notifier.needs_notification(&self.tx, &self.mem) {
+            let _ = self.interrupt.trigger(VirtioInterruptType::Queue(TX_QUEUE));
         }
     }
 }
 
 impl NicFrontend for VirtioNetQueues {
-    fn guest_fds(&self) -> Vec<(RawFd, u32)> {
-        vec![
-            (self.rx.notify.as_raw_fd(), TOKEN_RX),
-            (self.tx.notify.as_raw_fd(), TOKEN_TX),
-        ]
-    }
-
-    fn guest_event(&mut self, token: u32) -> GuestWork {
-        match token {
-            TOKEN_RX => {
-                let _ = self.rx.notify.read();
-                GuestWork::Rx
-            }
-            TOKEN_TX => {
-                let _ = self.tx.notify.read();
+    fn guest_event(&mut self, ev: GuestEvent) -> GuestWork {
+        match ev {
+            GuestEvent::Rx => GuestWork::Rx,
+            GuestEvent::Tx => {
                 // Kicks are not needed while the worker drains the ring.
-                let _ = self.tx.queue.disable_notification(&self.mem);
+                let _ = self.tx.disable_notification(&self.mem);
                 GuestWork::Tx
             }
-            _ => GuestWork::None,
+            GuestEvent::Timer => GuestWork::None,
         }
     }
 
@@ -342,11 +319,11 @@ impl NicFrontend for VirtioNetQueues {
         frame: &mut Vec<GuestBuf>,
     ) -> bool {
         loop {
-            let Some(chain) = self.tx.queue.pop_descriptor_chain(&self.mem) else {
+            let Some(chain) = self.tx.pop_descriptor_chain(&self.mem) else {
                 // Re-arm kicks; if the guest queued more meanwhile, go on.
-                match self.tx.queue.enable_notification(&self.mem) {
+                match self.tx.enable_notification(&self.mem) {
                     Ok(true) => {
-                        let _ = self.tx.queue.disable_notification(&self.mem);
+                        let _ = self.tx.disable_notification(&self.mem);
                         continue;
                     }
                     _ => return false,
@@ -449,7 +426,7 @@ impl NicFrontend for VirtioNetQueues {
     }
 
     fn rx_wait_buffers(&mut self) -> bool {
-        used::enable_notification_after(&mut self.rx.queue, &self.mem, self.rx_seen_avail)
+        used::enable_notification_after(&mut self.rx, &self.mem, self.rx_seen_avail)
     }
 
     fn flush(&mut self) {

@@ -118,7 +118,14 @@ fn fixture_with_kicks(mrg: bool) -> (Fixture, EventFd, EventFd) {
         rxq.notify.try_clone().unwrap(),
         txq.notify.try_clone().unwrap(),
     );
-    let q = VirtioNetQueues::new(mem.clone(), rxq, txq, irq.clone(), mrg, stats.clone());
+    let q = VirtioNetQueues::new(
+        mem.clone(),
+        rxq.queue,
+        txq.queue,
+        irq.clone(),
+        mrg,
+        stats.clone(),
+    );
     (
         Fixture {
             mem,
@@ -538,9 +545,15 @@ fn start_worker_with(
     let (mut f, rx_kick, tx_kick) = fixture_with_kicks(true);
     let (backend, peer) = MemoryBackend::new(capacity, Offloads::default()).unwrap();
     let front = f.q.take().unwrap();
+    let guest = crate::worker::GuestFds {
+        tx: tx_kick.try_clone().unwrap(),
+        rx: rx_kick.try_clone().unwrap(),
+        timer: None,
+    };
     let handle = NetWorker::spawn(
         "test",
         Box::new(front),
+        guest,
         Box::new(backend),
         vlan,
         f.stats.clone(),

@@ -51,10 +51,7 @@ struct Guest {
 }
 
 impl NicFrontend for Guest {
-    fn guest_fds(&self) -> Vec<(RawFd, u32)> {
-        Vec::new()
-    }
-    fn guest_event(&mut self, _token: u32) -> GuestWork {
+    fn guest_event(&mut self, _ev: GuestEvent) -> GuestWork {
         GuestWork::None
     }
     fn pop_tx(&mut self, hdr: &mut NetHdr, buf: &mut Vec<u8>) -> bool {
@@ -84,9 +81,15 @@ fn worker(nic: &str, frames: usize) -> (NetWorker, MemoryPeer, EventFd) {
         tx: (0..frames).map(|_| vec![0x5a; 60]).collect(),
     };
     let kill = EventFd::new(EFD_NONBLOCK).unwrap();
+    let fds = GuestFds {
+        tx: EventFd::new(EFD_NONBLOCK).unwrap(),
+        rx: EventFd::new(EFD_NONBLOCK).unwrap(),
+        timer: None,
+    };
     let w = NetWorker::new(
         nic,
         Box::new(guest),
+        fds,
         Box::new(backend),
         None,
         Arc::new(NicStats::default()),

@@ -1,24 +1,21 @@
-//! The worker-side half of the device: the transmit and receive rings as
-//! a [`NicFrontend`].
+//! The ring logic: the transmit and receive descriptor rings in guest
+//! memory, driven by the model's [`NicRings`] calls (the NIC worker makes
+//! them, one locked section each).
 //!
-//! The NIC worker thread is the only one that touches the rings in guest
-//! memory. It shares the register file with the vCPU side through the
-//! device mutex, which it holds only to take a snapshot of the ring
-//! registers and to publish results (head, statistics, interrupt causes),
-//! never while calling the backend and never while copying frame data.
-//! A device reset or a rewrite of a ring's registers while a packet is in
-//! flight is detected by generation counters: the packet's results are
-//! then discarded instead of being written into the new ring.
+//! A packet's frames go to the backend between `pop_tx` and
+//! `complete_tx`, outside the lock: a device reset or a rewrite of the
+//! transmit ring's registers meanwhile is detected by generation
+//! counters, and the packet's results are then discarded instead of being
+//! written into the new ring.
 
-use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
 
 use tapir_net_backend::hdr::{DATA_VALID, GSO_NONE};
 use tapir_net_backend::offload::segment;
 use tapir_net_backend::{NetHdr, Offloads};
 use vm_memory::GuestMemoryMmap;
-use vmm_sys_util::eventfd::EventFd;
 
 use super::filter::Cast;
 use super::regs::*;
@@ -27,17 +24,12 @@ use super::rx::{self, Verdict, WriteBack, Written, MIN_FRAME};
 use super::state::E1000State;
 use super::tx::{self, Gather, Offload, Packet};
 use super::tx_offload::{self, Tso, TxContext};
-use super::Shared;
-use crate::shell::lock;
+use crate::shell::{Doorbells, NicModel, NicRings, PciNicModel};
 use crate::vlan;
-use crate::worker::{GuestWork, NicFrontend, NicStats, RxPush};
-
-const TOKEN_TX: u32 = 0;
-const TOKEN_RX: u32 = 1;
-const TOKEN_ITR: u32 = 2;
+use crate::worker::{NicStats, RxPush};
 
 /// Packets one `pop_tx` may drop or loop back before yielding to the
-/// worker's other events (it re-signals its doorbell to come back).
+/// worker's other events (it rings its doorbell again to come back).
 const TX_BUDGET: usize = 64;
 
 /// Transmit statistics of one packet, published when it completes.
@@ -114,14 +106,64 @@ enum Step {
     Consumed,
 }
 
-/// The e1000's rings as the NIC worker sees them.
-pub struct E1000Frontend {
-    shared: Shared,
+/// The e1000 model: its register file and its ring logic.
+#[derive(Debug)]
+pub struct E1000Model {
+    /// The register file (everything behind BAR 0 but the data path).
+    pub state: E1000State,
+    rings: Rings,
+}
+
+impl E1000Model {
+    /// A model with `state`, DMA into `mem`, counting in `stats`, sending
+    /// to a backend that carries `offloads`.
+    pub fn new(
+        state: E1000State,
+        mem: GuestMemoryMmap,
+        stats: Arc<NicStats>,
+        offloads: Offloads,
+    ) -> Self {
+        let rings = Rings::new(mem, stats, offloads, state.generation);
+        Self { state, rings }
+    }
+}
+
+impl NicModel for E1000Model {
+    fn irq_level(&self) -> bool {
+        self.state.irq_level()
+    }
+    fn timer_deadline(&self) -> Option<Instant> {
+        self.state.timer_deadline()
+    }
+    fn timer_expired(&mut self, now: Instant) {
+        self.state.timer_expired(now);
+    }
+    fn take_doorbells(&mut self) -> Doorbells {
+        let mut bells = self.state.take_doorbells();
+        bells.tx |= std::mem::take(&mut self.rings.tx_again);
+        bells
+    }
+    fn command_written(&mut self, bus_master: bool) {
+        self.state.command_written(bus_master);
+    }
+}
+
+impl PciNicModel for E1000Model {
+    fn read_bar(&mut self, index: u8, offset: u64, data: &mut [u8]) {
+        self.state.read_bar(index, offset, data);
+    }
+    fn write_bar(&mut self, index: u8, offset: u64, data: &[u8]) {
+        self.state.write_bar(index, offset, data);
+    }
+    fn set_carrier(&mut self, up: bool) {
+        self.state.set_carrier(up);
+    }
+}
+
+/// The e1000's rings: what the worker's calls do to guest memory.
+#[derive(Debug)]
+struct Rings {
     mem: GuestMemoryMmap,
-    tx_evt: EventFd,
-    rx_evt: EventFd,
-    /// The shell's ITR timer (always there for the e1000).
-    timer_fd: Option<RawFd>,
     stats: Arc<NicStats>,
     offloads: Offloads,
     gen: u64,
@@ -133,30 +175,14 @@ pub struct E1000Frontend {
     plans: Vec<(usize, rx::Plan)>,
     wb: Vec<WriteBack>,
     irq_pending: bool,
+    /// The transmit budget ran out with work left: ring the doorbell again.
+    tx_again: bool,
 }
 
-impl E1000Frontend {
-    /// The frontend of the device behind `shared`; the doorbells are the
-    /// eventfds the device signals on TDT and RDT writes. Frames go to a
-    /// backend carrying `offloads`.
-    pub fn new(
-        shared: Shared,
-        mem: GuestMemoryMmap,
-        tx_evt: EventFd,
-        rx_evt: EventFd,
-        stats: Arc<NicStats>,
-        offloads: Offloads,
-    ) -> Self {
-        let (timer_fd, gen) = {
-            let s = lock(&shared);
-            (s.timer().map(|t| t.as_raw_fd()), s.generation)
-        };
+impl Rings {
+    fn new(mem: GuestMemoryMmap, stats: Arc<NicStats>, offloads: Offloads, gen: u64) -> Self {
         Self {
-            shared,
             mem,
-            tx_evt,
-            rx_evt,
-            timer_fd,
             stats,
             offloads,
             gen,
@@ -168,14 +194,14 @@ impl E1000Frontend {
             plans: Vec::new(),
             wb: Vec::new(),
             irq_pending: false,
+            tx_again: false,
         }
     }
 
     // ---- transmit -------------------------------------------------------------
 
-    fn tx_snapshot(&mut self) -> Option<TxSnap> {
-        let s = lock(&self.shared);
-        sync_generation(&mut self.gen, &mut self.ctx, &mut self.flight, &s);
+    fn tx_snapshot(&mut self, s: &E1000State) -> Option<TxSnap> {
+        sync_generation(&mut self.gen, &mut self.ctx, &mut self.flight, s);
         if self
             .flight
             .as_ref()
@@ -197,8 +223,8 @@ impl E1000Frontend {
         })
     }
 
-    fn tx_step(&mut self, hdr: &mut NetHdr, buf: &mut Vec<u8>) -> Step {
-        let Some(snap) = self.tx_snapshot() else {
+    fn tx_step(&mut self, s: &mut E1000State, hdr: &mut NetHdr, buf: &mut Vec<u8>) -> Step {
+        let Some(snap) = self.tx_snapshot(s) else {
             return Step::Idle;
         };
         if let Some(f) = self.flight.as_mut() {
@@ -209,7 +235,7 @@ impl E1000Frontend {
                 f.count.add(buf, hdr);
                 return Step::Frame;
             }
-            self.finish_packet();
+            self.finish_packet(s);
         }
         let Some(ring) = snap.ring else {
             return Step::Idle;
@@ -219,10 +245,10 @@ impl E1000Frontend {
             Gather::Drop { end, report, .. } => {
                 self.stats.tx_dropped.fetch_add(1, Ordering::Relaxed);
                 self.flight = Some(self.new_flight(ring, snap.ring_gen, end, report));
-                self.finish_packet();
+                self.finish_packet(s);
                 Step::Consumed
             }
-            Gather::Packet(p) => self.build(p, ring, snap, hdr, buf),
+            Gather::Packet(p) => self.build(s, p, ring, snap, hdr, buf),
         }
     }
 
@@ -245,6 +271,7 @@ impl E1000Frontend {
     /// them in loopback mode).
     fn build(
         &mut self,
+        s: &mut E1000State,
         p: Packet,
         ring: Ring,
         snap: TxSnap,
@@ -289,7 +316,7 @@ impl E1000Frontend {
             self.stats.tx_dropped.fetch_add(1, Ordering::Relaxed);
             f.tso_failed = f.tso_context;
             self.flight = Some(f);
-            self.finish_packet();
+            self.finish_packet(s);
             return Step::Consumed;
         }
         if snap.loopback {
@@ -300,18 +327,18 @@ impl E1000Frontend {
                         let mut h = NetHdr::default();
                         finish_frame(buf, &mut h, f.tag, snap.psp);
                         f.count.add(buf, &h);
-                        self.loop_back(buf);
+                        self.loop_back(s, buf);
                     }
                 }
                 None => {
                     std::mem::swap(buf, &mut self.pkt);
                     finish_frame(buf, &mut h, f.tag, snap.psp);
                     f.count.add(buf, &h);
-                    self.loop_back(buf);
+                    self.loop_back(s, buf);
                 }
             }
             self.flight = Some(f);
-            self.finish_packet();
+            self.finish_packet(s);
             return Step::Consumed;
         }
         match f.tso.as_mut() {
@@ -327,22 +354,20 @@ impl E1000Frontend {
 
     /// Receives a transmitted frame (MAC or PHY loopback). A frame the
     /// receive ring cannot take is dropped: transmit never waits on receive.
-    fn loop_back(&mut self, frame: &[u8]) {
+    fn loop_back(&mut self, s: &mut E1000State, frame: &[u8]) {
         let mut small = [0u8; MIN_FRAME];
         let frame = pad(frame, &mut small);
-        if self.deliver(&[frame], false, false) == RxPush::NoBuffers {
-            let mut s = lock(&self.shared);
+        if self.deliver(s, &[frame], false, false) == RxPush::NoBuffers {
             s.count(MPC, 1);
         }
     }
 
     /// Completes the packet in flight: status write-back, head, statistics
     /// and interrupt causes.
-    fn finish_packet(&mut self) {
+    fn finish_packet(&mut self, s: &mut E1000State) {
         let Some(f) = self.flight.take() else {
             return;
         };
-        let mut s = lock(&self.shared);
         if s.generation != f.gen || s.tx_ring_gen != f.ring_gen {
             return;
         }
@@ -378,49 +403,52 @@ impl E1000Frontend {
     /// all go in, or none when the ring lacks descriptors. `l4_valid`:
     /// their TCP/UDP checksums are known to be right (receive checksum
     /// offload then only checks the IP headers).
-    fn deliver(&mut self, frames: &[&[u8]], from_backend: bool, l4_valid: bool) -> RxPush {
+    fn deliver(
+        &mut self,
+        s: &mut E1000State,
+        frames: &[&[u8]],
+        from_backend: bool,
+        l4_valid: bool,
+    ) -> RxPush {
         self.plans.clear();
-        let (ring, ring_gen, gen) = {
-            let mut s = lock(&self.shared);
-            sync_generation(&mut self.gen, &mut self.ctx, &mut self.flight, &s);
-            let regs = s.regs();
-            if regs.get(RCTL) & RCTL_EN == 0 || !s.bus_master() || (from_backend && s.loopback()) {
-                return RxPush::Dropped;
+        sync_generation(&mut self.gen, &mut self.ctx, &mut self.flight, s);
+        let regs = s.regs();
+        if regs.get(RCTL) & RCTL_EN == 0 || !s.bus_master() || (from_backend && s.loopback()) {
+            return RxPush::Dropped;
+        }
+        let mut oversize = 0;
+        for (i, f) in frames.iter().enumerate() {
+            match rx::plan(regs, f, l4_valid) {
+                Verdict::Accept(p) => self.plans.push((i, p)),
+                Verdict::Filtered => {}
+                Verdict::Oversize => oversize += 1,
             }
-            let mut oversize = 0;
-            for (i, f) in frames.iter().enumerate() {
-                match rx::plan(regs, f, l4_valid) {
-                    Verdict::Accept(p) => self.plans.push((i, p)),
-                    Verdict::Filtered => {}
-                    Verdict::Oversize => oversize += 1,
+        }
+        let needed: u32 = self.plans.iter().map(|(_, p)| p.descs).sum();
+        let ring = Ring::from_regs(regs, RDBAL);
+        if ring.is_some_and(|r| needed > r.count - 1) {
+            // More descriptors than the ring can ever offer: never wait.
+            frames.iter().for_each(|f| rx::count_total(s, f.len()));
+            s.count(ROC, 1);
+            return RxPush::Dropped;
+        }
+        if needed > 0 {
+            let free = ring.map_or(0, |r| r.pending_from(r.head));
+            if needed > free {
+                self.rx_needed = needed;
+                if !self.rx_starved {
+                    self.rx_starved = true;
+                    s.count(RNBC, 1);
                 }
+                return RxPush::NoBuffers;
             }
-            let needed: u32 = self.plans.iter().map(|(_, p)| p.descs).sum();
-            let ring = Ring::from_regs(regs, RDBAL);
-            if ring.is_some_and(|r| needed > r.count - 1) {
-                // More descriptors than the ring can ever offer: never wait.
-                frames.iter().for_each(|f| rx::count_total(&mut s, f.len()));
-                s.count(ROC, 1);
-                return RxPush::Dropped;
-            }
-            if needed > 0 {
-                let free = ring.map_or(0, |r| r.pending_from(r.head));
-                if needed > free {
-                    self.rx_needed = needed;
-                    if !self.rx_starved {
-                        self.rx_starved = true;
-                        s.count(RNBC, 1);
-                    }
-                    return RxPush::NoBuffers;
-                }
-            }
-            self.rx_starved = false;
-            frames.iter().for_each(|f| rx::count_total(&mut s, f.len()));
-            s.count(ROC, oversize);
-            match ring {
-                Some(r) if needed > 0 => (r, s.rx_ring_gen, s.generation),
-                _ => return RxPush::Dropped,
-            }
+        }
+        self.rx_starved = false;
+        frames.iter().for_each(|f| rx::count_total(s, f.len()));
+        s.count(ROC, oversize);
+        let ring = match ring {
+            Some(r) if needed > 0 => r,
+            _ => return RxPush::Dropped,
         };
         self.wb.clear();
         let mut head = ring.head;
@@ -443,14 +471,10 @@ impl E1000Frontend {
                 }
             }
         }
-        let mut s = lock(&self.shared);
-        if s.generation != gen || s.rx_ring_gen != ring_gen {
-            return RxPush::Dropped;
-        }
         rx::write_back(&self.mem, &ring, &self.wb);
         s.set_reg(RDH, head);
         for (_, p) in &self.plans[..delivered] {
-            rx::count_good(&mut s, p);
+            rx::count_good(s, p);
         }
         if fault {
             s.count(MPC, 1);
@@ -513,60 +537,36 @@ fn finish_frame(buf: &mut Vec<u8>, hdr: &mut NetHdr, tag: Option<(u16, u16)>, ps
     }
 }
 
-impl NicFrontend for E1000Frontend {
-    fn guest_fds(&self) -> Vec<(RawFd, u32)> {
-        let mut fds = vec![
-            (self.tx_evt.as_raw_fd(), TOKEN_TX),
-            (self.rx_evt.as_raw_fd(), TOKEN_RX),
-        ];
-        fds.extend(self.timer_fd.map(|fd| (fd, TOKEN_ITR)));
-        fds
-    }
-
-    fn guest_event(&mut self, token: u32) -> GuestWork {
-        match token {
-            TOKEN_TX => {
-                let _ = self.tx_evt.read();
-                GuestWork::Tx
-            }
-            TOKEN_RX => {
-                let _ = self.rx_evt.read();
-                GuestWork::Rx
-            }
-            TOKEN_ITR => {
-                lock(&self.shared).timer_fired();
-                GuestWork::None
-            }
-            _ => GuestWork::None,
-        }
-    }
-
+impl NicRings for E1000Model {
     fn pop_tx(&mut self, hdr: &mut NetHdr, buf: &mut Vec<u8>) -> bool {
+        let r = &mut self.rings;
         for _ in 0..TX_BUDGET {
             buf.clear();
-            match self.tx_step(hdr, buf) {
+            match r.tx_step(&mut self.state, hdr, buf) {
                 Step::Frame => return true,
                 Step::Idle => return false,
                 Step::Consumed => {}
             }
         }
         // More work: come back after the worker's other events.
-        let _ = self.tx_evt.write(1);
+        r.tx_again = true;
         false
     }
 
     fn complete_tx(&mut self) {
-        let more = self
+        let r = &mut self.rings;
+        let more = r
             .flight
             .as_ref()
             .and_then(|f| f.tso.as_ref())
             .is_some_and(|t| !t.done());
         if !more {
-            self.finish_packet();
+            r.finish_packet(&mut self.state);
         }
     }
 
     fn push_rx(&mut self, hdr: &NetHdr, frame: &[u8]) -> RxPush {
+        let (r, s) = (&mut self.rings, &mut self.state);
         if !hdr.is_plain() {
             // The chip has no receive segmentation: finish the work here.
             let Ok(mut frames) = segment(hdr, frame) else {
@@ -579,26 +579,26 @@ impl NicFrontend for E1000Frontend {
             }
             let refs: Vec<&[u8]> = frames.iter().map(|f| f.as_slice()).collect();
             // Their TCP/UDP checksums were just computed.
-            return self.deliver(&refs, true, true);
+            return r.deliver(s, &refs, true, true);
         }
         let mut small = [0u8; MIN_FRAME];
         let frame = pad(frame, &mut small);
-        self.deliver(&[frame], true, hdr.flags & DATA_VALID != 0)
+        r.deliver(s, &[frame], true, hdr.flags & DATA_VALID != 0)
     }
 
     fn rx_wait_buffers(&mut self) -> bool {
-        let s = lock(&self.shared);
+        let s = &self.state;
         let regs = s.regs();
         if regs.get(RCTL) & RCTL_EN == 0 || !s.bus_master() || s.loopback() {
             // Frames are dropped in these modes: no reason to wait.
             return true;
         }
-        Ring::from_regs(regs, RDBAL).is_some_and(|r| r.pending_from(r.head) >= self.rx_needed)
+        Ring::from_regs(regs, RDBAL).is_some_and(|r| r.pending_from(r.head) >= self.rings.rx_needed)
     }
 
     fn flush(&mut self) {
-        if std::mem::take(&mut self.irq_pending) {
-            lock(&self.shared).update_irq();
+        if std::mem::take(&mut self.rings.irq_pending) {
+            self.state.update_irq();
         }
     }
 }
