@@ -214,7 +214,8 @@ impl E1000State {
             return;
         }
         let interval = Duration::from_nanos(u64::from(self.regs.get(ITR) & 0xFFFF) * 256);
-        if let Some(last) = self.last_assert {
+        // ITR 0: nothing is held back, whatever the clock said before.
+        if let Some(last) = self.last_assert.filter(|_| !interval.is_zero()) {
             let due = last + interval;
             if now < due {
                 if self.itr_deadline.is_none() {

@@ -487,21 +487,21 @@ fn rx_direct_needs_one_big_chain_without_mrg() {
 
 // ---- The generic worker end to end, over the in-memory backend ----
 
-use std::time::{Duration, Instant};
-
 use tapir_net_backend::{MemoryBackend, Offloads};
 
 use crate::worker::NetWorker;
 
-fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
+/// Runs worker `w` (on the test's thread) until it has nothing left to
+/// do, then checks `f`; again, for a check that gives it more work, a few
+/// rounds. Deterministic: nothing waits for time to pass.
+fn eventually(w: &mut NetWorker, what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..8 {
+        w.pump().expect("the worker's event wait");
         if f() {
             return;
         }
-        std::thread::sleep(Duration::from_millis(5));
     }
-    panic!("timed out waiting for: {what}");
+    panic!("not reached after the worker ran out of work: {what}");
 }
 
 /// Queues `frame` (with a zero header) for transmission at descriptor `i`.
@@ -527,11 +527,12 @@ type WorkerFixture = (
     tapir_net_backend::MemoryPeer,
     EventFd,
     EventFd,
-    crate::worker::WorkerHandle,
+    NetWorker,
 );
 
-/// A fixture whose queues are handed to a running worker over the
-/// in-memory backend; returns the backend's peer and the kick fds.
+/// A fixture whose queues are handed to a worker over the in-memory
+/// backend, driven on the test's thread; returns the backend's peer and
+/// the kick fds.
 fn start_worker(capacity: usize, vlan: Option<u16>) -> WorkerFixture {
     start_worker_with(capacity, vlan, crate::link::Carrier::new())
 }
@@ -550,7 +551,7 @@ fn start_worker_with(
         rx: rx_kick.try_clone().unwrap(),
         timer: None,
     };
-    let handle = NetWorker::spawn(
+    let w = NetWorker::manual(
         "test",
         Box::new(front),
         guest,
@@ -560,16 +561,16 @@ fn start_worker_with(
         carrier,
     )
     .unwrap();
-    (f, peer, rx_kick, tx_kick, handle)
+    (f, peer, rx_kick, tx_kick, w)
 }
 
 #[test]
 fn worker_moves_frames_both_ways_and_applies_the_vlan_rule() {
-    let (mut f, peer, rx_kick, tx_kick, handle) = start_worker(16, Some(100));
+    let (mut f, peer, rx_kick, tx_kick, mut w) = start_worker(16, Some(100));
     let frame = ethernet(60);
     guest_send(&mut f, 0, &frame);
     tx_kick.write(1).unwrap();
-    eventually("tagged frame at the backend", || {
+    eventually(&mut w, "tagged frame at the backend", || {
         peer.pending_from_guest() == 1
     });
     let (_, sent) = peer.take().unwrap();
@@ -591,7 +592,7 @@ fn worker_moves_frames_both_ways_and_applies_the_vlan_rule() {
     let mut ours = frame.clone();
     ours.splice(12..12, [0x81, 0x00, 0x00, 100]);
     peer.inject(NetHdr::default(), &ours).unwrap();
-    eventually("one frame delivered", || f.rx.used_idx(&f.mem) == 1);
+    eventually(&mut w, "one frame delivered", || f.rx.used_idx(&f.mem) == 1);
     assert_eq!(
         f.rx.used_elem(&f.mem, 0).1 as usize,
         NET_HDR_LEN + frame.len()
@@ -601,25 +602,24 @@ fn worker_moves_frames_both_ways_and_applies_the_vlan_rule() {
         .read_slice(&mut got, GuestAddress(0x200000 + NET_HDR_LEN as u64))
         .unwrap();
     assert_eq!(got, frame);
-    eventually("two dropped by the VLAN rule", || {
+    eventually(&mut w, "two dropped by the VLAN rule", || {
         f.stats.rx_dropped.load(Ordering::SeqCst) == 2
     });
     assert!(
         f.irq.0.load(Ordering::SeqCst) >= 1,
         "the guest was interrupted"
     );
-    drop(handle);
 }
 
 #[test]
 fn worker_holds_frames_under_backpressure_and_loses_none() {
-    let (mut f, peer, _rx_kick, tx_kick, handle) = start_worker(1, None);
+    let (mut f, peer, _rx_kick, tx_kick, mut w) = start_worker(1, None);
     for i in 0..4u16 {
         guest_send(&mut f, i, &ethernet(60 + i as usize));
     }
     tx_kick.write(1).unwrap();
     let mut got = Vec::new();
-    eventually("all four frames, one at a time", || {
+    eventually(&mut w, "all four frames, one at a time", || {
         if let Some((_, fr)) = peer.take() {
             got.push(fr.len());
         }
@@ -630,19 +630,20 @@ fn worker_holds_frames_under_backpressure_and_loses_none() {
         f.stats.tx_stalls.load(Ordering::SeqCst) >= 1,
         "the backend pushed back"
     );
-    eventually("all TX buffers returned", || f.tx.used_idx(&f.mem) == 4);
-    drop(handle);
+    eventually(&mut w, "all TX buffers returned", || {
+        f.tx.used_idx(&f.mem) == 4
+    });
 }
 
 #[test]
 fn worker_holds_tagged_frames_under_backpressure_tagged_once() {
-    let (mut f, peer, _rx_kick, tx_kick, handle) = start_worker(1, Some(7));
+    let (mut f, peer, _rx_kick, tx_kick, mut w) = start_worker(1, Some(7));
     for i in 0..4u16 {
         guest_send(&mut f, i, &ethernet(60 + i as usize));
     }
     tx_kick.write(1).unwrap();
     let mut got = Vec::new();
-    eventually("all four frames, one at a time", || {
+    eventually(&mut w, "all four frames, one at a time", || {
         if let Some((_, fr)) = peer.take() {
             got.push(fr);
         }
@@ -659,40 +660,40 @@ fn worker_holds_tagged_frames_under_backpressure_tagged_once() {
         assert_eq!((&fr[..12], &fr[16..]), (&frame[..12], &frame[12..]));
     }
     assert!(f.stats.tx_stalls.load(Ordering::SeqCst) >= 1);
-    drop(handle);
 }
 
 #[test]
 fn worker_pauses_rx_without_buffers_and_resumes_on_kick() {
-    let (mut f, peer, rx_kick, _tx_kick, handle) = start_worker(8, None);
+    let (mut f, peer, rx_kick, _tx_kick, mut w) = start_worker(8, None);
     peer.inject(NetHdr::default(), &ethernet(70)).unwrap();
     peer.inject(NetHdr::default(), &ethernet(71)).unwrap();
-    eventually("the worker noticed there are no buffers", || {
+    eventually(&mut w, "the worker noticed there are no buffers", || {
         f.stats.rx_stalls.load(Ordering::SeqCst) >= 1
     });
     assert_eq!(f.rx.used_idx(&f.mem), 0);
     guest_post_rx(&mut f, 0);
     guest_post_rx(&mut f, 1);
     rx_kick.write(1).unwrap();
-    eventually("both frames delivered after the kick", || {
+    eventually(&mut w, "both frames delivered after the kick", || {
         f.rx.used_idx(&f.mem) == 2
     });
     assert_eq!(f.rx.used_elem(&f.mem, 0).1 as usize, NET_HDR_LEN + 70);
     assert_eq!(f.rx.used_elem(&f.mem, 1).1 as usize, NET_HDR_LEN + 71);
     assert_eq!(f.stats.rx_dropped.load(Ordering::SeqCst), 0);
-    drop(handle);
 }
 
 #[test]
 fn worker_reads_large_frames_straight_into_guest_buffers() {
-    let (mut f, peer, rx_kick, _tx_kick, handle) = start_worker(8, None);
+    let (mut f, peer, rx_kick, _tx_kick, mut w) = start_worker(8, None);
     post_rx_buffers(&mut f, 0, 10, 8192);
     rx_kick.write(1).unwrap();
     let big = ethernet(30000);
     peer.inject(NetHdr::default(), &big).unwrap();
     peer.inject(NetHdr::default(), &ethernet(80)).unwrap();
     // 30012 bytes fill chains 0-3; the small frame goes to chain 4.
-    eventually("both frames delivered", || f.rx.used_idx(&f.mem) == 5);
+    eventually(&mut w, "both frames delivered", || {
+        f.rx.used_idx(&f.mem) == 5
+    });
     let mut got = vec![0u8; 4 * 8192];
     for i in 0..4u64 {
         f.mem
@@ -708,7 +709,6 @@ fn worker_reads_large_frames_straight_into_guest_buffers() {
     assert_eq!(f.rx.used_elem(&f.mem, 4), (4, (NET_HDR_LEN + 80) as u32));
     assert_eq!(f.stats.rx_frames.load(Ordering::SeqCst), 2);
     assert_eq!(f.stats.rx_dropped.load(Ordering::SeqCst), 0);
-    drop(handle);
 }
 
 /// Records every interrupt the device raises.
@@ -730,18 +730,20 @@ impl crate::link::LinkNotify for NullLink {
 fn worker_drops_and_counts_frames_both_ways_while_the_cable_is_out() {
     let carrier = crate::link::Carrier::new();
     let link = crate::link::LinkHandle::new(carrier.clone(), Arc::new(NullLink));
-    let (mut f, peer, rx_kick, tx_kick, handle) = start_worker_with(8, None, carrier);
+    let (mut f, peer, rx_kick, tx_kick, mut w) = start_worker_with(8, None, carrier);
     assert!(link.set(false));
     guest_post_rx(&mut f, 0);
     rx_kick.write(1).unwrap();
     peer.inject(NetHdr::default(), &ethernet(70)).unwrap();
-    eventually("the backend frame dropped", || {
+    eventually(&mut w, "the backend frame dropped", || {
         f.stats.rx_link_down.load(Ordering::SeqCst) == 1
     });
     assert_eq!(f.rx.used_idx(&f.mem), 0, "the guest buffer was not used");
     guest_send(&mut f, 0, &ethernet(60));
     tx_kick.write(1).unwrap();
-    eventually("the guest frame returned", || f.tx.used_idx(&f.mem) == 1);
+    eventually(&mut w, "the guest frame returned", || {
+        f.tx.used_idx(&f.mem) == 1
+    });
     assert_eq!(f.stats.tx_link_down.load(Ordering::SeqCst), 1);
     assert_eq!(peer.pending_from_guest(), 0, "nothing reached the backend");
     let losses = f.stats.losses();
@@ -750,13 +752,12 @@ fn worker_drops_and_counts_frames_both_ways_while_the_cable_is_out() {
     // The cable back in: frames pass both ways.
     assert!(link.set(true));
     peer.inject(NetHdr::default(), &ethernet(71)).unwrap();
-    eventually("delivered", || f.rx.used_idx(&f.mem) == 1);
+    eventually(&mut w, "delivered", || f.rx.used_idx(&f.mem) == 1);
     assert_eq!(f.rx.used_elem(&f.mem, 0).1 as usize, NET_HDR_LEN + 71);
     guest_send(&mut f, 1, &ethernet(61));
     tx_kick.write(1).unwrap();
-    eventually("sent", || peer.pending_from_guest() == 1);
+    eventually(&mut w, "sent", || peer.pending_from_guest() == 1);
     assert_eq!(peer.take().unwrap().1.len(), 61);
-    drop(handle);
 }
 
 #[test]

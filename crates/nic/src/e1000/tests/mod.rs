@@ -10,7 +10,6 @@ mod tx;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use tapir_devices::LevelIrq;
 use tapir_net_backend::offload::{be16, fold, sum_words};
@@ -23,6 +22,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::regs::*;
 use super::{BAR_IO, BAR_MMIO, E1000};
+use crate::worker::NetWorker;
 
 pub const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
 pub const PEER_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x01];
@@ -64,25 +64,14 @@ impl Line {
     }
 }
 
-pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    panic!("timed out waiting for: {what}");
-}
-
-/// Gives the worker time to act on something that must not happen.
-pub fn settle() {
-    std::thread::sleep(Duration::from_millis(50));
-}
+/// Rounds of [`Nic::eventually`].
+const ROUNDS: usize = 64;
 
 /// An e1000 with its guest memory, network peer and interrupt line.
 pub struct Nic {
     pub dev: E1000,
+    /// The NIC worker, driven on the test's thread ([`Nic::pump`]).
+    pub worker: NetWorker,
     pub mem: GuestMemoryMmap,
     pub peer: MemoryPeer,
     pub line: Arc<Line>,
@@ -91,6 +80,36 @@ pub struct Nic {
 }
 
 impl Nic {
+    /// Runs the NIC worker (on this thread) until it has nothing left to
+    /// do: what the guest's last accesses and the peer's frames lead to.
+    pub fn pump(&mut self) {
+        self.worker.pump().expect("the worker's event wait");
+    }
+
+    /// Runs the worker, then checks `f`; again, for a check whose own
+    /// accesses give the worker more to do (a driver's receive poll making
+    /// room), at most [`ROUNDS`] times. Deterministic: nothing here waits
+    /// for time to pass.
+    pub fn eventually(&mut self, what: &str, mut f: impl FnMut(&mut Self) -> bool) {
+        for _ in 0..ROUNDS {
+            self.pump();
+            if f(self) {
+                return;
+            }
+        }
+        panic!("not reached after the worker ran out of work: {what}");
+    }
+
+    /// Moves the model's clock `by` ahead: its timer expires as it would
+    /// then (a fake clock; the shell's timerfd is not waited for).
+    pub fn advance(&mut self, by: std::time::Duration) {
+        use crate::shell::NicModel;
+        self.dev
+            .model()
+            .timer_expired(std::time::Instant::now() + by);
+        self.pump();
+    }
+
     pub fn new(offloads: Offloads) -> Nic {
         Self::with_capacity(offloads, 64)
     }
@@ -99,7 +118,7 @@ impl Nic {
         let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap();
         let (backend, peer) = MemoryBackend::new(capacity, offloads).unwrap();
         let line = Arc::new(Line::default());
-        let mut dev = E1000::new(
+        let (mut dev, worker) = E1000::new_manual(
             MAC,
             mem.clone(),
             line.clone(),
@@ -112,6 +131,7 @@ impl Nic {
         dev.write_config(PCI_COMMAND, &cmd.to_le_bytes());
         Nic {
             dev,
+            worker,
             mem,
             peer,
             line,
@@ -286,17 +306,13 @@ impl Nic {
     }
 
     pub fn wait_tx_head(&mut self, head: u32) {
-        let mut last = 0;
-        eventually(&format!("TDH = {head}"), || {
-            last = self.r(TDH);
-            last == head
-        });
+        self.eventually(&format!("TDH = {head}"), |s| s.r(TDH) == head);
     }
 
-    pub fn take_frames(&self, n: usize) -> Vec<(NetHdr, Vec<u8>)> {
+    pub fn take_frames(&mut self, n: usize) -> Vec<(NetHdr, Vec<u8>)> {
         let mut got = Vec::new();
-        eventually(&format!("{n} frames at the backend"), || {
-            while let Some(f) = self.peer.take() {
+        self.eventually(&format!("{n} frames at the backend"), |s| {
+            while let Some(f) = s.peer.take() {
                 got.push(f);
             }
             got.len() >= n

@@ -47,7 +47,7 @@ fn bad_lengths_and_indices_are_not_used() {
     n.peer
         .inject(NetHdr::default(), &eth(MAC, 0x0800, &payload(64, 2)))
         .unwrap();
-    settle();
+    n.pump();
     assert_eq!((n.peer.pending_from_guest(), n.r(TDH), n.r(RDH)), (0, 0, 0));
     // Head and tail beyond the ring: nothing happens either.
     n.w(TDT, RING + 3);
@@ -57,13 +57,13 @@ fn bad_lengths_and_indices_are_not_used() {
     n.w(RDT, 40);
     n.w(RDLEN, RING * 16);
     n.w(RDH, 0);
-    settle();
+    n.pump();
     assert_eq!((n.peer.pending_from_guest(), n.r(TDH), n.r(RDH)), (0, 0, 0));
     // Fixed up, both rings work again.
     n.w(TDT, 1);
     n.take_frames(1);
     n.w(RDT, 4);
-    eventually("received", || n.r(RDH) == 1);
+    n.eventually("received", |n| n.r(RDH) == 1);
 }
 
 #[test]
@@ -90,7 +90,7 @@ fn buffers_outside_ram_drop_the_packet_and_the_ring_goes_on() {
     let frame = eth(MAC, 0x0800, &payload(100, 4));
     n.peer.inject(NetHdr::default(), &frame).unwrap();
     n.peer.inject(NetHdr::default(), &frame).unwrap();
-    eventually("both handled", || n.r(RDH) == 2);
+    n.eventually("both handled", |n| n.r(RDH) == 2);
     let (len, status, errors, _) = n.rx_desc(0);
     assert_eq!((len, errors), (0, RXD_ERR_RXE));
     assert_ne!(status & RXD_STAT_DD, 0);
@@ -102,7 +102,7 @@ fn buffers_outside_ram_drop_the_packet_and_the_ring_goes_on() {
     n.w(RDH, 0);
     n.w(RDT, 5);
     n.peer.inject(NetHdr::default(), &frame).unwrap();
-    eventually("dropped", || {
+    n.eventually("dropped", |n| {
         n.dev.stats().rx_dropped.load(Ordering::SeqCst) == 2
     });
     assert_eq!(n.r(RDH), 0);
@@ -116,7 +116,7 @@ fn packets_without_an_end_are_dropped() {
     // Not yet full: the device waits for the rest of the packet.
     let no_eop = legacy(a, 100, TXD_CMD_RS, 0, 0, 0);
     n.tx_push(&[no_eop; 5]);
-    settle();
+    n.pump();
     assert_eq!(n.r(TDH), 0);
     // A full ring (15 of 16) without EOP can never complete.
     n.tx_push(&[no_eop; 10]);
@@ -208,7 +208,7 @@ fn loopback_delivers_once_and_never_loops() {
     n.w(RCTL, RCTL_EN | RCTL_SECRC | RCTL_BAM | RCTL_LBM_MAC);
     let frame = eth(MAC, 0x0800, &payload(100, 10));
     n.send_legacy(&frame);
-    eventually("looped back", || n.r(RDH) == 1);
+    n.eventually("looped back", |n| n.r(RDH) == 1);
     assert_eq!(n.rx_data(0, frame.len()), frame);
     // TSO in loopback is segmented in software, even with a capable backend.
     let data_ = payload(3000, 11);
@@ -240,12 +240,12 @@ fn loopback_delivers_once_and_never_loops() {
         n.send_legacy(&frame);
     }
     n.wait_tx_head(n.tx_tail);
-    settle();
+    n.pump();
     assert_eq!(n.peer.pending_from_guest(), 0);
     // Frames from the network are not received in loopback.
     n.rx_give(4);
     n.peer.inject(NetHdr::default(), &frame).unwrap();
-    eventually("dropped", || {
+    n.eventually("dropped", |n| {
         n.dev.stats().rx_dropped.load(Ordering::SeqCst) == 1
     });
     assert_eq!(n.r(RDH), 2);
@@ -272,7 +272,7 @@ fn reset_while_busy_and_drop_stop_cleanly() {
     n.up();
     n.rx_give(8);
     n.send_legacy(&eth(PEER_MAC, 0x0800, &payload(64, 99)));
-    eventually("sent after reset", || {
+    n.eventually("sent after reset", |n| {
         n.peer
             .take_all()
             .iter()
@@ -295,10 +295,10 @@ fn no_dma_without_bus_mastering() {
     n.peer
         .inject(NetHdr::default(), &eth(MAC, 0x0800, &payload(64, 13)))
         .unwrap();
-    eventually("dropped", || {
+    n.eventually("dropped", |n| {
         n.dev.stats().rx_dropped.load(Ordering::SeqCst) == 1
     });
-    settle();
+    n.pump();
     assert_eq!((n.r(TDH), n.r(RDH), n.peer.pending_from_guest()), (0, 0, 0));
     let cmd = PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER;
     n.dev.write_config(PCI_COMMAND, &cmd.to_le_bytes());

@@ -21,14 +21,14 @@ fn frame_lands_in_a_descriptor_with_dd_eop() {
     let _ = n.r(ICR);
     let frame = eth(MAC, 0x0800, &payload(200, 1));
     inject(&n, &frame);
-    eventually("RDH moved", || n.r(RDH) == 1);
+    n.eventually("RDH moved", |n| n.r(RDH) == 1);
     let (len, status, errors, special) = n.rx_desc(0);
     assert_eq!(usize::from(len), frame.len());
     // EtherType IPv4, but no IPv4 datagram: nothing to check, no IXSM.
     assert_eq!(status, RXD_STAT_DD | RXD_STAT_EOP);
     assert_eq!((errors, special), (0, 0));
     assert_eq!(n.rx_data(0, frame.len()), frame);
-    eventually("RXT0 interrupt", || n.line.high());
+    n.eventually("RXT0 interrupt", |n| n.line.high());
     assert_ne!(n.r(ICR) & INT_RXT0, 0);
     assert!(!n.line.high());
     assert_eq!(n.dev.stats().rx_frames.load(Ordering::SeqCst), 1);
@@ -42,7 +42,7 @@ fn fcs_appended_unless_secrc() {
     n.rx_give(4);
     let frame = eth(MAC, 0x0800, &payload(100, 2));
     inject(&n, &frame);
-    eventually("received", || n.r(RDH) == 1);
+    n.eventually("received", |n| n.r(RDH) == 1);
     let (len, ..) = n.rx_desc(0);
     assert_eq!(usize::from(len), frame.len() + 4, "Linux subtracts the CRC");
     let got = n.rx_data(0, frame.len() + 4);
@@ -56,7 +56,7 @@ fn short_frames_are_padded() {
     n.rx_give(4);
     let arp = eth([0xFF; 6], 0x0806, &payload(28, 3));
     inject(&n, &arp);
-    eventually("received", || n.r(RDH) == 1);
+    n.eventually("received", |n| n.r(RDH) == 1);
     assert_eq!(n.rx_desc(0).0, 60);
     let got = n.rx_data(0, 60);
     assert_eq!(&got[..42], &arp[..]);
@@ -70,17 +70,17 @@ fn no_buffers_holds_the_frame_until_rdt_moves() {
     let frame = eth(MAC, 0x0800, &payload(100, 4));
     inject(&n, &frame);
     inject(&n, &frame);
-    eventually("stalled", || {
+    n.eventually("stalled", |n| {
         n.dev.stats().rx_stalls.load(Ordering::SeqCst) >= 1
     });
     assert_eq!(n.r(RDH), 0);
     assert_eq!(n.r(RNBC), 1);
     n.rx_give(1);
-    eventually("one delivered", || n.r(RDH) == 1);
-    settle();
+    n.eventually("one delivered", |n| n.r(RDH) == 1);
+    n.pump();
     assert_eq!(n.r(RDH), 1, "ring full again (RDH == RDT)");
     n.rx_give(3);
-    eventually("the second", || n.r(RDH) == 2);
+    n.eventually("the second", |n| n.r(RDH) == 2);
     assert_eq!(n.dev.stats().rx_dropped.load(Ordering::SeqCst), 0);
 }
 
@@ -91,7 +91,7 @@ fn receiver_disabled_drops() {
     n.rx_give(4);
     n.w(RCTL, 0);
     inject(&n, &eth(MAC, 0x0800, &payload(100, 5)));
-    eventually("dropped", || {
+    n.eventually("dropped", |n| {
         n.dev.stats().rx_dropped.load(Ordering::SeqCst) == 1
     });
     assert_eq!(n.r(RDH), 0);
@@ -106,7 +106,7 @@ fn address_filters_unicast_broadcast_multicast_promiscuous() {
         let before = n.r(RDH);
         let dropped = n.dev.stats().rx_dropped.load(Ordering::SeqCst);
         inject(n, &eth(dst, 0x0800, &payload(64, 6)));
-        eventually("handled", || {
+        n.eventually("handled", |n| {
             n.r(RDH) != before || n.dev.stats().rx_dropped.load(Ordering::SeqCst) != dropped
         });
         n.r(RDH) != before
@@ -145,7 +145,7 @@ fn vlan_stripped_into_special_and_filtered_by_vfta() {
     tagged.splice(12..12, [0x81, 0x00, 0x20, 0x0A]); // priority 1, VLAN 10
                                                      // Without VME the tag stays in the data.
     inject(&n, &tagged);
-    eventually("received", || n.r(RDH) == 1);
+    n.eventually("received", |n| n.r(RDH) == 1);
     let (len, status, _, special) = n.rx_desc(0);
     assert_eq!(
         (usize::from(len), status & RXD_STAT_VP, special),
@@ -155,7 +155,7 @@ fn vlan_stripped_into_special_and_filtered_by_vfta() {
     let ctrl = n.r(CTRL);
     n.w(CTRL, ctrl | CTRL_VME);
     inject(&n, &tagged);
-    eventually("received", || n.r(RDH) == 2);
+    n.eventually("received", |n| n.r(RDH) == 2);
     let (len, status, _, special) = n.rx_desc(1);
     assert_eq!((usize::from(len), special), (inner.len(), 0x200A));
     assert_ne!(status & RXD_STAT_VP, 0);
@@ -163,13 +163,13 @@ fn vlan_stripped_into_special_and_filtered_by_vfta() {
     // VFE: only VLANs set in the VFTA pass; untagged frames are unaffected.
     n.w(RCTL, RCTL_EN | RCTL_SECRC | RCTL_VFE);
     inject(&n, &tagged);
-    eventually("filtered", || {
+    n.eventually("filtered", |n| {
         n.dev.stats().rx_dropped.load(Ordering::SeqCst) == 1
     });
     n.w(VFTA, 1 << 10);
     inject(&n, &tagged);
     inject(&n, &inner);
-    eventually("both received", || n.r(RDH) == 4);
+    n.eventually("both received", |n| n.r(RDH) == 4);
 }
 
 #[test]
@@ -180,7 +180,7 @@ fn long_frames_span_descriptors_with_lpe() {
     let frame = eth(MAC, 0x0800, &payload(2500, 8));
     // Without LPE a 2514-byte frame is oversize.
     inject(&n, &frame);
-    eventually("dropped", || {
+    n.eventually("dropped", |n| {
         n.dev.stats().rx_dropped.load(Ordering::SeqCst) == 1
     });
     assert_eq!(n.r(ROC), 1);
@@ -190,7 +190,7 @@ fn long_frames_span_descriptors_with_lpe() {
         RCTL_EN | RCTL_SECRC | RCTL_LPE | (1 << RCTL_BSIZE_SHIFT),
     );
     inject(&n, &frame);
-    eventually("received", || n.r(RDH) == 3);
+    n.eventually("received", |n| n.r(RDH) == 3);
     let mut got = Vec::new();
     for i in 0..3 {
         let (len, status, ..) = n.rx_desc(i);
@@ -209,10 +209,10 @@ fn rxdmt0_when_free_descriptors_fall_to_the_threshold() {
     let _ = n.r(ICR);
     // 16 descriptors, RDMTS = 1/2: the threshold is 8 free.
     inject(&n, &eth(MAC, 0x0800, &payload(64, 9)));
-    eventually("received", || n.r(RDH) == 1);
+    n.eventually("received", |n| n.r(RDH) == 1);
     assert_eq!(n.r(ICR) & INT_RXDMT0, 0, "9 free");
     inject(&n, &eth(MAC, 0x0800, &payload(64, 9)));
-    eventually("received", || n.r(RDH) == 2);
+    n.eventually("received", |n| n.r(RDH) == 2);
     assert_ne!(n.r(ICR) & INT_RXDMT0, 0, "8 free");
 }
 
@@ -224,7 +224,7 @@ fn offloaded_frames_from_the_backend_are_completed() {
     // A partial checksum: completed before delivery.
     let (f, h) = partial_tcp(500, 10);
     n.peer.inject(h, &f).unwrap();
-    eventually("received", || n.r(RDH) == 1);
+    n.eventually("received", |n| n.r(RDH) == 1);
     check_ipv4_tcp(&n.rx_data(0, f.len()));
     // A GSO frame: segmented, all segments delivered.
     let mut g = ipv4_tcp(&payload(3000, 11), false, 0x18);
@@ -239,7 +239,7 @@ fn offloaded_frames_from_the_backend_are_completed() {
         num_buffers: 0,
     };
     n.peer.inject(h, &g).unwrap();
-    eventually("three segments", || n.r(RDH) == 4);
+    n.eventually("three segments", |n| n.r(RDH) == 4);
     for i in 1..4 {
         let (len, status, errors, _) = n.rx_desc(i);
         check_ipv4_tcp(&n.rx_data(i, usize::from(len)));
@@ -296,7 +296,7 @@ fn udp(len: usize, csum: bool) -> Vec<u8> {
 fn csum_bits(n: &mut Nic, hdr: NetHdr, frame: &[u8]) -> (u8, u8) {
     let i = n.r(RDH);
     n.peer.inject(hdr, frame).unwrap();
-    eventually("received", || n.r(RDH) == i + 1);
+    n.eventually("received", |n| n.r(RDH) == i + 1);
     let (_, status, errors, _) = n.rx_desc(i);
     (
         status & (RXD_STAT_IXSM | RXD_STAT_TCPCS | RXD_STAT_IPCS),

@@ -26,7 +26,7 @@ fn legacy_descriptor_frame_reaches_the_peer() {
     assert_eq!(got[0], (NetHdr::default(), frame));
     n.wait_tx_head(1);
     assert_eq!(n.tx_status(0) & TXD_STAT_DD, TXD_STAT_DD);
-    eventually("TXDW interrupt", || n.line.high());
+    n.eventually("TXDW interrupt", |n| n.line.high());
     assert_eq!(n.r(ICR) & (INT_TXDW | INT_TXQE), INT_TXDW | INT_TXQE);
     assert_eq!(n.dev.stats().tx_frames.load(Ordering::SeqCst), 1);
 }
@@ -287,7 +287,7 @@ fn transmitter_waits_for_tctl_en() {
     n.up();
     n.w(TCTL, TCTL_PSP);
     n.send_legacy(&eth(PEER_MAC, 0x0800, &payload(64, 14)));
-    settle();
+    n.pump();
     assert_eq!(n.peer.pending_from_guest(), 0);
     assert_eq!(n.r(TDH), 0);
     n.w(TCTL, TCTL_PSP | TCTL_EN);

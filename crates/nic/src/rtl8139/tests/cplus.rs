@@ -173,9 +173,9 @@ fn cplus_nic() -> (Nic, Cp) {
     (n, cp)
 }
 
-fn wait_tx_done(n: &Nic, i: u16) -> Desc {
+fn wait_tx_done(n: &mut Nic, i: u16) -> Desc {
     let mut d = Desc::default();
-    eventually("TX descriptor handed back", || {
+    n.eventually("TX descriptor handed back", |n| {
         d = desc(n, TX_DESC, i);
         d.opts1 & DESC_OWN == 0
     });
@@ -187,22 +187,22 @@ fn tx_gathers_fragments_and_hands_descriptors_back() {
     let (mut n, mut cp) = cplus_nic();
     let f = eth(PEER, 0x88b5, &payload(1200));
     let idx = cp.xmit(&mut n, &[&f[..100], &f[100..900], &f[900..]], 0, 0);
-    eventually("frame out", || n.peer.pending_from_guest() == 1);
+    n.eventually("frame out", |n| n.peer.pending_from_guest() == 1);
     assert_eq!(n.peer.take().unwrap().1, f);
     for (k, &i) in idx.iter().enumerate() {
-        let d = wait_tx_done(&n, i);
+        let d = wait_tx_done(&mut n, i);
         assert_eq!(d.opts1 & TXD_ERROR, 0);
         assert_eq!(d.opts1 & DESC_FS != 0, k == 0);
         assert_eq!(d.opts1 & DESC_LS != 0, k == 2);
     }
-    eventually("TOK and TDU", || {
+    n.eventually("TOK and TDU", |n| {
         n.r16(ISR) & (INT_TOK | INT_TDU) == INT_TOK | INT_TDU
     });
     assert!(n.line.high());
     // A second frame continues at the next descriptor, wrapping at EOR.
     for k in 0..20u8 {
         cp.xmit(&mut n, &[&eth(PEER, 0x88b5, &[k; 50])[..]], 0, 0);
-        eventually("sent", || n.peer.pending_from_guest() == 1);
+        n.eventually("sent", |n| n.peer.pending_from_guest() == 1);
         assert_eq!(n.peer.take().unwrap().1[14], k);
     }
 }
@@ -217,7 +217,7 @@ fn tx_checksum_offload_fills_ip_tcp_and_udp_checksums() {
     let mut udp = udp_frame(PEER, b"hi");
     udp.resize(60, 0xee);
     cp.xmit(&mut n, &[&udp[..]], TXD_IPCS | TXD_UDPCS, 0);
-    eventually("two frames", || n.peer.pending_from_guest() == 2);
+    n.eventually("two frames", |n| n.peer.pending_from_guest() == 2);
     for _ in 0..2 {
         let (_, f) = n.peer.take().unwrap();
         assert_eq!(checksums_ok(&f), (true, true), "{f:02x?}");
@@ -237,7 +237,7 @@ fn tx_large_send_produces_checksummed_segments() {
         TXD_LGSEN | (mss << TXD_MSS_SHIFT),
         0,
     );
-    eventually("three segments", || n.peer.pending_from_guest() == 3);
+    n.eventually("three segments", |n| n.peer.pending_from_guest() == 3);
     let mut joined = Vec::new();
     for k in 0..3u32 {
         let (_, s) = n.peer.take().unwrap();
@@ -250,7 +250,7 @@ fn tx_large_send_produces_checksummed_segments() {
         joined.extend_from_slice(&s[54..]);
     }
     assert_eq!(joined, data);
-    let last = wait_tx_done(&n, idx[1]);
+    let last = wait_tx_done(&mut n, idx[1]);
     assert_eq!(last.opts1 & TXD_ERROR, 0);
 }
 
@@ -260,7 +260,7 @@ fn tx_vlan_tag_is_inserted() {
     let f = eth(PEER, 0x0800, &payload(60));
     let tci: u16 = (5 << 13) | 42;
     cp.xmit(&mut n, &[&f[..]], 0, TXD_TAGC | u32::from(tci.swap_bytes()));
-    eventually("sent", || n.peer.pending_from_guest() == 1);
+    n.eventually("sent", |n| n.peer.pending_from_guest() == 1);
     let (_, s) = n.peer.take().unwrap();
     assert_eq!(&s[12..14], &[0x81, 0x00]);
     assert_eq!(u16::from_be_bytes([s[14], s[15]]), tci);
@@ -296,7 +296,7 @@ fn malformed_headers_are_dropped_counted_and_handed_back() {
     let count = cases.len() as u64;
     for (f, flags) in &cases {
         let idx = cp.xmit(&mut n, &[&f[..]], *flags, 0);
-        let d = wait_tx_done(&n, idx[0]);
+        let d = wait_tx_done(&mut n, idx[0]);
         assert_ne!(d.opts1 & TXD_ERROR, 0, "error bit for {flags:#x} {f:02x?}");
     }
     assert_eq!(n.dev.stats().tx_dropped.load(Ordering::SeqCst), count);
@@ -304,7 +304,7 @@ fn malformed_headers_are_dropped_counted_and_handed_back() {
     assert_eq!(n.peer.pending_from_guest(), 0, "none reached the wire");
     // The ring goes on.
     cp.xmit(&mut n, &[&good[..]], csum, 0);
-    eventually("good frame", || n.peer.pending_from_guest() == 1);
+    n.eventually("good frame", |n| n.peer.pending_from_guest() == 1);
 }
 
 #[test]
@@ -321,7 +321,7 @@ fn tx_chain_without_last_segment_is_bounded() {
         set_desc(&n, TX_DESC, i, d);
     }
     n.w8(TPPOLL, TPPOLL_NPQ);
-    eventually("all handed back", || {
+    n.eventually("all handed back", |n| {
         (0..64).all(|i| desc(&n, TX_DESC, i).opts1 & DESC_OWN == 0)
     });
     assert_ne!(desc(&n, TX_DESC, 63).opts1 & TXD_ERROR, 0);
@@ -343,7 +343,7 @@ fn tx_chain_without_last_segment_is_bounded() {
     }
     n.w8(CR, CR_RE | CR_TE);
     n.w8(TPPOLL, TPPOLL_NPQ);
-    eventually("looping chain refused", || {
+    n.eventually("looping chain refused", |n| {
         n.dev.stats().tx_dropped.load(Ordering::SeqCst) == 2
     });
 }
@@ -368,7 +368,7 @@ fn tx_bad_sizes_and_addresses_never_reach_host_memory() {
     }
     cp.tx_head += 2;
     n.w8(TPPOLL, TPPOLL_NPQ);
-    wait_tx_done(&n, i0 + 1);
+    wait_tx_done(&mut n, i0 + 1);
     // A buffer outside guest RAM, and one that wraps the address space.
     for addr in [MEM_SIZE as u64 + 0x1000, u64::MAX - 8] {
         let i = cp.tx_head;
@@ -384,13 +384,13 @@ fn tx_bad_sizes_and_addresses_never_reach_host_memory() {
         );
         cp.tx_head += 1;
         n.w8(TPPOLL, TPPOLL_NPQ);
-        wait_tx_done(&n, i);
+        wait_tx_done(&mut n, i);
     }
     assert_ne!(n.r16(ISR) & INT_SERR, 0);
     // Zero-length fragments are harmless.
     let f = eth(PEER, 0x88b5, &payload(80));
     cp.xmit(&mut n, &[&f[..10], &[], &f[10..]], 0, 0);
-    eventually("sent", || n.peer.pending_from_guest() == 1);
+    n.eventually("sent", |n| n.peer.pending_from_guest() == 1);
     assert_eq!(n.peer.take().unwrap().1, f);
     assert_eq!(n.dev.stats().tx_dropped.load(Ordering::SeqCst), 3);
     // A ring at the top of the address space: descriptor reads fail.
@@ -398,7 +398,7 @@ fn tx_bad_sizes_and_addresses_never_reach_host_memory() {
     n.w32(TNPDS + 4, 0xffff_ffff);
     n.w16(ISR, 0xffff);
     n.w8(TPPOLL, TPPOLL_NPQ);
-    eventually("SERR", || n.r16(ISR) & INT_SERR != 0);
+    n.eventually("SERR", |n| n.r16(ISR) & INT_SERR != 0);
 }
 
 #[test]
@@ -428,8 +428,8 @@ fn rx_writes_descriptors_back_with_status_and_checksum_bits() {
     for f in frames {
         let before = got.len();
         n.peer.inject(NetHdr::default(), f).unwrap();
-        eventually("received", || {
-            got.extend(cp.rx_poll(&mut n));
+        n.eventually("received", |n| {
+            got.extend(cp.rx_poll(n));
             got.len() == before + 1
         });
     }
@@ -458,16 +458,16 @@ fn rx_vlan_tags_are_stripped_when_asked() {
     tagged.splice(12..12, [0x81, 0x00, (tci >> 8) as u8, tci as u8]);
     n.peer.inject(NetHdr::default(), &tagged).unwrap();
     let mut got = Vec::new();
-    eventually("kept", || {
-        got.extend(cp.rx_poll(&mut n));
+    n.eventually("kept", |n| {
+        got.extend(cp.rx_poll(n));
         got.len() == 1
     });
     assert_eq!(got[0].2, tagged, "RxVlan off: the tag stays");
     let v = n.r16(CPCR) | CPCR_RX_VLAN;
     n.w16(CPCR, v);
     n.peer.inject(NetHdr::default(), &tagged).unwrap();
-    eventually("stripped", || {
-        got.extend(cp.rx_poll(&mut n));
+    n.eventually("stripped", |n| {
+        got.extend(cp.rx_poll(n));
         got.len() == 2
     });
     assert_eq!(got[1].2, inner);
@@ -484,15 +484,15 @@ fn rx_without_descriptors_waits_for_the_refill() {
             .inject(NetHdr::default(), &eth(MAC, 0x88b5, &[k; 100]))
             .unwrap();
     }
-    eventually("ring exhausted", || {
+    n.eventually("ring exhausted", |n| {
         n.dev.stats().rx_stalls.load(Ordering::SeqCst) >= 1
     });
     assert_eq!(n.dev.stats().rx_frames.load(Ordering::SeqCst), 2);
     assert_ne!(n.r16(ISR) & INT_RXOVW, 0, "RDU tells the driver to refill");
     assert_eq!(n.r32(MPC), 0);
     let mut got = Vec::new();
-    eventually("all four after refills", || {
-        got.extend(cp.rx_poll(&mut n).into_iter().map(|g| g.2[14]));
+    n.eventually("all four after refills", |n| {
+        got.extend(cp.rx_poll(n).into_iter().map(|g| g.2[14]));
         got.len() == 4
     });
     assert_eq!(got, vec![0, 1, 2, 3]);
@@ -509,7 +509,7 @@ fn rx_spans_small_buffers_and_refuses_what_cannot_fit() {
     }
     let f = eth(MAC, 0x88b5, &payload(700)); // 718 bytes with CRC: 3 buffers
     n.peer.inject(NetHdr::default(), &f).unwrap();
-    eventually("written", || desc(&n, RX_DESC, 2).opts1 & DESC_OWN == 0);
+    n.eventually("written", |n| desc(&n, RX_DESC, 2).opts1 & DESC_OWN == 0);
     let d: Vec<Desc> = (0..3).map(|i| desc(&n, RX_DESC, i)).collect();
     assert_eq!(d[0].opts1 & (DESC_FS | DESC_LS), DESC_FS);
     assert_eq!(d[1].opts1 & (DESC_FS | DESC_LS), 0);
@@ -539,7 +539,7 @@ fn rx_spans_small_buffers_and_refuses_what_cannot_fit() {
     n.peer
         .inject(NetHdr::default(), &eth(MAC, 0x88b5, &payload(1000)))
         .unwrap();
-    eventually("dropped", || {
+    n.eventually("dropped", |n| {
         n.dev.stats().rx_dropped.load(Ordering::SeqCst) == 1
     });
     assert_eq!(desc(&n, RX_DESC, 0).opts1 & DESC_OWN, DESC_OWN, "untouched");
@@ -553,7 +553,7 @@ fn rx_ring_outside_guest_ram_is_dropped_with_serr() {
     n.peer
         .inject(NetHdr::default(), &eth(MAC, 0x88b5, &payload(100)))
         .unwrap();
-    eventually("dropped", || {
+    n.eventually("dropped", |n| {
         n.dev.stats().rx_dropped.load(Ordering::SeqCst) == 1
     });
     assert_ne!(n.r16(ISR) & INT_SERR, 0);
@@ -573,7 +573,7 @@ fn rx_ring_outside_guest_ram_is_dropped_with_serr() {
     n.peer
         .inject(NetHdr::default(), &eth(MAC, 0x88b5, &payload(100)))
         .unwrap();
-    eventually("dropped again", || {
+    n.eventually("dropped again", |n| {
         n.dev.stats().rx_dropped.load(Ordering::SeqCst) == 2
     });
     assert_ne!(desc(&n, RX_DESC, 0).opts1 & DESC_OWN, 0);
@@ -586,10 +586,10 @@ fn tally_counters_are_dumped_through_dtccr() {
     n.peer
         .inject(NetHdr::default(), &eth([0xff; 6], 0x0806, &[0; 28]))
         .unwrap();
-    eventually("one each way", || {
+    n.eventually("one each way", |n| {
         n.peer.pending_from_guest() == 1 && n.dev.stats().rx_frames.load(Ordering::SeqCst) == 1
     });
-    eventually("TX written back", || {
+    n.eventually("TX written back", |n| {
         desc(&n, TX_DESC, 0).opts1 & DESC_OWN == 0
     });
     // cp_get_ethtool_stats.
@@ -611,8 +611,8 @@ fn loopback_large_send_is_received_segment_by_segment() {
     let f = tcp_frame(MAC, &payload(4000), 5);
     cp.xmit(&mut n, &[&f[..]], TXD_LGSEN | (100 << TXD_MSS_SHIFT), 0);
     let mut got = Vec::new();
-    eventually("40 segments", || {
-        got.extend(cp.rx_poll(&mut n));
+    n.eventually("40 segments", |n| {
+        got.extend(cp.rx_poll(n));
         got.len() == 40
     });
     for (opts1, _, s) in &got {
@@ -639,11 +639,11 @@ fn high_priority_ring_goes_first() {
         },
     );
     n.w8(TPPOLL, TPPOLL_HPQ);
-    eventually("high", || n.peer.pending_from_guest() == 1);
+    n.eventually("high", |n| n.peer.pending_from_guest() == 1);
     assert_eq!(n.peer.take().unwrap().1, hi);
     assert_eq!(desc(&n, HI_DESC, 0).opts1 & DESC_OWN, 0);
     cp.xmit(&mut n, &[&eth(PEER, 0x88b5, &[2; 60])[..]], 0, 0);
-    eventually("normal", || n.peer.pending_from_guest() == 1);
+    n.eventually("normal", |n| n.peer.pending_from_guest() == 1);
 }
 
 #[test]
@@ -651,7 +651,7 @@ fn revision_0x10_never_enters_cplus_mode() {
     let mut n = nic(REVISION_8139C);
     let mut cp = init_8139cp(&mut n, 8, 8);
     cp.xmit(&mut n, &[&eth(PEER, 0x88b5, &payload(60))[..]], 0, 0);
-    settle();
+    n.pump();
     assert_eq!(n.peer.pending_from_guest(), 0);
     assert_ne!(
         desc(&n, TX_DESC, 0).opts1 & DESC_OWN,
@@ -672,7 +672,7 @@ fn loopback_without_receive_room_drops_and_counts_at_once() {
     for k in 0..4u8 {
         cp.xmit(&mut n, &[&eth(MAC, 0x88b5, &[k; 60])[..]], 0, 0);
     }
-    eventually("all sent", || {
+    n.eventually("all sent", |n| {
         (0..4).all(|i| desc(&n, TX_DESC, i).opts1 & DESC_OWN == 0)
     });
     assert_eq!(n.r32(MPC), 2);
@@ -699,8 +699,8 @@ fn tso_frames_from_the_backend_arrive_as_checksummed_segments_across_refills() {
     n.peer.inject(hdr, &f).unwrap();
     // 14 segments through a ring of 4: the rest waits for the refills.
     let mut got = Vec::new();
-    eventually("all segments", || {
-        got.extend(cp.rx_poll(&mut n));
+    n.eventually("all segments", |n| {
+        got.extend(cp.rx_poll(n));
         got.len() >= 14
     });
     assert_eq!(got.len(), 14);
@@ -720,8 +720,8 @@ fn tso_frames_from_the_backend_arrive_as_checksummed_segments_across_refills() {
     hdr.gso_type = 0;
     n.peer.inject(hdr, &f).unwrap();
     let mut one = Vec::new();
-    eventually("one frame", || {
-        one.extend(cp.rx_poll(&mut n));
+    n.eventually("one frame", |n| {
+        one.extend(cp.rx_poll(n));
         !one.is_empty()
     });
     assert_eq!(checksums_ok(&one[0].2), (true, true));
@@ -741,7 +741,7 @@ fn tcp_checksum_offload_is_left_to_a_backend_that_completes_it() {
     let mut udp = udp_frame(PEER, b"hi");
     udp.resize(60, 0xee);
     cp.xmit(&mut n, &[&udp[..]], TXD_IPCS | TXD_UDPCS, 0);
-    eventually("two frames", || n.peer.pending_from_guest() == 2);
+    n.eventually("two frames", |n| n.peer.pending_from_guest() == 2);
     let (hdr, mut f) = n.peer.take().unwrap();
     assert_eq!(hdr.flags, tapir_net_backend::hdr::NEEDS_CSUM);
     assert_eq!((hdr.csum_start, hdr.csum_offset), (34, 16));
@@ -759,7 +759,7 @@ fn tcp_checksum_offload_is_left_to_a_backend_that_completes_it() {
     let mut not_tcp = udp_frame(PEER, &payload(100));
     fill_checksums(&mut not_tcp);
     let idx = cp.xmit(&mut n, &[&not_tcp[..]], TXD_TCPCS, 0);
-    let d = wait_tx_done(&n, idx[0]);
+    let d = wait_tx_done(&mut n, idx[0]);
     assert_ne!(d.opts1 & TXD_ERROR, 0);
     assert_eq!(n.peer.pending_from_guest(), 0);
 }
@@ -773,8 +773,8 @@ fn looped_back_frames_get_their_checksums_done_by_the_nic() {
     let tcp = tcp_frame(MAC, &payload(500), 9);
     cp.xmit(&mut n, &[&tcp[..]], TXD_IPCS | TXD_TCPCS, 0);
     let mut got = Vec::new();
-    eventually("looped back", || {
-        got.extend(cp.rx_poll(&mut n));
+    n.eventually("looped back", |n| {
+        got.extend(cp.rx_poll(n));
         !got.is_empty()
     });
     assert_eq!(checksums_ok(&got[0].2), (true, true));
@@ -790,22 +790,22 @@ fn the_rest_of_a_tso_frame_is_lost_with_the_cable() {
     let (hdr, f) = tso_frame(MAC, &payload(20_000), 1, 1448);
     n.peer.inject(hdr, &f).unwrap();
     let stats = n.dev.stats();
-    eventually("ring full", || stats.rx_stalls.load(Ordering::SeqCst) >= 1);
+    n.eventually("ring full", |_| stats.rx_stalls.load(Ordering::SeqCst) >= 1);
     let link = n.dev.link();
     assert!(link.set(false));
-    eventually("held frame dropped", || {
+    n.eventually("held frame dropped", |_| {
         stats.rx_link_down.load(Ordering::SeqCst) == 1
     });
     assert!(link.set(true));
     let mut got = Vec::new();
-    eventually("the four delivered before", || {
-        got.extend(cp.rx_poll(&mut n));
+    n.eventually("the four delivered before", |n| {
+        got.extend(cp.rx_poll(n));
         got.len() >= 4
     });
     let marker = eth(MAC, 0x88b5, &[0x5a; 100]);
     n.peer.inject(NetHdr::default(), &marker).unwrap();
-    eventually("next frame", || {
-        got.extend(cp.rx_poll(&mut n));
+    n.eventually("next frame", |n| {
+        got.extend(cp.rx_poll(n));
         got.len() >= 5
     });
     assert_eq!(got.len(), 5);
@@ -827,7 +827,7 @@ fn a_small_frame_sent_from_the_receive_poll_completes_before_the_doorbell_return
         assert_ne!(n.r16(ISR) & INT_TOK, 0, "frame {k}");
         assert!(n.line.high(), "frame {k}: the completion is on the line");
         let mut sent = None;
-        eventually("sent by the worker", || {
+        n.eventually("sent by the worker", |n| {
             sent = n.peer.take().map(|f| f.1);
             sent.is_some()
         });
@@ -839,7 +839,7 @@ fn a_small_frame_sent_from_the_receive_poll_completes_before_the_doorbell_return
     n.w16(IMR, CP_INTR_MASK);
     let big = eth(PEER, 0x88b5, &payload(1000));
     cp.xmit(&mut n, &[&big[..]], 0, 0);
-    eventually("sent", || n.peer.pending_from_guest() == 1);
+    n.eventually("sent", |n| n.peer.pending_from_guest() == 1);
     // With no worker to send them, the FIFO fills and stays bounded: later
     // frames wait in the ring, owned by the chip.
     n.w16(IMR, CP_INTR_MASK & !CP_RX_INTR);

@@ -8,7 +8,7 @@ mod normal;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tapir_devices::LevelIrq;
 use tapir_net_backend::offload::checksum;
@@ -22,6 +22,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::regs::*;
 use super::{Rtl8139, DEFAULT_REVISION, REVISION_8139C};
+use crate::worker::NetWorker;
 
 pub const MEM_SIZE: usize = 0x40_0000;
 pub const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
@@ -48,8 +49,13 @@ impl Line {
     }
 }
 
+/// Rounds of [`Nic::eventually`].
+const ROUNDS: usize = 64;
+
 pub struct Nic {
     pub dev: Rtl8139,
+    /// The NIC worker, driven on the test's thread ([`Nic::pump`]).
+    pub worker: NetWorker,
     pub peer: MemoryPeer,
     pub mem: GuestMemoryMmap,
     pub line: Arc<Line>,
@@ -70,7 +76,7 @@ pub fn nic_offloads(revision: u8, capacity: usize, offloads: Offloads) -> Nic {
     let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap();
     let (backend, peer) = MemoryBackend::new(capacity, offloads).unwrap();
     let line = Arc::new(Line::default());
-    let mut dev = Rtl8139::new(
+    let (mut dev, worker) = Rtl8139::new_manual(
         MAC,
         revision,
         mem.clone(),
@@ -84,6 +90,7 @@ pub fn nic_offloads(revision: u8, capacity: usize, offloads: Offloads) -> Nic {
     dev.write_config(PCI_COMMAND, &7u16.to_le_bytes());
     Nic {
         dev,
+        worker,
         peer,
         mem,
         line,
@@ -92,6 +99,36 @@ pub fn nic_offloads(revision: u8, capacity: usize, offloads: Offloads) -> Nic {
 }
 
 impl Nic {
+    /// Runs the NIC worker (on this thread) until it has nothing left to
+    /// do: what the guest's last accesses and the peer's frames lead to.
+    pub fn pump(&mut self) {
+        self.worker.pump().expect("the worker's event wait");
+    }
+
+    /// Runs the worker, then checks `f`; again, for a check whose own
+    /// accesses give the worker more to do (a driver's receive poll making
+    /// room), at most [`ROUNDS`] times. Deterministic: nothing here waits
+    /// for time to pass.
+    pub fn eventually(&mut self, what: &str, mut f: impl FnMut(&mut Self) -> bool) {
+        for _ in 0..ROUNDS {
+            self.pump();
+            if f(self) {
+                return;
+            }
+        }
+        panic!("not reached after the worker ran out of work: {what}");
+    }
+
+    /// Moves the model's clock `by` ahead: its timer expires as it would
+    /// then (a fake clock; the shell's timerfd is not waited for).
+    pub fn advance(&mut self, by: std::time::Duration) {
+        use crate::shell::NicModel;
+        self.dev
+            .model()
+            .timer_expired(std::time::Instant::now() + by);
+        self.pump();
+    }
+
     pub fn w8(&mut self, off: u8, v: u8) {
         self.dev.write_bar(self.bar, u64::from(off), &[v]);
     }
@@ -174,23 +211,6 @@ impl Nic {
         }
         mac
     }
-}
-
-/// Polls `f` for up to 5 s.
-pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    panic!("timed out waiting for: {what}");
-}
-
-/// Gives the worker time to act on something that must not happen.
-pub fn settle() {
-    std::thread::sleep(Duration::from_millis(50));
 }
 
 // ---- Frames ----
@@ -491,23 +511,37 @@ fn timer_interrupt_fires_when_tctr_reaches_timerint() {
     n.w16(IMR, INT_TIMEOUT);
     n.w32(TCTR, 0);
     n.w32(TIMER_INT, 33 * 3000); // 3 ms
-    eventually("TimeOut", || n.line.high());
+    n.pump();
+    assert!(!n.line.high(), "not before its time");
+    n.advance(Duration::from_millis(4));
+    assert!(n.line.high(), "TimeOut");
     assert_ne!(n.r16(ISR) & INT_TIMEOUT, 0);
     n.w16(ISR, INT_TIMEOUT);
     n.w32(TIMER_INT, 0);
-    settle();
+    n.pump();
     assert_eq!(n.r16(ISR), 0, "disabled");
 }
 
 #[test]
 fn dropping_the_nic_stops_its_worker() {
-    let n = nic(DEFAULT_REVISION);
-    let Nic { dev, peer, .. } = n;
+    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap();
+    let (backend, peer) = MemoryBackend::new(4, Offloads::default()).unwrap();
+    let line = Arc::new(Line::default());
+    let dev = Rtl8139::new(
+        MAC,
+        DEFAULT_REVISION,
+        mem,
+        line,
+        Box::new(backend),
+        None,
+        "rtl-drop".into(),
+    )
+    .unwrap();
+    assert!(dev.running());
+    // Dropping joins the worker's thread: nothing takes frames any more.
     drop(dev);
-    // The worker is gone: nothing takes frames any more.
     peer.inject(NetHdr::default(), &eth(MAC, 0x0800, &[0; 50]))
         .unwrap();
-    settle();
     assert_eq!(peer.pending_to_guest(), 1);
 }
 
@@ -556,7 +590,7 @@ fn hostile_register_and_memory_garbage_never_panics_or_hangs() {
         n.w8(CR, CR_TE);
         n.w32(TSD0, f.len() as u32);
         let mut seen = false;
-        eventually("a frame after the garbage", || {
+        n.eventually("a frame after the garbage", |n| {
             seen |= n.peer.take_all().iter().any(|(_, s)| s == &f);
             seen
         });

@@ -99,7 +99,7 @@ fn tx_slots_round_robin_with_status_write_back() {
         let entry = (k % 4) as u8;
         let f = eth(PEER, 0x0800, &payload(100 + k));
         xmit(&mut n, entry, &f);
-        eventually("slot completed", || {
+        n.eventually("slot completed", |n| {
             n.r32(TSD0 + 4 * entry) & (TSD_OWN | TSD_TOK) == TSD_OWN | TSD_TOK
         });
         let tsd = n.r32(TSD0 + 4 * entry);
@@ -124,7 +124,7 @@ fn short_frames_go_out_as_written_and_four_can_be_queued() {
     for entry in 0..4u8 {
         xmit(&mut n, entry, &eth(PEER, 0x88b5, &[entry; 10]));
     }
-    eventually("four frames", || n.peer.pending_from_guest() == 4);
+    n.eventually("four frames", |n| n.peer.pending_from_guest() == 4);
     for entry in 0..4u8 {
         let (_, f) = n.peer.take().unwrap();
         assert_eq!(f.len(), 60, "padded by the driver");
@@ -143,7 +143,7 @@ fn rx_frames_land_in_the_ring_with_header_crc_and_alignment() {
     for f in [&unicast, &bcast, &runt] {
         inject(&n, f);
     }
-    eventually("three received", || {
+    n.eventually("three received", |n| {
         n.dev.stats().rx_frames.load(Ordering::SeqCst) == 3
     });
     assert!(n.line.high(), "ROK");
@@ -179,14 +179,14 @@ fn crossing_the_end(wrap: bool) {
     // 8 frames of 1000 bytes take 8 * 1008 bytes; consume them as they come.
     for k in 0..8u8 {
         inject(&n, &eth(MAC, 0x88b5, &[k; 986]));
-        eventually("frame", || n.r8(CR) & CR_BUFE == 0);
+        n.eventually("frame", |n| n.r8(CR) & CR_BUFE == 0);
         cur += 1008;
         n.w16(CAPR, cur.wrapping_sub(16) as u16);
     }
     assert_eq!(n.r16(CBR), 8064);
     let f = eth(MAC, 0x88b5, &payload(700));
     inject(&n, &f);
-    eventually("crossing frame", || n.r8(CR) & CR_BUFE == 0);
+    n.eventually("crossing frame", |n| n.r8(CR) & CR_BUFE == 0);
     let h = n.read_mem(RX_RING + 8064, 4);
     assert_eq!(u16::from_le_bytes([h[2], h[3]]) as usize, f.len() + 4);
     let mut data = f.clone();
@@ -220,7 +220,7 @@ fn rx_filter_follows_rcr_and_the_multicast_hash() {
     inject(&n, &eth([0xff; 6], 0x0806, &[0; 46])); // no AB
     inject(&n, &eth(group, 0x0800, &[0; 46])); // no AM
     inject(&n, &eth(PEER, 0x0800, &[0; 46])); // not ours
-    eventually("three filtered", || {
+    n.eventually("three filtered", |n| {
         n.dev.stats().rx_dropped.load(Ordering::SeqCst) == 3
     });
     assert_ne!(n.r8(CR) & CR_BUFE, 0);
@@ -237,7 +237,7 @@ fn rx_filter_follows_rcr_and_the_multicast_hash() {
     // Promiscuous: any unicast, without PAM.
     n.w32(RCR, RX_CONFIG_32K | RCR_APM | RCR_AB | RCR_AM | RCR_AAP);
     inject(&n, &eth(PEER, 0x0800, &[4; 46]));
-    eventually("three more", || {
+    n.eventually("three more", |n| {
         n.dev.stats().rx_frames.load(Ordering::SeqCst) == 3
     });
     let got = Reader::new(32768).poll(&mut n);
@@ -255,15 +255,15 @@ fn rx_full_ring_pushes_back_and_capr_resumes_without_loss() {
     for k in 0..12u8 {
         inject(&n, &eth(MAC, 0x88b5, &[k; 986]));
     }
-    eventually("ring full", || {
+    n.eventually("ring full", |n| {
         n.dev.stats().rx_stalls.load(Ordering::SeqCst) >= 1
     });
     assert_eq!(n.dev.stats().rx_frames.load(Ordering::SeqCst), 8);
     assert_eq!(n.r32(MPC), 0, "nothing missed while the backend waits");
     let mut r = Reader::new(8192);
     let mut seen = Vec::new();
-    eventually("all twelve read", || {
-        seen.extend(r.poll(&mut n).into_iter().map(|g| g.1[14]));
+    n.eventually("all twelve read", |n| {
+        seen.extend(r.poll(n).into_iter().map(|g| g.1[14]));
         seen.len() == 12
     });
     assert_eq!(seen, (0..12).collect::<Vec<u8>>(), "in order, none lost");
@@ -278,8 +278,14 @@ fn rx_ring_left_full_overflows_after_the_grace_period() {
     for k in 0..20u8 {
         inject(&n, &eth(MAC, 0x88b5, &[k; 986]));
     }
-    std::thread::sleep(RX_STALL_GRACE);
-    eventually("backend drained by drops", || {
+    n.pump();
+    assert_eq!(
+        n.r32(MPC),
+        0,
+        "held back, not dropped, within the grace period"
+    );
+    n.advance(RX_STALL_GRACE);
+    n.eventually("backend drained by drops", |n| {
         n.peer.pending_to_guest() == 0 && n.dev.stats().rx_dropped.load(Ordering::SeqCst) == 12
     });
     assert_eq!(n.r32(MPC), 12);
@@ -288,7 +294,7 @@ fn rx_ring_left_full_overflows_after_the_grace_period() {
     let mut r = Reader::new(8192);
     assert_eq!(r.poll(&mut n).len(), 8);
     inject(&n, &eth(MAC, 0x88b5, &[99; 100]));
-    eventually("delivered again", || n.r8(CR) & CR_BUFE == 0);
+    n.eventually("delivered again", |n| n.r8(CR) & CR_BUFE == 0);
     assert_eq!(r.poll(&mut n)[0].1[14], 99);
 }
 
@@ -297,12 +303,12 @@ fn bad_tx_slots_abort_and_the_next_one_still_goes() {
     let mut n = nic(REVISION_8139C);
     init_8139too(&mut n, RX_CONFIG_32K | RCR_APM);
     n.w32(TSD0, 0); // size 0
-    eventually("slot 0 aborted", || n.r32(TSD0) & TSD_TABT != 0);
+    n.eventually("slot 0 aborted", |n| n.r32(TSD0) & TSD_TABT != 0);
     n.w32(TSD0 + 4, 1793); // too long
-    eventually("slot 1 aborted", || n.r32(TSD0 + 4) & TSD_TABT != 0);
+    n.eventually("slot 1 aborted", |n| n.r32(TSD0 + 4) & TSD_TABT != 0);
     n.w32(TSAD0 + 8, MEM_SIZE as u32 - 10); // runs off RAM
     n.w32(TSD0 + 8, 100);
-    eventually("slot 2 aborted", || n.r32(TSD0 + 8) & TSD_TABT != 0);
+    n.eventually("slot 2 aborted", |n| n.r32(TSD0 + 8) & TSD_TABT != 0);
     let isr = n.r16(ISR);
     assert_eq!(isr & (INT_TER | INT_SERR), INT_TER | INT_SERR);
     // 8139too on TxAborted: TxClearAbt and acknowledge.
@@ -311,7 +317,7 @@ fn bad_tx_slots_abort_and_the_next_one_still_goes() {
     n.w16(ISR, INT_TER | INT_SERR);
     let f = eth(PEER, 0x0800, &payload(200));
     xmit(&mut n, 3, &f);
-    eventually("slot 3 sent", || n.peer.pending_from_guest() == 1);
+    n.eventually("slot 3 sent", |n| n.peer.pending_from_guest() == 1);
     assert_eq!(n.peer.take().unwrap().1, f);
     assert_eq!(n.dev.stats().tx_dropped.load(Ordering::SeqCst), 3);
     assert_eq!(
@@ -327,14 +333,14 @@ fn rx_ring_outside_guest_ram_drops_with_serr() {
     init_8139too(&mut n, RX_CONFIG_32K | RCR_APM);
     n.w32(RBSTART, MEM_SIZE as u32 - 64);
     inject(&n, &eth(MAC, 0x0800, &payload(200)));
-    eventually("dropped", || {
+    n.eventually("dropped", |n| {
         n.dev.stats().rx_dropped.load(Ordering::SeqCst) == 1
     });
     assert_ne!(n.r16(ISR) & INT_SERR, 0);
     assert_eq!(n.r16(CBR), 0, "nothing consumed");
     n.w32(RBSTART, 0xffff_fff0);
     inject(&n, &eth(MAC, 0x0800, &payload(200)));
-    eventually("dropped again", || {
+    n.eventually("dropped again", |n| {
         n.dev.stats().rx_dropped.load(Ordering::SeqCst) == 2
     });
 }
@@ -346,20 +352,20 @@ fn capr_anywhere_is_only_a_ring_position() {
     for capr in [0xffffu16, 0x1235, 0x8000, 0x1ff0, 0xfff0] {
         n.w16(CAPR, capr);
         inject(&n, &eth(MAC, 0x88b5, &payload(80)));
-        settle();
+        n.pump();
         let _ = n.r8(CR);
         let _ = n.r16(CBR);
     }
     // A reset restores a sane ring whatever happened.
     n.reset();
     init_8139too(&mut n, RX_CONFIG_32K | RCR_APM);
-    std::thread::sleep(RX_STALL_GRACE * 2);
+    n.advance(RX_STALL_GRACE * 2);
     let mut r = Reader::new(32768);
     r.poll(&mut n);
     inject(&n, &eth(MAC, 0x88b5, &[0x5a; 80]));
     let mut last = None;
-    eventually("received after reset", || {
-        if let Some(g) = r.poll(&mut n).pop() {
+    n.eventually("received after reset", |n| {
+        if let Some(g) = r.poll(n).pop() {
             last = Some(g.1[14]);
         }
         last == Some(0x5a)
@@ -374,14 +380,14 @@ fn loopback_mode_receives_what_it_sends() {
     n.w32(TCR, v);
     let f = eth(MAC, 0x88b5, &payload(300));
     xmit(&mut n, 0, &f);
-    eventually("looped back", || n.r8(CR) & CR_BUFE == 0);
+    n.eventually("looped back", |n| n.r8(CR) & CR_BUFE == 0);
     let got = Reader::new(32768).poll(&mut n);
     assert_eq!(got[0].1, f);
     assert_ne!(n.r32(TSD0) & TSD_TOK, 0);
     assert_eq!(n.peer.pending_from_guest(), 0, "nothing on the wire");
     // A looped frame to another address is filtered like any other.
     xmit(&mut n, 1, &eth(PEER, 0x88b5, &payload(300)));
-    eventually("slot 1 done", || n.r32(TSD0 + 4) & TSD_TOK != 0);
+    n.eventually("slot 1 done", |n| n.r32(TSD0 + 4) & TSD_TOK != 0);
     assert_ne!(n.r8(CR) & CR_BUFE, 0);
 }
 
@@ -390,7 +396,7 @@ fn disabling_the_receiver_restarts_the_ring() {
     let mut n = nic(REVISION_8139C);
     init_8139too(&mut n, RX_CONFIG_32K | RCR_APM);
     inject(&n, &eth(MAC, 0x88b5, &payload(100)));
-    eventually("one", || n.r8(CR) & CR_BUFE == 0);
+    n.eventually("one", |n| n.r8(CR) & CR_BUFE == 0);
     assert_ne!(n.r16(CBR), 0);
     // rtl8139_rx_err: RE off and on, RCR again, cur_rx = 0.
     let cr = n.r8(CR);
@@ -400,7 +406,7 @@ fn disabling_the_receiver_restarts_the_ring() {
     assert_eq!(n.r16(CBR), 0);
     assert_ne!(n.r8(CR) & CR_BUFE, 0);
     inject(&n, &eth(MAC, 0x88b5, &[7; 100]));
-    eventually("next at 0", || n.r8(CR) & CR_BUFE == 0);
+    n.eventually("next at 0", |n| n.r8(CR) & CR_BUFE == 0);
     assert_eq!(Reader::new(32768).poll(&mut n)[0].1[14], 7);
 }
 
@@ -411,16 +417,16 @@ fn no_dma_without_bus_master_or_transmitter() {
     n.w8(CR, CR_RE);
     let f = eth(PEER, 0x0800, &payload(64));
     xmit(&mut n, 0, &f);
-    settle();
+    n.pump();
     assert_eq!(n.peer.pending_from_guest(), 0, "TE off");
     n.dev.write_config(PCI_COMMAND, &3u16.to_le_bytes());
     n.w8(CR, CR_RE | CR_TE);
     inject(&n, &eth(MAC, 0x0800, &payload(64)));
-    settle();
+    n.pump();
     assert_eq!(n.peer.pending_from_guest(), 0, "bus master off");
     assert_ne!(n.r8(CR) & CR_BUFE, 0);
     n.dev.write_config(PCI_COMMAND, &7u16.to_le_bytes());
-    eventually("sent once mastering", || n.peer.pending_from_guest() == 1);
+    n.eventually("sent once mastering", |n| n.peer.pending_from_guest() == 1);
     assert_eq!(n.peer.take().unwrap().1, f);
 }
 
@@ -450,7 +456,7 @@ fn packets_left_after_the_napi_budget_raise_rok_again_when_imr_returns() {
     for k in 0..5u8 {
         inject(&n, &eth(MAC, 0x0800, &[k; 46]));
     }
-    eventually("five delivered", || {
+    n.eventually("five delivered", |n| {
         n.dev.stats().rx_frames.load(Ordering::SeqCst) == 5
     });
     // rtl8139_interrupt: RX bits pending, NAPI scheduled, RX masked.
@@ -483,12 +489,11 @@ fn tx_wraps_many_times_under_backpressure_with_8139too_bookkeeping() {
     let total = 64usize;
     let (mut cur_tx, mut dirty_tx) = (0usize, 0usize);
     let mut received = Vec::new();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while received.len() < total {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "TX stalled at {cur_tx}/{dirty_tx}"
-        );
+    for round in 0.. {
+        if received.len() == total {
+            break;
+        }
+        assert!(round < 10 * total, "TX stalled at {cur_tx}/{dirty_tx}");
         // rtl8139_start_xmit while the queue is not stopped.
         while cur_tx < total && cur_tx - dirty_tx < 4 {
             let f = eth(PEER, 0x88b5, &(cur_tx as u32).to_le_bytes());
@@ -509,15 +514,14 @@ fn tx_wraps_many_times_under_backpressure_with_8139too_bookkeeping() {
             assert_eq!(tsd & TSD_TABT, 0);
             dirty_tx += 1;
         }
-        // The host drains slowly.
+        // The worker runs; the host drains slowly, a frame at a time.
+        n.pump();
         if let Some((_, f)) = n.peer.take() {
             received.push(u32::from_le_bytes([f[14], f[15], f[16], f[17]]));
-        } else {
-            std::thread::sleep(std::time::Duration::from_micros(200));
         }
     }
     assert_eq!(received, (0..total as u32).collect::<Vec<_>>(), "in order");
-    eventually("all slots completed", || {
+    n.eventually("all slots completed", |n| {
         while dirty_tx < cur_tx && n.r32(TSD0 + 4 * (dirty_tx % 4) as u8) & TSD_TOK != 0 {
             dirty_tx += 1;
         }
@@ -548,10 +552,10 @@ fn the_cable_shows_in_the_link_registers_and_stops_frames_both_ways() {
 
     // Frames both ways are dropped and counted; the slot still completes.
     xmit(&mut n, 0, &eth(PEER, 0x0800, &payload(100)));
-    eventually("slot completed", || n.r32(TSD0) & TSD_OWN != 0);
+    n.eventually("slot completed", |n| n.r32(TSD0) & TSD_OWN != 0);
     inject(&n, &eth(MAC, 0x0800, &payload(80)));
     let stats = n.dev.stats();
-    eventually("backend frame dropped", || {
+    n.eventually("backend frame dropped", |_| {
         stats.rx_link_down.load(Ordering::SeqCst) == 1
     });
     assert_eq!(stats.tx_link_down.load(Ordering::SeqCst), 1);
@@ -566,7 +570,7 @@ fn the_cable_shows_in_the_link_registers_and_stops_frames_both_ways() {
     assert_eq!(n.r8(MSR) & MSR_LINKB, 0);
     let f = eth(PEER, 0x0800, &payload(90));
     xmit(&mut n, 1, &f);
-    eventually("sent", || n.peer.pending_from_guest() == 1);
+    n.eventually("sent", |n| n.peer.pending_from_guest() == 1);
     assert_eq!(n.peer.take().unwrap().1, f);
 }
 
@@ -581,8 +585,8 @@ fn tso_frames_from_the_backend_fill_the_ring_segment_by_segment() {
     // 21 segments do not fit in 8 KiB at once: the reader makes room.
     let mut r = Reader::new(8192);
     let mut seen = Vec::new();
-    eventually("all segments", || {
-        seen.extend(r.poll(&mut n));
+    n.eventually("all segments", |n| {
+        seen.extend(r.poll(n));
         seen.len() >= 21
     });
     assert_eq!(seen.len(), 21);
@@ -610,7 +614,7 @@ fn a_small_frame_sent_from_the_receive_poll_completes_before_tsd_returns() {
         let tsd = n.r32(TSD0 + 4 * slot);
         assert_ne!(tsd & TSD_TOK, 0, "frame {k}: done when the write returns");
         assert!(n.line.high(), "frame {k}");
-        eventually("sent by the worker", || n.peer.take().is_some());
+        n.eventually("sent by the worker", |n| n.peer.take().is_some());
         n.w16(ISR, INT_TOK);
     }
 }
