@@ -23,6 +23,8 @@ use tapir_net_backend::NetBackend;
 use tapir_pci::configuration::PCI_COMMAND;
 use tapir_pci::{BarChange, Intx, PciConfiguration, PciDevice};
 
+use tapir_net_backend::hdr::DATA_VALID;
+use tapir_net_backend::offload::segment;
 use tapir_net_backend::NetHdr;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -254,12 +256,15 @@ pub trait NicRings: NicModel {
     fn pop_tx(&mut self, hdr: &mut NetHdr, buf: &mut Vec<u8>) -> bool;
     /// [`NicFrontend::complete_tx`].
     fn complete_tx(&mut self);
-    /// [`NicFrontend::push_rx`].
-    fn push_rx(&mut self, hdr: &NetHdr, frame: &[u8]) -> RxPush;
+    /// Delivers received frames, each plain (no GSO, checksums complete):
+    /// one frame from the backend, or the segments of one. `l4_valid`:
+    /// their TCP/UDP checksums are known to be right (the backend vouches
+    /// for them, or they were just computed). Returns the outcome and how
+    /// many of `frames` it took: all of them, but with
+    /// [`RxPush::NoBuffers`], when the rest is offered again later.
+    fn push_rx(&mut self, frames: &[&[u8]], l4_valid: bool) -> (RxPush, usize);
     /// [`NicFrontend::rx_wait_buffers`].
     fn rx_wait_buffers(&mut self) -> bool;
-    /// [`NicFrontend::rx_discard`].
-    fn rx_discard(&mut self) {}
     /// [`NicFrontend::flush`]: the end of a worker pass.
     fn flush(&mut self) {}
 }
@@ -267,7 +272,30 @@ pub trait NicRings: NicModel {
 /// The NIC worker's view of a shared model: each call locks the shell,
 /// asks the model, and lets the shell apply what the model then wants
 /// (line, timer, doorbells) as the section ends.
-struct ShellRings<M: NicRings>(SharedShell<M>);
+///
+/// The models behind it have no receive offloads, so a frame from the
+/// backend with offloads (a TSO frame, a partial checksum) is finished
+/// here, in one place for all of them and outside the lock: cut into its
+/// segments with their checksums, which the model then takes as plain
+/// frames. Segments the guest has no room for yet wait here for the
+/// worker's next offer of the same frame.
+struct ShellRings<M: NicRings> {
+    shell: SharedShell<M>,
+    /// The segments of the frame being delivered.
+    segments: Vec<Vec<u8>>,
+    /// How many of them the model took.
+    taken: usize,
+}
+
+impl<M: NicRings> ShellRings<M> {
+    fn new(shell: SharedShell<M>) -> Self {
+        Self {
+            shell,
+            segments: Vec::new(),
+            taken: 0,
+        }
+    }
+}
 
 impl<M: NicRings> NicFrontend for ShellRings<M> {
     fn guest_event(&mut self, ev: GuestEvent) -> GuestWork {
@@ -277,34 +305,55 @@ impl<M: NicRings> NicFrontend for ShellRings<M> {
             GuestEvent::Timer => {
                 // A model that wants the worker back after its timer rings
                 // a doorbell.
-                lock(&self.0).timer_fired();
+                lock(&self.shell).timer_fired();
                 GuestWork::None
             }
         }
     }
 
     fn pop_tx(&mut self, hdr: &mut NetHdr, buf: &mut Vec<u8>) -> bool {
-        lock(&self.0).pop_tx(hdr, buf)
+        lock(&self.shell).pop_tx(hdr, buf)
     }
 
     fn complete_tx(&mut self) {
-        lock(&self.0).complete_tx();
+        lock(&self.shell).complete_tx();
     }
 
     fn push_rx(&mut self, hdr: &NetHdr, frame: &[u8]) -> RxPush {
-        lock(&self.0).push_rx(hdr, frame)
+        if self.segments.is_empty() {
+            if hdr.is_plain() {
+                let l4_valid = hdr.flags & DATA_VALID != 0;
+                return lock(&self.shell).push_rx(&[frame], l4_valid).0;
+            }
+            match segment(hdr, frame) {
+                Ok(segments) => self.segments = segments,
+                Err(_) => return RxPush::Dropped,
+            }
+            self.taken = 0;
+        }
+        let rest: Vec<&[u8]> = self.segments[self.taken..]
+            .iter()
+            .map(Vec::as_slice)
+            .collect();
+        // Their checksums were just computed.
+        let (done, taken) = lock(&self.shell).push_rx(&rest, true);
+        self.taken += taken;
+        if done != RxPush::NoBuffers {
+            self.segments.clear();
+        }
+        done
     }
 
     fn rx_wait_buffers(&mut self) -> bool {
-        lock(&self.0).rx_wait_buffers()
+        lock(&self.shell).rx_wait_buffers()
     }
 
     fn rx_discard(&mut self) {
-        lock(&self.0).rx_discard();
+        self.segments.clear();
     }
 
     fn flush(&mut self) {
-        lock(&self.0).flush();
+        lock(&self.shell).flush();
     }
 }
 
@@ -378,7 +427,7 @@ impl<M: PciNicModel + 'static> PciNic<M> {
         let carrier = Carrier::new();
         let worker = NetWorker::manual(
             &name,
-            Box::new(ShellRings(shell.clone())),
+            Box::new(ShellRings::new(shell.clone())),
             shell.guest_fds()?,
             backend,
             vlan,

@@ -8,12 +8,12 @@
 //! counters, and the packet's results are then discarded instead of being
 //! written into the new ring.
 
+use std::borrow::Cow;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tapir_net_backend::hdr::{DATA_VALID, GSO_NONE};
-use tapir_net_backend::offload::segment;
+use tapir_net_backend::hdr::GSO_NONE;
 use tapir_net_backend::{NetHdr, Offloads};
 use vm_memory::GuestMemoryMmap;
 
@@ -565,25 +565,26 @@ impl NicRings for E1000Model {
         }
     }
 
-    fn push_rx(&mut self, hdr: &NetHdr, frame: &[u8]) -> RxPush {
+    fn push_rx(&mut self, frames: &[&[u8]], l4_valid: bool) -> (RxPush, usize) {
         let (r, s) = (&mut self.rings, &mut self.state);
-        if !hdr.is_plain() {
-            // The chip has no receive segmentation: finish the work here.
-            let Ok(mut frames) = segment(hdr, frame) else {
-                return RxPush::Dropped;
-            };
-            for f in &mut frames {
-                if f.len() < MIN_FRAME {
-                    f.resize(MIN_FRAME, 0);
+        let padded: Vec<Cow<'_, [u8]>> = frames
+            .iter()
+            .map(|f| {
+                if f.len() >= MIN_FRAME {
+                    Cow::Borrowed(*f)
+                } else {
+                    let mut short = f.to_vec();
+                    short.resize(MIN_FRAME, 0);
+                    Cow::Owned(short)
                 }
-            }
-            let refs: Vec<&[u8]> = frames.iter().map(|f| f.as_slice()).collect();
-            // Their TCP/UDP checksums were just computed.
-            return r.deliver(s, &refs, true, true);
+            })
+            .collect();
+        let refs: Vec<&[u8]> = padded.iter().map(|f| f.as_ref()).collect();
+        // The segments of one frame go in together, or none of them.
+        match r.deliver(s, &refs, true, l4_valid) {
+            RxPush::NoBuffers => (RxPush::NoBuffers, 0),
+            done => (done, frames.len()),
         }
-        let mut small = [0u8; MIN_FRAME];
-        let frame = pad(frame, &mut small);
-        r.deliver(s, &[frame], true, hdr.flags & DATA_VALID != 0)
     }
 
     fn rx_wait_buffers(&mut self) -> bool {

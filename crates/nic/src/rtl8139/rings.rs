@@ -48,8 +48,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::shell::{Doorbells, NicModel, NicRings, PciNicModel};
-use tapir_net_backend::hdr::{DATA_VALID, GSO_ECN, GSO_NONE, NEEDS_CSUM};
-use tapir_net_backend::offload::{complete_checksum, segment};
 use tapir_net_backend::NetHdr;
 
 use super::cplus::{self, CpTx, Room, TxChain};
@@ -239,10 +237,7 @@ struct Rings {
     /// The offload header of the frame `take_frame` produced.
     tx_hdr: NetHdr,
     rx_frame: Vec<u8>,
-    rx_csum: Vec<u8>,
     rx_need: usize,
-    /// Segments of a TSO frame from the backend still to be delivered.
-    rx_segments: VecDeque<Vec<u8>>,
 }
 
 impl Rings {
@@ -257,9 +252,7 @@ impl Rings {
             tx_csum,
             tx_hdr: NetHdr::default(),
             rx_frame: Vec::with_capacity(2048),
-            rx_csum: Vec::new(),
             rx_need: 0,
-            rx_segments: VecDeque::new(),
         }
     }
 
@@ -425,25 +418,10 @@ impl Rings {
         st.flush_irq();
     }
 
-    /// Offers one frame that needs no segmentation (a partial checksum
-    /// is completed on a copy first).
-    fn push_one(&mut self, st: &mut State, hdr: &NetHdr, frame: &[u8]) -> RxPush {
-        let mut copy = std::mem::take(&mut self.rx_csum);
-        let partial = hdr.flags & NEEDS_CSUM != 0;
-        if partial {
-            copy.clear();
-            copy.extend_from_slice(frame);
-            if complete_checksum(hdr, &mut copy).is_err() {
-                self.rx_csum = copy;
-                return RxPush::Dropped;
-            }
-        }
-        let frame: &[u8] = if partial { &copy } else { frame };
-        // Checksums the backend vouches for, or that were just computed,
-        // are not verified again.
-        let l4_valid = hdr.flags & (DATA_VALID | NEEDS_CSUM) != 0;
+    /// Offers one plain frame. `l4_valid`: its TCP/UDP checksum is known
+    /// to be right (not verified again).
+    fn push_one(&mut self, st: &mut State, frame: &[u8], l4_valid: bool) -> RxPush {
         let (result, need) = receive(st, frame, l4_valid, &mut self.rx_frame);
-        self.rx_csum = copy;
         match result {
             RxResult::Delivered => {
                 st.end_rx_stall();
@@ -509,39 +487,23 @@ impl NicRings for Rtl8139Model {
         }
     }
 
-    fn push_rx(&mut self, hdr: &NetHdr, frame: &[u8]) -> RxPush {
+    fn push_rx(&mut self, frames: &[&[u8]], l4_valid: bool) -> (RxPush, usize) {
         let (r, st) = (&mut self.rings, &mut self.state);
-        if r.rx_segments.is_empty() {
-            if hdr.gso_type & !GSO_ECN == GSO_NONE {
-                return r.push_one(st, hdr, frame);
-            }
-            // A TSO frame from the backend: the chip has no receive
-            // offloads, so it gets the segments, each with its checksums
-            // computed here. What does not fit now waits in the queue; the
-            // worker offers this same frame again until it is all through.
-            match segment(hdr, frame) {
-                Ok(segs) => r.rx_segments = segs.into(),
-                Err(_) => return RxPush::Dropped,
+        // One at a time, as the wire brings them: what does not fit now
+        // is offered again.
+        let mut last = RxPush::Dropped;
+        for (i, f) in frames.iter().enumerate() {
+            match r.push_one(st, f, l4_valid) {
+                RxPush::NoBuffers => return (RxPush::NoBuffers, i),
+                done => last = done,
             }
         }
-        let plain = NetHdr {
-            flags: DATA_VALID,
-            ..NetHdr::default()
+        let done = if frames.len() == 1 {
+            last
+        } else {
+            RxPush::Delivered
         };
-        while let Some(seg) = r.rx_segments.pop_front() {
-            match r.push_one(st, &plain, &seg) {
-                RxPush::NoBuffers => {
-                    r.rx_segments.push_front(seg);
-                    return RxPush::NoBuffers;
-                }
-                RxPush::Delivered | RxPush::Dropped => {}
-            }
-        }
-        RxPush::Delivered
-    }
-
-    fn rx_discard(&mut self) {
-        self.rings.rx_segments.clear();
+        (done, frames.len())
     }
 
     fn rx_wait_buffers(&mut self) -> bool {
