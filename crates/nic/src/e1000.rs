@@ -43,7 +43,8 @@
 //! The chip has receive checksum offload (RXCSUM, module `rx_csum`) but
 //! no receive segmentation. The backend is still asked for checksum
 //! offload and TSO: its partial checksums are completed and its TCP frames
-//! of up to 64 KiB segmented here (one backend read instead of 44), and
+//! of up to 64 KiB segmented by the shell (one backend read instead of
+//! 44; the segments of one frame enter the ring together or not at all), and
 //! those checksums, like the ones the backend vouches for (`DATA_VALID`),
 //! are reported good without being summed again.
 //!

@@ -39,7 +39,8 @@
 //! where it is cheapest:
 //! - from the host, a TSO frame (up to 64 KiB) is cut into MTU-sized
 //!   segments with their checksums computed, and a partial checksum is
-//!   completed, before the frames enter the chip's receive path; so the
+//!   completed, by the shell (the same for every model without receive
+//!   offloads) before the frames enter the chip's receive path; so the
 //!   guest sees only what the wire would carry, and one read from the
 //!   backend brings many frames;
 //! - to the host, a C+ TCP checksum request is checked as the chip would
