@@ -167,7 +167,8 @@ const ETH_P_8021AD: u16 = 0x88a8;
 const IPPROTO_TCP: u8 = 6;
 const TCP_FIN: u8 = 0x01;
 const TCP_PSH: u8 = 0x08;
-const TCP_CWR: u8 = 0x80;
+/// The TCP flags byte's CWR bit (ECN: a GSO frame with it needs `GSO_ECN`).
+pub const TCP_CWR: u8 = 0x80;
 
 /// Where the parts of a TCP/IP frame lie.
 #[derive(Debug)]

@@ -136,8 +136,7 @@ impl PciNic<E1000Model> {
     ) -> io::Result<(Self, NetWorker)> {
         // Large and partially checksummed frames from the backend are
         // finished here (see the module documentation).
-        crate::rx_offloads::enable(backend.as_mut())?;
-        let offloads = backend.offloads();
+        let offloads = crate::rx_offloads::enable(backend.as_mut())?;
         let mut config = PciConfiguration::new(&PciHeader {
             vendor_id: IDS.vendor,
             device_id: IDS.device,

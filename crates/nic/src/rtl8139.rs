@@ -185,10 +185,10 @@ impl PciNic<Rtl8139Model> {
                 .map_err(Rtl8139Error::from)?;
         }
         let intx = Intx::new(intx, IntxPin::IntA, &mut config);
-        let tx_csum =
+        let offloads =
             crate::rx_offloads::enable(backend.as_mut()).map_err(Rtl8139Error::Backend)?;
         let stats = Arc::new(NicStats::default());
-        let model = Rtl8139Model::new(State::new(mac, revision, mem), stats.clone(), tx_csum);
+        let model = Rtl8139Model::new(State::new(mac, revision, mem), stats.clone(), offloads);
         let timer = Timer::new().map_err(Rtl8139Error::Fds)?;
         let shell =
             ShellLock::new(Shell::new(model, intx, Some(timer))).map_err(Rtl8139Error::Fds)?;

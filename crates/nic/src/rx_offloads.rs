@@ -11,9 +11,10 @@ use std::io;
 use tapir_net_backend::{NetBackend, Offloads};
 
 /// Turns on checksum offload and the TSO kinds the backend offers.
-/// Returns whether it took them (partial checksums may then also be sent
-/// to it); a backend that refuses the set gets none.
-pub fn enable(backend: &mut dyn NetBackend) -> io::Result<bool> {
+/// Returns the set it took (partial checksums and GSO frames of those
+/// kinds may then also be sent to it); a backend that refuses the set gets
+/// none.
+pub fn enable(backend: &mut dyn NetBackend) -> io::Result<Offloads> {
     let offered = backend.offloads();
     let want = if offered.csum {
         let tso = offered.tso4 || offered.tso6;
@@ -27,8 +28,8 @@ pub fn enable(backend: &mut dyn NetBackend) -> io::Result<bool> {
         Offloads::default()
     };
     if want != Offloads::default() && backend.set_offloads(want).is_ok() {
-        return Ok(true);
+        return Ok(want);
     }
     backend.set_offloads(Offloads::default())?;
-    Ok(false)
+    Ok(Offloads::default())
 }

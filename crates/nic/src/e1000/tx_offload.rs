@@ -19,7 +19,7 @@
 //! a bad one is an [`OffloadError`] (the packet is dropped and counted).
 
 use tapir_net_backend::hdr::{GSO_ECN, GSO_TCPV4, GSO_TCPV6, NEEDS_CSUM};
-use tapir_net_backend::offload::{be16, fold, put16, sum_words, OffloadError};
+use tapir_net_backend::offload::{be16, fold, put16, sum_words, OffloadError, TCP_CWR};
 use tapir_net_backend::{NetHdr, Offloads};
 
 use super::regs::*;
@@ -147,7 +147,6 @@ pub fn partial_csum(
 
 const TCP_FIN: u8 = 0x01;
 const TCP_PSH: u8 = 0x08;
-const TCP_CWR: u8 = 0x80;
 
 /// A TSO frame being cut into segments, one per call to [`Tso::segment`].
 #[derive(Debug, Clone)]

@@ -9,9 +9,9 @@
 //! does not fit the frame is an [`OffloadReject`] (the frame is dropped and
 //! counted), never a panic or a read past the frame.
 
-use tapir_net_backend::hdr::{GSO_TCPV4, NEEDS_CSUM};
-use tapir_net_backend::offload::{be16, fold, put16, segment, sum_words, OffloadError};
-use tapir_net_backend::NetHdr;
+use tapir_net_backend::hdr::{GSO_ECN, GSO_TCPV4, NEEDS_CSUM};
+use tapir_net_backend::offload::{be16, fold, put16, segment, sum_words, OffloadError, TCP_CWR};
+use tapir_net_backend::{NetHdr, Offloads};
 
 use crate::vlan::TPID_8021Q;
 
@@ -273,6 +273,54 @@ pub fn tx_checksum_partial(
         csum_offset: 16,
         ..NetHdr::default()
     })
+}
+
+/// Large send (LGSEN) left to a backend that segments TCP/IPv4
+/// (`backend`): the frame, checked as [`large_send`] checks it, with its
+/// IP header checksum and the TCP pseudo-header sum in place, and the GSO
+/// header that asks for `mss`-byte segments. `Ok(None)`: the backend
+/// cannot do it (no TSO, ECN it does not take) or there is only one
+/// segment; [`large_send`] then does the work here.
+pub fn large_send_gso(
+    frame: &mut Vec<u8>,
+    mss: u16,
+    backend: Offloads,
+) -> Result<Option<NetHdr>, OffloadReject> {
+    if mss == 0 {
+        return Err(OffloadReject::ZeroMss);
+    }
+    if !(backend.csum && backend.tso4) {
+        return Ok(None);
+    }
+    let lay = parse_ipv4(frame)?;
+    if lay.proto != IPPROTO_TCP {
+        return Err(OffloadReject::ProtocolMismatch {
+            asked: "TCP",
+            proto: lay.proto,
+        });
+    }
+    if lay.fragment {
+        return Err(OffloadReject::Fragment);
+    }
+    if lay.end - lay.l4 < TCP_HLEN {
+        return Err(OffloadReject::ShortL4("TCP"));
+    }
+    let tcp_hlen = usize::from(frame[lay.l4 + 12] >> 4) * 4;
+    let hdr_len = lay.l4 + tcp_hlen;
+    let cwr = frame[lay.l4 + 13] & TCP_CWR != 0;
+    if tcp_hlen < TCP_HLEN
+        || hdr_len > lay.end
+        || lay.end - hdr_len <= usize::from(mss)
+        || (cwr && !backend.tso_ecn)
+    {
+        // Bad header lengths are left for the segmenter's checks.
+        return Ok(None);
+    }
+    let mut hdr = tx_checksum_partial(frame, true, false, true)?;
+    hdr.gso_type = if cwr { GSO_TCPV4 | GSO_ECN } else { GSO_TCPV4 };
+    hdr.gso_size = mss;
+    hdr.hdr_len = hdr_len as u16;
+    Ok(Some(hdr))
 }
 
 /// Large send (LGSEN): TCP/IPv4 segments of at most `mss` payload bytes,

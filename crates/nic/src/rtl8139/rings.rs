@@ -48,13 +48,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::shell::{Doorbells, NicModel, NicRings, PciNicModel};
-use tapir_net_backend::NetHdr;
+use tapir_net_backend::{NetHdr, Offloads};
 
 use super::cplus::{self, CpTx, Room, TxChain};
 use super::filter::{accept, fcs, Match};
 use super::normal::{self, RxResult, SlotTx};
 use super::offload::{
-    large_send, rx_checksum_status, strip_vlan, tx_checksum, tx_checksum_partial,
+    large_send, large_send_gso, rx_checksum_status, strip_vlan, tx_checksum, tx_checksum_partial,
 };
 use super::regs::*;
 use super::state::State;
@@ -175,12 +175,12 @@ pub struct Rtl8139Model {
 }
 
 impl Rtl8139Model {
-    /// A model with `state`, counting in `stats`; `tx_csum`: the backend
-    /// completes partial checksums.
-    pub fn new(state: State, stats: Arc<NicStats>, tx_csum: bool) -> Self {
+    /// A model with `state`, counting in `stats`, sending to a backend
+    /// that carries `offloads` (partial checksums, GSO frames).
+    pub fn new(state: State, stats: Arc<NicStats>, offloads: Offloads) -> Self {
         Self {
             state,
-            rings: Rings::new(stats, tx_csum),
+            rings: Rings::new(stats, offloads),
         }
     }
 }
@@ -231,9 +231,10 @@ struct Rings {
     tx_again: bool,
     segments: VecDeque<Vec<u8>>,
     chain: TxChain,
-    /// The backend completes partial checksums (C+ TCP checksum offload
-    /// is handed on instead of computed here).
-    tx_csum: bool,
+    /// What the backend completes: partial checksums (C+ TCP checksum
+    /// offload is handed on instead of computed here) and TCP segmentation
+    /// (a large send goes out as one GSO frame).
+    offloads: Offloads,
     /// The offload header of the frame `take_frame` produced.
     tx_hdr: NetHdr,
     rx_frame: Vec<u8>,
@@ -241,7 +242,7 @@ struct Rings {
 }
 
 impl Rings {
-    fn new(stats: Arc<NicStats>, tx_csum: bool) -> Self {
+    fn new(stats: Arc<NicStats>, offloads: Offloads) -> Self {
         Self {
             stats,
             inflight: None,
@@ -249,7 +250,7 @@ impl Rings {
             tx_again: false,
             segments: VecDeque::new(),
             chain: TxChain::default(),
-            tx_csum,
+            offloads,
             tx_hdr: NetHdr::default(),
             rx_frame: Vec::with_capacity(2048),
             rx_need: 0,
@@ -279,11 +280,16 @@ impl Rings {
     }
 
     /// Applies a C+ frame's VLAN and offload requests: `Ok(None)` when
-    /// the frame stays one (a partial checksum left to the backend sets
-    /// `self.tx_hdr`, which `pop_tx` cleared), `Ok(Some(frames))` when
-    /// large send turned it into segments. `partial`: a TCP checksum may
-    /// be left to the backend.
-    fn offload(&mut self, buf: &mut Vec<u8>, partial: bool) -> Result<Option<Vec<Vec<u8>>>, ()> {
+    /// the frame stays one (a partial checksum or a large send left to the
+    /// backend sets `self.tx_hdr`, which `pop_tx` cleared),
+    /// `Ok(Some(frames))` when large send turned it into segments here.
+    /// `backend`: what the backend completes (nothing for frames that loop
+    /// back).
+    fn offload(
+        &mut self,
+        buf: &mut Vec<u8>,
+        backend: Offloads,
+    ) -> Result<Option<Vec<Vec<u8>>>, ()> {
         let (opts1, opts2) = (self.chain.opts1, self.chain.opts2);
         if opts2 & TXD_TAGC != 0 {
             vlan::insert(
@@ -298,9 +304,18 @@ impl Rings {
             opts1 & TXD_UDPCS != 0,
             opts1 & TXD_TCPCS != 0,
         );
+        let partial = backend.csum;
         let r = if opts1 & TXD_LGSEN != 0 {
             let mss = ((opts1 >> TXD_MSS_SHIFT) & TXD_MSS_MASK) as u16;
-            large_send(buf, mss).map(Some)
+            match large_send_gso(buf, mss, backend) {
+                // One GSO frame for the backend to cut.
+                Ok(Some(hdr)) => {
+                    self.tx_hdr = hdr;
+                    Ok(None)
+                }
+                Ok(None) => large_send(buf, mss).map(Some),
+                Err(e) => Err(e),
+            }
         } else if partial {
             tx_checksum_partial(buf, ip, udp, tcp).map(|hdr| {
                 self.tx_hdr = hdr;
@@ -349,7 +364,12 @@ impl Rings {
                 let loopback = st.loopback();
                 // Looped-back frames reach our own receiver: they need
                 // every checksum done here.
-                let Ok(segments) = self.offload(buf, self.tx_csum && !loopback) else {
+                let to_backend = if loopback {
+                    Offloads::default()
+                } else {
+                    self.offloads
+                };
+                let Ok(segments) = self.offload(buf, to_backend) else {
                     st.cp_complete_tx(&self.chain, false);
                     self.drop_tx();
                     return Taken::Again;

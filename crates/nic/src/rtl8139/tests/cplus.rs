@@ -254,6 +254,51 @@ fn tx_large_send_produces_checksummed_segments() {
     assert_eq!(last.opts1 & TXD_ERROR, 0);
 }
 
+/// With a backend that segments TCP, a large send leaves as one GSO frame
+/// whose segments (cut as the backend cuts them) are those of the
+/// software path.
+#[test]
+fn tx_large_send_goes_to_a_tso_backend_as_one_gso_frame() {
+    let mut n = nic_offloads(DEFAULT_REVISION, 64, Offloads::ALL);
+    let mut cp = init_8139cp(&mut n, 16, 16);
+    let data = payload(4000);
+    let f = tcp_frame(PEER, &data, 0x1000_0000);
+    let mss = 1460u32;
+    let idx = cp.xmit(
+        &mut n,
+        &[&f[..54], &f[54..]],
+        TXD_LGSEN | (mss << TXD_MSS_SHIFT),
+        0,
+    );
+    n.eventually("one frame", |n| n.peer.pending_from_guest() == 1);
+    let (hdr, g) = n.peer.take().unwrap();
+    assert_eq!(hdr.gso_type, tapir_net_backend::hdr::GSO_TCPV4);
+    assert_eq!(u32::from(hdr.gso_size), mss);
+    assert_eq!((hdr.csum_start, hdr.csum_offset, hdr.hdr_len), (34, 16, 54));
+    let segs = tapir_net_backend::offload::segment(&hdr, &g).unwrap();
+    assert_eq!(segs.len(), 3);
+    let mut joined = Vec::new();
+    for (k, s) in segs.iter().enumerate() {
+        assert_eq!(checksums_ok(s), (true, true));
+        let seq = u32::from_be_bytes([s[38], s[39], s[40], s[41]]);
+        assert_eq!(seq, 0x1000_0000 + k as u32 * mss);
+        joined.extend_from_slice(&s[54..]);
+    }
+    assert_eq!(joined, data);
+    let last = wait_tx_done(&mut n, idx[1]);
+    assert_eq!(last.opts1 & TXD_ERROR, 0);
+    // One MSS or less: no GSO, a partial checksum only.
+    cp.xmit(
+        &mut n,
+        &[&tcp_frame(PEER, &payload(100), 7)[..]],
+        TXD_LGSEN | (mss << TXD_MSS_SHIFT),
+        0,
+    );
+    n.eventually("small frame", |n| n.peer.pending_from_guest() == 1);
+    let (hdr, _) = n.peer.take().unwrap();
+    assert_eq!(hdr.gso_type, tapir_net_backend::hdr::GSO_NONE);
+}
+
 #[test]
 fn tx_vlan_tag_is_inserted() {
     let (mut n, mut cp) = cplus_nic();
