@@ -4,7 +4,9 @@
 #   2. checks formatting and lints,
 #   3. cargo test: unit tests and the tiny-test-kernel integration tests,
 #      which run directly on this host's /dev/kvm (PVM or hardware),
-#   4. the Linux-guest suite (tests/nested.rs): Debian's kernel under tapir,
+#   4. the fuzz targets (fuzz/, resources/fuzz/run.sh), 60 s each
+#      (TAPIR_FUZZ_SECS), from the committed seed corpus;
+#   5. the Linux-guest suite (tests/nested.rs): Debian's kernel under tapir,
 #      in one nested L1 VM on a PVM host, or directly on VT-x/AMD-V.
 # At the end, green or red, a summary: the time each step took, every test
 # that could not run here (SKIPPED) and everything run again (RETRIED).
@@ -62,6 +64,9 @@ cargo clippy --workspace --all-targets --features nested-tests -- -D warnings
 
 step "cargo test (unit + tiny test kernel)"
 cargo test --workspace
+
+step "fuzzing (${TAPIR_FUZZ_SECS:-60} s per target)"
+resources/fuzz/run.sh --secs "${TAPIR_FUZZ_SECS:-60}"
 
 step "Linux guests (nested suite)"
 cargo test --features nested-tests --test nested

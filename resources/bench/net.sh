@@ -563,7 +563,7 @@ guest_sees() {
             ;;
         e1000.tap)
             echo "offloads:   tapir asks the tap for checksum offload and TSO: the guest's TSO/checksum contexts go"
-            echo "            out as one GSO frame, 64 KiB frames from the host are cut up in the model, and RXCSUM"
+            echo "            out as one GSO frame, 64 KiB frames from the host are cut up by tapir, and RXCSUM"
             echo "            reports IP/TCP checksums good (Linux skips its own pass); QEMU's e1000 uses no vnet"
             echo "            header: TSO and checksums in software, 1514-byte frames in, IXSM (no checksum status)"
             echo "interrupts: tapir honours ITR (assertions ITR x 256 ns apart; RDTR/RADV/TIDV/TADV stored, not"
@@ -580,18 +580,19 @@ guest_sees() {
             ;;
         rtl8139.tap)
             echo "offloads:   (8139cp) tapir asks the tap for checksum offload and TSO: 64 KiB frames from the host"
-            echo "            are cut up in the model, C+ TCP checksum requests go out as partial checksums, and"
-            echo "            receive descriptors carry checksum status (Linux skips its pass); QEMU's rtl8139 uses"
-            echo "            no vnet header: large send and checksums in software, no receive checksum status"
-            echo "interrupts: IntrMitigate is modelled by neither; tapir moves the line once per worker pass and lets"
-            echo "            a small frame sent from the receive poll wait up to 500 us for its completion"
+            echo "            are cut up by tapir, C+ large send goes out as one GSO frame, C+ TCP checksum requests"
+            echo "            as partial checksums, and receive descriptors carry checksum status (Linux skips its"
+            echo "            pass); QEMU's rtl8139 uses no vnet header: large send and checksums in software, no"
+            echo "            receive checksum status"
+            echo "interrupts: IntrMitigate is modelled by neither; tapir moves the line once per worker pass and"
+            echo "            completes a small frame sent from the receive poll before the doorbell write returns"
             ;;
         rtl8139.user)
             echo "offloads:   (8139cp) tapir's NAT hands the model TCP segments of up to 64 KiB, cut up there with"
             echo "            checksum status in the descriptors, and takes C+ TCP checksum requests as partial"
             echo "            checksums; QEMU's rtl8139 and libslirp exchange 1514-byte frames, no checksum status"
-            echo "interrupts: IntrMitigate is modelled by neither; tapir moves the line once per worker pass and lets"
-            echo "            a small frame sent from the receive poll wait up to 500 us for its completion"
+            echo "interrupts: IntrMitigate is modelled by neither; tapir moves the line once per worker pass and"
+            echo "            completes a small frame sent from the receive poll before the doorbell write returns"
             ;;
         *) echo "?: no notes for model $model with net=$net" ;;
     esac

@@ -16,27 +16,28 @@
 use std::fmt;
 use std::str::FromStr;
 
-/// Errors in one `--nic` value.
+/// Errors in one `--nic` value. What the user typed is shown with control
+/// characters escaped, so that every error stays one line.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum NicSpecError {
     /// A token is not `key=value` (or the lone word `help`).
-    #[error("--nic: '{0}' is not key=value")]
+    #[error("--nic: '{}' is not key=value", .0.escape_debug())]
     NotKeyValue(String),
     /// Unknown key.
-    #[error("--nic: unknown key '{0}' (see --nic help)")]
+    #[error("--nic: unknown key '{}' (see --nic help)", .0.escape_debug())]
     UnknownKey(String),
     /// A key given twice (only `hostfwd` may repeat).
-    #[error("--nic: '{0}' given more than once")]
+    #[error("--nic: '{}' given more than once", .0.escape_debug())]
     Duplicate(String),
     /// Bad value for a key.
-    #[error("--nic: invalid {key} '{value}': {why}")]
+    #[error("--nic: invalid {key} '{}': {why}", .value.escape_debug())]
     BadValue {
         key: &'static str,
         value: String,
         why: &'static str,
     },
     /// An option that the chosen model or backend does not take.
-    #[error("--nic: '{key}' does not apply to {what}")]
+    #[error("--nic: '{}' does not apply to {what}", .key.escape_debug())]
     NotApplicable { key: String, what: String },
     /// A required option is missing.
     #[error("--nic: net={net} needs {key}=")]
@@ -516,6 +517,17 @@ mod tests {
         ));
         assert_eq!(e("foo=1"), NicSpecError::UnknownKey("foo".into()));
         assert_eq!(e("tap0"), NicSpecError::NotKeyValue("tap0".into()));
+        // Found by the nic_arg fuzz target: typed control characters are
+        // shown escaped, and the error stays one line.
+        assert_eq!(
+            e("\n -").to_string(),
+            "--nic: '\\n -' is not key=value"
+        );
+        assert_eq!(
+            e("mac=\r\x1b[2J").to_string().lines().count(),
+            1,
+            "a terminal escape in a value"
+        );
         assert_eq!(e("mac=1,mac=2"), NicSpecError::Duplicate("mac".into()));
         assert!(matches!(
             e("mac=01:00:5e:00:00:01"),

@@ -9,6 +9,8 @@
 
 mod crc;
 pub mod e1000;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz;
 pub mod link;
 pub mod mac;
 pub mod rtl8139;
