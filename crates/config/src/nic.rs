@@ -519,10 +519,7 @@ mod tests {
         assert_eq!(e("tap0"), NicSpecError::NotKeyValue("tap0".into()));
         // Found by the nic_arg fuzz target: typed control characters are
         // shown escaped, and the error stays one line.
-        assert_eq!(
-            e("\n -").to_string(),
-            "--nic: '\\n -' is not key=value"
-        );
+        assert_eq!(e("\n -").to_string(), "--nic: '\\n -' is not key=value");
         assert_eq!(
             e("mac=\r\x1b[2J").to_string().lines().count(),
             1,
