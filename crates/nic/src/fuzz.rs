@@ -158,7 +158,7 @@ pub fn run(target: Target, data: &[u8]) -> Moved {
                 name,
             )
             .expect("rtl8139");
-            let window = u64::from(rtl8139::REG_WINDOW);
+            let window = rtl8139::REG_WINDOW;
             let mut rig = Rig {
                 target,
                 dev,

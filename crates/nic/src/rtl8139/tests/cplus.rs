@@ -367,7 +367,7 @@ fn tx_chain_without_last_segment_is_bounded() {
     }
     n.w8(TPPOLL, TPPOLL_NPQ);
     n.eventually("all handed back", |n| {
-        (0..64).all(|i| desc(&n, TX_DESC, i).opts1 & DESC_OWN == 0)
+        (0..64).all(|i| desc(n, TX_DESC, i).opts1 & DESC_OWN == 0)
     });
     assert_ne!(desc(&n, TX_DESC, 63).opts1 & TXD_ERROR, 0);
     assert_eq!(n.peer.pending_from_guest(), 0);
@@ -554,7 +554,7 @@ fn rx_spans_small_buffers_and_refuses_what_cannot_fit() {
     }
     let f = eth(MAC, 0x88b5, &payload(700)); // 718 bytes with CRC: 3 buffers
     n.peer.inject(NetHdr::default(), &f).unwrap();
-    n.eventually("written", |n| desc(&n, RX_DESC, 2).opts1 & DESC_OWN == 0);
+    n.eventually("written", |n| desc(n, RX_DESC, 2).opts1 & DESC_OWN == 0);
     let d: Vec<Desc> = (0..3).map(|i| desc(&n, RX_DESC, i)).collect();
     assert_eq!(d[0].opts1 & (DESC_FS | DESC_LS), DESC_FS);
     assert_eq!(d[1].opts1 & (DESC_FS | DESC_LS), 0);
@@ -635,7 +635,7 @@ fn tally_counters_are_dumped_through_dtccr() {
         n.peer.pending_from_guest() == 1 && n.dev.stats().rx_frames.load(Ordering::SeqCst) == 1
     });
     n.eventually("TX written back", |n| {
-        desc(&n, TX_DESC, 0).opts1 & DESC_OWN == 0
+        desc(n, TX_DESC, 0).opts1 & DESC_OWN == 0
     });
     // cp_get_ethtool_stats.
     n.w32(DTCCR + 4, 0);
@@ -718,7 +718,7 @@ fn loopback_without_receive_room_drops_and_counts_at_once() {
         cp.xmit(&mut n, &[&eth(MAC, 0x88b5, &[k; 60])[..]], 0, 0);
     }
     n.eventually("all sent", |n| {
-        (0..4).all(|i| desc(&n, TX_DESC, i).opts1 & DESC_OWN == 0)
+        (0..4).all(|i| desc(n, TX_DESC, i).opts1 & DESC_OWN == 0)
     });
     assert_eq!(n.r32(MPC), 2);
     assert_ne!(n.r16(ISR) & INT_FOVW, 0);
