@@ -16,6 +16,8 @@ pub mod mac;
 pub mod rtl8139;
 mod rx_offloads;
 pub mod shell;
+#[cfg(test)]
+mod test_util;
 pub mod virtio_net;
 pub mod vlan;
 pub mod worker;

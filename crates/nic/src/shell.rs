@@ -90,6 +90,35 @@ pub trait NicModel: Send {
     fn command_written(&mut self, bus_master: bool);
 }
 
+/// `impl NicModel for $model`, for a model made of a register file
+/// (`state`, itself a [`NicModel`]) and ring logic (`rings`, whose
+/// `tx_again` asks for the transmit doorbell): everything comes from the
+/// register file, plus that doorbell.
+macro_rules! nic_model_of_state_and_rings {
+    ($model:ty) => {
+        impl $crate::shell::NicModel for $model {
+            fn irq_level(&self) -> bool {
+                self.state.irq_level()
+            }
+            fn timer_deadline(&self) -> Option<std::time::Instant> {
+                self.state.timer_deadline()
+            }
+            fn timer_expired(&mut self, now: std::time::Instant) {
+                self.state.timer_expired(now);
+            }
+            fn take_doorbells(&mut self) -> $crate::shell::Doorbells {
+                let mut bells = self.state.take_doorbells();
+                bells.tx |= std::mem::take(&mut self.rings.tx_again);
+                bells
+            }
+            fn command_written(&mut self, bus_master: bool) {
+                self.state.command_written(bus_master);
+            }
+        }
+    };
+}
+pub(crate) use nic_model_of_state_and_rings;
+
 /// The model with its line and timer (what the lock protects).
 #[derive(Debug)]
 pub struct Shell<M> {

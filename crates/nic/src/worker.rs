@@ -12,17 +12,21 @@
 //! The worker runs until its [`WorkerHandle`] stops it, which it logs at
 //! debug level, or until waiting for events fails, which it logs as an
 //! error: the NIC then moves no more frames. Backend errors do not stop
-//! it: a frame the backend fails to send is dropped and counted, a failed
-//! receive waits for the next readiness; the first failure of a run of
-//! them is logged as a warning (later ones at debug level), and the
-//! recovery at info level.
+//! it: a frame the backend fails to send is dropped and counted; after a
+//! failed receive the worker stops reading the backend for a while
+//! ([`RX_RETRY_FIRST`], doubling up to [`RX_RETRY_MAX`]), so that a backend
+//! whose fd stays readable while every read fails (a deleted tap) cannot
+//! keep it spinning. The first failure of a run of them is logged as a
+//! warning (later ones at debug level), and the recovery at info level.
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
+use tapir_devices::Timer;
 use tapir_net_backend::guest_buf::{self, GuestBuf};
 use tapir_net_backend::{NetBackend, NetHdr};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
@@ -210,6 +214,13 @@ const TOKEN_BACKEND_TX: u64 = 2;
 const TOKEN_GUEST_TX: u64 = 3;
 const TOKEN_GUEST_RX: u64 = 4;
 const TOKEN_TIMER: u64 = 5;
+const TOKEN_RX_RETRY: u64 = 6;
+
+/// How long the worker stops reading a backend after a failed receive;
+/// doubled on each failure in a row, up to [`RX_RETRY_MAX`].
+pub const RX_RETRY_FIRST: Duration = Duration::from_millis(10);
+/// The longest pause between two receive attempts on a failing backend.
+pub const RX_RETRY_MAX: Duration = Duration::from_secs(1);
 
 /// Events one [`NetWorker::pump`] handles at most: a backend that stays
 /// ready cannot keep the caller there for ever.
@@ -265,6 +276,12 @@ pub struct NetWorker {
     tx_failing: bool,
     /// The last receive failed hard (likewise).
     rx_failing: bool,
+    /// Brings the worker back to a backend it stopped reading.
+    rx_retry: Timer,
+    /// Reading the backend is paused after a failed receive.
+    rx_paused: bool,
+    /// The last pause, while receives keep failing (`None` once one works).
+    rx_backoff: Option<Duration>,
 }
 
 impl NetWorker {
@@ -375,6 +392,9 @@ impl NetWorker {
             shared_backend_fd,
             tx_failing: false,
             rx_failing: false,
+            rx_retry: Timer::new()?,
+            rx_paused: false,
+            rx_backoff: None,
         };
         w.register()?;
         Ok(w)
@@ -390,6 +410,7 @@ impl NetWorker {
             (Some(self.guest.tx.as_raw_fd()), TOKEN_GUEST_TX),
             (Some(self.guest.rx.as_raw_fd()), TOKEN_GUEST_RX),
             (self.guest.timer, TOKEN_TIMER),
+            (Some(self.rx_retry.as_raw_fd()), TOKEN_RX_RETRY),
         ];
         for (fd, token) in guest {
             if let Some(fd) = fd {
@@ -414,7 +435,7 @@ impl NetWorker {
     /// Watches the backend for reading unless the guest has no buffers, and
     /// for writing only while a frame is held.
     fn update_backend_interest(&mut self) -> io::Result<()> {
-        let want = (!self.rx_blocked, self.tx_pending);
+        let want = (!self.rx_blocked && !self.rx_paused, self.tx_pending);
         if want == self.backend_interest {
             return Ok(());
         }
@@ -509,6 +530,13 @@ impl NetWorker {
                     GuestEvent::Rx
                 }
                 TOKEN_TIMER => GuestEvent::Timer,
+                TOKEN_RX_RETRY => {
+                    self.rx_retry.drain();
+                    // Try again; a new failure pauses again, for longer.
+                    self.rx_paused = false;
+                    self.process_rx();
+                    continue;
+                }
                 _ => continue,
             };
             match self.frontend.guest_event(guest) {
@@ -602,6 +630,10 @@ impl NetWorker {
             return;
         }
         loop {
+            if self.rx_paused && self.rx_pending.is_none() {
+                // After a failed receive: the retry timer brings us back.
+                break;
+            }
             // A held frame was already filtered; a fresh one goes through the VLAN rule.
             if self.rx_pending.is_none() && self.vlan.is_none() {
                 // Straight into guest memory when the guest has the room.
@@ -673,6 +705,9 @@ impl NetWorker {
         // (the backend's fd stays readable and brings the worker back).
         self.rx_blocked = false;
         for _ in 0..LINK_DOWN_BATCH {
+            if self.rx_paused {
+                break;
+            }
             match self.backend.recv(&mut self.rx_buf) {
                 Ok(_) => {
                     self.backend_ok(false);
@@ -689,9 +724,16 @@ impl NetWorker {
 
     /// A receive returned `e`: nothing to say for WouldBlock.
     fn recv_failed(&mut self, e: &io::Error) {
-        if e.kind() != io::ErrorKind::WouldBlock {
-            self.backend_failed(false, e);
+        if e.kind() == io::ErrorKind::WouldBlock {
+            return;
         }
+        self.backend_failed(false, e);
+        // Its fd may stay readable: stop reading it for a while.
+        let pause = self
+            .rx_backoff
+            .map_or(RX_RETRY_FIRST, |d| (d * 2).min(RX_RETRY_MAX));
+        self.rx_backoff = Some(pause);
+        self.rx_paused = self.rx_retry.arm(pause).is_ok();
     }
 
     /// Logs a hard backend error: the first of a run as a warning.
@@ -720,6 +762,9 @@ impl NetWorker {
         };
         if std::mem::take(failing) {
             log::info!("NIC {}: backend {what} works again", self.name);
+        }
+        if !tx {
+            self.rx_backoff = None;
         }
     }
 

@@ -11,7 +11,6 @@
 use std::borrow::Cow;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
 
 use tapir_net_backend::hdr::GSO_NONE;
 use tapir_net_backend::{NetHdr, Offloads};
@@ -24,7 +23,7 @@ use super::rx::{self, Verdict, WriteBack, Written, MIN_FRAME};
 use super::state::E1000State;
 use super::tx::{self, Gather, Offload, Packet};
 use super::tx_offload::{self, Tso, TxContext};
-use crate::shell::{Doorbells, NicModel, NicRings, PciNicModel};
+use crate::shell::{NicRings, PciNicModel};
 use crate::vlan;
 use crate::worker::{NicStats, RxPush};
 
@@ -128,25 +127,7 @@ impl E1000Model {
     }
 }
 
-impl NicModel for E1000Model {
-    fn irq_level(&self) -> bool {
-        self.state.irq_level()
-    }
-    fn timer_deadline(&self) -> Option<Instant> {
-        self.state.timer_deadline()
-    }
-    fn timer_expired(&mut self, now: Instant) {
-        self.state.timer_expired(now);
-    }
-    fn take_doorbells(&mut self) -> Doorbells {
-        let mut bells = self.state.take_doorbells();
-        bells.tx |= std::mem::take(&mut self.rings.tx_again);
-        bells
-    }
-    fn command_written(&mut self, bus_master: bool) {
-        self.state.command_written(bus_master);
-    }
-}
+crate::shell::nic_model_of_state_and_rings!(E1000Model);
 
 impl PciNicModel for E1000Model {
     fn read_bar(&mut self, index: u8, offset: u64, data: &mut [u8]) {

@@ -241,19 +241,7 @@ pub fn tx_checksum_partial(
         tx_checksum(frame, ip, udp, tcp)?;
         return Ok(NetHdr::default());
     }
-    let lay = parse_ipv4(frame)?;
-    if lay.proto != IPPROTO_TCP {
-        return Err(OffloadReject::ProtocolMismatch {
-            asked: "TCP",
-            proto: lay.proto,
-        });
-    }
-    if lay.fragment {
-        return Err(OffloadReject::Fragment);
-    }
-    if lay.end - lay.l4 < TCP_HLEN {
-        return Err(OffloadReject::ShortL4("TCP"));
-    }
+    let lay = tcp_ipv4(frame)?;
     let (Ok(start), Ok(_)) = (u16::try_from(lay.l4), u16::try_from(lay.end)) else {
         // Not reachable for frames the chip accepts (8 KiB at most).
         tx_checksum(frame, ip, udp, tcp)?;
@@ -275,6 +263,25 @@ pub fn tx_checksum_partial(
     })
 }
 
+/// The layout of a frame that TCP checksum offload or large send may
+/// work on: IPv4, TCP, not a fragment, room for a whole TCP header.
+fn tcp_ipv4(frame: &[u8]) -> Result<Ipv4Layout, OffloadReject> {
+    let lay = parse_ipv4(frame)?;
+    if lay.proto != IPPROTO_TCP {
+        return Err(OffloadReject::ProtocolMismatch {
+            asked: "TCP",
+            proto: lay.proto,
+        });
+    }
+    if lay.fragment {
+        return Err(OffloadReject::Fragment);
+    }
+    if lay.end - lay.l4 < TCP_HLEN {
+        return Err(OffloadReject::ShortL4("TCP"));
+    }
+    Ok(lay)
+}
+
 /// Large send (LGSEN) left to a backend that segments TCP/IPv4
 /// (`backend`): the frame, checked as [`large_send`] checks it, with its
 /// IP header checksum and the TCP pseudo-header sum in place, and the GSO
@@ -292,19 +299,7 @@ pub fn large_send_gso(
     if !(backend.csum && backend.tso4) {
         return Ok(None);
     }
-    let lay = parse_ipv4(frame)?;
-    if lay.proto != IPPROTO_TCP {
-        return Err(OffloadReject::ProtocolMismatch {
-            asked: "TCP",
-            proto: lay.proto,
-        });
-    }
-    if lay.fragment {
-        return Err(OffloadReject::Fragment);
-    }
-    if lay.end - lay.l4 < TCP_HLEN {
-        return Err(OffloadReject::ShortL4("TCP"));
-    }
+    let lay = tcp_ipv4(frame)?;
     let tcp_hlen = usize::from(frame[lay.l4 + 12] >> 4) * 4;
     let hdr_len = lay.l4 + tcp_hlen;
     let cwr = frame[lay.l4 + 13] & TCP_CWR != 0;
@@ -331,16 +326,7 @@ pub fn large_send(frame: &[u8], mss: u16) -> Result<Vec<Vec<u8>>, OffloadReject>
     }
     // Our own checks first (same rules, precise errors), then the
     // segmenter's, which checks everything again.
-    let lay = parse_ipv4(frame)?;
-    if lay.proto != IPPROTO_TCP {
-        return Err(OffloadReject::ProtocolMismatch {
-            asked: "TCP",
-            proto: lay.proto,
-        });
-    }
-    if lay.end - lay.l4 < TCP_HLEN {
-        return Err(OffloadReject::ShortL4("TCP"));
-    }
+    tcp_ipv4(frame)?;
     let hdr = NetHdr {
         flags: NEEDS_CSUM,
         gso_type: GSO_TCPV4,

@@ -47,7 +47,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::shell::{Doorbells, NicModel, NicRings, PciNicModel};
+use crate::shell::{NicRings, PciNicModel};
 use tapir_net_backend::{NetHdr, Offloads};
 
 use super::cplus::{self, CpTx, Room, TxChain};
@@ -185,25 +185,7 @@ impl Rtl8139Model {
     }
 }
 
-impl NicModel for Rtl8139Model {
-    fn irq_level(&self) -> bool {
-        self.state.irq_level()
-    }
-    fn timer_deadline(&self) -> Option<Instant> {
-        self.state.timer_deadline()
-    }
-    fn timer_expired(&mut self, now: Instant) {
-        self.state.timer_expired(now);
-    }
-    fn take_doorbells(&mut self) -> Doorbells {
-        let mut bells = self.state.take_doorbells();
-        bells.tx |= std::mem::take(&mut self.rings.tx_again);
-        bells
-    }
-    fn command_written(&mut self, bus_master: bool) {
-        self.state.command_written(bus_master);
-    }
-}
+crate::shell::nic_model_of_state_and_rings!(Rtl8139Model);
 
 impl PciNicModel for Rtl8139Model {
     fn read_bar(&mut self, index: u8, offset: u64, data: &mut [u8]) {

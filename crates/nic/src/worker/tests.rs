@@ -147,8 +147,11 @@ fn backend_failures_are_logged_once_per_run() {
     assert_eq!(w.stats.tx_dropped.load(Ordering::Relaxed), 3);
     peer.fail_recvs(Some(io::ErrorKind::BrokenPipe));
     peer.inject(NetHdr::default(), &[1; 60]).unwrap();
+    // Each failure pauses reading; the retry timer's end is played here.
     w.process_rx();
+    w.rx_paused = false;
     w.process_rx();
+    w.rx_paused = false;
     peer.fail_recvs(None);
     w.process_rx();
     assert_eq!(w.stats.rx_frames.load(Ordering::Relaxed), 1);
@@ -169,4 +172,49 @@ fn backend_failures_are_logged_once_per_run() {
     assert!(lines[0].1.contains("backend send failed"), "{lines:?}");
     assert!(lines[3].1.contains("backend receive failed"), "{lines:?}");
     assert!(lines[5].1.contains("receive works again"), "{lines:?}");
+}
+
+#[test]
+fn a_backend_that_stays_readable_while_every_receive_fails_does_not_spin_the_worker() {
+    let (mut w, peer, _kill) = worker("deadbackend", 0);
+    peer.fail_recvs(Some(io::ErrorKind::BrokenPipe));
+    // Readable (a frame waits), and every read fails.
+    peer.inject(NetHdr::default(), &[1; 60]).unwrap();
+    w.pump().unwrap();
+    w.pump().unwrap();
+    // One attempt, then the backend is not read until the retry timer:
+    // one warning, no stream of "failed again".
+    let lines = logged("deadbackend");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0].0, Level::Warn);
+    assert!(w.rx_paused);
+    assert_eq!(w.rx_backoff, Some(RX_RETRY_FIRST));
+    // The timer brings the worker back; the backend works again.
+    peer.fail_recvs(None);
+    std::thread::sleep(RX_RETRY_FIRST * 2);
+    w.pump().unwrap();
+    assert_eq!(w.stats.rx_frames.load(Ordering::Relaxed), 1);
+    assert!(!w.rx_paused);
+    assert_eq!(w.rx_backoff, None);
+    assert!(logged("deadbackend")
+        .iter()
+        .any(|(l, m)| *l == Level::Info && m.contains("receive works again")));
+}
+
+#[test]
+fn the_pause_after_failed_receives_doubles_up_to_its_limit() {
+    let (mut w, _peer, _kill) = worker("backoff", 0);
+    let e = io::Error::new(io::ErrorKind::BrokenPipe, "gone");
+    let mut pauses = Vec::new();
+    for _ in 0..10 {
+        w.recv_failed(&e);
+        pauses.push(w.rx_backoff.unwrap());
+    }
+    assert_eq!(pauses[0], RX_RETRY_FIRST);
+    assert_eq!(pauses[1], RX_RETRY_FIRST * 2);
+    assert_eq!(*pauses.last().unwrap(), RX_RETRY_MAX);
+    // WouldBlock is no failure.
+    let (mut w, _peer, _kill) = worker("wouldblock", 0);
+    w.recv_failed(&io::Error::from(io::ErrorKind::WouldBlock));
+    assert!(!w.rx_paused);
 }

@@ -22,6 +22,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::regs::*;
 use super::{BAR_IO, BAR_MMIO, E1000};
+pub use crate::test_util::Driven;
 use crate::worker::NetWorker;
 
 pub const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
@@ -64,9 +65,6 @@ impl Line {
     }
 }
 
-/// Rounds of [`Nic::eventually`].
-const ROUNDS: usize = 64;
-
 /// An e1000 with its guest memory, network peer and interrupt line.
 pub struct Nic {
     pub dev: E1000,
@@ -80,36 +78,6 @@ pub struct Nic {
 }
 
 impl Nic {
-    /// Runs the NIC worker (on this thread) until it has nothing left to
-    /// do: what the guest's last accesses and the peer's frames lead to.
-    pub fn pump(&mut self) {
-        self.worker.pump().expect("the worker's event wait");
-    }
-
-    /// Runs the worker, then checks `f`; again, for a check whose own
-    /// accesses give the worker more to do (a driver's receive poll making
-    /// room), at most [`ROUNDS`] times. Deterministic: nothing here waits
-    /// for time to pass.
-    pub fn eventually(&mut self, what: &str, mut f: impl FnMut(&mut Self) -> bool) {
-        for _ in 0..ROUNDS {
-            self.pump();
-            if f(self) {
-                return;
-            }
-        }
-        panic!("not reached after the worker ran out of work: {what}");
-    }
-
-    /// Moves the model's clock `by` ahead: its timer expires as it would
-    /// then (a fake clock; the shell's timerfd is not waited for).
-    pub fn advance(&mut self, by: std::time::Duration) {
-        use crate::shell::NicModel;
-        self.dev
-            .model()
-            .timer_expired(std::time::Instant::now() + by);
-        self.pump();
-    }
-
     pub fn new(offloads: Offloads) -> Nic {
         Self::with_capacity(offloads, 64)
     }
@@ -469,4 +437,14 @@ pub fn check_ipv6_tcp(f: &[u8]) -> (u32, u8, usize) {
     assert_eq!(fold(sum_words(tcp, pseudo)), 0xFFFF, "TCP checksum");
     let seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
     (seq, tcp[13], tcp.len() - 20)
+}
+
+impl Driven for Nic {
+    fn worker(&mut self) -> &mut NetWorker {
+        &mut self.worker
+    }
+    fn expire_timer(&mut self, at: std::time::Instant) {
+        use crate::shell::NicModel;
+        self.dev.model().timer_expired(at);
+    }
 }

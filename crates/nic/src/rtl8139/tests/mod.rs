@@ -22,6 +22,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::regs::*;
 use super::{Rtl8139, DEFAULT_REVISION, REVISION_8139C};
+pub use crate::test_util::Driven;
 use crate::worker::NetWorker;
 
 pub const MEM_SIZE: usize = 0x40_0000;
@@ -48,9 +49,6 @@ impl Line {
         self.high.load(Ordering::SeqCst)
     }
 }
-
-/// Rounds of [`Nic::eventually`].
-const ROUNDS: usize = 64;
 
 pub struct Nic {
     pub dev: Rtl8139,
@@ -99,36 +97,6 @@ pub fn nic_offloads(revision: u8, capacity: usize, offloads: Offloads) -> Nic {
 }
 
 impl Nic {
-    /// Runs the NIC worker (on this thread) until it has nothing left to
-    /// do: what the guest's last accesses and the peer's frames lead to.
-    pub fn pump(&mut self) {
-        self.worker.pump().expect("the worker's event wait");
-    }
-
-    /// Runs the worker, then checks `f`; again, for a check whose own
-    /// accesses give the worker more to do (a driver's receive poll making
-    /// room), at most [`ROUNDS`] times. Deterministic: nothing here waits
-    /// for time to pass.
-    pub fn eventually(&mut self, what: &str, mut f: impl FnMut(&mut Self) -> bool) {
-        for _ in 0..ROUNDS {
-            self.pump();
-            if f(self) {
-                return;
-            }
-        }
-        panic!("not reached after the worker ran out of work: {what}");
-    }
-
-    /// Moves the model's clock `by` ahead: its timer expires as it would
-    /// then (a fake clock; the shell's timerfd is not waited for).
-    pub fn advance(&mut self, by: std::time::Duration) {
-        use crate::shell::NicModel;
-        self.dev
-            .model()
-            .timer_expired(std::time::Instant::now() + by);
-        self.pump();
-    }
-
     pub fn w8(&mut self, off: u8, v: u8) {
         self.dev.write_bar(self.bar, u64::from(off), &[v]);
     }
@@ -594,5 +562,15 @@ fn hostile_register_and_memory_garbage_never_panics_or_hangs() {
             seen |= n.peer.take_all().iter().any(|(_, s)| s == &f);
             seen
         });
+    }
+}
+
+impl Driven for Nic {
+    fn worker(&mut self) -> &mut NetWorker {
+        &mut self.worker
+    }
+    fn expire_timer(&mut self, at: std::time::Instant) {
+        use crate::shell::NicModel;
+        self.dev.model().timer_expired(at);
     }
 }
