@@ -532,9 +532,7 @@ impl NetWorker {
                 TOKEN_TIMER => GuestEvent::Timer,
                 TOKEN_RX_RETRY => {
                     self.rx_retry.drain();
-                    // Try again; a new failure pauses again, for longer.
-                    self.rx_paused = false;
-                    self.process_rx();
+                    self.rx_retry_due();
                     continue;
                 }
                 _ => continue,
@@ -720,6 +718,13 @@ impl NetWorker {
                 }
             }
         }
+    }
+
+    /// The pause after a failed receive is over: try again (a new failure
+    /// pauses again, for longer).
+    fn rx_retry_due(&mut self) {
+        self.rx_paused = false;
+        self.process_rx();
     }
 
     /// A receive returned `e`: nothing to say for WouldBlock.
