@@ -6,6 +6,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use crate::skipped;
 
@@ -39,6 +40,26 @@ pub fn unique(prefix: &str, tag: &str) -> String {
 /// Whether the interface exists.
 pub fn iface_exists(name: &str) -> bool {
     Path::new("/sys/class/net").join(name).exists()
+}
+
+/// Waits up to `limit` until `name`'s operstate is `up`, then a little
+/// longer, as the kernel starts the queue just after it sets the state.
+/// `unknown` counts as up: a device that was up with its carrier on from
+/// the start (a tap created by its reader) never changes state, and its
+/// queue started when it was brought up.
+pub fn wait_oper_up(name: &str, limit: Duration) -> bool {
+    let path = Path::new("/sys/class/net").join(name).join("operstate");
+    let end = Instant::now() + limit;
+    loop {
+        if std::fs::read_to_string(&path).is_ok_and(|s| matches!(s.trim(), "up" | "unknown")) {
+            std::thread::sleep(Duration::from_millis(10));
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 /// Runs `ip ARGS...`; true when it succeeded.
@@ -90,6 +111,9 @@ pub const PACKET_VNET_HDR_LEN: usize = 10;
 pub struct PacketSocket {
     fd: OwnedFd,
     vnet_hdr: bool,
+    ifname: String,
+    /// The interface was seen running: sends from here on are not dropped.
+    running: std::cell::Cell<bool>,
 }
 
 /// What [`PacketSocket::recv_meta`] tells of a received frame besides its
@@ -161,7 +185,12 @@ impl PacketSocket {
         if rc < 0 {
             return Err(io::Error::last_os_error());
         }
-        Ok(PacketSocket { fd, vnet_hdr })
+        Ok(PacketSocket {
+            fd,
+            vnet_hdr,
+            ifname: ifname.to_string(),
+            running: std::cell::Cell::new(false),
+        })
     }
 
     /// The socket's fd, for polling.
@@ -172,7 +201,21 @@ impl PacketSocket {
     /// Transmits one frame out of the interface (toward the tap's reader).
     /// `vnet_hdr` is sent in front of it when the socket has
     /// `PACKET_VNET_HDR` (ignored otherwise).
+    ///
+    /// The first send waits until the interface is operationally up: a
+    /// tap's carrier comes on when its reader attaches, but its queue is
+    /// started later by the kernel's link watch, and until then frames sent
+    /// out of it are dropped while send(2) reports success.
     pub fn send(&self, vnet_hdr: &[u8], frame: &[u8]) -> io::Result<()> {
+        if !self.running.get() {
+            if !wait_oper_up(&self.ifname, Duration::from_secs(5)) {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("{} is not operationally up after 5 s", self.ifname),
+                ));
+            }
+            self.running.set(true);
+        }
         let data = if self.vnet_hdr {
             [vnet_hdr, frame].concat()
         } else {
