@@ -2,11 +2,13 @@
 # run.sh: runs tapir's cargo-fuzz targets (fuzz/) for a bounded time each,
 # starting from the committed seed corpus (fuzz/corpus/TARGET), and says
 # how many inputs each one executed. A crash fails the run and names the
-# input that caused it (fuzz/artifacts/TARGET/).
+# input that caused it (fuzz/artifacts/TARGET/); so does one input that
+# runs longer than 10 s (a hang).
 #
 # Usage: resources/fuzz/run.sh [--secs S] [TARGET...]
 #   --secs S   seconds per target (default 60)
-#   TARGET     some of: e1000 rtl8139 rtl8139cp nic_arg net_user (default all)
+#   TARGET     some of: e1000 rtl8139 rtl8139cp virtio_net nic_arg net_user
+#              (default all)
 # Needs the nightly toolchain (rustup) and cargo-fuzz, which it installs
 # from crates.io when missing. Where either cannot be had, every target is
 # reported as not run (in the test suite's summary) and the exit status is 0.
@@ -30,7 +32,7 @@ while [ $# -gt 0 ]; do
         *) targets+=("$1"); shift ;;
     esac
 done
-[ ${#targets[@]} -gt 0 ] || targets=(e1000 rtl8139 rtl8139cp nic_arg net_user)
+[ ${#targets[@]} -gt 0 ] || targets=(e1000 rtl8139 rtl8139cp virtio_net nic_arg net_user)
 
 not_run() {
     local t
@@ -59,7 +61,7 @@ for t in "${targets[@]}"; do
     mkdir -p "$work/$t" "artifacts/$t"
     [ ! -d "corpus/$t" ] || cp -r "corpus/$t/." "$work/$t/"
     log="$work/$t.log"
-    if cargo +nightly fuzz run "$t" "$work/$t" -- -max_total_time="$secs" -print_final_stats=1 \
+    if cargo +nightly fuzz run "$t" "$work/$t" -- -max_total_time="$secs" -timeout=10 -print_final_stats=1 \
         -artifact_prefix="$root/fuzz/artifacts/$t/" >"$log" 2>&1; then
         execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
         cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 | cut -d' ' -f2)

@@ -219,6 +219,9 @@ const TOKEN_RX_RETRY: u64 = 6;
 /// How long the worker stops reading a backend after a failed receive;
 /// doubled on each failure in a row, up to [`RX_RETRY_MAX`].
 pub const RX_RETRY_FIRST: Duration = Duration::from_millis(10);
+/// Times in a row the worker retries a frame that found no buffers because
+/// the frontend says buffers were added meanwhile.
+const RX_RECHECKS: usize = 8;
 /// The longest pause between two receive attempts on a failing backend.
 pub const RX_RETRY_MAX: Duration = Duration::from_secs(1);
 
@@ -627,6 +630,7 @@ impl NetWorker {
             self.drain_rx_link_down();
             return;
         }
+        let mut rechecks = 0;
         loop {
             if self.rx_paused && self.rx_pending.is_none() {
                 // After a failed receive: the retry timer brings us back.
@@ -679,7 +683,12 @@ impl NetWorker {
             match self.frontend.push_rx(&hdr, &self.rx_buf[..len]) {
                 RxPush::NoBuffers => {
                     self.rx_pending = Some((hdr, len));
-                    if self.frontend.rx_wait_buffers() {
+                    // "Buffers again" is believed a bounded number of times
+                    // in a row: a ring that keeps saying so and keeps
+                    // refusing (an avail index the queue rejects) stalls
+                    // its own NIC, not the worker.
+                    if self.frontend.rx_wait_buffers() && rechecks < RX_RECHECKS {
+                        rechecks += 1;
                         continue;
                     }
                     self.stats.rx_stalls.fetch_add(1, Ordering::Relaxed);

@@ -2,6 +2,7 @@
 //! of PCI; the PCI transport ([`pci::VirtioPciDevice`]) presents any device
 //! to the guest as a modern virtio-pci function.
 
+pub mod avail;
 pub mod device;
 pub mod pci;
 pub mod used;

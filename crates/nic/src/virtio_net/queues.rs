@@ -22,9 +22,10 @@ use std::sync::Arc;
 
 use tapir_net_backend::guest_buf::{self, GuestBuf};
 use tapir_net_backend::{NetHdr, NET_HDR_LEN};
+use tapir_virtio::avail::{self, Popped};
 use tapir_virtio::used::{self, Notifier};
 use tapir_virtio::{VirtioInterrupt, VirtioInterruptType};
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::{DescriptorChain, Queue, QueueT};
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
 use super::{RX_QUEUE, TX_QUEUE};
@@ -93,6 +94,34 @@ fn write_chains<'a>(
     done
 }
 
+/// Takes the next chain of `queue` (`what` names it). A ring whose
+/// available index cannot be followed is reported once and left alone
+/// from then on (`broken`): the driver has to reset the device, which makes
+/// the queues anew.
+fn pop_chain<'m>(
+    queue: &mut Queue,
+    mem: &'m GuestMemoryMmap,
+    broken: &mut bool,
+    what: &str,
+) -> Option<DescriptorChain<&'m GuestMemoryMmap>> {
+    if *broken {
+        return None;
+    }
+    match avail::pop(queue, mem) {
+        Popped::Chain(c) => Some(c),
+        Popped::Empty => None,
+        Popped::Broken(e) => {
+            ring_broken(broken, what, e);
+            None
+        }
+    }
+}
+
+fn ring_broken(broken: &mut bool, what: &str, e: avail::RingError) {
+    log::warn!("virtio-net {what} queue stopped until the driver resets the device: {e}");
+    *broken = true;
+}
+
 /// The activated queues of one virtio-net device.
 pub struct VirtioNetQueues {
     mem: GuestMemoryMmap,
@@ -118,6 +147,11 @@ pub struct VirtioNetQueues {
     rx_iov: Vec<GuestBuf>,
     /// Scratch: (head, length) of RX chains to complete together.
     rx_done: Vec<(u16, u32)>,
+    /// The receive ring's index could not be followed: it is not used
+    /// until the driver resets the device.
+    rx_broken: bool,
+    /// As `rx_broken`, for the transmit ring.
+    tx_broken: bool,
 }
 
 impl VirtioNetQueues {
@@ -147,6 +181,8 @@ impl VirtioNetQueues {
             rx_reserved_cap: 0,
             rx_iov: Vec::new(),
             rx_done: Vec::new(),
+            rx_broken: false,
+            tx_broken: false,
         }
     }
 
@@ -154,7 +190,7 @@ impl VirtioNetQueues {
     /// `Some(Err(head))` for a chain that cannot take data (a read-only
     /// descriptor, a buffer outside RAM, a loop, no room at all).
     fn pop_rx_chain(&mut self) -> Option<Result<RxChain, u16>> {
-        let chain = self.rx.pop_descriptor_chain(&self.mem)?;
+        let chain = pop_chain(&mut self.rx, &self.mem, &mut self.rx_broken, "receive")?;
         let head = chain.head_index();
         let mut bufs = Vec::new();
         let mut cap = 0usize;
@@ -319,14 +355,23 @@ impl NicFrontend for VirtioNetQueues {
         frame: &mut Vec<GuestBuf>,
     ) -> bool {
         loop {
-            let Some(chain) = self.tx.pop_descriptor_chain(&self.mem) else {
-                // Re-arm kicks; if the guest queued more meanwhile, go on.
-                match self.tx.enable_notification(&self.mem) {
+            let Some(chain) = pop_chain(&mut self.tx, &self.mem, &mut self.tx_broken, "transmit")
+            else {
+                if self.tx_broken {
+                    return false;
+                }
+                // Re-arm kicks; if the guest queued more meanwhile, go on
+                // (the next pop takes a chain or finds the ring broken).
+                match avail::enable_notification(&mut self.tx, &self.mem) {
                     Ok(true) => {
                         let _ = self.tx.disable_notification(&self.mem);
                         continue;
                     }
-                    _ => return false,
+                    Ok(false) => return false,
+                    Err(e) => {
+                        ring_broken(&mut self.tx_broken, "transmit", e);
+                        return false;
+                    }
                 }
             };
             let head = chain.head_index();
@@ -426,6 +471,9 @@ impl NicFrontend for VirtioNetQueues {
     }
 
     fn rx_wait_buffers(&mut self) -> bool {
+        if self.rx_broken {
+            return false;
+        }
         used::enable_notification_after(&mut self.rx, &self.mem, self.rx_seen_avail)
     }
 

@@ -218,6 +218,49 @@ fn malformed_tx_chains_are_returned_and_counted() {
     );
 }
 
+/// CVE-2016-5403 class: an available index further ahead than the queue
+/// has entries. virtio-queue refuses it, yet its re-arm reports "more
+/// arrived"; the transmit path must end, leave the ring alone from then on
+/// (until a reset makes new queues), and move nothing.
+#[test]
+fn a_tx_avail_index_too_far_ahead_stops_the_ring_instead_of_spinning() {
+    let mut f = fixture(true);
+    f.tx.set_desc(&f.mem, 0, 0x30000, 64, 0, 0);
+    f.tx.publish(&f.mem, 0);
+    f.mem
+        .write_obj(QSIZE + 5, GuestAddress(f.tx.avail() + 2))
+        .unwrap();
+    let (mut h, mut buf) = (NetHdr::default(), Vec::new());
+    let q = f.q.as_mut().unwrap();
+    assert!(!q.pop_tx(&mut h, &mut buf), "nothing is taken");
+    // Even once the index is sane again, the ring stays stopped.
+    f.mem
+        .write_obj(1u16, GuestAddress(f.tx.avail() + 2))
+        .unwrap();
+    assert!(!q.pop_tx(&mut h, &mut buf), "stopped until reset");
+    assert_eq!(f.tx.used_idx(&f.mem), 0);
+    assert_eq!(f.stats.tx_frames.load(Ordering::SeqCst), 0);
+}
+
+/// The same on the receive side: no frame is placed, and the worker is not
+/// told to come back ("buffers again") for a ring it may not use.
+#[test]
+fn an_rx_avail_index_too_far_ahead_stops_the_ring_instead_of_spinning() {
+    let mut f = fixture(true);
+    f.rx.set_desc(&f.mem, 0, 0x30000, 2048, F_WRITE, 0);
+    f.rx.publish(&f.mem, 0);
+    f.mem
+        .write_obj(QSIZE + 1, GuestAddress(f.rx.avail() + 2))
+        .unwrap();
+    let q = f.q.as_mut().unwrap();
+    assert_eq!(
+        q.push_rx(&NetHdr::default(), &ethernet(60)),
+        RxPush::NoBuffers
+    );
+    assert!(!q.rx_wait_buffers(), "a broken ring is not waited on");
+    assert_eq!(f.rx.used_idx(&f.mem), 0);
+}
+
 #[test]
 fn rx_waits_for_buffers_then_delivers_with_the_header() {
     let mut f = fixture(false);

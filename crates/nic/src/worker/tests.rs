@@ -216,3 +216,51 @@ fn the_pause_after_failed_receives_doubles_up_to_its_limit() {
     w.recv_failed(&io::Error::from(io::ErrorKind::WouldBlock));
     assert!(!w.rx_paused);
 }
+
+/// A guest whose ring keeps saying "buffers added" and keeps refusing.
+struct Liar;
+
+impl NicFrontend for Liar {
+    fn guest_event(&mut self, _ev: GuestEvent) -> GuestWork {
+        GuestWork::Rx
+    }
+    fn pop_tx(&mut self, _hdr: &mut NetHdr, _buf: &mut Vec<u8>) -> bool {
+        false
+    }
+    fn complete_tx(&mut self) {}
+    fn push_rx(&mut self, _hdr: &NetHdr, _frame: &[u8]) -> RxPush {
+        RxPush::NoBuffers
+    }
+    fn rx_wait_buffers(&mut self) -> bool {
+        true
+    }
+    fn flush(&mut self) {}
+}
+
+#[test]
+fn a_ring_that_always_claims_new_buffers_cannot_hold_the_worker() {
+    let (backend, peer) = MemoryBackend::new(16, Offloads::default()).unwrap();
+    let kill = EventFd::new(EFD_NONBLOCK).unwrap();
+    let fds = GuestFds {
+        tx: EventFd::new(EFD_NONBLOCK).unwrap(),
+        rx: EventFd::new(EFD_NONBLOCK).unwrap(),
+        timer: None,
+    };
+    let mut w = NetWorker::new(
+        "liar",
+        Box::new(Liar),
+        fds,
+        Box::new(backend),
+        None,
+        Arc::new(NicStats::default()),
+        Carrier::new(),
+        &kill,
+    )
+    .unwrap();
+    peer.inject(NetHdr::default(), &[1; 60]).unwrap();
+    // Returns: the frame is held and the backend no longer read.
+    w.process_rx();
+    assert!(w.rx_blocked);
+    assert!(w.rx_pending.is_some());
+    assert_eq!(w.stats.rx_stalls.load(Ordering::Relaxed), 1);
+}
