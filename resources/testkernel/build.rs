@@ -20,6 +20,7 @@ const C_SOURCES: &[&str] = &[
     "io.c",
     "irq.c",
     "nic.c",
+    "hostile.c",
     "virtio_net.c",
     "e1000.c",
     "rtl8139.c",

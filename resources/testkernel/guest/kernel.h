@@ -155,6 +155,7 @@ NORETURN void halt_forever(void);
 
 /* test=nic (nic.c). */
 NORETURN void test_nic(void);
+NORETURN void test_hostile(void); /* hostile.c */
 
 /* Installs a 64-bit interrupt gate (main.c). */
 void idt_set_gate(u8 vector, u64 handler);

@@ -543,6 +543,8 @@ void kmain(u32 kind, u64 info, u64 entry_rflags)
 		test_pio_unmapped();
 	if (word_is(t, tl, "nic"))
 		test_nic();
+	if (word_is(t, tl, "hostile"))
+		test_hostile();
 
 	/* The remaining modes do not end in PASS; stop here if anything failed. */
 	if (failures)

@@ -112,11 +112,13 @@ void nic_msix_vector(struct nic_dev *d, u16 entry)
 		      pci_cfg_read(d->slot, PCI_COMMAND, 2) | PCI_CMD_INTX_DISABLE);
 }
 
-static int nic_find(struct nic_dev *d)
+int nic_find(struct nic_dev *d, int slot)
 {
 	for (u8 dev = 0; dev < 32; dev++) {
 		u32 id = pci_cfg_read(dev, 0, 4);
 		if ((id & 0xffff) != d->drv->vendor || (id >> 16) != d->drv->device)
+			continue;
+		if (slot >= 0 && dev != slot)
 			continue;
 		d->slot = dev;
 		for (int i = 0; i < 6; i++) {
@@ -813,17 +815,22 @@ static void resolve_gateway(void)
 	fatal("nic: no ARP reply from the gateway 10.0.2.2");
 }
 
-static void options(void)
+const struct nic_driver *nic_driver_named(const char *key)
 {
 	u32 len;
-	const char *m = cmdline_get("model", &len);
+	const char *m = cmdline_get(key, &len);
 	if (!m)
-		fatal("nic: model= is missing");
+		fatal("nic: %s= is missing", key);
 	for (u32 i = 0; i < sizeof(drivers) / sizeof(drivers[0]); i++)
 		if (word_is(m, len, drivers[i]->name))
-			t.dev.drv = drivers[i];
-	if (!t.dev.drv)
-		fatal("nic: unknown model= (virtio, e1000, rtl8139, rtl8139cp)");
+			return drivers[i];
+	fatal("nic: unknown %s= (virtio, e1000, rtl8139, rtl8139cp)", key);
+}
+
+static void options(const char *model_key)
+{
+	u32 len;
+	t.dev.drv = nic_driver_named(model_key);
 	const char *mode = cmdline_get("mode", &len);
 	if (!mode || word_is(mode, len, "raw"))
 		t.udp = 0;
@@ -849,11 +856,13 @@ static void options(void)
 		fatal("nic: maxframe= below 60, frames=0 or a bad port=");
 }
 
-NORETURN void test_nic(void)
+NORETURN void test_nic(void) { nic_test_run("model", -1); }
+
+NORETURN void nic_test_run(const char *model_key, int slot)
 {
 	struct nic_dev *d = &t.dev;
-	options();
-	if (!nic_find(d))
+	options(model_key);
+	if (!nic_find(d, slot))
 		fatal("nic: no %04x:%04x PCI function for model %s", d->drv->vendor, d->drv->device,
 		      d->drv->name);
 	irq_init();

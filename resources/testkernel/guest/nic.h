@@ -82,6 +82,11 @@ struct nic_driver {
 	/* Interrupt context: reads and acknowledges the causes so that an
 	 * INTx line drops. Must not touch the rings. */
 	void (*irq)(struct nic_dev *d);
+	/* test=hostile: runs case `name` (of `len` bytes) against the device,
+	 * set up by init() with interrupts not routed, and checks what the
+	 * device did with fail(). Returns 1, or 0 when the model has no such
+	 * case. NULL: no cases. */
+	int (*hostile)(struct nic_dev *d, const char *name, u32 len);
 };
 
 struct nic_dev {
@@ -138,6 +143,28 @@ void ioapic_route(u8 gsi, u8 vector);      /* level, active high, CPU 0 */
 void irq_set_handler(void (*fn)(void *), void *arg);
 static inline void irq_enable(void) { __asm__ volatile("sti" ::: "memory"); }
 static inline void irq_disable(void) { __asm__ volatile("cli" ::: "memory"); }
+
+/* ---- nic.c, for test=hostile ---- */
+/* The driver named by cmdline key `key`; fatal when missing or unknown. */
+const struct nic_driver *nic_driver_named(const char *key);
+/* Fills d (d->drv set) from the first function of its model, in slot `slot`
+ * when slot >= 0, and enables its decoding and bus mastering; 0 if none. */
+int nic_find(struct nic_dev *d, int slot);
+/* test=nic on the function of cmdline key `model_key`'s model in `slot`
+ * (-1: any); ends the test. */
+NORETURN void nic_test_run(const char *model_key, int slot);
+
+/* ---- hostile.c: what the cases share ---- */
+u64 hostile_rng(void);                 /* deterministic PRNG */
+/* An ARP request from 10.0.2.15 (mac) for the gateway 10.0.2.2 into f (60
+ * bytes, returned): under net=user the reply is a frame to receive. */
+u32 hostile_arp_request(u8 *f, const u8 *mac);
+/* Guest-physical addresses a hostile driver hands the device. */
+#define HOSTILE_ABOVE_RAM 0x3f000000ull          /* above the test's 64 MiB, not MMIO */
+#define HOSTILE_WRAPS 0xfffffffffffff000ull      /* addr + len wraps around */
+/* Spins (pausing) until *p != v or about `ms` ms pass; 1 when it changed. */
+int hostile_wait_change16(volatile u16 *p, u16 v, u32 ms);
+int hostile_wait_change32(volatile u32 *p, u32 v, u32 ms);
 
 /* Drivers. */
 extern const struct nic_driver virtio_net_driver;

@@ -188,6 +188,8 @@ struct vn {
 };
 
 static struct vn vn_state;
+/* test=hostile: init offers no receive buffers (the case offers its own). */
+static int vn_rx_offer_none;
 
 /*
  * Copies frames with one string instruction rather than io.c's byte loop:
@@ -583,7 +585,7 @@ static int vn_init(struct nic_dev *d)
 
 	/* every receive buffer goes to the device; the device may only
 	 * write them (descriptors of a receive queue are write-only) */
-	for (u16 i = 0; i < vn->rx.size; i++) {
+	for (u16 i = 0; i < vn->rx.size && !vn_rx_offer_none; i++) {
 		vn->rx.desc[i].flags = VIRTQ_DESC_F_WRITE;
 		vn_offer(&vn->rx, i);
 	}
@@ -844,6 +846,352 @@ static void vn_irq(struct nic_dev *d)
 	d->irq_causes |= bar_r8(d, vn->isr.bar, vn->isr.off);
 }
 
+/* ---- test=hostile (hostile.c) ------------------------------------------------------------ */
+
+/*
+ * The cases write descriptors straight into the rings, as a guest that
+ * means harm would: the TX ring is theirs (the NIC sends nothing else), and
+ * on the RX ring they rewrite descriptors the device has not taken yet
+ * (tapir takes receive chains only when a frame comes). Every case checks
+ * what the spec asks of the device where it says something: a chain the
+ * device cannot use is still returned (2.7.7: the device may also set
+ * NEEDS_RESET), a ring that cannot be followed is left alone, and a reset
+ * makes the device usable again.
+ */
+
+#define F_NEXT 1
+
+static void hv_desc(struct vn_queue *q, u16 id, u64 addr, u32 len, u16 flags, u16 next)
+{
+	q->desc[id].addr = addr;
+	q->desc[id].len = len;
+	q->desc[id].flags = flags;
+	q->desc[id].next = next;
+}
+
+/* Offers chain `head` on q and waits up to 2 s for its used entry:
+ * returns the used length, or -1 (after fail()) when it did not come. */
+static int hv_round_trip(struct nic_dev *d, struct vn_queue *q, u16 head, const char *what)
+{
+	vn_offer(q, head);
+	vn_publish(q);
+	vn_kick(d, q);
+	if (!hostile_wait_change16(&q->used_hdr[1], q->last_used, 2000)) {
+		fail("hostile: virtio: %s: the chain was not returned within 2 s", what);
+		return -1;
+	}
+	u16 id;
+	u32 len;
+	if (vn_next_used(q, "tx", &id, &len) != 1)
+		return -1;
+	if (id != head) {
+		fail("hostile: virtio: %s: used entry names %u, not the head %u", what, id, head);
+		return -1;
+	}
+	return (int)len;
+}
+
+/* Resets and sets the device up again with no receive buffers offered:
+ * the case offers its own, so none was taken before it wrote them. */
+static int hv_fresh_rx(struct nic_dev *d)
+{
+	vn_rx_offer_none = 1;
+	int r = vn_init(d);
+	vn_rx_offer_none = 0;
+	return r;
+}
+
+/* Offers RX chains `heads` (n of them) and tells the device. */
+static void hv_offer_rx(struct nic_dev *d, const u16 *heads, u16 n)
+{
+	struct vn *vn = d->priv;
+	for (u16 i = 0; i < n; i++)
+		vn_offer(&vn->rx, heads[i]);
+	vn_publish(&vn->rx);
+	vn_kick(d, &vn->rx);
+}
+
+/* A valid header + frame in the buffer of TX descriptor 0's slot. */
+static u64 hv_frame(struct nic_dev *d, struct vn_queue *q, u32 *len)
+{
+	u8 *buf = q->bufs;
+	memset(buf, 0, NET_HDR_LEN);
+	*len = NET_HDR_LEN + hostile_arp_request(buf + NET_HDR_LEN, d->mac);
+	return dma_addr(buf);
+}
+
+/* Sends one ARP request and waits up to 2 s for RX used entries to reach
+ * `want` more: the gateway's reply fills the receive ring's next chains. */
+static int hv_provoke_rx(struct nic_dev *d, u16 want, const char *what)
+{
+	struct vn *vn = d->priv;
+	struct vn_queue *t = &vn->tx, *r = &vn->rx;
+	u32 len;
+	u16 head = (u16)(t->size - 1);
+	u64 frame = hv_frame(d, t, &len);
+	hv_desc(t, head, frame, len, 0, 0);
+	if (hv_round_trip(d, t, head, what) < 0)
+		return -1;
+	for (u32 ms = 0; (u16)(r->used_hdr[1] - r->last_used) < want; ms++) {
+		if (ms == 2000) {
+			fail("hostile: virtio: %s: %u of %u receive chains returned in 2 s", what,
+			     (u16)(r->used_hdr[1] - r->last_used), want);
+			return -1;
+		}
+		udelay(1000);
+	}
+	return 0;
+}
+
+/* The next RX used entry must be `id` with a length in [min, max]. */
+static void hv_expect_rx(struct vn_queue *r, u16 id, u32 min, u32 max, const char *what)
+{
+	u16 got;
+	u32 len;
+	if (vn_next_used(r, "rx", &got, &len) != 1)
+		return;
+	if (got != id || len < min || len > max)
+		fail("hostile: virtio: %s: rx used entry %u with %u bytes, want %u with %u..%u", what,
+		     got, len, id, min, max);
+}
+
+/* Resets the device and sets it up again from scratch: usable after it. */
+static void hv_reset_and_check(struct nic_dev *d, const char *what)
+{
+	if (vn_init(d) != 0)
+		return;
+	struct vn *vn = d->priv;
+	if (hv_provoke_rx(d, 1, what) == 0)
+		hv_expect_rx(&vn->rx, 0, NET_HDR_LEN + 42, vn->rx.buf_size, what);
+	kprintf("hostile: virtio: after a reset the device moves frames again\n");
+}
+
+static void hv_dma_outside_ram(struct nic_dev *d)
+{
+	struct vn *vn = d->priv;
+	struct vn_queue *t = &vn->tx, *r = &vn->rx;
+	u64 mmio = d->bar[vn->common.bar] + vn->common.off;
+	u32 len;
+	u64 hdr = hv_frame(d, t, &len);
+	/* header in RAM, frame beyond it; all beyond; wrapping; in MMIO */
+	hv_desc(t, 0, hdr, NET_HDR_LEN, F_NEXT, 1);
+	hv_desc(t, 1, HOSTILE_ABOVE_RAM, 60, 0, 0);
+	if (hv_round_trip(d, t, 0, "frame beyond RAM") != 0)
+		fail("hostile: virtio: a chain beyond RAM came back with a length");
+	hv_desc(t, 2, HOSTILE_ABOVE_RAM, 4096, 0, 0);
+	hv_round_trip(d, t, 2, "chain beyond RAM");
+	hv_desc(t, 3, HOSTILE_WRAPS, 0x2000, 0, 0);
+	hv_round_trip(d, t, 3, "buffer wrapping the address space");
+	hv_desc(t, 4, mmio, 64, 0, 0);
+	hv_round_trip(d, t, 4, "buffer in the device's own MMIO");
+	/* the descriptor table itself as a frame: RAM, so it is sent */
+	hv_desc(t, 5, dma_addr(t->desc), 16 * 8, 0, 0);
+	hv_round_trip(d, t, 5, "the descriptor table as a frame");
+
+	/* receive: beyond RAM, in MMIO, then a buffer over the avail ring
+	 * itself (the device overwrites the index the driver publishes) */
+	if (hv_fresh_rx(d))
+		return;
+	t = &vn->tx, r = &vn->rx;
+	hv_desc(r, 0, HOSTILE_ABOVE_RAM, 2048, VIRTQ_DESC_F_WRITE, 0);
+	hv_desc(r, 1, mmio, 2048, VIRTQ_DESC_F_WRITE, 0);
+	hv_desc(r, 2, dma_addr((const void *)r->avail), 128, VIRTQ_DESC_F_WRITE, 0);
+	static const u16 three[] = { 0, 1, 2 };
+	hv_offer_rx(d, three, 3);
+	if (hv_provoke_rx(d, 3, "rx buffers outside RAM") == 0) {
+		hv_expect_rx(r, 0, 0, 0, "rx buffer beyond RAM");
+		hv_expect_rx(r, 1, 0, 0, "rx buffer in MMIO");
+		hv_expect_rx(r, 2, NET_HDR_LEN + 42, 128, "rx buffer over the avail ring");
+	}
+	/* rings themselves outside RAM: DRIVER_OK must end in NEEDS_RESET */
+	c_w8(d, COMMON_STATUS, 0);
+	while (c_r8(d, COMMON_STATUS) != 0)
+		udelay(10);
+	c_w8(d, COMMON_STATUS, S_ACKNOWLEDGE | S_DRIVER);
+	c_w32(d, COMMON_GFSELECT, 0);
+	c_w32(d, COMMON_GF, (u32)vn->features);
+	c_w32(d, COMMON_GFSELECT, 1);
+	c_w32(d, COMMON_GF, (u32)(vn->features >> 32));
+	c_w8(d, COMMON_STATUS, S_ACKNOWLEDGE | S_DRIVER | S_FEATURES_OK);
+	for (u16 qi = 0; qi < 2; qi++) {
+		c_w16(d, COMMON_Q_SELECT, qi);
+		c_w16(d, COMMON_Q_SIZE, 16);
+		c_w64(d, COMMON_Q_DESCLO, qi ? mmio : HOSTILE_ABOVE_RAM);
+		c_w64(d, COMMON_Q_AVAILLO, HOSTILE_WRAPS);
+		c_w64(d, COMMON_Q_USEDLO, HOSTILE_ABOVE_RAM + 0x1000);
+		c_w16(d, COMMON_Q_ENABLE, 1);
+	}
+	c_w8(d, COMMON_STATUS, S_ACKNOWLEDGE | S_DRIVER | S_FEATURES_OK | S_DRIVER_OK);
+	u8 st = c_r8(d, COMMON_STATUS);
+	if (!(st & S_NEEDS_RESET))
+		fail("hostile: virtio: rings outside RAM: device_status 0x%x without NEEDS_RESET", st);
+	hv_reset_and_check(d, "after rings outside RAM");
+}
+
+static void hv_chain_lengths(struct nic_dev *d)
+{
+	struct vn *vn = d->priv;
+	struct vn_queue *t = &vn->tx, *r = &vn->rx;
+	u32 len;
+	u64 hdr = hv_frame(d, t, &len);
+	/* zero-length descriptors, alone and after a header */
+	hv_desc(t, 0, hdr, 0, 0, 0);
+	hv_round_trip(d, t, 0, "zero-length chain");
+	hv_desc(t, 1, hdr, NET_HDR_LEN, F_NEXT, 2);
+	hv_desc(t, 2, hdr, 0, 0, 0);
+	hv_round_trip(d, t, 1, "header then zero bytes");
+	/* 15 descriptors of 8 KiB: 120 KiB, over any frame */
+	u8 *big = dma_alloc(0x2000, 4096);
+	for (u16 i = 0; i < 15; i++)
+		hv_desc(t, i, dma_addr(big), 0x2000, i < 14 ? F_NEXT : 0, (u16)(i + 1));
+	hv_round_trip(d, t, 0, "a 120 KiB chain");
+	/* the largest lengths a descriptor can claim */
+	hv_desc(t, 0, hdr, 0xffffffffu, 0, 0);
+	hv_round_trip(d, t, 0, "a 4 GiB descriptor");
+
+	/* receive: an empty chain first (returned empty), then one chain of
+	 * 15 x 8 KiB, which takes the reply */
+	if (hv_fresh_rx(d))
+		return;
+	t = &vn->tx, r = &vn->rx;
+	hv_desc(r, 0, dma_addr(r->bufs), 0, VIRTQ_DESC_F_WRITE, 0);
+	u8 *rbig = dma_alloc(15 * 0x2000, 4096);
+	for (u16 i = 1; i < 16; i++)
+		hv_desc(r, i, dma_addr(rbig) + 0x2000ull * (i - 1), 0x2000,
+			VIRTQ_DESC_F_WRITE | (i < 15 ? F_NEXT : 0), (u16)(i + 1));
+	static const u16 two[] = { 0, 1 };
+	hv_offer_rx(d, two, 2);
+	if (hv_provoke_rx(d, 2, "rx zero-length and 120 KiB chains") == 0) {
+		hv_expect_rx(r, 0, 0, 0, "zero-length rx chain");
+		hv_expect_rx(r, 1, NET_HDR_LEN + 42, NET_HDR_LEN + 64, "120 KiB rx chain");
+	}
+	hv_reset_and_check(d, "after odd chain lengths");
+}
+
+static void hv_descriptor_loop(struct nic_dev *d)
+{
+	struct vn *vn = d->priv;
+	struct vn_queue *t = &vn->tx, *r = &vn->rx;
+	u32 len;
+	u64 hdr = hv_frame(d, t, &len);
+	hv_desc(t, 0, hdr, len, F_NEXT, 0); /* itself */
+	hv_round_trip(d, t, 0, "a descriptor chained to itself");
+	hv_desc(t, 1, hdr, len, F_NEXT, 2);
+	hv_desc(t, 2, hdr, len, F_NEXT, 1); /* two in a circle */
+	hv_round_trip(d, t, 1, "two descriptors in a circle");
+	hv_desc(t, 3, hdr, len, F_NEXT, 200); /* next beyond the table */
+	hv_round_trip(d, t, 3, "next beyond the table");
+	/* receive: a loop first, returned empty; the reply lands in the next */
+	if (hv_fresh_rx(d))
+		return;
+	t = &vn->tx, r = &vn->rx;
+	hv_desc(r, 0, dma_addr(r->bufs), 64, VIRTQ_DESC_F_WRITE | F_NEXT, 0);
+	hv_desc(r, 1, dma_addr(r->bufs + r->buf_size), r->buf_size, VIRTQ_DESC_F_WRITE, 0);
+	static const u16 two[] = { 0, 1 };
+	hv_offer_rx(d, two, 2);
+	if (hv_provoke_rx(d, 2, "rx descriptor loop") == 0) {
+		hv_expect_rx(r, 0, 0, 0, "looping rx chain");
+		hv_expect_rx(r, 1, NET_HDR_LEN + 42, r->buf_size, "the chain after the loop");
+	}
+	hv_reset_and_check(d, "after descriptor loops");
+}
+
+static void hv_unbounded_virtqueue(struct nic_dev *d)
+{
+	struct vn *vn = d->priv;
+	struct vn_queue *t = &vn->tx;
+	u32 len;
+	u64 frame = hv_frame(d, t, &len);
+	hv_desc(t, 0, frame, len, 0, 0);
+	/* one real entry, and an index that claims size + 7 more */
+	vn_offer(t, 0);
+	t->avail[1] = (u16)(t->avail_idx + t->size + 7);
+	mb();
+	bar_w16(d, vn->notify.bar, t->notify_off, t->index);
+	if (hostile_wait_change16(&t->used_hdr[1], t->last_used, 500))
+		fail("hostile: virtio: an avail index beyond the ring was followed");
+	/* the same on receive, then traffic that would need it */
+	vn->rx.avail[1] = (u16)(vn->rx.avail_idx + 3 * vn->rx.size);
+	mb();
+	bar_w16(d, vn->notify.bar, vn->rx.notify_off, vn->rx.index);
+	udelay(200000);
+	kprintf("hostile: virtio: rings with runaway indices left alone\n");
+	hv_reset_and_check(d, "after runaway avail indices");
+}
+
+static void hv_floods(struct nic_dev *d)
+{
+	struct vn *vn = d->priv;
+	struct vn_queue *t = &vn->tx;
+	/* doorbells with nothing new */
+	for (u32 i = 0; i < 100000; i++) {
+		bar_w16(d, vn->notify.bar, t->notify_off, t->index);
+		bar_w16(d, vn->notify.bar, vn->rx.notify_off, vn->rx.index);
+	}
+	/* frames as fast as the ring takes them; replies are never read */
+	u8 f[60];
+	hostile_arp_request(f, d->mac);
+	struct nic_tx tx = { .frame = f, .len = 60 };
+	u32 sent = 0;
+	for (u32 spins = 0; sent < 5000 && spins < 10000000; spins++) {
+		vn_tx_reap(d);
+		int r = vn_xmit(d, &tx);
+		if (r < 0)
+			return;
+		sent += (u32)r;
+	}
+	if (sent < 5000)
+		fail("hostile: virtio: the flood stalled after %u frames", sent);
+	kprintf("hostile: virtio: 200000 doorbells and %u frames\n", sent);
+	hv_reset_and_check(d, "after the floods");
+}
+
+static void hv_random_registers(struct nic_dev *d)
+{
+	struct vn *vn = d->priv;
+	const struct vn_region *reg[4] = { &vn->common, &vn->notify, &vn->isr, &vn->device };
+	for (u32 i = 0; i < 20000; i++) {
+		u64 x = hostile_rng();
+		const struct vn_region *g = reg[x & 3];
+		u32 off = g->off + (u32)((x >> 8) % (g->len ? g->len : 1));
+		u32 v = (u32)(x >> 32);
+		switch ((x >> 2) & 3) {
+		case 0:
+			bar_w8(d, g->bar, off, (u8)v);
+			break;
+		case 1:
+			bar_w16(d, g->bar, off & ~1u, (u16)v);
+			break;
+		case 2:
+			bar_w32(d, g->bar, off & ~3u, v);
+			break;
+		default:
+			(void)bar_r32(d, g->bar, off & ~3u);
+		}
+	}
+	kprintf("hostile: virtio: 20000 random register accesses\n");
+	hv_reset_and_check(d, "after random register writes");
+}
+
+static int vn_hostile(struct nic_dev *d, const char *name, u32 len)
+{
+	if (word_is(name, len, "dma-outside-ram"))
+		hv_dma_outside_ram(d);
+	else if (word_is(name, len, "chain-lengths"))
+		hv_chain_lengths(d);
+	else if (word_is(name, len, "descriptor-loop"))
+		hv_descriptor_loop(d);
+	else if (word_is(name, len, "unbounded-virtqueue"))
+		hv_unbounded_virtqueue(d);
+	else if (word_is(name, len, "floods"))
+		hv_floods(d);
+	else if (word_is(name, len, "random-registers"))
+		hv_random_registers(d);
+	else
+		return 0;
+	return 1;
+}
+
 const struct nic_driver virtio_net_driver = {
 	.name = "virtio",
 	.vendor = 0x1af4,
@@ -853,4 +1201,5 @@ const struct nic_driver virtio_net_driver = {
 	.tx_reap = vn_tx_reap,
 	.recv = vn_recv,
 	.irq = vn_irq,
+	.hostile = vn_hostile,
 };
