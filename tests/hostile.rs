@@ -326,3 +326,44 @@ fn frame_and_doorbell_floods_virtio() {
 fn random_register_writes_virtio() {
     attack(Model::Virtio, "random-registers");
 }
+
+// ---- e1000 ----
+
+/// Buffers beyond RAM, wrapping, in MMIO and over the ring; rings beyond
+/// RAM and in MMIO.
+#[test]
+fn dma_outside_ram_into_mmio_and_the_ring_e1000() {
+    attack(Model::E1000, "dma-outside-ram");
+}
+
+/// CVE-2016-1981 / CVE-2021-20257 class: a ring of zero-length
+/// descriptors without end, a tail beyond the ring, rings of no length.
+#[test]
+fn cve_2021_20257_descriptor_loop_e1000() {
+    attack(Model::E1000, "descriptor-loop");
+}
+
+/// CVE-2012-6075 class: looped-back frames of 9000 and 17500 bytes with
+/// long packets off: dropped, nothing written past a buffer.
+#[test]
+fn cve_2012_6075_oversize_frames_e1000() {
+    attack(Model::E1000, "oversize-frames");
+}
+
+/// CVE-2021-3416 class: loopback with receive buffers on the transmit
+/// ring, then the receive ring on the transmit ring.
+#[test]
+fn cve_2021_3416_loopback_feeds_itself_e1000() {
+    attack(Model::E1000, "loopback-feeds-itself");
+}
+
+#[test]
+fn frame_and_doorbell_floods_e1000() {
+    let a = attack(Model::E1000, "floods");
+    assert!(counter(&a.hostile_info, "tx_frames") >= 5000, "{}", a.hostile_info);
+}
+
+#[test]
+fn random_register_writes_e1000() {
+    attack(Model::E1000, "random-registers");
+}

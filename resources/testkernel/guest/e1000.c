@@ -688,6 +688,258 @@ static void e1k_irq(struct nic_dev *d)
 	d->irq_causes |= icr;
 }
 
+/* ---- test=hostile (hostile.c) ---- */
+
+/*
+ * The cases program the rings as a guest that means harm would. The SDM
+ * says what the chip does with a descriptor it can read (it is processed
+ * and, with RS, written back with DD, TDH moving past it); for what it
+ * leaves open (DMA that hits nothing, a tail outside the ring) tapir must
+ * stay inside the ring and inside RAM, and end. Each case ends with a
+ * reset and a check that the NIC works again.
+ */
+#define RCTL_LBM_MAC (1u << 6)
+
+/* Queues one legacy descriptor at the tail and moves TDT past it. */
+static void ek_put(struct nic_dev *d, u64 addr, u32 len, u32 cmd)
+{
+	struct e1k *e = d->priv;
+	volatile struct e1k_tx_desc *t = &e->tx[e->tx_tail];
+	t->addr = addr;
+	t->lower = (len & 0xffff) | cmd;
+	t->upper = 0;
+	e->tx_tail = (e->tx_tail + 1) % TX_DESCS;
+	e->tx_clean = e->tx_tail; /* the case reaps by TDH itself */
+	mb();
+	wr(d, E1K_TDT, e->tx_tail);
+}
+
+/* Waits up to 2 s for TDH to reach TDT; fails with `what` otherwise. */
+static int ek_drained(struct nic_dev *d, const char *what)
+{
+	for (u32 ms = 0; ms < 2000; ms++) {
+		u32 tdh = rd(d, E1K_TDH), tdt = rd(d, E1K_TDT);
+		if (tdh >= TX_DESCS) {
+			fail("hostile: e1000: %s: TDH %u outside the ring of %u", what, tdh, TX_DESCS);
+			return 0;
+		}
+		if (tdh == tdt)
+			return 1;
+		udelay(1000);
+	}
+	fail("hostile: e1000: %s: TDH %u never reached TDT %u", what, rd(d, E1K_TDH),
+	     rd(d, E1K_TDT));
+	return 0;
+}
+
+/* The descriptor before the tail has DD (it had RS). */
+static void ek_expect_dd(struct nic_dev *d, const char *what)
+{
+	struct e1k *e = d->priv;
+	u32 last = (e->tx_tail + TX_DESCS - 1) % TX_DESCS;
+	if (!(e->tx[last].upper & TXS_DD))
+		fail("hostile: e1000: %s: descriptor %u has no DD (upper 0x%08x)", what, last,
+		     e->tx[last].upper);
+}
+
+static void ek_dma_outside_ram(struct nic_dev *d)
+{
+	struct e1k *e = d->priv;
+	const u32 cmd = TXC_EOP | TXC_IFCS | TXC_RS;
+	ek_put(d, HOSTILE_ABOVE_RAM, 1000, cmd);
+	if (ek_drained(d, "buffer beyond RAM"))
+		ek_expect_dd(d, "buffer beyond RAM");
+	ek_put(d, HOSTILE_WRAPS, 0x3000, cmd);
+	if (ek_drained(d, "buffer wrapping the address space"))
+		ek_expect_dd(d, "buffer wrapping the address space");
+	ek_put(d, d->bar[0], 256, cmd); /* its own registers as a frame */
+	if (ek_drained(d, "buffer in MMIO"))
+		ek_expect_dd(d, "buffer in MMIO");
+	/* the ring itself as the frame: RAM, so it is sent */
+	ek_put(d, dma_addr((const void *)e->tx), 512, cmd);
+	if (ek_drained(d, "the ring as a frame"))
+		ek_expect_dd(d, "the ring as a frame");
+
+	/* receive buffers beyond RAM and in MMIO, then an ARP reply */
+	e->rx[0].addr = HOSTILE_ABOVE_RAM;
+	e->rx[1].addr = d->bar[0];
+	u8 f[60];
+	u32 len = hostile_arp_request(f, d->mac);
+	copy(e->tx_buf, f, len);
+	ek_put(d, dma_addr(e->tx_buf), len, cmd);
+	ek_drained(d, "ARP request");
+	udelay(300000);
+
+	/* rings beyond RAM and in MMIO: a tail the chip must not follow into
+	 * memory that is not there */
+	wr(d, E1K_TCTL, 0);
+	wr(d, E1K_TDBAL, (u32)HOSTILE_ABOVE_RAM);
+	wr(d, E1K_TDBAH, 0);
+	wr(d, E1K_TDH, 0);
+	wr(d, E1K_TDT, 0);
+	wr(d, E1K_TCTL, TCTL_EN | TCTL_PSP);
+	wr(d, E1K_TDT, 8);
+	udelay(300000);
+	if (rd(d, E1K_TDH) >= TX_DESCS)
+		fail("hostile: e1000: ring beyond RAM: TDH %u", rd(d, E1K_TDH));
+	wr(d, E1K_RCTL, 0);
+	wr(d, E1K_RDBAL, (u32)d->bar[0]);
+	wr(d, E1K_RDH, 0);
+	wr(d, E1K_RCTL, RCTL_EN | RCTL_BAM | RCTL_SECRC);
+	wr(d, E1K_RDT, 16);
+	udelay(300000);
+	hostile_check_alive(d, "after DMA outside RAM");
+}
+
+/* CVE-2016-1981 / CVE-2021-20257 class: zero-length descriptors without
+ * EOP around the whole ring, a tail outside it, a ring of no length. */
+static void ek_descriptor_loop(struct nic_dev *d)
+{
+	struct e1k *e = d->priv;
+	for (u32 i = 0; i < TX_DESCS - 1; i++)
+		ek_put(d, dma_addr(e->tx_buf), 0, TXC_IFCS);
+	ek_put(d, dma_addr(e->tx_buf), 0, TXC_EOP | TXC_RS);
+	ek_drained(d, "a ring of zero-length descriptors");
+	wr(d, E1K_TDT, TX_DESCS + 5); /* beyond the ring */
+	udelay(300000);
+	if (rd(d, E1K_TDH) >= TX_DESCS)
+		fail("hostile: e1000: tail beyond the ring: TDH %u", rd(d, E1K_TDH));
+	wr(d, E1K_TDLEN, 0);
+	wr(d, E1K_TDT, 3);
+	udelay(300000);
+	wr(d, E1K_TDLEN, 8); /* half a descriptor */
+	wr(d, E1K_TDT, 1);
+	udelay(300000);
+	hostile_check_alive(d, "after descriptor loops");
+}
+
+/* CVE-2012-6075 class: a frame longer than the receive buffers, looped
+ * back, with long packets not enabled (RCTL.LPE clear): the chip drops it
+ * (SDM 3.2.3); no byte past a buffer may change. */
+static void ek_oversize_frames(struct nic_dev *d)
+{
+	struct e1k *e = d->priv;
+	/* guard pattern after the first receive buffer */
+	u8 *guard = e->rx_buf + RX_BUF;
+	memset(guard, 0xa5, RX_BUF);
+	wr(d, E1K_RCTL, RCTL_EN | RCTL_BAM | RCTL_SECRC | RCTL_BSIZE_2048 | RCTL_LBM_MAC);
+	u8 *f = e->tx_buf;
+	memset(f, 0x5a, 3 * TX_BUF);
+	memcpy(f, d->mac, 6);
+	memcpy(f + 6, d->mac, 6);
+	f[12] = 0x88, f[13] = 0xb5;
+	/* 9000 bytes in three descriptors, then 16 KiB + in five */
+	ek_put(d, dma_addr(f), 3000, TXC_IFCS);
+	ek_put(d, dma_addr(f) + 3000, 3000, TXC_IFCS);
+	ek_put(d, dma_addr(f) + 6000, 3000, TXC_EOP | TXC_IFCS | TXC_RS);
+	ek_drained(d, "a 9000-byte frame");
+	for (u32 i = 0; i < 5; i++)
+		ek_put(d, dma_addr(f), 3500, (i == 4 ? TXC_EOP | TXC_RS : 0) | TXC_IFCS);
+	ek_drained(d, "a 17500-byte frame");
+	udelay(300000);
+	if (e->rx[0].status & RXS_DD)
+		fail("hostile: e1000: a frame over 1522 bytes was received without LPE (len %u)",
+		     e->rx[0].len);
+	for (u32 i = 0; i < RX_BUF; i++)
+		if (guard[i] != 0xa5) {
+			fail("hostile: e1000: byte %u past the first receive buffer changed", i);
+			break;
+		}
+	hostile_check_alive(d, "after oversize frames");
+}
+
+/* CVE-2021-3416 class: MAC loopback with the receive ring on the
+ * transmit ring, and receive buffers over the transmit descriptors. */
+static void ek_loopback_feeds_itself(struct nic_dev *d)
+{
+	struct e1k *e = d->priv;
+	u8 *f = e->tx_buf;
+	memset(f, 0, 64);
+	memcpy(f, d->mac, 6);
+	memcpy(f + 6, d->mac, 6);
+	f[12] = 0x88, f[13] = 0xb5;
+	/* receive buffers are the transmit descriptor ring */
+	for (u32 i = 0; i < RX_DESCS; i++)
+		e->rx[i].addr = dma_addr((const void *)e->tx);
+	wr(d, E1K_RCTL, RCTL_EN | RCTL_BAM | RCTL_SECRC | RCTL_BSIZE_2048 | RCTL_LBM_MAC);
+	for (u32 i = 0; i < 8; i++)
+		ek_put(d, dma_addr(f), 64, TXC_EOP | TXC_IFCS | TXC_RS);
+	udelay(500000);
+	if (rd(d, E1K_TDH) >= TX_DESCS || rd(d, E1K_RDH) >= RX_DESCS)
+		fail("hostile: e1000: loopback into its own ring: TDH %u RDH %u", rd(d, E1K_TDH),
+		     rd(d, E1K_RDH));
+	/* then the receive ring is the transmit ring */
+	wr(d, E1K_RCTL, 0);
+	wr(d, E1K_RDBAL, (u32)dma_addr((const void *)e->tx));
+	wr(d, E1K_RDLEN, TX_DESCS * sizeof(struct e1k_tx_desc));
+	wr(d, E1K_RDH, 0);
+	wr(d, E1K_RDT, TX_DESCS - 1);
+	wr(d, E1K_RCTL, RCTL_EN | RCTL_BAM | RCTL_SECRC | RCTL_BSIZE_2048 | RCTL_LBM_MAC);
+	for (u32 i = 0; i < 8; i++)
+		ek_put(d, dma_addr(f), 64, TXC_EOP | TXC_IFCS | TXC_RS);
+	udelay(500000);
+	kprintf("hostile: e1000: loopback into its own rings: TDH %u TDT %u RDH %u\n",
+		rd(d, E1K_TDH), rd(d, E1K_TDT), rd(d, E1K_RDH));
+	hostile_check_alive(d, "after loopback into its own rings");
+}
+
+static void ek_floods(struct nic_dev *d)
+{
+	struct e1k *e = d->priv;
+	for (u32 i = 0; i < 100000; i++) {
+		wr(d, E1K_TDT, e->tx_tail);
+		wr(d, E1K_RDT, RX_DESCS - 1);
+	}
+	u8 f[60];
+	hostile_arp_request(f, d->mac);
+	struct nic_tx tx = { .frame = f, .len = 60 };
+	u32 sent = 0;
+	for (u32 spins = 0; sent < 5000 && spins < 10000000; spins++) {
+		e1k_tx_reap(d);
+		int r = e1k_xmit(d, &tx);
+		if (r < 0)
+			return;
+		sent += (u32)r;
+	}
+	if (sent < 5000)
+		fail("hostile: e1000: the flood stalled after %u frames", sent);
+	kprintf("hostile: e1000: 200000 doorbells and %u frames\n", sent);
+	hostile_check_alive(d, "after the floods");
+}
+
+static void ek_random_registers(struct nic_dev *d)
+{
+	for (u32 i = 0; i < 20000; i++) {
+		u64 x = hostile_rng();
+		u32 off = (u32)(x >> 8) % 0x20000 & ~3u;
+		if (x & 1)
+			wr(d, off, (u32)(x >> 32));
+		else
+			(void)rd(d, off);
+	}
+	kprintf("hostile: e1000: 20000 random register accesses\n");
+	hostile_check_alive(d, "after random register writes");
+}
+
+static int e1k_hostile(struct nic_dev *d, const char *name, u32 len)
+{
+	if (word_is(name, len, "dma-outside-ram"))
+		ek_dma_outside_ram(d);
+	else if (word_is(name, len, "descriptor-loop"))
+		ek_descriptor_loop(d);
+	else if (word_is(name, len, "oversize-frames"))
+		ek_oversize_frames(d);
+	else if (word_is(name, len, "loopback-feeds-itself"))
+		ek_loopback_feeds_itself(d);
+	else if (word_is(name, len, "floods"))
+		ek_floods(d);
+	else if (word_is(name, len, "random-registers"))
+		ek_random_registers(d);
+	else
+		return 0;
+	return 1;
+}
+
 const struct nic_driver e1000_driver = {
 	.name = "e1000",
 	.vendor = 0x8086,
@@ -697,4 +949,5 @@ const struct nic_driver e1000_driver = {
 	.tx_reap = e1k_tx_reap,
 	.recv = e1k_recv,
 	.irq = e1k_irq,
+	.hostile = e1k_hostile,
 };

@@ -64,6 +64,41 @@ int hostile_wait_change32(volatile u32 *p, u32 v, u32 ms)
 	return 1;
 }
 
+void hostile_check_alive(struct nic_dev *d, const char *what)
+{
+	static u8 buf[2048];
+	u8 f[60];
+	if (d->drv->init(d) != 0)
+		return;
+	hostile_arp_request(f, d->mac);
+	struct nic_tx tx = { .frame = f, .len = 60 };
+	for (int attempt = 0; attempt < 3; attempt++) {
+		for (u32 i = 0; d->drv->xmit(d, &tx) == 0; i++) {
+			d->drv->tx_reap(d);
+			if (i == 100000) {
+				fail("hostile: %s: %s: no room to send after a reset", d->drv->name, what);
+				return;
+			}
+		}
+		for (u32 ms = 0; ms < 1000; ms++) {
+			d->drv->tx_reap(d);
+			struct nic_rx_info info = { 0 };
+			int len = d->drv->recv(d, buf, sizeof(buf), &info);
+			if (len < 0)
+				return;
+			/* an ARP reply (opcode 2) */
+			if (len >= 42 && buf[12] == 0x08 && buf[13] == 0x06 && buf[21] == 2) {
+				kprintf("hostile: %s: after a reset the device moves frames again\n",
+					d->drv->name);
+				return;
+			}
+			if (len == 0)
+				udelay(1000);
+		}
+	}
+	fail("hostile: %s: %s: no ARP reply after a reset", d->drv->name, what);
+}
+
 /* Waits for the host's go-ahead: any line on COM1. */
 static void host_sync(const char *what)
 {

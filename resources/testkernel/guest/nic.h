@@ -162,6 +162,9 @@ u32 hostile_arp_request(u8 *f, const u8 *mac);
 /* Guest-physical addresses a hostile driver hands the device. */
 #define HOSTILE_ABOVE_RAM 0x3f000000ull          /* above the test's 64 MiB, not MMIO */
 #define HOSTILE_WRAPS 0xfffffffffffff000ull      /* addr + len wraps around */
+/* Sets d up again with its driver (which resets it first), sends an ARP
+ * request to the gateway and fails unless the reply comes back. */
+void hostile_check_alive(struct nic_dev *d, const char *what);
 /* Spins (pausing) until *p != v or about `ms` ms pass; 1 when it changed. */
 int hostile_wait_change16(volatile u16 *p, u16 v, u32 ms);
 int hostile_wait_change32(volatile u32 *p, u32 v, u32 ms);

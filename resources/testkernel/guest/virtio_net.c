@@ -955,15 +955,9 @@ static void hv_expect_rx(struct vn_queue *r, u16 id, u32 min, u32 max, const cha
 		     got, len, id, min, max);
 }
 
-/* Resets the device and sets it up again from scratch: usable after it. */
 static void hv_reset_and_check(struct nic_dev *d, const char *what)
 {
-	if (vn_init(d) != 0)
-		return;
-	struct vn *vn = d->priv;
-	if (hv_provoke_rx(d, 1, what) == 0)
-		hv_expect_rx(&vn->rx, 0, NET_HDR_LEN + 42, vn->rx.buf_size, what);
-	kprintf("hostile: virtio: after a reset the device moves frames again\n");
+	hostile_check_alive(d, what);
 }
 
 static void hv_dma_outside_ram(struct nic_dev *d)
