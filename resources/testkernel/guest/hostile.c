@@ -81,6 +81,7 @@ void hostile_check_alive(struct nic_dev *d, const char *what)
 			}
 		}
 		for (u32 ms = 0; ms < 1000; ms++) {
+			d->drv->irq(d); /* its line is not routed: poll the causes */
 			d->drv->tx_reap(d);
 			struct nic_rx_info info = { 0 };
 			int len = d->drv->recv(d, buf, sizeof(buf), &info);

@@ -723,6 +723,300 @@ static int cp_recv(struct nic_dev *d, u8 *buf, u32 cap, struct nic_rx_info *info
 	return (int)len;
 }
 
+/* ---- test=hostile (hostile.c) ---------------------------------------------- */
+
+/*
+ * Normal mode: the datasheet has the chip set OWN once a slot's frame is
+ * in its FIFO and then TOK or TABT; a slot's size is at most 1792 bytes.
+ * C+ mode: the chip clears OWN of every descriptor it is done with. What
+ * neither says (DMA that hits nothing, lengths that lie), tapir must
+ * survive inside RAM and end; each case ends with a reset and a check
+ * that the NIC works again.
+ */
+#define TCR_LBK (3u << 17)
+
+/* Waits up to 2 s for `mask` in the 32-bit register `reg`. */
+static int rh_wait_reg(struct nic_dev *d, u32 reg, u32 mask, const char *what)
+{
+	for (u32 ms = 0; ms < 2000; ms++) {
+		if (r32(d, reg) & mask)
+			return 1;
+		udelay(1000);
+	}
+	fail("hostile: %s: %s: register 0x%x is 0x%08x, never with 0x%x", d->drv->name, what, reg,
+	     r32(d, reg), mask);
+	return 0;
+}
+
+/* Hands normal-mode slot `slot` a frame of `size` at `addr`; waits for OWN. */
+static void rh_slot(struct nic_dev *d, u32 slot, u64 addr, u32 size, const char *what)
+{
+	w32(d, REG_TSAD0 + 4 * slot, (u32)addr);
+	w32(d, REG_TSD0 + 4 * slot, size | TSD_ERTXTH(2016));
+	rh_wait_reg(d, REG_TSD0 + 4 * slot, TSD_OWN, what);
+}
+
+static void rh_frame(struct nic_dev *d, u8 *f, u32 len)
+{
+	memset(f, 0x5a, len);
+	memcpy(f, d->mac, 6);
+	memcpy(f + 6, d->mac, 6);
+	f[12] = 0x88, f[13] = 0xb5;
+}
+
+/* C+: queues descriptor i as given and rings the doorbell. */
+static void ch_desc(struct nic_dev *d, u32 i, u64 addr, u32 opts1)
+{
+	rtl.txd[i].addr = addr;
+	rtl.txd[i].opts2 = 0;
+	barrier();
+	rtl.txd[i].opts1 = opts1 | (i == CP_RING - 1 ? DESC_EOR : 0);
+	mb();
+	w8(d, REG_TPPOLL, TPPOLL_NPQ);
+}
+
+/* C+: waits up to 2 s for the chip to give descriptor i back. */
+static int ch_returned(struct nic_dev *d, u32 i, const char *what)
+{
+	for (u32 ms = 0; ms < 2000; ms++) {
+		if (!(rtl.txd[i].opts1 & DESC_OWN))
+			return 1;
+		udelay(1000);
+	}
+	fail("hostile: rtl8139cp: %s: descriptor %u still owned by the chip (0x%08x)", what, i,
+	     rtl.txd[i].opts1);
+	return 0;
+}
+
+static void rh_dma_outside_ram(struct nic_dev *d)
+{
+	if (rtl.cplus) {
+		ch_desc(d, 0, HOSTILE_ABOVE_RAM, DESC_OWN | DESC_FS | DESC_LS | 1000);
+		ch_returned(d, 0, "buffer beyond RAM");
+		ch_desc(d, 1, HOSTILE_WRAPS, DESC_OWN | DESC_FS | DESC_LS | 0x3000);
+		ch_returned(d, 1, "buffer wrapping the address space");
+		ch_desc(d, 2, d->bar[1], DESC_OWN | DESC_FS | DESC_LS | 256);
+		ch_returned(d, 2, "buffer in MMIO");
+		ch_desc(d, 3, dma_addr((const void *)rtl.txd), DESC_OWN | DESC_FS | DESC_LS | 512);
+		ch_returned(d, 3, "the ring as a frame");
+		/* rings beyond RAM and in MMIO */
+		w32(d, REG_TNPDS, (u32)HOSTILE_ABOVE_RAM);
+		w8(d, REG_TPPOLL, TPPOLL_NPQ);
+		w32(d, REG_RDSAR, (u32)d->bar[1]);
+	} else {
+		rh_slot(d, 0, HOSTILE_ABOVE_RAM, 1000, "slot beyond RAM");
+		rh_slot(d, 1, 0xfffff000u, 1792, "slot at the top of 4 GiB");
+		rh_slot(d, 2, d->bar[1], 256, "slot in MMIO");
+		rh_slot(d, 3, dma_addr(rtl.ring), 1000, "slot over the receive ring");
+		w32(d, REG_RBSTART, (u32)HOSTILE_ABOVE_RAM);
+	}
+	/* a frame to receive into the ring outside RAM */
+	u8 f[60];
+	hostile_arp_request(f, d->mac);
+	if (rtl.cplus) {
+		memcpy(rtl.txb[4], f, 60);
+		ch_desc(d, 4, dma_addr(rtl.txb[4]), DESC_OWN | DESC_FS | DESC_LS | 60);
+	} else {
+		memcpy(rtl.slot_buf[0], f, 60);
+		rh_slot(d, 0, dma_addr(rtl.slot_buf[0]), 60, "ARP request");
+	}
+	udelay(300000);
+	hostile_check_alive(d, "after DMA outside RAM");
+}
+
+/* CVE-2016-8910 class (C+): every descriptor owned, none with LS, the
+ * last with EOR: the ring goes round for ever unless the chip stops;
+ * then zero-length descriptors. Normal mode: sizes of zero. */
+static void rh_descriptor_loop(struct nic_dev *d)
+{
+	if (rtl.cplus) {
+		for (u32 i = CP_RING; i-- > 0;) {
+			rtl.txd[i].addr = dma_addr(rtl.txb[i]);
+			rtl.txd[i].opts1 = DESC_OWN | (i == 0 ? DESC_FS : 0) |
+					   (i == CP_RING - 1 ? DESC_EOR : 0) | 64;
+		}
+		mb();
+		w8(d, REG_TPPOLL, TPPOLL_NPQ);
+		udelay(500000);
+		kprintf("hostile: rtl8139cp: a ring without LS: descriptor 0 reads 0x%08x\n",
+			rtl.txd[0].opts1);
+		for (u32 i = 0; i < CP_RING; i++)
+			rtl.txd[i].opts1 = DESC_OWN | DESC_FS | DESC_LS |
+					   (i == CP_RING - 1 ? DESC_EOR : 0);
+		mb();
+		w8(d, REG_TPPOLL, TPPOLL_NPQ);
+		ch_returned(d, CP_RING - 1, "a ring of zero-length descriptors");
+	} else {
+		for (u32 i = 0; i < 4; i++)
+			rh_slot(d, i, dma_addr(rtl.slot_buf[i]), 0, "a slot of size 0");
+	}
+	hostile_check_alive(d, "after descriptor loops");
+}
+
+/* CVE-2015-5165 class (C+): large send and checksum offload of IPv4
+ * packets whose header length and total length lie about the frame. */
+static void rh_header_length_lies(struct nic_dev *d)
+{
+	static const struct {
+		u8 ihl;    /* IPv4 header length in words */
+		u16 tot;   /* IPv4 total length */
+		u32 len;   /* bytes in the descriptor */
+		u32 large; /* large send (else checksums only) */
+	} lie[] = {
+		{ 5, 10, 200, 1 },     /* total length below the header: 5165 itself */
+		{ 15, 100, 60, 1 },    /* header longer than the frame */
+		{ 5, 0xffff, 100, 1 }, /* total length beyond the frame */
+		{ 5, 10, 200, 0 },
+		{ 15, 100, 60, 0 },
+		{ 5, 0xffff, 100, 0 },
+		{ 0, 40, 100, 1 },     /* no header at all */
+	};
+	for (u32 k = 0; k < sizeof(lie) / sizeof(lie[0]); k++) {
+		u8 *f = rtl.txb[k];
+		rh_frame(d, f, lie[k].len);
+		f[12] = 0x08, f[13] = 0x00;
+		f[14] = (u8)(0x40 | lie[k].ihl);
+		f[16] = (u8)(lie[k].tot >> 8), f[17] = (u8)lie[k].tot;
+		f[23] = 6; /* TCP */
+		u32 cmd = lie[k].large ? TXD_LGSEN | 100u << TXD_MSS_SHIFT : TXD_IPCS | TXD_TCPCS;
+		ch_desc(d, k, dma_addr(f), DESC_OWN | DESC_FS | DESC_LS | cmd | lie[k].len);
+		ch_returned(d, k, "an IPv4 header that lies");
+	}
+	hostile_check_alive(d, "after lying headers");
+}
+
+/* CVE-2012-6075 class: frames over what the chip takes. Normal mode: a
+ * slot size over 1792 (up to 8191); then a flood of looped-back frames
+ * into an 8 KiB ring the driver never reads, with a guard after it. C+:
+ * a descriptor of 65535 bytes without large send. */
+static void rh_oversize_frames(struct nic_dev *d)
+{
+	if (rtl.cplus) {
+		u8 *big = dma_alloc(0x10000, 4096);
+		rh_frame(d, big, 0xffff);
+		ch_desc(d, 0, dma_addr(big), DESC_OWN | DESC_FS | DESC_LS | 0xffff);
+		ch_returned(d, 0, "a 65535-byte frame");
+		hostile_check_alive(d, "after oversize frames");
+		return;
+	}
+	u8 *big = dma_alloc(8192, 4096);
+	rh_frame(d, big, 8191);
+	rh_slot(d, 0, dma_addr(big), 8191, "a slot of 8191 bytes");
+	/* the ring: 8 KiB + 16 + 1536 bytes the chip may run over with WRAP,
+	 * then a guard page */
+	u32 room = 8192 + 16 + 1536;
+	u8 *ring = dma_alloc(room + 4096, 4096);
+	memset(ring + room, 0xa5, 4096);
+	w32(d, REG_RBSTART, (u32)dma_addr(ring));
+	w32(d, REG_RCR, RCR_RXFTH_NONE | RCR_RBLEN(0) | RCR_MXDMA_UNLIM | RCR_AB | RCR_AM | RCR_APM |
+				RCR_WRAP);
+	w32(d, REG_TCR, TCR_IFG_STD | TCR_MXDMA_2K | TCR_LBK);
+	/* the chip goes round the slots in order: slot 0 was the last */
+	for (u32 i = 1; i <= 40; i++)
+		rh_slot(d, i % 4, dma_addr(big), 1792, "a looped-back frame");
+	udelay(200000);
+	for (u32 i = 0; i < 4096; i++)
+		if (ring[room + i] != 0xa5) {
+			fail("hostile: rtl8139: byte %u past the receive ring's room changed", i);
+			break;
+		}
+	hostile_check_alive(d, "after oversize frames");
+}
+
+/* CVE-2021-3416 class: loopback with the receive ring (normal) or the
+ * receive descriptors (C+) on the transmit side's own memory. */
+static void rh_loopback_feeds_itself(struct nic_dev *d)
+{
+	w32(d, REG_TCR, TCR_IFG_STD | TCR_MXDMA_2K | TCR_LBK);
+	if (rtl.cplus) {
+		w32(d, REG_RDSAR, (u32)dma_addr((const void *)rtl.txd));
+		for (u32 i = 0; i < 8; i++) {
+			rh_frame(d, rtl.txb[i], 64);
+			ch_desc(d, i, dma_addr(rtl.txb[i]), DESC_OWN | DESC_FS | DESC_LS | 64);
+		}
+	} else {
+		w32(d, REG_RBSTART, (u32)dma_addr(rtl.slot_buf[0]));
+		for (u32 i = 0; i < 16; i++) {
+			rh_frame(d, rtl.slot_buf[i % 4], 64);
+			rh_slot(d, i % 4, dma_addr(rtl.slot_buf[i % 4]), 64, "a looped-back frame");
+		}
+	}
+	udelay(500000);
+	hostile_check_alive(d, "after loopback into its own memory");
+}
+
+static void rh_floods(struct nic_dev *d)
+{
+	for (u32 i = 0; i < 100000; i++) {
+		if (rtl.cplus)
+			w8(d, REG_TPPOLL, TPPOLL_NPQ);
+		else
+			w16(d, REG_CAPR, r16(d, REG_CAPR));
+		w16(d, REG_ISR, 0);
+	}
+	u8 f[60];
+	hostile_arp_request(f, d->mac);
+	struct nic_tx tx = { .frame = f, .len = 60 };
+	u32 sent = 0;
+	for (u32 spins = 0; sent < 5000 && spins < 10000000; spins++) {
+		d->drv->irq(d);
+		rtl.causes = 0; /* replies are never read: overflows are expected */
+		d->drv->tx_reap(d);
+		int r = d->drv->xmit(d, &tx);
+		if (r < 0)
+			return;
+		sent += (u32)r;
+	}
+	if (sent < 5000)
+		fail("hostile: %s: the flood stalled after %u frames", d->drv->name, sent);
+	kprintf("hostile: %s: 200000 doorbells and %u frames\n", d->drv->name, sent);
+	hostile_check_alive(d, "after the floods");
+}
+
+static void rh_random_registers(struct nic_dev *d)
+{
+	for (u32 i = 0; i < 20000; i++) {
+		u64 x = hostile_rng();
+		u32 off = (u32)(x >> 8) & 0xff;
+		switch ((x >> 2) & 3) {
+		case 0:
+			w8(d, off, (u8)(x >> 32));
+			break;
+		case 1:
+			w16(d, off & ~1u, (u16)(x >> 32));
+			break;
+		case 2:
+			w32(d, off & ~3u, (u32)(x >> 32));
+			break;
+		default:
+			(void)r32(d, off & ~3u);
+		}
+	}
+	kprintf("hostile: %s: 20000 random register accesses\n", d->drv->name);
+	hostile_check_alive(d, "after random register writes");
+}
+
+static int rtl_hostile(struct nic_dev *d, const char *name, u32 len)
+{
+	if (word_is(name, len, "dma-outside-ram"))
+		rh_dma_outside_ram(d);
+	else if (word_is(name, len, "descriptor-loop"))
+		rh_descriptor_loop(d);
+	else if (word_is(name, len, "header-length-lies") && rtl.cplus)
+		rh_header_length_lies(d);
+	else if (word_is(name, len, "oversize-frames"))
+		rh_oversize_frames(d);
+	else if (word_is(name, len, "loopback-feeds-itself"))
+		rh_loopback_feeds_itself(d);
+	else if (word_is(name, len, "floods"))
+		rh_floods(d);
+	else if (word_is(name, len, "random-registers"))
+		rh_random_registers(d);
+	else
+		return 0;
+	return 1;
+}
+
 const struct nic_driver rtl8139_driver = {
 	.name = "rtl8139",
 	.vendor = 0x10ec,
@@ -732,6 +1026,7 @@ const struct nic_driver rtl8139_driver = {
 	.tx_reap = rtl_tx_reap,
 	.recv = rtl_recv,
 	.irq = rtl_irq,
+	.hostile = rtl_hostile,
 };
 
 const struct nic_driver rtl8139cp_driver = {
@@ -743,4 +1038,5 @@ const struct nic_driver rtl8139cp_driver = {
 	.tx_reap = cp_tx_reap,
 	.recv = cp_recv,
 	.irq = rtl_irq,
+	.hostile = rtl_hostile,
 };
