@@ -144,6 +144,16 @@ impl Running {
     }
 }
 
+/// A run whose test panicked is not left behind.
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// Runs tapir to completion with stdin closed.
 pub fn run(args: &[&str], timeout: Duration) -> Outcome {
     Running::start(args).finish(timeout)
