@@ -112,7 +112,8 @@ pub fn nic_help() -> String {
     s += "  user         user-mode NAT, no privileges (the default): subnet=CIDR (10.0.2.0/24), gateway= (.2),\n";
     s += "               dns= (.3), dhcpstart= (.15), hostfwd=tcp|udp:[HOSTADDR]:PORT-[GUESTADDR]:PORT (repeatable),\n";
     s += "               restrict=on|off (only forwards in), loopback=on|off (gateway reaches host 127.0.0.1)\n";
-    s += "  passthrough  direct attach to a host NIC: host=IFNAME [not built yet]\n";
+    s += "  passthrough  direct attach to a host NIC through a macvtap of tapir's own, removed on exit (root):\n";
+    s += "               host=IFNAME, mode=bridge|vepa|private|passthru (bridge)\n";
     s += "\nCommon keys: id=NAME, mac=XX:XX:XX:XX:XX:XX (default: stable, locally administered),\n";
     s += "             addr=SLOT (PCI slot, hex 1..1f), vlan=1..4094 (802.1Q access port)\n";
     s

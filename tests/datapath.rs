@@ -10,7 +10,9 @@
 //! - backends: `memory` (the VM in this process with a `MemoryBackend`,
 //!   see `memory.rs`), `tap` (the tapir binary on a tap the test made, a
 //!   packet socket echoing; root), `user` (the binary with
-//!   `net=user,loopback=on`, a UDP echo server on 127.0.0.1).
+//!   `net=user,loopback=on`, a UDP echo server on 127.0.0.1), `passthrough`
+//!   (the binary with `net=passthrough` on one end of a veth pair, a packet
+//!   socket echoing on the other; root).
 //!
 //! The VMs run one at a time: the in-process ones must (process-wide
 //! signal handlers), and the guest gives up after 10 s without progress,
@@ -318,6 +320,10 @@ fn run_cell(cell: Cell) {
             None => return,
         },
         Backend::User => user::run(&cell),
+        Backend::Passthrough => match tap::run_passthrough(&cell) {
+            Some(r) => r,
+            None => return,
+        },
     };
     eprintln!("{}", summary(&cell, &run));
     // The guest's stubs, until its driver is written.
@@ -374,4 +380,8 @@ cells! {
     datapath_rtl8139cp_memory: Rtl8139Cp, Memory;
     datapath_rtl8139cp_tap: Rtl8139Cp, Tap;
     datapath_rtl8139cp_user: Rtl8139Cp, User;
+    datapath_virtio_passthrough: Virtio, Passthrough;
+    datapath_e1000_passthrough: E1000, Passthrough;
+    datapath_rtl8139_passthrough: Rtl8139, Passthrough;
+    datapath_rtl8139cp_passthrough: Rtl8139Cp, Passthrough;
 }

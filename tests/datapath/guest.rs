@@ -60,6 +60,9 @@ pub enum Backend {
     Tap,
     /// `net=user,loopback=on`; a UDP echo server on 127.0.0.1.
     User,
+    /// `net=passthrough` on one end of a veth pair this test made; a
+    /// packet socket on the other end echoes.
+    Passthrough,
 }
 
 /// One test: a model over a backend.
@@ -77,7 +80,7 @@ impl Cell {
     /// packet size (2500 bytes to 64 KiB) four times; datagrams are cheap.
     pub fn frames(&self) -> u32 {
         match self.backend {
-            Backend::Memory | Backend::Tap => 64,
+            Backend::Memory | Backend::Tap | Backend::Passthrough => 64,
             Backend::User => 128,
         }
     }
@@ -89,11 +92,11 @@ impl Cell {
         h.value() & 0xffff_ffff
     }
 
-    /// What the path carries: the memory backend and the tap (MTU 9000)
-    /// carry jumbo frames and tags; net=user carries neither.
+    /// What the path carries: the memory backend, the tap and the veth
+    /// (MTU 9000) carry jumbo frames and tags; net=user carries neither.
     pub fn rules(&self) -> Rules {
         match self.backend {
-            Backend::Memory | Backend::Tap => Rules {
+            Backend::Memory | Backend::Tap | Backend::Passthrough => Rules {
                 vlan: 5,
                 maxframe: 9014,
             },

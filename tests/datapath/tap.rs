@@ -123,6 +123,51 @@ pub fn run(cell: &Cell) -> Option<Run> {
     Some(Run::of_binary(cmdline, out, host, start.elapsed()))
 }
 
+/// `net=passthrough`: tapir makes its macvtap on one end of a veth pair
+/// (MTU 9000, no IPv6, up); the echo runs on the other end. None: skipped
+/// here (no root).
+pub fn run_passthrough(cell: &Cell) -> Option<Run> {
+    if !privileged(cell.test) {
+        return None;
+    }
+    let start = Instant::now();
+    let (parent, wire) = (
+        unique("dpa", cell.model.tag()),
+        unique("dpb", cell.model.tag()),
+    );
+    assert!(
+        ip(&["link", "add", &parent, "type", "veth", "peer", "name", &wire]),
+        "ip link add {parent} type veth"
+    );
+    let _guard = LinkGuard(parent.clone());
+    for name in [&parent, &wire] {
+        let ipv6 = format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6");
+        if std::path::Path::new(&ipv6).exists() {
+            std::fs::write(&ipv6, "1").unwrap_or_else(|e| panic!("{ipv6}: {e}"));
+        }
+        assert!(
+            ip(&["link", "set", "dev", name, "mtu", "9000", "up"]),
+            "ip link set {name} mtu 9000 up"
+        );
+    }
+    let sock = PacketSocket::bind(&wire, ETH_P_ALL, true)
+        .unwrap_or_else(|e| panic!("packet socket on {wire}: {e}"));
+    let stop = StopFlag::default();
+    let echo = {
+        let (rules, stop) = (cell.rules(), stop.watch());
+        std::thread::spawn(move || echo_loop(sock, rules, stop))
+    };
+    let cmdline = cell.cmdline(None);
+    let nic = format!(
+        "model={},net=passthrough,host={parent}",
+        cell.model.nic_model()
+    );
+    let out = run_binary(&cmdline, &nic);
+    stop.raise();
+    let host = echo.join().unwrap();
+    Some(Run::of_binary(cmdline, out, host, start.elapsed()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

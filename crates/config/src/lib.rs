@@ -9,7 +9,7 @@ pub mod size;
 
 use std::path::PathBuf;
 
-pub use nic::{BackendSpec, MacAddr, NicArg, NicModel, NicSpec, NicSpecError};
+pub use nic::{BackendSpec, MacAddr, MacvtapMode, NicArg, NicModel, NicSpec, NicSpecError};
 pub use size::{parse_size, SizeError};
 
 /// Where the guest's COM1 goes.

@@ -11,7 +11,7 @@
 //!   `rev=N` (rtl8139 PCI revision; below 0x20 is driven by 8139too)
 //! - backend options: tap `ifname=`, `fd=`; bridge `br=`, `ifname=`;
 //!   user `subnet=`, `gateway=`, `dns=`, `dhcpstart=`, `loopback=`, `hostfwd=` (repeatable),
-//!   `restrict=on|off`; passthrough `host=`.
+//!   `restrict=on|off`; passthrough `host=`, `mode=bridge|vepa|private|passthru`.
 
 use std::fmt;
 use std::str::FromStr;
@@ -159,11 +159,28 @@ pub enum BackendSpec {
         /// Name for the tap tapir creates.
         ifname: Option<String>,
     },
-    /// Direct attach to a host NIC.
+    /// Direct attach to a host NIC (a macvtap on it).
     Passthrough {
         /// Host interface name.
         host: String,
+        /// The macvtap mode.
+        mode: MacvtapMode,
     },
+}
+
+/// How a passthrough NIC's macvtap treats traffic between guests on the
+/// same host NIC (`mode=`, as libvirt's `type='direct'`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MacvtapMode {
+    /// Guests on one host NIC reach each other directly (the default).
+    #[default]
+    Bridge,
+    /// Everything goes to the adjacent switch, which may send it back.
+    Vepa,
+    /// Guests on one host NIC never reach each other.
+    Private,
+    /// The guest owns the host NIC (one macvtap per NIC).
+    Passthru,
 }
 
 impl BackendSpec {
@@ -334,13 +351,27 @@ impl FromStr for NicArg {
                 BackendSpec::Bridge { br, ifname }
             }
             "passthrough" => {
-                used.push("host");
+                used.extend(["host", "mode"]);
                 let host = get("host").ok_or(NicSpecError::Missing {
                     net: "passthrough",
                     key: "host",
                 })?;
+                let mode = match get("mode") {
+                    None | Some("bridge") => MacvtapMode::Bridge,
+                    Some("vepa") => MacvtapMode::Vepa,
+                    Some("private") => MacvtapMode::Private,
+                    Some("passthru") => MacvtapMode::Passthru,
+                    Some(other) => {
+                        return Err(NicSpecError::BadValue {
+                            key: "mode",
+                            value: other.into(),
+                            why: "expected bridge, vepa, private or passthru",
+                        })
+                    }
+                };
                 BackendSpec::Passthrough {
                     host: valid_ifname("host", host)?,
+                    mode,
                 }
             }
             other => {
@@ -358,6 +389,7 @@ impl FromStr for NicArg {
                     "fd",
                     "br",
                     "host",
+                    "mode",
                     "subnet",
                     "gateway",
                     "dns",

@@ -76,6 +76,36 @@ pub enum BackendError {
         /// The interface name.
         name: String,
     },
+    /// The host NIC to attach to does not exist.
+    #[error("host NIC '{name}' does not exist")]
+    NoSuchInterface {
+        /// The interface name.
+        name: String,
+    },
+    /// The host NIC is enslaved to a bridge: its frames go to the bridge.
+    #[error("'{name}' is a bridge port: a macvtap on it would see nothing (attach to the bridge with net=bridge,br=NAME)")]
+    BridgePort {
+        /// The interface name.
+        name: String,
+    },
+    /// The interface cannot carry a macvtap.
+    #[error("'{name}' is {what}")]
+    NotAHostNic {
+        /// The interface name.
+        name: String,
+        /// What it is instead, and what to do.
+        what: &'static str,
+    },
+    /// The kernel refused to create the macvtap in that mode.
+    #[error("the kernel refused a macvtap in mode {mode} on '{name}': {source}")]
+    ModeRefused {
+        /// The host NIC.
+        name: String,
+        /// The mode asked for.
+        mode: &'static str,
+        /// What the kernel answered.
+        source: io::Error,
+    },
     /// Any other failure of a system call, with the call and the interface.
     #[error("{op} on '{name}' failed: {source}")]
     Sys {

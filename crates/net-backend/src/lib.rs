@@ -12,8 +12,10 @@ pub mod bridge;
 pub mod error;
 pub mod guest_buf;
 pub mod hdr;
+pub mod macvtap;
 pub mod memory;
 pub mod offload;
+mod rtnl;
 mod sys;
 pub mod tap;
 
@@ -21,6 +23,7 @@ pub use bridge::BridgeBackend;
 pub use error::BackendError;
 pub use guest_buf::GuestBuf;
 pub use hdr::{NetHdr, NET_HDR_LEN};
+pub use macvtap::MacvtapBackend;
 pub use memory::{MemoryBackend, MemoryPeer};
 pub use offload::OffloadError;
 pub use tap::{TapBackend, TapConfig};

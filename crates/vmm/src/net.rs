@@ -5,8 +5,10 @@
 use std::sync::{Arc, Mutex};
 
 use kvm_ioctls::VmFd;
-use tapir_config::{BackendSpec as NetSpec, MacAddr, NicModel, NicSpec};
-use tapir_net_backend::{BridgeBackend, NetBackend, TapBackend, TapConfig};
+use tapir_config::{BackendSpec as NetSpec, MacAddr, MacvtapMode, NicModel, NicSpec};
+use tapir_net_backend::{
+    macvtap, BridgeBackend, MacvtapBackend, NetBackend, TapBackend, TapConfig,
+};
 use tapir_net_user::{UserBackend, UserNetConfig};
 use tapir_nic::e1000::E1000;
 use tapir_nic::rtl8139::{self, Rtl8139};
@@ -85,6 +87,15 @@ impl OpenedBackend {
 /// calls for each NIC, with the NIC's name (`net0`, or its `id=`) and spec.
 pub type BackendOpener<'a> = dyn FnMut(&str, &NicSpec) -> Result<OpenedBackend, NetError> + 'a;
 
+fn macvtap_mode(mode: MacvtapMode) -> macvtap::Mode {
+    match mode {
+        MacvtapMode::Bridge => macvtap::Mode::Bridge,
+        MacvtapMode::Vepa => macvtap::Mode::Vepa,
+        MacvtapMode::Private => macvtap::Mode::Private,
+        MacvtapMode::Passthru => macvtap::Mode::Passthru,
+    }
+}
+
 /// tapir's own opener: the backend `spec.net` names.
 pub fn open_backend(name: &str, spec: &NicSpec) -> Result<OpenedBackend, NetError> {
     let be = |source| NetError::Backend {
@@ -123,10 +134,16 @@ pub fn open_backend(name: &str, spec: &NicSpec) -> Result<OpenedBackend, NetErro
                 "user".to_string(),
             ))
         }
-        other => Err(NetError::NotBuilt {
-            nic: name.to_string(),
-            what: format!("net={}", other.name()),
-        }),
+        NetSpec::Passthrough { host, mode } => {
+            let mac = spec
+                .mac
+                .map(|m| m.0)
+                .unwrap_or_else(|| default_mac(&format!("{name}/{host}")));
+            let m = MacvtapBackend::open(host, mac, macvtap_mode(*mode)).map_err(be)?;
+            let ifname = m.ifname().to_string();
+            let label = format!("passthrough:{host}:{ifname}");
+            Ok(OpenedBackend::new(Box::new(m), ifname, label))
+        }
     }
 }
 
@@ -155,6 +172,17 @@ pub fn add_nics(
             .segment()
             .reserve_slot(spec.slot)
             .map_err(|e| pci_err(e.to_string()))?;
+        // A macvtap is made with the NIC's MAC, so passthrough's default
+        // comes from the host NIC, before the backend is opened.
+        let mut resolved;
+        let spec = match &spec.net {
+            NetSpec::Passthrough { host, .. } if spec.mac.is_none() => {
+                resolved = spec.clone();
+                resolved.mac = Some(MacAddr(default_mac(&format!("{i}/{host}"))));
+                &resolved
+            }
+            _ => spec,
+        };
         let OpenedBackend {
             backend,
             ifname,
