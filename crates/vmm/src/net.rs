@@ -10,6 +10,7 @@ use tapir_net_backend::{BridgeBackend, NetBackend, TapBackend, TapConfig};
 use tapir_net_user::{UserBackend, UserNetConfig};
 use tapir_nic::e1000::E1000;
 use tapir_nic::rtl8139::{self, Rtl8139};
+use tapir_nic::worker::WorkerThreads;
 use tapir_nic::{default_mac, VirtioNet};
 use tapir_pci::{intx_gsi, IntxPin, SharedPciDevice};
 use tapir_virtio::VirtioPciDevice;
@@ -130,13 +131,15 @@ pub fn open_backend(name: &str, spec: &NicSpec) -> Result<OpenedBackend, NetErro
     }
 }
 
-/// Creates every NIC of `nics` on bus 0, each with the backend `open` gives.
+/// Creates every NIC of `nics` on bus 0, each with the backend `open`
+/// gives and its worker thread from `threads`.
 pub fn add_nics(
     vm: &Arc<VmFd>,
     mem: &GuestMemoryMmap,
     pci: &mut PciPlatform,
     nics: &[NicSpec],
     open: &mut BackendOpener<'_>,
+    threads: &WorkerThreads,
 ) -> Result<Vec<Nic>, NetError> {
     let mut out: Vec<Nic> = Vec::with_capacity(nics.len());
     for (i, spec) in nics.iter().enumerate() {
@@ -185,7 +188,8 @@ pub fn add_nics(
         };
         let (device, link, stats): (SharedPciDevice, _, _) = match spec.model {
             NicModel::Virtio => {
-                let device = VirtioNet::new(name.clone(), mac, spec.vlan, backend);
+                let device = VirtioNet::new(name.clone(), mac, spec.vlan, backend, threads)
+                    .map_err(setup_err)?;
                 let (link, stats) = (device.link(), device.stats());
                 let vectors = spec.vectors.unwrap_or(DEFAULT_VIRTIO_VECTORS);
                 let transport = VirtioPciDevice::new(
@@ -209,6 +213,7 @@ pub fn add_nics(
                     backend,
                     spec.vlan,
                     name.clone(),
+                    threads,
                 )
                 .map_err(setup_err)?;
                 let (link, stats) = (nic.link(), nic.stats());
@@ -224,6 +229,7 @@ pub fn add_nics(
                     backend,
                     spec.vlan,
                     name.clone(),
+                    threads,
                 )
                 .map_err(setup_err)?;
                 let (link, stats) = (nic.link(), nic.stats());
