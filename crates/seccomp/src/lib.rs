@@ -18,14 +18,17 @@
 #[cfg(not(target_arch = "x86_64"))]
 compile_error!("tapir-seccomp knows the x86_64 syscall ABI only (numbers, siginfo, registers)");
 
+mod malloc;
 mod names;
 mod rules;
 mod sigsys;
 
 use std::fmt;
+use std::sync::OnceLock;
 
 use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
 
+pub use malloc::MalloptError;
 pub use rules::ioctls;
 pub use sigsys::{install_handler, syscall_name, EXIT_STATUS};
 
@@ -73,6 +76,9 @@ pub enum SeccompError {
     /// sigaction(SIGSYS) failed.
     #[error("installing the SIGSYS handler: {0}")]
     Handler(std::io::Error),
+    /// glibc's malloc could not be told to leave its files alone.
+    #[error("preparing malloc for seccomp: {0}")]
+    Malloc(MalloptError),
     /// prctl(PR_SET_NO_NEW_PRIVS) or seccomp(2) failed.
     #[error("thread '{thread}' could not install its {kind} seccomp filter: {source}")]
     Apply {
@@ -80,6 +86,13 @@ pub enum SeccompError {
         kind: ThreadKind,
         source: seccompiler::Error,
     },
+}
+
+/// What the process needs before its first filter, done once.
+fn prepare() -> Result<(), SeccompError> {
+    static MALLOC: OnceLock<Result<(), MalloptError>> = OnceLock::new();
+    install_handler().map_err(SeccompError::Handler)?;
+    (*MALLOC.get_or_init(malloc::tame)).map_err(SeccompError::Malloc)
 }
 
 /// A compiled filter for one kind of thread, ready to be installed by any
@@ -92,8 +105,10 @@ pub struct Filter {
 }
 
 impl Filter {
-    /// Compiles the filter of `kind` and makes sure the SIGSYS handler is
-    /// installed (process-wide, once).
+    /// Compiles the filter of `kind` and prepares the process for filters
+    /// (once): the SIGSYS handler, and malloc settings that keep glibc from
+    /// opening files later (see `malloc.rs`). Call it before any thread
+    /// installs a filter.
     pub fn new(kind: ThreadKind) -> Result<Filter, SeccompError> {
         let build = |source| SeccompError::Build { kind, source };
         let rules = rules::rules(kind).map_err(build)?;
@@ -106,7 +121,7 @@ impl Filter {
         )
         .map_err(build)?;
         let program = BpfProgram::try_from(filter).map_err(build)?;
-        install_handler().map_err(SeccompError::Handler)?;
+        prepare()?;
         Ok(Filter {
             kind,
             program,

@@ -133,3 +133,51 @@ fn a_filtered_thread_lives_and_ends() {
         assert!(stderr.contains("alive\nx\n"), "{kind}: stderr:\n{stderr}");
     }
 }
+
+/// glibc's malloc opens files lazily: /proc/sys/vm/overcommit_memory the
+/// first time it shrinks a thread's heap, /sys/devices/system/cpu/online
+/// when a ninth arena is wanted. Under filters it must not (tapir tames
+/// it before the first filter): many filtered threads allocate for the
+/// first time after their filter, and free big blocks another thread
+/// allocated, which shrinks that thread's heap.
+#[test]
+fn malloc_opens_no_file_under_the_filters() {
+    if std::env::var(CHILD).is_ok_and(|s| s == "malloc") {
+        let filter = std::sync::Arc::new(Filter::new(ThreadKind::NicWorker).unwrap());
+        let (tx, rx) = std::sync::mpsc::channel::<Vec<Vec<u8>>>();
+        let freer = {
+            let filter = filter.clone();
+            std::thread::spawn(move || {
+                filter.apply().unwrap();
+                for blocks in rx {
+                    drop(blocks);
+                }
+            })
+        };
+        let threads: Vec<_> = (0..16)
+            .map(|i| {
+                let (filter, tx) = (filter.clone(), tx.clone());
+                std::thread::Builder::new()
+                    .name(format!("t{i}"))
+                    .spawn(move || {
+                        filter.apply().unwrap();
+                        // This thread's heap grows, then shrinks.
+                        let blocks: Vec<Vec<u8>> = (0..8).map(|_| vec![1u8; 100_000]).collect();
+                        drop(blocks);
+                        // Blocks of this thread's heap, freed by another.
+                        let blocks: Vec<Vec<u8>> = (0..8).map(|_| vec![2u8; 70_000]).collect();
+                        tx.send(blocks).unwrap();
+                    })
+                    .unwrap()
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        drop(tx);
+        freer.join().unwrap();
+        std::process::exit(0);
+    }
+    let (status, stderr) = run_child("malloc_opens_no_file_under_the_filters", "malloc");
+    assert_eq!(status, Some(0), "stderr:\n{stderr}");
+}

@@ -6,6 +6,7 @@
 //! | 1 | tapir's own error (bad input, host failure, a thread that could not install its seccomp filter) |
 //! | 2 | the guest died (triple fault, KVM internal error, failed entry) |
 //! | 128+N | tapir was stopped by signal N (SIGINT 130, SIGTERM 143) |
+//! | 159 | a thread made a syscall its seccomp filter refuses (not an [`ExitReason`]: tapir-seccomp's SIGSYS handler exits at once) |
 
 use std::fmt::Write as _;
 
