@@ -8,7 +8,8 @@
 //! (`rules.rs`, some only with given arguments) and traps every other one:
 //! the SIGSYS handler ([`install_handler`], installed by [`Filter::new`])
 //! then writes one line naming the thread, its filter and the syscall,
-//! and ends the process with status [`EXIT_STATUS`] (159).
+//! and ends the process with status [`EXIT_STATUS`] (159). [`Filter::new`]
+//! also keeps glibc's malloc from opening files later (`malloc.rs`).
 //!
 //! A filter is inherited by threads its thread creates, and filters only
 //! add up; so tapir creates every thread from a thread that has none yet

@@ -190,8 +190,6 @@ fn nic_worker() -> Result<Vec<Entry>, BackendError> {
             libc::SYS_epoll_wait,
             libc::SYS_epoll_pwait,
             libc::SYS_epoll_ctl,
-            libc::SYS_poll,
-            libc::SYS_ppoll,
             libc::SYS_timerfd_settime,
             // net=user's flows.
             libc::SYS_connect,
@@ -200,11 +198,8 @@ fn nic_worker() -> Result<Vec<Entry>, BackendError> {
             libc::SYS_getsockopt,
             libc::SYS_setsockopt,
             libc::SYS_getpeername,
-            libc::SYS_getsockname,
             libc::SYS_sendto,
             libc::SYS_recvfrom,
-            libc::SYS_sendmsg,
-            libc::SYS_recvmsg,
             libc::SYS_shutdown,
         ]
         .map(allow),
@@ -229,20 +224,17 @@ fn main_thread() -> Result<Vec<Entry>, BackendError> {
             libc::SYS_epoll_pwait,
             libc::SYS_epoll_ctl,
             libc::SYS_timerfd_settime,
-            // The control socket's clients.
+            // The control socket's clients (std's UnixStream reads with
+            // recv, writes with send; a client turned away gets a write
+            // timeout).
             libc::SYS_accept4,
             libc::SYS_sendto,
             libc::SYS_recvfrom,
-            libc::SYS_sendmsg,
-            libc::SYS_recvmsg,
             libc::SYS_setsockopt,
-            libc::SYS_getsockopt,
-            libc::SYS_shutdown,
-            // Removing the control socket's file (only if it is still ours).
+            // Removing the control socket's file, only if it is still ours
+            // (std's symlink_metadata: statx, or newfstatat without it).
             libc::SYS_statx,
             libc::SYS_newfstatat,
-            libc::SYS_lstat,
-            libc::SYS_fstat,
             libc::SYS_unlink,
             libc::SYS_unlinkat,
         ]
