@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use tapir_config::{nic::NicArg, parse_size, NicModel, SerialConfig, VmConfig, MAX_VCPUS};
+use tapir_config::{
+    nic::NicArg, parse_size, NicModel, SeccompMode, SerialConfig, VmConfig, MAX_VCPUS,
+};
 
 /// tapir: a small, fast KVM virtual machine monitor for networking tests.
 #[derive(Parser, Debug)]
@@ -72,6 +74,12 @@ struct RunArgs {
     /// `tapir ctl PATH COMMAND`: NIC link up/down, NIC counters, quit.
     #[arg(long, value_name = "PATH")]
     control_socket: Option<PathBuf>,
+    /// Seccomp filters on tapir's threads: on (the default) or off, for
+    /// debugging. With them on, a syscall a thread's filter does not allow
+    /// stops tapir with a line that names it (exit status 159; see
+    /// docs/seccomp.md).
+    #[arg(long, value_name = "on|off", default_value = "on")]
+    seccomp: SeccompMode,
 }
 
 /// How long `tapir ctl` waits for a reply.
@@ -162,6 +170,7 @@ pub fn main() -> Result<u8, String> {
                 serial: args.serial,
                 allow_emulation: args.allow_emulation,
                 control_socket: args.control_socket,
+                seccomp: args.seccomp,
                 nics: args
                     .nic
                     .into_iter()

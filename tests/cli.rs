@@ -121,6 +121,12 @@ fn bad_serial() {
 }
 
 #[test]
+fn bad_seccomp() {
+    let o = run(&["run", "--kernel", &kernel(), "--seccomp", "maybe"], T);
+    assert_user_error(&o, "invalid --seccomp 'maybe': expected on or off");
+}
+
+#[test]
 fn initrd_larger_than_memory() {
     let p = scratch("big-initrd");
     let f = std::fs::File::create(&p).unwrap();

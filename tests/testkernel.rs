@@ -394,3 +394,57 @@ fn control_socket_lists_nics_sets_links_and_quits() {
     assert_eq!(gone.code, 1);
     assert!(gone.stderr.contains("cannot connect"), "{}", gone.stderr);
 }
+
+/// Seccomp is on by default: every thread installs its kind's filter
+/// (docs/seccomp.md) and the guest, with two vCPUs and two NICs, runs as
+/// without them.
+#[test]
+fn every_thread_installs_its_seccomp_filter() {
+    let kernel = tapir_testkernel::elf_path();
+    let o = Running::start_cmd(
+        std::process::Command::new(common::tapir_bin())
+            .env("TAPIR_LOG", "debug")
+            .args(["run", "--kernel", kernel.to_str().unwrap()])
+            .args(["--cmdline", "test=basic expect_cpus=2", "--cpus", "2"])
+            .args(["--memory", "64M", "--serial", "stdio"])
+            .args([
+                "--nic",
+                "model=virtio,net=user",
+                "--nic",
+                "model=e1000,net=user",
+            ]),
+    )
+    .finish(T);
+    assert_pass(&o);
+    for (thread, kind) in [
+        ("main", "main"),
+        ("vcpu0", "vcpu"),
+        ("vcpu1", "vcpu"),
+        ("net0-net", "nic-worker"),
+        ("net1-net", "nic-worker"),
+    ] {
+        let line = format!("tapir: debug: thread '{thread}' installed the {kind} seccomp filter");
+        assert_eq!(
+            o.stderr.matches(&line).count(),
+            1,
+            "{line}\nstderr:\n{}",
+            o.stderr
+        );
+    }
+    assert!(!o.stderr.contains("seccomp is off"), "{}", o.stderr);
+}
+
+#[test]
+fn seccomp_off_runs_without_filters_and_says_so() {
+    let o = tk(
+        &["--memory", "64M", "--seccomp=off"],
+        "test=basic expect_cpus=1",
+    );
+    assert_pass(&o);
+    assert!(
+        o.stderr
+            .contains("tapir: warning: seccomp is off (--seccomp=off)"),
+        "{}",
+        o.stderr
+    );
+}

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use tapir_config::{NicArg, SerialConfig, VmConfig};
+use tapir_config::{NicArg, SeccompMode, SerialConfig, VmConfig};
 use tapir_net_backend::{MemoryBackend, MemoryPeer, NetHdr, Offloads};
 use tapir_test_support::net::wait_readable;
 use tapir_vmm::{ExitReason, OpenedBackend};
@@ -104,17 +104,20 @@ pub fn run(cell: &Cell) -> Run {
         nics: vec![spec],
         allow_emulation: false,
         control_socket: None,
+        // The threads the VM starts filter themselves; this thread goes on
+        // with the test after the VM, so it does not.
+        seccomp: SeccompMode::SpawnedThreads,
     };
     let mut backend = Some(backend);
     let (done, dog) = watchdog(RUN_TIMEOUT);
     // The NIC's `net=` (user, parsed by default) is not looked at: every
     // NIC of this VM gets the memory backend, and it has one.
     let result = tapir_vmm::run_with_backends(&config, &mut |_name, _spec| {
-        Ok(OpenedBackend {
-            backend: Box::new(backend.take().expect("the VM has one NIC")),
-            ifname: "memory".to_string(),
-            label: "memory".to_string(),
-        })
+        Ok(OpenedBackend::new(
+            Box::new(backend.take().expect("the VM has one NIC")),
+            "memory".to_string(),
+            "memory".to_string(),
+        ))
     });
     let _ = done.send(());
     let timed_out = dog.join().unwrap();

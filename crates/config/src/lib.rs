@@ -45,6 +45,40 @@ impl std::str::FromStr for SerialConfig {
     }
 }
 
+/// Which of tapir's threads install their seccomp filter (docs/seccomp.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SeccompMode {
+    /// Every thread: the vCPUs, the NIC workers and the thread that runs
+    /// the VM's event loop (the default, `--seccomp=on`).
+    #[default]
+    On,
+    /// The threads tapir starts, not the caller's: for a VM run inside a
+    /// test process (`tapir_vmm::run_with_backends`), whose thread goes on
+    /// with the test's work after the VM. Not a command-line value.
+    SpawnedThreads,
+    /// None (`--seccomp=off`, for debugging).
+    Off,
+}
+
+/// Errors in `--seccomp`.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SeccompModeError {
+    /// Neither on nor off.
+    #[error("invalid --seccomp '{0}': expected on or off")]
+    Invalid(String),
+}
+
+impl std::str::FromStr for SeccompMode {
+    type Err = SeccompModeError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "on" => Ok(Self::On),
+            "off" => Ok(Self::Off),
+            _ => Err(SeccompModeError::Invalid(s.to_string())),
+        }
+    }
+}
+
 /// Largest vCPU count tapir accepts (LAPIC ids stay below the IOAPIC id).
 pub const MAX_VCPUS: u8 = 254;
 
@@ -69,4 +103,22 @@ pub struct VmConfig {
     pub allow_emulation: bool,
     /// Where to serve the control socket (`tapir ctl`), if anywhere.
     pub control_socket: Option<PathBuf>,
+    /// Which threads install their seccomp filter.
+    pub seccomp: SeccompMode,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seccomp_is_on_or_off() {
+        assert_eq!("on".parse(), Ok(SeccompMode::On));
+        assert_eq!("off".parse(), Ok(SeccompMode::Off));
+        assert_eq!(SeccompMode::default(), SeccompMode::On);
+        assert_eq!(
+            "spawned".parse::<SeccompMode>().unwrap_err().to_string(),
+            "invalid --seccomp 'spawned': expected on or off"
+        );
+    }
 }

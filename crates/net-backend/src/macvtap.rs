@@ -11,7 +11,8 @@ use std::io::{self, IoSlice};
 use std::os::fd::{IntoRawFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
 
 use crate::error::BackendError;
 use crate::rtnl;
@@ -26,23 +27,48 @@ pub const NAME_PREFIX: &str = "tmv";
 /// The k-th macvtap of this process.
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
-/// A macvtap tapir created, deleted on drop, with the device node tapir
-/// made for it, if it had to.
+/// A macvtap tapir created, with the device node tapir made for it, if it
+/// had to: deleted once, by [`MacvtapLink::delete`] or on the last drop.
 #[derive(Debug)]
 struct OwnedMacvtap {
     name: String,
     index: u32,
     node: Option<PathBuf>,
+    deleted: AtomicBool,
 }
 
-impl Drop for OwnedMacvtap {
-    fn drop(&mut self) {
+impl OwnedMacvtap {
+    fn delete(&self) {
+        if self.deleted.swap(true, Ordering::SeqCst) {
+            return;
+        }
         if let Err(e) = rtnl::delete_link(self.index) {
             log::warn!("macvtap {}: deleting it: {e}", self.name);
         }
         if let Some(node) = &self.node {
             let _ = fs::remove_file(node);
         }
+    }
+}
+
+impl Drop for OwnedMacvtap {
+    fn drop(&mut self) {
+        self.delete();
+    }
+}
+
+/// A handle on a backend's macvtap, for the thread that may delete it:
+/// a backend is dropped by whichever thread holds it last (a NIC worker,
+/// a vCPU that reset the device), whose seccomp filter does not let it
+/// speak rtnetlink, so tapir's main thread deletes the link at exit
+/// instead; later drops then do nothing.
+#[derive(Debug, Clone)]
+pub struct MacvtapLink(Arc<OwnedMacvtap>);
+
+impl MacvtapLink {
+    /// Deletes the macvtap now (once; no-op afterwards).
+    pub fn delete(&self) {
+        self.0.delete();
     }
 }
 
@@ -54,7 +80,7 @@ pub struct MacvtapBackend {
     // Declared before `link`, so dropped first: the fd is closed before
     // the link is deleted.
     tap: TapBackend,
-    link: OwnedMacvtap,
+    link: Arc<OwnedMacvtap>,
 }
 
 /// The macvtaps named like ours whose process is gone.
@@ -190,6 +216,7 @@ impl MacvtapBackend {
             name: name.clone(),
             index,
             node: None,
+            deleted: AtomicBool::new(false),
         };
         let (path, made) = device_node(&name, index)?;
         if made {
@@ -228,13 +255,18 @@ impl MacvtapBackend {
             host: host.into(),
             mode,
             tap,
-            link,
+            link: Arc::new(link),
         })
     }
 
     /// The macvtap's name.
     pub fn ifname(&self) -> &str {
         &self.link.name
+    }
+
+    /// The handle that deletes the macvtap.
+    pub fn link(&self) -> MacvtapLink {
+        MacvtapLink(self.link.clone())
     }
 
     /// The host NIC it sits on.

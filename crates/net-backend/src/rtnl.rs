@@ -15,11 +15,11 @@ use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
 /// Sends one request and waits for the kernel's acknowledgement: `Ok` or
-/// the errno it answered.
+/// the errno it answered. Only socket(2), sendto(2) and recvfrom(2): the
+/// socket binds itself on the first send, so that tapir's main thread can
+/// delete its macvtaps at exit under its seccomp filter (docs/seccomp.md).
 fn request(msg: RouteNetlinkMessage, flags: u16) -> io::Result<()> {
-    let mut sock = Socket::new(NETLINK_ROUTE)?;
-    sock.bind_auto()?;
-    sock.connect(&SocketAddr::new(0, 0))?;
+    let sock = Socket::new(NETLINK_ROUTE)?;
     let mut header = NetlinkHeader::default();
     header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
     header.sequence_number = 1;
@@ -27,7 +27,7 @@ fn request(msg: RouteNetlinkMessage, flags: u16) -> io::Result<()> {
     nl.finalize();
     let mut out = vec![0u8; nl.buffer_len()];
     nl.serialize(&mut out);
-    sock.send(&out, 0)?;
+    sock.send_to(&out, &SocketAddr::new(0, 0), 0)?;
     let mut buf = Vec::with_capacity(8192);
     loop {
         buf.clear();

@@ -82,7 +82,7 @@ use tapir_pci::{BarKind, Intx, IntxPin, PciBar, PciConfiguration, PciHeader};
 use vm_memory::GuestMemoryMmap;
 
 use crate::shell::{PciNic, Shell, ShellLock};
-use crate::worker::{NetWorker, NicStats};
+use crate::worker::{NetWorker, NicStats, WorkerThreads};
 use regs::{BAR0_SIZE, BAR1_SIZE};
 pub use rings::E1000Model;
 pub use state::E1000State;
@@ -109,8 +109,8 @@ impl PciNic<E1000Model> {
     /// An e1000 named `name` (thread names, messages) with `mac` in its
     /// EEPROM, DMA into `mem`, INTA driving `intx` (the GSI of its slot),
     /// frames to and from `backend`; `vlan` makes it an 802.1Q access port.
-    /// The worker thread starts at once; it idles until the guest enables
-    /// the transmitter or receiver.
+    /// The worker thread (from `threads`) starts at once; it idles until
+    /// the guest enables the transmitter or receiver.
     pub fn new(
         mac: [u8; 6],
         mem: GuestMemoryMmap,
@@ -118,9 +118,10 @@ impl PciNic<E1000Model> {
         backend: Box<dyn NetBackend>,
         vlan: Option<u16>,
         name: String,
+        threads: &WorkerThreads,
     ) -> io::Result<Self> {
         let (mut nic, worker) = Self::new_manual(mac, mem, intx, backend, vlan, name)?;
-        nic.start_worker(worker)?;
+        nic.start_worker(worker, threads)?;
         Ok(nic)
     }
 

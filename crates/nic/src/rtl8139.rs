@@ -90,7 +90,7 @@ use tapir_pci::{
 use vm_memory::GuestMemoryMmap;
 
 use crate::shell::{PciNic, Shell, ShellLock};
-use crate::worker::{NetWorker, NicStats};
+use crate::worker::{NetWorker, NicStats, WorkerThreads};
 pub use offload::OffloadReject;
 pub use regs::{DEVICE_ID, REG_WINDOW, VENDOR_ID};
 pub use rings::{Rtl8139Model, RX_STALL_GRACE};
@@ -138,7 +138,9 @@ impl PciNic<Rtl8139Model> {
     /// A NIC with station address `mac` and PCI `revision` (see the module
     /// documentation), DMA into `mem`, INTA on `intx`, frames to and from
     /// `backend`; `vlan` makes it an 802.1Q access port. Its worker thread
-    /// (`{name}-net`) starts at once; dropping the NIC stops it.
+    /// (`{name}-net`, from `threads`) starts at once; dropping the NIC
+    /// stops it.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         mac: [u8; 6],
         revision: u8,
@@ -147,9 +149,11 @@ impl PciNic<Rtl8139Model> {
         backend: Box<dyn NetBackend>,
         vlan: Option<u16>,
         name: String,
+        threads: &WorkerThreads,
     ) -> io::Result<Self> {
         let (mut nic, worker) = Self::new_manual(mac, revision, mem, intx, backend, vlan, name)?;
-        nic.start_worker(worker).map_err(Rtl8139Error::Worker)?;
+        nic.start_worker(worker, threads)
+            .map_err(Rtl8139Error::Worker)?;
         Ok(nic)
     }
 

@@ -31,6 +31,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use crate::link::{Carrier, LinkHandle, LinkNotify};
 use crate::worker::{
     GuestEvent, GuestFds, GuestWork, NetWorker, NicFrontend, NicStats, RxPush, WorkerHandle,
+    WorkerThreads,
 };
 
 /// Doorbells a model rang: worker events to signal.
@@ -422,7 +423,7 @@ impl<M: PciNicModel + 'static> PciNic<M> {
     /// BARs set up, its INTx pin given to the shell's `Intx`), its model in
     /// `shell`, and the worker joining the model's rings to `backend`,
     /// counting in `stats`; `vlan` makes it an 802.1Q access port. The
-    /// worker starts at once.
+    /// worker starts at once, on a thread from `threads`.
     pub fn start(
         name: String,
         config: PciConfiguration,
@@ -430,16 +431,17 @@ impl<M: PciNicModel + 'static> PciNic<M> {
         backend: Box<dyn NetBackend>,
         vlan: Option<u16>,
         stats: Arc<NicStats>,
+        threads: &WorkerThreads,
     ) -> io::Result<Self> {
         let (mut nic, worker) = Self::manual(name, config, shell, backend, vlan, stats)?;
-        nic.start_worker(worker)?;
+        nic.start_worker(worker, threads)?;
         Ok(nic)
     }
 
-    /// Runs `worker` (this function's, from [`PciNic::manual`]) on its own
-    /// thread.
-    pub fn start_worker(&mut self, worker: NetWorker) -> io::Result<()> {
-        self.worker = Some(worker.start()?);
+    /// Runs `worker` (this function's, from [`PciNic::manual`]) on a
+    /// thread of its own from `threads`.
+    pub fn start_worker(&mut self, worker: NetWorker, threads: &WorkerThreads) -> io::Result<()> {
+        self.worker = Some(threads.spawn(&self.name)?.run_owned(worker)?);
         Ok(())
     }
 

@@ -5,6 +5,7 @@
 mod queues;
 pub use queues::VirtioNetQueues as Queues;
 
+use std::io;
 use std::sync::{Arc, Mutex};
 
 use tapir_devices::lock;
@@ -21,7 +22,7 @@ use virtio_bindings::bindings::virtio_ring::{
 use vm_memory::GuestMemoryMmap;
 
 use crate::link::{Carrier, LinkHandle, LinkNotify};
-use crate::worker::{GuestFds, NetWorker, NicStats, WorkerHandle};
+use crate::worker::{GuestFds, NetWorker, NicStats, WorkerHandle, WorkerThread, WorkerThreads};
 use queues::VirtioNetQueues;
 
 /// Receive queue index.
@@ -89,6 +90,10 @@ pub struct VirtioNet {
     stats: Arc<NicStats>,
     carrier: Arc<Carrier>,
     link: Arc<VirtioLink>,
+    /// Where the worker runs, from the start (see `worker::thread`).
+    /// After `worker`: fields drop in order, and the thread ends only once
+    /// its worker is stopped.
+    thread: WorkerThread,
 }
 
 /// Tells an active driver that `status` changed: a configuration
@@ -115,15 +120,18 @@ impl VirtioLink {
 
 impl VirtioNet {
     /// A device named `name` (thread names, messages) with `mac`, feeding
-    /// `backend`; `vlan` makes it an 802.1Q access port.
+    /// `backend`; `vlan` makes it an 802.1Q access port. Its worker thread
+    /// (from `threads`) starts now and waits for DRIVER_OK.
     pub fn new(
         name: String,
         mac: [u8; 6],
         vlan: Option<u16>,
         backend: Box<dyn NetBackend>,
-    ) -> Self {
+        threads: &WorkerThreads,
+    ) -> io::Result<Self> {
         let features = offered_features(backend.offloads());
-        Self {
+        let thread = threads.spawn(&name)?;
+        Ok(Self {
             name,
             mac,
             vlan,
@@ -136,7 +144,8 @@ impl VirtioNet {
             link: Arc::new(VirtioLink {
                 interrupt: Mutex::new(None),
             }),
-        }
+            thread,
+        })
     }
 
     /// The handle that connects and disconnects the cable.
@@ -238,7 +247,7 @@ impl VirtioDevice for VirtioNet {
             mrg,
             self.stats.clone(),
         );
-        match NetWorker::spawn(
+        let worker = NetWorker::manual(
             &self.name,
             Box::new(frontend),
             guest,
@@ -246,7 +255,8 @@ impl VirtioDevice for VirtioNet {
             self.vlan,
             self.stats.clone(),
             self.carrier.clone(),
-        ) {
+        );
+        match worker.and_then(|w| self.thread.run(w)) {
             Ok(h) => {
                 self.worker = Some(h);
                 if acked_features & bit(VIRTIO_NET_F_STATUS) != 0 {

@@ -19,11 +19,12 @@
 //! keep it spinning. The first failure of a run of them is logged as a
 //! warning (later ones at debug level), and the recovery at info level.
 
+mod thread;
+
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use tapir_devices::Timer;
@@ -34,6 +35,8 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::link::Carrier;
 use crate::vlan;
+
+pub use thread::{ThreadStart, WorkerHandle, WorkerThread, WorkerThreads};
 
 /// Largest Ethernet frame (with a VLAN tag) the worker moves: 64 KiB GSO
 /// frames plus headers.
@@ -229,30 +232,6 @@ pub const RX_RETRY_MAX: Duration = Duration::from_secs(1);
 /// ready cannot keep the caller there for ever.
 const PUMP_LIMIT: usize = 10_000;
 
-/// A running worker; stopping it gives the backend back.
-pub struct WorkerHandle {
-    kill: EventFd,
-    thread: Option<JoinHandle<Box<dyn NetBackend>>>,
-}
-
-impl WorkerHandle {
-    /// Stops the worker and returns the backend (None if the thread panicked).
-    pub fn stop(mut self) -> Option<Box<dyn NetBackend>> {
-        self.stop_inner()
-    }
-
-    fn stop_inner(&mut self) -> Option<Box<dyn NetBackend>> {
-        let _ = self.kill.write(1);
-        self.thread.take().and_then(|t| t.join().ok())
-    }
-}
-
-impl Drop for WorkerHandle {
-    fn drop(&mut self) {
-        let _ = self.stop_inner();
-    }
-}
-
 /// Moves frames between one frontend and one backend.
 pub struct NetWorker {
     /// The NIC's name, for log messages.
@@ -288,35 +267,11 @@ pub struct NetWorker {
 }
 
 impl NetWorker {
-    /// Starts the worker thread (`<name>-net`) of the NIC `name`. `vlan`
-    /// makes the NIC an 802.1Q access port; while `carrier` is down,
-    /// frames both ways are dropped.
-    pub fn spawn(
-        name: &str,
-        frontend: Box<dyn NicFrontend>,
-        guest: GuestFds,
-        backend: Box<dyn NetBackend>,
-        vlan: Option<u16>,
-        stats: Arc<NicStats>,
-        carrier: Arc<Carrier>,
-    ) -> io::Result<WorkerHandle> {
-        Self::manual(name, frontend, guest, backend, vlan, stats, carrier)?.start()
-    }
-
-    /// Runs this worker on a thread of its own (`<name>-net`) until the
-    /// handle stops it.
-    pub fn start(mut self) -> io::Result<WorkerHandle> {
-        let kill = self.kill.try_clone()?;
-        let thread = std::thread::Builder::new()
-            .name(format!("{}-net", self.name))
-            .spawn(move || {
-                self.run_logged();
-                self.backend
-            })?;
-        Ok(WorkerHandle {
-            kill,
-            thread: Some(thread),
-        })
+    /// Runs this worker on a new thread of its own (`<name>-net`, with
+    /// nothing run first: see [`WorkerThreads`]) until the handle stops
+    /// it; the thread ends with the worker.
+    pub fn start(self) -> io::Result<WorkerHandle> {
+        WorkerThreads::default().spawn(&self.name)?.run_owned(self)
     }
 
     /// A worker that runs on the caller's thread, one [`NetWorker::pump`]

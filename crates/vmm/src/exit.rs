@@ -3,9 +3,10 @@
 //! | status | meaning |
 //! |---|---|
 //! | 0 | the guest powered off or rebooted, or the user quit (Ctrl-A x, `quit` on the control socket) |
-//! | 1 | tapir's own error (bad input, host failure) |
+//! | 1 | tapir's own error (bad input, host failure, a thread that could not install its seccomp filter) |
 //! | 2 | the guest died (triple fault, KVM internal error, failed entry) |
 //! | 128+N | tapir was stopped by signal N (SIGINT 130, SIGTERM 143) |
+//! | 159 | a thread made a syscall its seccomp filter refuses (not an [`ExitReason`]: tapir-seccomp's SIGSYS handler exits at once) |
 
 use std::fmt::Write as _;
 
@@ -33,6 +34,9 @@ pub enum ExitReason {
     Quit,
     /// `quit` on the control socket.
     ControlQuit,
+    /// A thread could not install its seccomp filter (the message says
+    /// which and why); it stopped before touching guest input.
+    Seccomp(String),
 }
 
 impl ExitReason {
@@ -44,6 +48,7 @@ impl ExitReason {
             | ExitReason::Quit
             | ExitReason::ControlQuit => 0,
             ExitReason::GuestDied { .. } => 2,
+            ExitReason::Seccomp(_) => 1,
             ExitReason::Signal(s) => 128 + s,
         }
     }
@@ -59,6 +64,7 @@ impl ExitReason {
             ExitReason::Signal(s) => format!("stopped by signal {s}"),
             ExitReason::Quit => "quit from the console (Ctrl-A x)".into(),
             ExitReason::ControlQuit => "stopped by 'quit' on the control socket".into(),
+            ExitReason::Seccomp(msg) => msg.clone(),
         }
     }
 }

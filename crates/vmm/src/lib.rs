@@ -4,7 +4,9 @@
 //!
 //! Threads: the caller's thread runs the event loop (console input, irqfd
 //! resampling, termination signals); one thread per vCPU runs KVM_RUN and
-//! dispatches port/MMIO exits to the buses.
+//! dispatches port/MMIO exits to the buses; one worker thread per NIC
+//! (tapir-nic). Each installs its seccomp filter (tapir-seccomp) before
+//! it touches guest input, unless `--seccomp=off`.
 
 pub mod console;
 pub mod control;

@@ -6,12 +6,12 @@ use std::sync::{Arc, Mutex};
 
 use kvm_ioctls::VmFd;
 use tapir_config::{BackendSpec as NetSpec, MacAddr, MacvtapMode, NicModel, NicSpec};
-use tapir_net_backend::{
-    macvtap, BridgeBackend, MacvtapBackend, NetBackend, TapBackend, TapConfig,
-};
+use tapir_net_backend::macvtap::{self, MacvtapLink};
+use tapir_net_backend::{BridgeBackend, MacvtapBackend, NetBackend, TapBackend, TapConfig};
 use tapir_net_user::{UserBackend, UserNetConfig};
 use tapir_nic::e1000::E1000;
 use tapir_nic::rtl8139::{self, Rtl8139};
+use tapir_nic::worker::WorkerThreads;
 use tapir_nic::{default_mac, VirtioNet};
 use tapir_pci::{intx_gsi, IntxPin, SharedPciDevice};
 use tapir_virtio::VirtioPciDevice;
@@ -60,6 +60,8 @@ pub struct Nic {
     /// Name, model, backend, cable and counters (the control socket, the
     /// exit report).
     pub entry: NicEntry,
+    /// The host link tapir made for it, to delete at the end.
+    pub link: Option<MacvtapLink>,
 }
 
 /// A NIC's opened backend, as [`open_backend`] (or a test's own opener,
@@ -71,14 +73,19 @@ pub struct OpenedBackend {
     pub ifname: String,
     /// What `tapir ctl info` shows (`tap:IF`, `bridge:BR:IF`, `user`).
     pub label: String,
+    /// A host link made for this NIC, which tapir's main thread deletes at
+    /// the end (passthrough's macvtap).
+    pub link: Option<MacvtapLink>,
 }
 
 impl OpenedBackend {
-    fn new(backend: Box<dyn NetBackend>, ifname: String, label: String) -> OpenedBackend {
+    /// A backend with no host link of tapir's to delete at the end.
+    pub fn new(backend: Box<dyn NetBackend>, ifname: String, label: String) -> OpenedBackend {
         OpenedBackend {
             backend,
             ifname,
             label,
+            link: None,
         }
     }
 }
@@ -142,18 +149,23 @@ pub fn open_backend(name: &str, spec: &NicSpec) -> Result<OpenedBackend, NetErro
             let m = MacvtapBackend::open(host, mac, macvtap_mode(*mode)).map_err(be)?;
             let ifname = m.ifname().to_string();
             let label = format!("passthrough:{host}:{ifname}");
-            Ok(OpenedBackend::new(Box::new(m), ifname, label))
+            let link = m.link();
+            let mut opened = OpenedBackend::new(Box::new(m), ifname, label);
+            opened.link = Some(link);
+            Ok(opened)
         }
     }
 }
 
-/// Creates every NIC of `nics` on bus 0, each with the backend `open` gives.
+/// Creates every NIC of `nics` on bus 0, each with the backend `open`
+/// gives and its worker thread from `threads`.
 pub fn add_nics(
     vm: &Arc<VmFd>,
     mem: &GuestMemoryMmap,
     pci: &mut PciPlatform,
     nics: &[NicSpec],
     open: &mut BackendOpener<'_>,
+    threads: &WorkerThreads,
 ) -> Result<Vec<Nic>, NetError> {
     let mut out: Vec<Nic> = Vec::with_capacity(nics.len());
     for (i, spec) in nics.iter().enumerate() {
@@ -187,6 +199,7 @@ pub fn add_nics(
             backend,
             ifname,
             label: backend_name,
+            link: host_link,
         } = open(&name, spec)?;
         let mac = spec
             .mac
@@ -213,7 +226,8 @@ pub fn add_nics(
         };
         let (device, link, stats): (SharedPciDevice, _, _) = match spec.model {
             NicModel::Virtio => {
-                let device = VirtioNet::new(name.clone(), mac, spec.vlan, backend);
+                let device = VirtioNet::new(name.clone(), mac, spec.vlan, backend, threads)
+                    .map_err(setup_err)?;
                 let (link, stats) = (device.link(), device.stats());
                 let vectors = spec.vectors.unwrap_or(DEFAULT_VIRTIO_VECTORS);
                 let transport = VirtioPciDevice::new(
@@ -237,6 +251,7 @@ pub fn add_nics(
                     backend,
                     spec.vlan,
                     name.clone(),
+                    threads,
                 )
                 .map_err(setup_err)?;
                 let (link, stats) = (nic.link(), nic.stats());
@@ -252,6 +267,7 @@ pub fn add_nics(
                     backend,
                     spec.vlan,
                     name.clone(),
+                    threads,
                 )
                 .map_err(setup_err)?;
                 let (link, stats) = (nic.link(), nic.stats());
@@ -279,6 +295,7 @@ pub fn add_nics(
                 link,
                 stats,
             },
+            link: host_link,
         });
     }
     Ok(out)

@@ -6,9 +6,10 @@ use std::thread::JoinHandle;
 
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use tapir_devices::Bus;
+use tapir_seccomp::Filter;
 
 use crate::exit::dump_registers;
-use crate::VmControl;
+use crate::{ExitReason, VmControl};
 
 /// The run state of a vCPU thread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,12 +94,15 @@ fn report_unclaimed(vcpu: u8, what: &str, addr: u64, len: usize) {
     }
 }
 
-/// Starts the thread that runs `vcpu` until the VM stops.
+/// Starts the thread that runs `vcpu` until the VM stops. With a
+/// `filter`, the thread installs it before it enters the guest; if it
+/// cannot, it stops the VM instead.
 pub fn spawn(
     id: u8,
     mut vcpu: VcpuFd,
     buses: Arc<Buses>,
     control: Arc<VmControl>,
+    filter: Option<Arc<Filter>>,
 ) -> std::io::Result<VcpuHandle> {
     let state = Arc::new(AtomicU8::new(VcpuState::Created as u8));
     let st = state.clone();
@@ -106,7 +110,10 @@ pub fn spawn(
         .name(format!("vcpu{id}"))
         .spawn(move || {
             st.store(VcpuState::Running as u8, Ordering::SeqCst);
-            run_loop(id, &mut vcpu, &buses, &control);
+            match filter.as_deref().map(Filter::apply) {
+                Some(Err(e)) => control.stop(ExitReason::Seccomp(e.to_string())),
+                _ => run_loop(id, &mut vcpu, &buses, &control),
+            }
             st.store(VcpuState::Exited as u8, Ordering::SeqCst);
         })?;
     Ok(VcpuHandle {

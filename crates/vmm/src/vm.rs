@@ -13,11 +13,14 @@ use kvm_bindings::{
 };
 use kvm_ioctls::{Cap, Kvm, VmFd};
 use tapir_arch::{acpi, boot, cpu, firmware, layout};
-use tapir_config::{SerialConfig, VmConfig};
+use tapir_config::{SeccompMode, SerialConfig, VmConfig};
 use tapir_devices::acpi_pm::{AcpiPm, REGISTER_BLOCK_LEN};
 use tapir_devices::i8042::I8042;
 use tapir_devices::serial::{SerialDevice, SerialMetrics};
 use tapir_devices::Bus;
+use tapir_net_backend::macvtap::MacvtapLink;
+use tapir_nic::worker::WorkerThreads;
+use tapir_seccomp::{Filter, SeccompError, ThreadKind};
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
@@ -98,6 +101,9 @@ pub enum VmmError {
     /// The control socket could not be opened.
     #[error(transparent)]
     Control(#[from] ControlError),
+    /// A seccomp filter could not be built or installed.
+    #[error(transparent)]
+    Seccomp(#[from] SeccompError),
     /// Other I/O.
     #[error("{what}: {source}")]
     Io {
@@ -228,6 +234,9 @@ struct Vm {
     serial_space: EventFd,
     level_irqs: Vec<Arc<IrqfdLevel>>,
     nics: Vec<NicEntry>,
+    /// Host links tapir made for NICs (passthrough's macvtaps), deleted by
+    /// this thread at the end (see [`MacvtapLink`]).
+    links: Vec<MacvtapLink>,
     rsdp: GuestAddress,
 }
 
@@ -235,6 +244,7 @@ fn build_platform(
     kvm: Kvm,
     config: &VmConfig,
     open_backend: &mut BackendOpener<'_>,
+    filters: &Filters,
 ) -> Result<Vm, VmmError> {
     let vm = Arc::new(kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?);
     vm.set_tss_address(0xfffb_d000)
@@ -298,8 +308,17 @@ fn build_platform(
 
     // PCI root complex on bus 0.
     let mut pci = PciPlatform::new(&mut pio, &mut mmio).map_err(VmmError::Device)?;
-    let nics = net::add_nics(&vm, &mem, &mut pci, &config.nics, open_backend)?;
+    let nic_threads = filters.nic_threads(&control);
+    let nics = net::add_nics(
+        &vm,
+        &mem,
+        &mut pci,
+        &config.nics,
+        open_backend,
+        &nic_threads,
+    )?;
     let level_irqs = nics.iter().map(|n| n.intx.clone()).collect();
+    let links = nics.iter().filter_map(|n| n.link.clone()).collect();
     let nics = nics.into_iter().map(|n| n.entry).collect();
 
     let rsdp = acpi::create_acpi_tables(
@@ -322,6 +341,7 @@ fn build_platform(
         serial_space,
         level_irqs,
         nics,
+        links,
         rsdp,
     })
 }
@@ -430,6 +450,54 @@ fn create_vcpus(
     Ok(vcpus)
 }
 
+/// The seccomp filters of a VM's threads (docs/seccomp.md), compiled
+/// before any thread starts; `None` where that kind of thread runs
+/// without one.
+struct Filters {
+    vcpu: Option<Arc<Filter>>,
+    nic_worker: Option<Arc<Filter>>,
+    main: Option<Arc<Filter>>,
+}
+
+impl Filters {
+    fn new(mode: SeccompMode) -> Result<Filters, VmmError> {
+        let filter = |kind| Filter::new(kind).map(Arc::new);
+        Ok(match mode {
+            SeccompMode::On | SeccompMode::SpawnedThreads => Filters {
+                vcpu: Some(filter(ThreadKind::Vcpu)?),
+                nic_worker: Some(filter(ThreadKind::NicWorker)?),
+                main: match mode {
+                    SeccompMode::On => Some(filter(ThreadKind::Main)?),
+                    _ => None,
+                },
+            },
+            SeccompMode::Off => {
+                log::warn!("seccomp is off (--seccomp=off): tapir's threads may make any syscall");
+                Filters {
+                    vcpu: None,
+                    nic_worker: None,
+                    main: None,
+                }
+            }
+        })
+    }
+
+    /// Where the NIC worker threads come from: each installs its filter
+    /// first, and one that cannot stops the VM.
+    fn nic_threads(&self, control: &Arc<VmControl>) -> WorkerThreads {
+        let Some(filter) = self.nic_worker.clone() else {
+            return WorkerThreads::default();
+        };
+        let control = control.clone();
+        WorkerThreads::new(Arc::new(move || {
+            filter.apply().map_err(|e| {
+                control.stop(ExitReason::Seccomp(e.to_string()));
+                e.into()
+            })
+        }))
+    }
+}
+
 /// How long teardown waits for vCPU threads to leave KVM_RUN.
 const VCPU_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -471,8 +539,12 @@ pub fn run(config: &VmConfig) -> Result<ExitReason, VmmError> {
 /// backend (`tapir_net_backend::MemoryBackend`).
 ///
 /// The VM runs in the caller's process: it installs process-wide handlers
-/// for SIGINT, SIGTERM and the vCPU kick signal (SIGTERM stops the VM), so
-/// one process runs one such VM at a time.
+/// for SIGINT, SIGTERM, SIGSYS and the vCPU kick signal (SIGTERM stops the
+/// VM), so one process runs one such VM at a time. With
+/// `config.seccomp` on, the caller's thread installs the main thread's
+/// seccomp filter for good before the event loop starts: a caller whose
+/// thread has more to do afterwards (a test) asks for
+/// [`tapir_config::SeccompMode::SpawnedThreads`].
 pub fn run_with_backends(
     config: &VmConfig,
     open_backend: &mut BackendOpener<'_>,
@@ -491,9 +563,10 @@ pub fn run_with_backends(
     if let Some(p) = &config.initrd {
         open("initrd", p)?;
     }
+    let filters = Filters::new(config.seccomp)?;
     let kvm = host::open_kvm()?;
     let base_kvm = host::open_kvm()?;
-    let vm = build_platform(kvm, config, open_backend)?;
+    let vm = build_platform(kvm, config, open_backend, &filters)?;
     let entry = load_guest(&vm, config)?;
     let vcpus = create_vcpus(&base_kvm, &vm, config, &entry)?;
 
@@ -538,7 +611,8 @@ pub fn run_with_backends(
 
     let mut handles = Vec::with_capacity(vcpus.len());
     for (id, vcpu) in vcpus.into_iter().enumerate() {
-        match vcpu::spawn(id as u8, vcpu, vm.buses.clone(), vm.control.clone()) {
+        let filter = filters.vcpu.clone();
+        match vcpu::spawn(id as u8, vcpu, vm.buses.clone(), vm.control.clone(), filter) {
             Ok(h) => handles.push(h),
             Err(e) => {
                 vm.control.stop(ExitReason::Signal(0));
@@ -548,6 +622,15 @@ pub fn run_with_backends(
                     source: e,
                 });
             }
+        }
+    }
+    // This thread's own filter: after the threads it starts (which would
+    // inherit it), before its event loop reads anything the guest sends.
+    if let Some(f) = &filters.main {
+        if let Err(e) = f.apply() {
+            vm.control.stop(ExitReason::Signal(0));
+            stop_vcpus(&mut handles);
+            return Err(e.into());
         }
     }
     while !vm.control.stopping() {
@@ -560,6 +643,9 @@ pub fn run_with_backends(
         }
     }
     stop_vcpus(&mut handles);
+    for link in &vm.links {
+        link.delete();
+    }
     report_nic_losses(&vm.nics);
     let _ = vm.vm.as_raw_fd();
     Ok(vm.control.reason().unwrap_or(ExitReason::PowerOff))

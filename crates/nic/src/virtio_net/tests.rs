@@ -13,7 +13,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use tapir_net_backend::guest_buf;
 
 use super::queues::VirtioNetQueues;
-use crate::worker::{NicFrontend, NicStats, RxPush};
+use crate::worker::{NicFrontend, NicStats, RxPush, WorkerThreads};
 
 const MEM_SIZE: usize = 0x40_0000;
 const QSIZE: u16 = 16;
@@ -809,7 +809,14 @@ fn link_status_follows_the_cable_with_a_config_interrupt() {
     use virtio_bindings::bindings::virtio_net::VIRTIO_NET_F_STATUS;
 
     let (backend, _peer) = MemoryBackend::new(8, Offloads::default()).unwrap();
-    let mut dev = super::VirtioNet::new("t".into(), [2, 0, 0, 0, 0, 1], None, Box::new(backend));
+    let mut dev = super::VirtioNet::new(
+        "t".into(),
+        [2, 0, 0, 0, 0, 1],
+        None,
+        Box::new(backend),
+        &WorkerThreads::default(),
+    )
+    .unwrap();
     assert_ne!(dev.features() & (1 << VIRTIO_NET_F_STATUS), 0);
     let status = |dev: &super::VirtioNet| {
         let mut b = [0u8; 2];

@@ -264,3 +264,79 @@ fn a_ring_that_always_claims_new_buffers_cannot_hold_the_worker() {
     assert!(w.rx_pending.is_some());
     assert_eq!(w.stats.rx_stalls.load(Ordering::Relaxed), 1);
 }
+
+/// Waits (bounded) until `peer` has seen `n` frames from the guest.
+fn wait_sent(peer: &MemoryPeer, n: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while peer.pending_from_guest() < n {
+        assert!(std::time::Instant::now() < deadline, "frames not sent");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn a_worker_thread_runs_its_start_first_then_workers_one_after_another() {
+    let starts = Arc::new(Mutex::new(Vec::new()));
+    let seen = starts.clone();
+    let threads = WorkerThreads::new(Arc::new(move || {
+        let name = std::thread::current().name().map(str::to_string);
+        tapir_devices::lock(&seen).push(name);
+        Ok(())
+    }));
+    let thread = threads.spawn("seq").unwrap();
+    // The first worker sends 2 frames, the second (given the first's
+    // backend back) 3 more: both ran, on the one thread, started once.
+    let (w, peer, _kill) = worker("seq", 2);
+    let backend = thread.run(w).unwrap();
+    wait_sent(&peer, 2);
+    let backend = backend.stop().expect("the backend comes back");
+    let guest = Guest {
+        tx: (0..3).map(|_| vec![0x5a; 60]).collect(),
+    };
+    let fds = GuestFds {
+        tx: EventFd::new(EFD_NONBLOCK).unwrap(),
+        rx: EventFd::new(EFD_NONBLOCK).unwrap(),
+        timer: None,
+    };
+    let w = NetWorker::manual(
+        "seq",
+        Box::new(guest),
+        fds,
+        backend,
+        None,
+        Arc::new(NicStats::default()),
+        Carrier::new(),
+    )
+    .unwrap();
+    let handle = thread.run(w).unwrap();
+    wait_sent(&peer, 5);
+    assert!(handle.stop().is_some());
+    drop(thread);
+    assert_eq!(
+        *tapir_devices::lock(&starts),
+        vec![Some("seq-net".to_string())]
+    );
+}
+
+#[test]
+fn a_thread_whose_start_fails_runs_no_worker() {
+    let threads = WorkerThreads::new(Arc::new(|| Err("no filter for you".into())));
+    let thread = threads.spawn("startfail").unwrap();
+    let (w, peer, _kill) = worker("startfail", 1);
+    // Whether the thread has ended yet or not, the worker never runs.
+    match thread.run(w) {
+        Ok(handle) => assert!(handle.stop().is_none()),
+        Err(e) => assert!(e.to_string().contains("has ended"), "{e}"),
+    }
+    drop(thread);
+    assert_eq!(peer.pending_from_guest(), 0);
+    assert_eq!(
+        logged("startfail"),
+        vec![(
+            Level::Error,
+            "NIC startfail: the worker thread could not start: no filter for you; the NIC moves \
+             no frames"
+                .to_string()
+        )]
+    );
+}

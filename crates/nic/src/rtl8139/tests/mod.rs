@@ -23,7 +23,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use super::regs::*;
 use super::{Rtl8139, DEFAULT_REVISION, REVISION_8139C};
 pub use crate::test_util::Driven;
-use crate::worker::NetWorker;
+use crate::worker::{NetWorker, WorkerThreads};
 
 pub const MEM_SIZE: usize = 0x40_0000;
 pub const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
@@ -503,6 +503,7 @@ fn dropping_the_nic_stops_its_worker() {
         Box::new(backend),
         None,
         "rtl-drop".into(),
+        &WorkerThreads::default(),
     )
     .unwrap();
     assert!(dev.running());
