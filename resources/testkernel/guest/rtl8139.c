@@ -776,7 +776,7 @@ static void ch_desc(struct nic_dev *d, u32 i, u64 addr, u32 opts1)
 }
 
 /* C+: waits up to 2 s for the chip to give descriptor i back. */
-static int ch_returned(struct nic_dev *d, u32 i, const char *what)
+static int ch_returned(u32 i, const char *what)
 {
 	for (u32 ms = 0; ms < 2000; ms++) {
 		if (!(rtl.txd[i].opts1 & DESC_OWN))
@@ -792,13 +792,13 @@ static void rh_dma_outside_ram(struct nic_dev *d)
 {
 	if (rtl.cplus) {
 		ch_desc(d, 0, HOSTILE_ABOVE_RAM, DESC_OWN | DESC_FS | DESC_LS | 1000);
-		ch_returned(d, 0, "buffer beyond RAM");
+		ch_returned(0, "buffer beyond RAM");
 		ch_desc(d, 1, HOSTILE_WRAPS, DESC_OWN | DESC_FS | DESC_LS | 0x3000);
-		ch_returned(d, 1, "buffer wrapping the address space");
+		ch_returned(1, "buffer wrapping the address space");
 		ch_desc(d, 2, d->bar[1], DESC_OWN | DESC_FS | DESC_LS | 256);
-		ch_returned(d, 2, "buffer in MMIO");
+		ch_returned(2, "buffer in MMIO");
 		ch_desc(d, 3, dma_addr((const void *)rtl.txd), DESC_OWN | DESC_FS | DESC_LS | 512);
-		ch_returned(d, 3, "the ring as a frame");
+		ch_returned(3, "the ring as a frame");
 		/* rings beyond RAM and in MMIO */
 		w32(d, REG_TNPDS, (u32)HOSTILE_ABOVE_RAM);
 		w8(d, REG_TPPOLL, TPPOLL_NPQ);
@@ -845,7 +845,7 @@ static void rh_descriptor_loop(struct nic_dev *d)
 					   (i == CP_RING - 1 ? DESC_EOR : 0);
 		mb();
 		w8(d, REG_TPPOLL, TPPOLL_NPQ);
-		ch_returned(d, CP_RING - 1, "a ring of zero-length descriptors");
+		ch_returned(CP_RING - 1, "a ring of zero-length descriptors");
 	} else {
 		for (u32 i = 0; i < 4; i++)
 			rh_slot(d, i, dma_addr(rtl.slot_buf[i]), 0, "a slot of size 0");
@@ -880,7 +880,7 @@ static void rh_header_length_lies(struct nic_dev *d)
 		f[23] = 6; /* TCP */
 		u32 cmd = lie[k].large ? TXD_LGSEN | 100u << TXD_MSS_SHIFT : TXD_IPCS | TXD_TCPCS;
 		ch_desc(d, k, dma_addr(f), DESC_OWN | DESC_FS | DESC_LS | cmd | lie[k].len);
-		ch_returned(d, k, "an IPv4 header that lies");
+		ch_returned(k, "an IPv4 header that lies");
 	}
 	hostile_check_alive(d, "after lying headers");
 }
@@ -895,7 +895,7 @@ static void rh_oversize_frames(struct nic_dev *d)
 		u8 *big = dma_alloc(0x10000, 4096);
 		rh_frame(d, big, 0xffff);
 		ch_desc(d, 0, dma_addr(big), DESC_OWN | DESC_FS | DESC_LS | 0xffff);
-		ch_returned(d, 0, "a 65535-byte frame");
+		ch_returned(0, "a 65535-byte frame");
 		hostile_check_alive(d, "after oversize frames");
 		return;
 	}
