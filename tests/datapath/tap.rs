@@ -9,7 +9,7 @@ use std::time::Instant;
 use tapir_net_backend::hdr::NEEDS_CSUM;
 use tapir_net_backend::NetHdr;
 use tapir_test_support::net::{
-    ip, privileged, unique, LinkGuard, PacketSocket, PACKET_VNET_HDR_LEN,
+    ip, privileged, unique, up_quiet, LinkGuard, PacketSocket, PACKET_VNET_HDR_LEN,
 };
 
 use crate::frames::{swap_macs, EchoCore, Rules, Tally};
@@ -32,14 +32,7 @@ impl Tap {
             ip(&["tuntap", "add", "dev", name, "mode", "tap"]),
             "ip tuntap add {name}"
         );
-        let ipv6 = format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6");
-        if std::path::Path::new(&ipv6).exists() {
-            std::fs::write(&ipv6, "1").unwrap_or_else(|e| panic!("{ipv6}: {e}"));
-        }
-        assert!(
-            ip(&["link", "set", "dev", name, "mtu", "9000", "up"]),
-            "ip link set {name} mtu 9000 up"
-        );
+        up_quiet(name, 9000);
         Tap { guard }
     }
 
@@ -103,24 +96,31 @@ pub fn run(cell: &Cell) -> Option<Run> {
     }
     let start = Instant::now();
     let tap = Tap::make(&unique("dp", cell.model.tag()));
-    let sock = PacketSocket::bind(tap.name(), ETH_P_ALL, true)
-        .unwrap_or_else(|e| panic!("packet socket on {}: {e}", tap.name()));
+    let nic = format!(
+        "model={},net=tap,ifname={}",
+        cell.model.nic_model(),
+        tap.name()
+    );
+    let run = echo_run(cell, tap.name(), &nic, start);
+    drop(tap);
+    Some(run)
+}
+
+/// Runs the tapir binary with `--nic nic` while a thread echoes every
+/// frame that appears on interface `wire`.
+fn echo_run(cell: &Cell, wire: &str, nic: &str, start: Instant) -> Run {
+    let sock = PacketSocket::bind(wire, ETH_P_ALL, true)
+        .unwrap_or_else(|e| panic!("packet socket on {wire}: {e}"));
     let stop = StopFlag::default();
     let echo = {
         let (rules, stop) = (cell.rules(), stop.watch());
         std::thread::spawn(move || echo_loop(sock, rules, stop))
     };
     let cmdline = cell.cmdline(None);
-    let nic = format!(
-        "model={},net=tap,ifname={}",
-        cell.model.nic_model(),
-        tap.name()
-    );
-    let out = run_binary(&cmdline, &nic);
+    let out = run_binary(&cmdline, nic);
     stop.raise();
     let host = echo.join().unwrap();
-    drop(tap);
-    Some(Run::of_binary(cmdline, out, host, start.elapsed()))
+    Run::of_binary(cmdline, out, host, start.elapsed())
 }
 
 /// `net=passthrough`: tapir makes its macvtap on one end of a veth pair
@@ -140,32 +140,13 @@ pub fn run_passthrough(cell: &Cell) -> Option<Run> {
         "ip link add {parent} type veth"
     );
     let _guard = LinkGuard(parent.clone());
-    for name in [&parent, &wire] {
-        let ipv6 = format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6");
-        if std::path::Path::new(&ipv6).exists() {
-            std::fs::write(&ipv6, "1").unwrap_or_else(|e| panic!("{ipv6}: {e}"));
-        }
-        assert!(
-            ip(&["link", "set", "dev", name, "mtu", "9000", "up"]),
-            "ip link set {name} mtu 9000 up"
-        );
-    }
-    let sock = PacketSocket::bind(&wire, ETH_P_ALL, true)
-        .unwrap_or_else(|e| panic!("packet socket on {wire}: {e}"));
-    let stop = StopFlag::default();
-    let echo = {
-        let (rules, stop) = (cell.rules(), stop.watch());
-        std::thread::spawn(move || echo_loop(sock, rules, stop))
-    };
-    let cmdline = cell.cmdline(None);
+    up_quiet(&parent, 9000);
+    up_quiet(&wire, 9000);
     let nic = format!(
         "model={},net=passthrough,host={parent}",
         cell.model.nic_model()
     );
-    let out = run_binary(&cmdline, &nic);
-    stop.raise();
-    let host = echo.join().unwrap();
-    Some(Run::of_binary(cmdline, out, host, start.elapsed()))
+    Some(echo_run(cell, &wire, &nic, start))
 }
 
 #[cfg(test)]

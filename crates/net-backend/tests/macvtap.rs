@@ -19,11 +19,8 @@ fn veth(tag: &str) -> (LinkGuard, String, String) {
     let b = unique("mvb", tag);
     assert!(ip(&["link", "add", &a, "type", "veth", "peer", "name", &b]));
     let guard = LinkGuard(a.clone());
-    for n in [&a, &b] {
-        let ipv6 = format!("/proc/sys/net/ipv6/conf/{n}/disable_ipv6");
-        let _ = std::fs::write(ipv6, "1");
-        assert!(ip(&["link", "set", "dev", n, "up"]));
-    }
+    up_quiet(&a, 1500);
+    up_quiet(&b, 1500);
     (guard, a, b)
 }
 

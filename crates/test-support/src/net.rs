@@ -71,6 +71,21 @@ pub fn ip(args: &[&str]) -> bool {
         .unwrap_or(false)
 }
 
+/// Brings interface `name` up with `mtu`, IPv6 off so that the host sends
+/// nothing on it by itself (no autoconfiguration, no MLD); panics on
+/// failure.
+pub fn up_quiet(name: &str, mtu: u32) {
+    let ipv6 = format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6");
+    if Path::new(&ipv6).exists() {
+        std::fs::write(&ipv6, "1").unwrap_or_else(|e| panic!("{ipv6}: {e}"));
+    }
+    let mtu = mtu.to_string();
+    assert!(
+        ip(&["link", "set", "dev", name, "mtu", &mtu, "up"]),
+        "ip link set {name} mtu {mtu} up"
+    );
+}
+
 /// Deletes an interface on drop (also when the test panics).
 pub struct LinkGuard(pub String);
 

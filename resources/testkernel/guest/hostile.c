@@ -55,15 +55,6 @@ int hostile_wait_change16(volatile u16 *p, u16 v, u32 ms)
 	return 1;
 }
 
-int hostile_wait_change32(volatile u32 *p, u32 v, u32 ms)
-{
-	u32 left = ms * 10;
-	while (*p == v)
-		if (waited(&left))
-			return 0;
-	return 1;
-}
-
 void hostile_check_alive(struct nic_dev *d, const char *what)
 {
 	static u8 buf[2048];

@@ -167,7 +167,6 @@ u32 hostile_arp_request(u8 *f, const u8 *mac);
 void hostile_check_alive(struct nic_dev *d, const char *what);
 /* Spins (pausing) until *p != v or about `ms` ms pass; 1 when it changed. */
 int hostile_wait_change16(volatile u16 *p, u16 v, u32 ms);
-int hostile_wait_change32(volatile u32 *p, u32 v, u32 ms);
 
 /* Drivers. */
 extern const struct nic_driver virtio_net_driver;
