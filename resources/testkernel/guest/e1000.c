@@ -357,6 +357,10 @@ static int e1k_init(struct nic_dev *d)
 	wr(d, E1K_RXCSUM, RXCSUM_IPOFL | RXCSUM_TUOFL);
 	wr(d, E1K_RCTL, rctl);
 	mb();
+	/* The head is checked before the tail hands the device buffers: from
+	 * then on frames waiting in the backend (a hostile case's flood) may
+	 * move it at once. */
+	u32 rdh = rd(d, E1K_RDH);
 	/* All but one descriptor: head == tail means "none for the device". */
 	wr(d, E1K_RDT, RX_DESCS - 1);
 
@@ -371,7 +375,7 @@ static int e1k_init(struct nic_dev *d)
 	wr(d, E1K_TIPG, TIPG_COPPER);
 	wr(d, E1K_TCTL, TCTL_EN | TCTL_PSP | TCTL_CT(0x0f) | TCTL_COLD(0x40));
 
-	u32 rdh = rd(d, E1K_RDH), tdh = rd(d, E1K_TDH);
+	u32 tdh = rd(d, E1K_TDH);
 	if (rdh != 0 || tdh != 0) {
 		fail("nic: e1000 ring heads not at 0 after setup: RDH %u TDH %u", rdh, tdh);
 		return -1;
