@@ -4,13 +4,11 @@
 //! dropped (or the process dies), and the kernel then also removes it from
 //! the bridge: nothing is left behind.
 
-use std::io::{self, IoSlice};
-use std::os::fd::RawFd;
+use std::io;
 
 use crate::error::BackendError;
 use crate::sys::{self, IfReq};
-use crate::tap::{TapBackend, TapConfig};
-use crate::{BackendStats, GuestBuf, NetBackend, NetHdr, Offloads};
+use crate::tap::{net_backend_over_tap, TapBackend, TapConfig};
 
 /// The tap name pattern when none is given; the kernel fills `%d`.
 pub const DEFAULT_TAP_NAME: &str = "tapir%d";
@@ -92,47 +90,11 @@ impl BridgeBackend {
     }
 }
 
-impl NetBackend for BridgeBackend {
-    fn describe(&self) -> String {
-        format!("bridge {} (tap {})", self.bridge, self.tap.ifname())
-    }
-
-    fn send(&mut self, hdr: &NetHdr, frame: &[IoSlice<'_>]) -> io::Result<usize> {
-        self.tap.send(hdr, frame)
-    }
-
-    fn recv(&mut self, buf: &mut [u8]) -> io::Result<(NetHdr, usize)> {
-        self.tap.recv(buf)
-    }
-
-    fn send_guest(&mut self, hdr: &NetHdr, frame: &[GuestBuf]) -> io::Result<usize> {
-        self.tap.send_guest(hdr, frame)
-    }
-
-    fn recv_guest(&mut self, bufs: &[GuestBuf]) -> io::Result<(NetHdr, usize)> {
-        self.tap.recv_guest(bufs)
-    }
-
-    fn rx_fd(&self) -> RawFd {
-        self.tap.rx_fd()
-    }
-
-    fn tx_fd(&self) -> RawFd {
-        self.tap.tx_fd()
-    }
-
-    fn offloads(&self) -> Offloads {
-        self.tap.offloads()
-    }
-
-    fn set_offloads(&mut self, offloads: Offloads) -> io::Result<()> {
-        self.tap.set_offloads(offloads)
-    }
-
-    fn stats(&self) -> BackendStats {
-        self.tap.stats()
-    }
-}
+net_backend_over_tap!(BridgeBackend, |b| format!(
+    "bridge {} (tap {})",
+    b.bridge,
+    b.tap.ifname()
+));
 
 #[cfg(test)]
 mod tests {

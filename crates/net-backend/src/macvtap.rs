@@ -7,8 +7,8 @@
 //! links whose process is gone.
 
 use std::fs::{self, OpenOptions};
-use std::io::{self, IoSlice};
-use std::os::fd::{IntoRawFd, RawFd};
+use std::io;
+use std::os::fd::IntoRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -18,8 +18,7 @@ use crate::error::BackendError;
 use crate::rtnl;
 pub use crate::rtnl::Mode;
 use crate::sys;
-use crate::tap::{TapBackend, TapConfig};
-use crate::{BackendStats, GuestBuf, NetBackend, NetHdr, Offloads};
+use crate::tap::{net_backend_over_tap, TapBackend, TapConfig};
 
 /// The prefix of the macvtaps tapir creates.
 pub const NAME_PREFIX: &str = "tmv";
@@ -275,52 +274,12 @@ impl MacvtapBackend {
     }
 }
 
-impl NetBackend for MacvtapBackend {
-    fn describe(&self) -> String {
-        format!(
-            "macvtap {} on {} (mode {})",
-            self.link.name,
-            self.host,
-            self.mode.name()
-        )
-    }
-
-    fn send(&mut self, hdr: &NetHdr, frame: &[IoSlice<'_>]) -> io::Result<usize> {
-        self.tap.send(hdr, frame)
-    }
-
-    fn recv(&mut self, buf: &mut [u8]) -> io::Result<(NetHdr, usize)> {
-        self.tap.recv(buf)
-    }
-
-    fn send_guest(&mut self, hdr: &NetHdr, frame: &[GuestBuf]) -> io::Result<usize> {
-        self.tap.send_guest(hdr, frame)
-    }
-
-    fn recv_guest(&mut self, bufs: &[GuestBuf]) -> io::Result<(NetHdr, usize)> {
-        self.tap.recv_guest(bufs)
-    }
-
-    fn rx_fd(&self) -> RawFd {
-        self.tap.rx_fd()
-    }
-
-    fn tx_fd(&self) -> RawFd {
-        self.tap.tx_fd()
-    }
-
-    fn offloads(&self) -> Offloads {
-        self.tap.offloads()
-    }
-
-    fn set_offloads(&mut self, offloads: Offloads) -> io::Result<()> {
-        self.tap.set_offloads(offloads)
-    }
-
-    fn stats(&self) -> BackendStats {
-        self.tap.stats()
-    }
-}
+net_backend_over_tap!(MacvtapBackend, |m| format!(
+    "macvtap {} on {} (mode {})",
+    m.link.name,
+    m.host,
+    m.mode.name()
+));
 
 #[cfg(test)]
 mod tests {

@@ -596,6 +596,69 @@ fn retry_eintr(mut call: impl FnMut() -> isize) -> io::Result<usize> {
     }
 }
 
+/// Implements [`NetBackend`](crate::NetBackend) for a backend that is a
+/// tap of tapir's own (field `tap`) plus what it was made for (a bridge
+/// port, a macvtap): everything goes to the tap but `describe`, whose body
+/// is given with `self` named by the caller.
+macro_rules! net_backend_over_tap {
+    ($ty:ty, |$this:ident| $describe:expr) => {
+        impl $crate::NetBackend for $ty {
+            fn describe(&self) -> String {
+                let $this = self;
+                $describe
+            }
+
+            fn send(
+                &mut self,
+                hdr: &$crate::NetHdr,
+                frame: &[std::io::IoSlice<'_>],
+            ) -> std::io::Result<usize> {
+                self.tap.send(hdr, frame)
+            }
+
+            fn recv(&mut self, buf: &mut [u8]) -> std::io::Result<($crate::NetHdr, usize)> {
+                self.tap.recv(buf)
+            }
+
+            fn send_guest(
+                &mut self,
+                hdr: &$crate::NetHdr,
+                frame: &[$crate::GuestBuf],
+            ) -> std::io::Result<usize> {
+                self.tap.send_guest(hdr, frame)
+            }
+
+            fn recv_guest(
+                &mut self,
+                bufs: &[$crate::GuestBuf],
+            ) -> std::io::Result<($crate::NetHdr, usize)> {
+                self.tap.recv_guest(bufs)
+            }
+
+            fn rx_fd(&self) -> std::os::fd::RawFd {
+                self.tap.rx_fd()
+            }
+
+            fn tx_fd(&self) -> std::os::fd::RawFd {
+                self.tap.tx_fd()
+            }
+
+            fn offloads(&self) -> $crate::Offloads {
+                self.tap.offloads()
+            }
+
+            fn set_offloads(&mut self, offloads: $crate::Offloads) -> std::io::Result<()> {
+                self.tap.set_offloads(offloads)
+            }
+
+            fn stats(&self) -> $crate::BackendStats {
+                self.tap.stats()
+            }
+        }
+    };
+}
+pub(crate) use net_backend_over_tap;
+
 #[cfg(test)]
 mod tests {
     use super::*;
