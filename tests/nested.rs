@@ -548,6 +548,24 @@ fn link_down_and_up_from_the_control_socket_reach_every_driver() {
     net_scenario("net_link");
 }
 
+/// Direct attach (net=passthrough) on a veth in L1, one guest with one NIC
+/// per driver (virtio_net, e1000, 8139cp, 8139too): per NIC, pings and a
+/// sha256-checked transfer each way with the namespace host on the veth's
+/// other end; the macvtaps are tapir's (names, MACs, mode) and gone after
+/// exit (tests/nested/passthrough-scenarios.sh).
+#[test]
+fn passthrough_macvtap_every_driver_pings_and_transfers() {
+    net_scenario("net_passthrough");
+}
+
+/// Two guests with a NIC each on one parent in mode=bridge (they reach each
+/// other) and one on another parent in mode=private (they do not); both
+/// reach the namespace host in both modes; no macvtap is left after exit.
+#[test]
+fn passthrough_bridge_mode_guests_meet_private_mode_guests_do_not() {
+    net_scenario("net_passthrough_modes");
+}
+
 #[test]
 fn every_scenario_ran() {
     let s = suite();
@@ -570,6 +588,8 @@ fn every_scenario_ran() {
         "net_user_rtl8139",
         "net_user_restrict",
         "net_link",
+        "net_passthrough",
+        "net_passthrough_modes",
     ] {
         assert!(
             s.results.contains_key(name),

@@ -67,6 +67,9 @@ CONSOLE="${TAPIR_CONSOLE:-console=ttyS0 quiet}"
 # Link up/down through the control socket (net_link).
 # shellcheck source=tests/nested/link-scenarios.sh
 . "$HERE/link-scenarios.sh"
+# Direct attach through a macvtap (net_passthrough*).
+# shellcheck source=tests/nested/passthrough-scenarios.sh
+. "$HERE/passthrough-scenarios.sh"
 
 # Scenario script shared by the boot checks: the kernel log and the
 # interrupt/PCI/memory view of the guest, between markers.
@@ -144,7 +147,7 @@ scenario_sigterm() {
 ALL="up_poweroff up_reboot elf_pvh console_input sigterm smp2_poweroff
      net_tap net_tap_e1000 net_tap_rtl8139 net_tap_8139too net_vlan
      net_two_nics net_bridge net_user net_user_e1000 net_user_rtl8139
-     net_user_restrict net_link"
+     net_user_restrict net_link net_passthrough net_passthrough_modes"
 if [ "$LIST_ONLY" = 1 ]; then
     # shellcheck disable=SC2086 # one name per word
     printf '%s\n' $ALL
