@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use tapir_config::{
-    nic::NicArg, parse_size, NicModel, SeccompMode, SerialConfig, VmConfig, MAX_VCPUS,
+    check_devices, nic::NicArg, parse_size, DeviceArg, NicModel, SeccompMode, SerialConfig,
+    VmConfig, DEVICE_KINDS, MAX_VCPUS,
 };
 
 /// tapir: a small, fast KVM virtual machine monitor for networking tests.
@@ -45,7 +46,7 @@ struct CtlArgs {
 #[derive(clap::Args, Debug)]
 struct RunArgs {
     /// Kernel image: bzImage, or ELF vmlinux (PVH entry when it has the note).
-    #[arg(long, value_name = "PATH", required_unless_present = "nic")]
+    #[arg(long, value_name = "PATH", required_unless_present_any = ["nic", "device"])]
     kernel: Option<PathBuf>,
     /// Initramfs to load.
     #[arg(long, value_name = "PATH")]
@@ -66,6 +67,10 @@ struct RunArgs {
     /// id=,mac=,addr=,vlan=,... (repeatable). `--nic help` lists models and backends.
     #[arg(long, value_name = "SPEC")]
     nic: Vec<NicArg>,
+    /// A host device assigned to the guest: vfio-pci,host=DDDD:BB:DD.F[,addr=SLOT]
+    /// (repeatable; the function must be bound to vfio-pci). `--device help` lists kinds and keys.
+    #[arg(long, value_name = "SPEC")]
+    device: Vec<DeviceArg>,
     /// On a PVM host, boot a Linux bzImage anyway (it runs under instruction
     /// emulation: many minutes, and it may die). Without it tapir refuses.
     #[arg(long)]
@@ -127,6 +132,16 @@ pub fn nic_help() -> String {
     s
 }
 
+/// The `--device help` listing.
+pub fn device_help() -> String {
+    let mut s = String::from("Device kinds (--device KIND,key=value,...):\n");
+    for (kind, what) in DEVICE_KINDS {
+        s += &format!("  {kind:<9} {what}\n");
+    }
+    s += "\nExample: --device vfio-pci,host=0000:01:00.0,addr=5 (see docs/backend-passthrough.md, \"Device assignment (VFIO)\")\n";
+    s
+}
+
 /// Runs the CLI; returns the process exit status or a one-line error.
 pub fn main() -> Result<u8, String> {
     let cli = match Cli::try_parse() {
@@ -161,6 +176,19 @@ pub fn main() -> Result<u8, String> {
                 print!("{}", nic_help());
                 return Ok(0);
             }
+            if args.device.iter().any(|d| matches!(d, DeviceArg::Help)) {
+                print!("{}", device_help());
+                return Ok(0);
+            }
+            let devices: Vec<_> = args
+                .device
+                .into_iter()
+                .filter_map(|d| match d {
+                    DeviceArg::Device(spec) => Some(spec),
+                    DeviceArg::Help => None,
+                })
+                .collect();
+            check_devices(&devices).map_err(|e| e.to_string())?;
             let config = VmConfig {
                 kernel: args.kernel.ok_or("--kernel is required")?,
                 initrd: args.initrd,
@@ -179,6 +207,7 @@ pub fn main() -> Result<u8, String> {
                         NicArg::Help => None,
                     })
                     .collect(),
+                devices,
             };
             let reason = tapir_vmm::run(&config).map_err(|e| e.to_string())?;
             if let tapir_vmm::ExitReason::GuestDied { registers, .. } = &reason {

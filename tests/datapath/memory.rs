@@ -102,6 +102,7 @@ pub fn run(cell: &Cell) -> Run {
         memory: GUEST_MEMORY << 20,
         serial: SerialConfig::File(serial.clone()),
         nics: vec![spec],
+        devices: vec![],
         allow_emulation: false,
         control_socket: None,
         // The threads the VM starts filter themselves; this thread goes on

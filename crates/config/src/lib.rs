@@ -4,11 +4,15 @@
 //! typed values with one clear error per mistake, so the VMM never sees a
 //! malformed request.
 
+pub mod device;
 pub mod nic;
 pub mod size;
 
 use std::path::PathBuf;
 
+pub use device::{
+    check_devices, DeviceArg, DeviceSpec, DeviceSpecError, PciAddress, VfioPciSpec, DEVICE_KINDS,
+};
 pub use nic::{BackendSpec, MacAddr, MacvtapMode, NicArg, NicModel, NicSpec, NicSpecError};
 pub use size::{parse_size, SizeError};
 
@@ -99,6 +103,8 @@ pub struct VmConfig {
     pub serial: SerialConfig,
     /// Network interfaces.
     pub nics: Vec<NicSpec>,
+    /// Other devices (`--device`: VFIO device assignment).
+    pub devices: Vec<DeviceSpec>,
     /// Run guests that PVM can only emulate (Linux bzImages) anyway.
     pub allow_emulation: bool,
     /// Where to serve the control socket (`tapir ctl`), if anywhere.
