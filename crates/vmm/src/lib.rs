@@ -18,6 +18,7 @@ pub mod net;
 pub mod pci;
 pub mod signals;
 pub mod vcpu;
+pub mod vfio;
 mod vm;
 
 use std::sync::atomic::{AtomicBool, Ordering};

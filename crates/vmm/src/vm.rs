@@ -98,6 +98,9 @@ pub enum VmmError {
     /// A network interface could not be created.
     #[error(transparent)]
     Net(#[from] net::NetError),
+    /// A `--device` could not be assigned.
+    #[error(transparent)]
+    Vfio(#[from] crate::vfio::VfioError),
     /// The control socket could not be opened.
     #[error(transparent)]
     Control(#[from] ControlError),
@@ -237,6 +240,9 @@ struct Vm {
     /// Host links tapir made for NICs (passthrough's macvtaps), deleted by
     /// this thread at the end (see [`MacvtapLink`]).
     links: Vec<MacvtapLink>,
+    /// Assigned devices' host handles: never dropped (see
+    /// [`crate::vfio::add_devices`]); the kernel closes them at exit.
+    _assigned: std::mem::ManuallyDrop<Vec<crate::vfio::Assigned>>,
     rsdp: GuestAddress,
 }
 
@@ -320,6 +326,7 @@ fn build_platform(
     let level_irqs = nics.iter().map(|n| n.intx.clone()).collect();
     let links = nics.iter().filter_map(|n| n.link.clone()).collect();
     let nics = nics.into_iter().map(|n| n.entry).collect();
+    let assigned = crate::vfio::add_devices(&vm, &mem, &mut pci, &config.devices)?;
 
     let rsdp = acpi::create_acpi_tables(
         &mem,
@@ -342,6 +349,7 @@ fn build_platform(
         level_irqs,
         nics,
         links,
+        _assigned: std::mem::ManuallyDrop::new(assigned),
         rsdp,
     })
 }
