@@ -247,5 +247,9 @@ mod tests {
         assert_eq!(ioctls::KVM_IOEVENTFD, 0x4040_ae79);
         assert_eq!(ioctls::TUNSETOFFLOAD, 0x4004_54d0);
         assert_eq!(ioctls::FIONBIO, 0x5421);
+        assert_eq!(ioctls::KVM_SET_USER_MEMORY_REGION, 0x4020_ae46);
+        assert_eq!(ioctls::KVM_SET_GSI_ROUTING, 0x4008_ae6a);
+        assert_eq!(ioctls::KVM_IRQFD, 0x4020_ae76);
+        assert_eq!(ioctls::VFIO_DEVICE_SET_IRQS, 0x3b6e);
     }
 }

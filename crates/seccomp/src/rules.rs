@@ -57,6 +57,35 @@ pub mod ioctls {
         0x79,
         std::mem::size_of::<kvm_bindings::kvm_ioeventfd>(),
     );
+    /// `KVM_SET_USER_MEMORY_REGION`: an assigned device's BAR areas
+    /// mapped into the guest, moved or unmapped when the guest moves a
+    /// BAR or turns memory decode on or off.
+    pub const KVM_SET_USER_MEMORY_REGION: u64 = ioc(
+        WRITE,
+        KVMIO,
+        0x46,
+        std::mem::size_of::<kvm_bindings::kvm_userspace_memory_region>(),
+    );
+    /// `KVM_SET_GSI_ROUTING`: an assigned device's MSI/MSI-X vector
+    /// routes, set when the guest programs a vector.
+    pub const KVM_SET_GSI_ROUTING: u64 = ioc(
+        WRITE,
+        KVMIO,
+        0x6a,
+        std::mem::size_of::<kvm_bindings::kvm_irq_routing>(),
+    );
+    /// `KVM_IRQFD`: an assigned device's vector irqfd, (un)registered
+    /// when the guest (un)masks it.
+    pub const KVM_IRQFD: u64 = ioc(
+        WRITE,
+        KVMIO,
+        0x76,
+        std::mem::size_of::<kvm_bindings::kvm_irqfd>(),
+    );
+    /// `VFIO_DEVICE_SET_IRQS` (`_IO(';', 100 + 10)`): an assigned device's
+    /// interrupts switched between INTx, MSI and MSI-X as the guest
+    /// enables them.
+    pub const VFIO_DEVICE_SET_IRQS: u64 = ioc(NONE, 0x3b, 100 + 10, 0);
     /// `TUNSETOFFLOAD`: the offloads a virtio-net driver negotiated, set on
     /// a tap when the device is activated.
     pub const TUNSETOFFLOAD: u64 = libc::TUNSETOFFLOAD;
@@ -150,11 +179,17 @@ fn common() -> Result<Vec<Entry>, BackendError> {
 /// MMIO exits. A virtio-net driver's DRIVER_OK builds the NIC's worker
 /// (epoll set, eventfds, timerfd) on this thread and hands it to the NIC's
 /// worker thread; a register write may arm a NIC timer or raise an MSI.
+/// An assigned (VFIO) device's configuration space and trapped BAR areas
+/// are read and written with pread64/pwrite64 on its device fd; the
+/// guest's MSI/MSI-X programming and BAR moves become the VFIO and KVM
+/// ioctls below.
 fn vcpu() -> Result<Vec<Entry>, BackendError> {
     use ioctls::*;
     let mut v = common()?;
     v.extend(
         [
+            libc::SYS_pread64,
+            libc::SYS_pwrite64,
             libc::SYS_eventfd2,
             libc::SYS_epoll_create1,
             libc::SYS_epoll_ctl,
@@ -173,6 +208,10 @@ fn vcpu() -> Result<Vec<Entry>, BackendError> {
             KVM_SIGNAL_MSI,
             KVM_IOEVENTFD,
             TUNSETOFFLOAD,
+            KVM_SET_USER_MEMORY_REGION,
+            KVM_SET_GSI_ROUTING,
+            KVM_IRQFD,
+            VFIO_DEVICE_SET_IRQS,
         ],
     )?);
     Ok(v)
