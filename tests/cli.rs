@@ -649,3 +649,39 @@ fn configuration_errors_come_before_the_pvm_refusal() {
         assert_user_error(&o, needle);
     }
 }
+
+#[test]
+fn device_is_validated_with_one_line_errors() {
+    let o = run(&["run", "--device", "help"], T);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.stdout.contains("vfio-pci"), "{}", o.stdout);
+    assert!(o.stdout.contains("host=DDDD:BB:DD.F"), "{}", o.stdout);
+    let k = kernel();
+    for (spec, needle) in [
+        ("vfio-pci,host=0000:01:00", "invalid host '0000:01:00'"),
+        ("vfio-pci", "vfio-pci needs host="),
+        ("vfio-pci,host=01:00.0,rombar=0", "unknown key 'rombar'"),
+        ("vfio-pci,host=01:00.0,addr=0", "invalid addr '0'"),
+        ("nvme,host=01:00.0", "unknown device kind 'nvme'"),
+        (
+            "vfio-pci,host=ffff:ff:1f.7",
+            "no such PCI device (/sys/bus/pci/devices/ffff:ff:1f.7 does not exist",
+        ),
+    ] {
+        let o = run(&["run", "--kernel", &k, "--device", spec], T);
+        assert_user_error(&o, needle);
+    }
+    let o = run(
+        &[
+            "run",
+            "--kernel",
+            &k,
+            "--device",
+            "vfio-pci,host=01:00.0",
+            "--device",
+            "vfio-pci,host=0000:01:00.0",
+        ],
+        T,
+    );
+    assert_user_error(&o, "host 0000:01:00.0 is assigned twice");
+}
