@@ -183,7 +183,7 @@ fn u32_at(b: &[u8], off: usize) -> u32 {
 
 /// Finds capability `id` in a conventional configuration space image
 /// (bounded walk: a looping list ends).
-fn find_capability(cfg: &[u8; 256], id: u8) -> Option<u16> {
+fn find_capability(cfg: &[u8], id: u8) -> Option<u16> {
     if u16_at(cfg, usize::from(PCI_STATUS)) & PCI_STATUS_CAP_LIST == 0 {
         return None;
     }
@@ -216,14 +216,16 @@ impl VfioPciDevice {
         page_size: u64,
     ) -> Result<Self, DeviceError> {
         let config_size = backend.region(CONFIG_REGION).size;
-        let mut raw = [0u8; 256];
+        // Conventional space, with slack so that a capability at the very
+        // end (a device's odd pointer) is read as zeros, not out of bounds.
+        let mut raw = [0u8; 256 + 16];
         if config_size < 256 {
             return Err(DeviceError::Config(std::io::Error::other(format!(
                 "the config region has {config_size} bytes"
             ))));
         }
         backend
-            .read(CONFIG_REGION, 0, &mut raw)
+            .read(CONFIG_REGION, 0, &mut raw[..256])
             .map_err(DeviceError::Config)?;
         let header = PciHeader {
             vendor_id: u16_at(&raw, 0),

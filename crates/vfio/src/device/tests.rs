@@ -597,3 +597,33 @@ fn hostile_config_writes_do_not_panic() {
     write32(&mut r.dev, 0x04, 0x7);
     write32(&mut r.dev, 0x10, 0xfffe_0000);
 }
+
+#[test]
+fn capability_at_the_end_of_config_space() {
+    // A device whose capability list points at 0xfc (MSI-X there would
+    // run past 256 bytes): building the model must not panic.
+    let log = Arc::new(Log::default());
+    let backend = FakeVfio::new(log.clone(), 3, 0x2000 | 3, None);
+    {
+        let mut cfg = backend.config.lock().unwrap();
+        put(&mut cfg, 0x34, &[0xfc]);
+        put(&mut cfg, 0xfc, &[0x05, 0x00, 0x80, 0x01]);
+    }
+    let dev = VfioPciDevice::new(
+        "edge".into(),
+        Arc::new(backend),
+        Arc::new(FakeMapper {
+            log: log.clone(),
+            next: Mutex::new(0),
+            refuse_below: 0,
+        }),
+        Arc::new(FakeRoutes {
+            log,
+            next: Mutex::new(23),
+        }),
+        SLOT,
+        &[],
+        0x1000,
+    );
+    assert!(dev.is_ok());
+}
