@@ -212,7 +212,8 @@ net__qemu_device() {
 # net__vmm_start LOG TIMEOUT INITRD NIC...: starts the VMM in the background
 # inside the namespace, with 1 vCPU, 256M and the guest powering off at the
 # end. Each NIC is tapir's --nic spec without model= (net=tap|bridge,
-# ifname=, br=, mac=, addr=, vlan=). Sets REPLY to the background pid (that
+# ifname=, br=, mac=, addr=, vlan=); NET_ASSIGN=ADDR adds the PCI device
+# ADDR (bound to vfio-pci) to the VM. Sets REPLY to the background pid (that
 # of `timeout`), or returns 1.
 net__vmm_start() {
     local log=$1 t=$2 initrd=$3
@@ -225,10 +226,12 @@ net__vmm_start() {
         cmd=("$TAPIR" run --kernel "$KERNEL" --initrd "$initrd" --memory 256M --cpus 1 --cmdline "$cmdline"
             --control-socket "$NET_CTL")
         for spec; do cmd+=(--nic "model=${MODEL:-virtio}${NIC_OPTS:+,$NIC_OPTS},$spec"); done
+        [ -z "${NET_ASSIGN:-}" ] || cmd+=(--device "vfio-pci,host=$NET_ASSIGN")
     else
         # shellcheck disable=SC2054 # commas belong to QEMU option values
         cmd=("${QEMU:-qemu-system-x86_64}" -accel kvm -cpu host -m 256 -smp 1 -nographic -no-reboot
             -nodefaults -serial stdio -kernel "$KERNEL" -initrd "$initrd" -append "$cmdline")
+        [ -z "${NET_ASSIGN:-}" ] || cmd+=(-device "vfio-pci,host=$NET_ASSIGN")
         for spec; do
             i=$((i + 1))
             net="" ifname="" br="" mac="" addr="" vlan=""
