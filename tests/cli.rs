@@ -284,6 +284,60 @@ fn user_net_runs_unprivileged() {
     assert_eq!(o.code, 0, "stdout:\n{}\nstderr:\n{}", o.stdout, o.stderr);
 }
 
+/// Direct attach without CAP_NET_ADMIN (root with the capability dropped
+/// from its bounding set, by setpriv): one line that names the capability,
+/// and no macvtap made.
+#[test]
+fn passthrough_without_cap_net_admin_is_one_line() {
+    use tapir_test_support::net::{ip, privileged, unique, LinkGuard};
+    const TEST: &str = "cli::passthrough_without_cap_net_admin_is_one_line";
+    if !privileged(TEST) {
+        return;
+    }
+    if std::process::Command::new("setpriv")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        tapir_test_support::skipped(TEST, "setpriv (util-linux) not found");
+        return;
+    }
+    let (parent, peer) = (unique("cap", "a"), unique("cap", "b"));
+    assert!(ip(&[
+        "link", "add", &parent, "type", "veth", "peer", "name", &peer
+    ]));
+    let _guard = LinkGuard(parent.clone());
+    let nic = format!("model=virtio,net=passthrough,host={parent}");
+    let o = common::Running::start_cmd(
+        std::process::Command::new("setpriv")
+            .args([
+                "--bounding-set",
+                "-net_admin",
+                "--inh-caps",
+                "-net_admin",
+                "--",
+            ])
+            .arg(tapir_bin())
+            .args([
+                "run",
+                "--kernel",
+                &kernel(),
+                "--memory",
+                "64M",
+                "--nic",
+                &nic,
+            ]),
+    )
+    .finish(T);
+    assert_user_error(&o, "needs CAP_NET_ADMIN");
+    let links = std::process::Command::new("ip")
+        .args(["-o", "link", "show", "type", "macvtap"])
+        .output()
+        .unwrap();
+    let links = String::from_utf8_lossy(&links.stdout);
+    assert!(!links.contains(&format!("@{parent}")), "{links}");
+}
+
 #[test]
 fn nic_is_validated_with_one_line_errors() {
     let o = run(
