@@ -20,7 +20,9 @@
 #                 transfer each way checked by sha256, interrupts; it also
 #                 says which interrupt kind the driver got (msix wanted).
 #                 VMM_IMPL=qemu runs QEMU's own vfio-pci as the stand-in.
-# Result keys (value wanted): assign_nic=present vfio_bound=1
+# Result keys (value wanted): assign_nic=present unbound_refused=1:1:1
+#   (tapir only, when the NIC is not yet bound to vfio-pci: exit status 1,
+#   one line of output, naming the device and vfio-pci) vfio_bound=1
 #   peer_configured=1 plus net_tap's guest keys (guest_link=ok,
 #   guest_ping_recv=5, guest_driver=e1000e, guest_carrier=1, irqs_grew=1,
 #   h2g_match=1, g2h_match=1, host_ping_recv=3, bye_sent=1, guest_bye=1,
@@ -85,6 +87,13 @@ scenario_vfio_e1000e() {
         return 0
     fi
     net__kv assign_nic present
+    if [ "${VMM_IMPL:-tapir}" = tapir ] && [ "$(vfio__driver "$VFIO_NIC")" != vfio-pci ]; then
+        # Before the binding: one error line, status 1.
+        local out erc=0
+        out=$("$TAPIR" run --kernel "$KERNEL" --memory 64M --device "vfio-pci,host=$VFIO_NIC" </dev/null 2>&1) || erc=$?
+        printf '+ tapir with the device not bound to vfio-pci: status %s\n%s\n' "$erc" "$out" >>"$l1log"
+        net__check unbound_refused "$erc:$(grep -c . <<<"$out"):$(grep -c "^tapir: .*$VFIO_NIC.*not vfio-pci" <<<"$out")" 1:1:1
+    fi
     v=0
     vfio__bind "$VFIO_NIC" && v=1
     net__check vfio_bound "$v" 1
