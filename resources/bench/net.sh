@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # net.sh: network throughput of tapir's NIC next to QEMU's (iperf3 over a
-# tap, both directions), plus the VMM's CPU time per GB and the VM exits per MB
+# tap, a macvtap or user-mode NAT, both directions), plus the VMM's CPU time per GB and the VM exits per MB
 # moved. A benchmark, not a test: it exits 0 when all measurements were
 # taken, whatever the numbers.
 #
@@ -8,14 +8,17 @@
 #        resources/bench/net.sh --report DIR   # the table again from a --keep DIR
 # Options:
 #   --model M         NIC model: virtio, e1000 or rtl8139 (default virtio)
-#   --net N           backend: tap (default) or user (user-mode NAT: tapir's
+#   --net N           backend: tap (default), user (user-mode NAT: tapir's
 #                     net=user against QEMU's -netdev user, i.e. libslirp)
+#                     or passthrough (direct attach: tapir's net=passthrough
+#                     against QEMU's -netdev tap,fd= on a macvtap, below)
 #   --time S          iperf3 seconds per direction (default 4)
 #   --reps N          repetitions (default 3, at least 1): each one boots a
 #                     fresh guest in every column once, in alternating order
 #                     (rep 1 left to right, rep 2 right to left, ...)
 #   --vmms LIST       comma-separated columns out of tapir, qemu, qemu-vhost
-#                     (default all three; qemu-vhost only for virtio)
+#                     (default all three; qemu-vhost only for virtio over
+#                     a tap or a macvtap)
 #   --boot-timeout S  give up on a guest that is not serving after S seconds
 #                     (default 240)
 #   --l1-cpus N       vCPUs of the nested L1 VM (default: tapir-nested's, 1);
@@ -53,7 +56,16 @@
 # QEMU with vhost=on (/dev/vhost-net, after `modprobe vhost_net`). With
 # --net user: tapir with --nic model=M,net=user and QEMU with -netdev user,
 # both forwarding host 127.0.0.1:5201 to the guest's iperf3 server (the
-# guest takes its address by DHCP), no vhost column. Every VMM
+# guest takes its address by DHCP), no vhost column. With --net
+# passthrough: a veth pair, one end (tbv0, up, no address) in the VMMs'
+# namespace as the macvtap parent, the other (tbv1, 192.168.150.1/24) in a
+# second namespace, the "namespace host", where the iperf3 client runs (a
+# macvtap guest reaches the outside of its parent, not the host that owns
+# it); tapir with --nic model=M,net=passthrough,host=tbv0 (its own macvtap);
+# QEMU with -netdev tap,fd=N,vhost=off|on, N the open /dev/tapN of a
+# macvtap tbq0 (mode bridge, the guest's MAC) the script makes on tbv0
+# before each QEMU run and deletes after it (vhost=on: QEMU opens
+# /dev/vhost-net itself). Every VMM
 # boots the default guest (resources/guest/build-guest.sh) with 256 MiB and
 # 1 vCPU; the guest runs `iperf3 -s`, and the host side runs
 # `iperf3 -c GUEST -t S` (host->guest) and the same with -R (guest->host),
@@ -86,6 +98,11 @@ HOST_IP=192.168.150.1
 GUEST_IP=192.168.150.2
 GUEST_MAC=52:54:00:15:00:02
 TAP=tbn0
+# --net passthrough: the macvtap parent (VMMs' namespace), its veth peer
+# (the namespace host's) and the macvtap made for QEMU.
+PT_PARENT=tbv0
+PT_PEER=tbv1
+QMV=tbq0
 
 usage() {
     sed -n '/^# Usage:/,/^set -euo/p' "$self" | sed -e '$d' -e 's/^# \{0,1\}//'
@@ -124,6 +141,8 @@ else
 fi
 nc -l -p 9001 >/dev/null 2>&1 &
 bye=$!
+# The negotiated virtio feature bits (offloads), for the log.
+for f in /sys/bus/virtio/devices/*/features; do [ -r "$f" ] && say "virtio features $(cat "$f")"; done
 if iperf3 -s -D >/dev/null 2>&1; then say "iperf ready on $IF"; else say "iperf FAIL"; fi
 i=0
 while kill -0 "$bye" 2>/dev/null && [ "$i" -lt 4500 ]; do sleep 0.2; i=$((i + 1)); done
@@ -132,6 +151,8 @@ EOF
 }
 
 ns=""
+hns=""
+qfd=""
 vmm_pid=""
 vmm_rc=0
 perf_pid=""
@@ -144,10 +165,14 @@ cleanup_measure() {
         kill -KILL "$vmm_pid" 2>/dev/null || true
         wait "$vmm_pid" 2>/dev/null || true
     fi
+    [ -z "$qfd" ] || exec {qfd}>&-
     if [ -n "$ns" ]; then
         ip -n "$ns" link del "$TAP" >/dev/null 2>&1 || true
+        ip -n "$ns" link del "$QMV" >/dev/null 2>&1 || true
+        ip -n "$ns" link del "$PT_PARENT" >/dev/null 2>&1 || true
         ip netns del "$ns" >/dev/null 2>&1 || true
     fi
+    [ -z "$hns" ] || ip netns del "$hns" >/dev/null 2>&1 || true
     [ -z "${mwork:-}" ] || rm -rf "$mwork"
 }
 
@@ -246,6 +271,32 @@ reap_vmm() {
 
 dir_name() { if [ "$1" = h2g ]; then echo "host->guest"; else echo "guest->host"; fi; }
 
+# --net passthrough for QEMU: a macvtap $QMV on $PT_PARENT in $ns (mode
+# bridge, the guest's MAC, the host's IPv6 off as tapir does on its own),
+# its /dev/tapN open read-write as fd $qfd for -netdev tap,fd=. Removes
+# any macvtap left in $ns first (tapir's, after a SIGKILL: the same MAC
+# would be refused). Prints why on failure.
+qemu_macvtap() {
+    local l idx dev want have
+    for l in $(ip -n "$ns" -o link show type macvtap 2>/dev/null | awk -F': ' '{ sub(/@.*/, "", $2); print $2 }'); do
+        ip -n "$ns" link del "$l" >/dev/null 2>&1 || true
+    done
+    ip -n "$ns" link add link "$PT_PARENT" name "$QMV" type macvtap mode bridge 2>&1 || return 1
+    ip -n "$ns" link set "$QMV" address "$GUEST_MAC" 2>&1 || return 1
+    ip netns exec "$ns" sh -c "echo 1 >/proc/sys/net/ipv6/conf/$QMV/disable_ipv6" 2>/dev/null || true
+    ip -n "$ns" link set "$QMV" up 2>&1 || return 1
+    idx=$(ip netns exec "$ns" cat "/sys/class/net/$QMV/ifindex") || return 1
+    dev=$(ip netns exec "$ns" cat "/sys/class/net/$QMV/macvtap/tap$idx/dev") || return 1
+    # /dev/tapN from sysfs's major:minor where no devtmpfs or udev made it.
+    want=$(printf '%x:%x' "${dev%%:*}" "${dev#*:}")
+    have=$(stat -c '%t:%T' "/dev/tap$idx" 2>/dev/null || true)
+    if [ ! -c "/dev/tap$idx" ] || [ "$have" != "$want" ]; then
+        rm -f "/dev/tap$idx"
+        mknod "/dev/tap$idx" c "${dev%%:*}" "${dev#*:}" 2>&1 || return 1
+    fi
+    exec {qfd}<>"/dev/tap$idx" || { echo "cannot open /dev/tap$idx"; return 1; }
+}
+
 # One repetition REP of one VMM: boots a fresh guest, runs iperf3 both
 # ways, lets the guest power off. Uses measure's locals (model, net, secs,
 # boot_timeout, tapir, kernel, qdev, target, method, res, logs). Writes the
@@ -260,7 +311,10 @@ measure_one() {
             local bin=$tapir
             [ "$vmm" = tapir ] || bin=${TAPIR_BENCH_BASELINE:?}
             local nic="model=$model,net=tap,ifname=$TAP,mac=$GUEST_MAC"
-            [ "$net" = tap ] || nic="model=$model,net=user,mac=$GUEST_MAC,hostfwd=tcp::5201-:5201,hostfwd=tcp::9001-:9001"
+            case "$net" in
+                user) nic="model=$model,net=user,mac=$GUEST_MAC,hostfwd=tcp::5201-:5201,hostfwd=tcp::9001-:9001" ;;
+                passthrough) nic="model=$model,net=passthrough,host=$PT_PARENT,mac=$GUEST_MAC" ;;
+            esac
             cmd=("$bin" run --kernel "$kernel" --initrd "$mwork/initrd" --memory "${MEM_MIB}M"
                 --cpus 1 --cmdline "$CMDLINE" --nic "$nic")
             ;;
@@ -271,11 +325,22 @@ measure_one() {
             cmd=(qemu-system-x86_64 -accel kvm -cpu host -m "$MEM_MIB" -smp 1 -nographic -no-reboot
                 -nodefaults -serial stdio -kernel "$kernel" -initrd "$mwork/initrd" -append "$CMDLINE"
                 -device "$qdev,netdev=n0,romfile=,mac=$GUEST_MAC")
-            if [ "$net" = tap ]; then
-                cmd+=(-netdev "tap,id=n0,ifname=$TAP,script=no,downscript=no,vhost=$vh")
-            else
-                cmd+=(-netdev "user,id=n0,hostfwd=tcp:127.0.0.1:5201-:5201,hostfwd=tcp:127.0.0.1:9001-:9001")
-            fi
+            case "$net" in
+                tap) cmd+=(-netdev "tap,id=n0,ifname=$TAP,script=no,downscript=no,vhost=$vh") ;;
+                user) cmd+=(-netdev "user,id=n0,hostfwd=tcp:127.0.0.1:5201-:5201,hostfwd=tcp:127.0.0.1:9001-:9001") ;;
+                passthrough)
+                    # In this shell, not in $(...): the fd must stay open here.
+                    if ! qemu_macvtap >"$log.macvtap" 2>&1; then
+                        why="cannot set up macvtap $QMV on $PT_PARENT for QEMU: $(tr -s '\n' ' ' <"$log.macvtap" | cut -c 1-200)"
+                        [ -z "$qfd" ] || exec {qfd}>&-
+                        qfd=""
+                        ip -n "$ns" link del "$QMV" >/dev/null 2>&1 || true
+                        printf 'outcome %s %s failed %s\n' "$vmm" "$rep" "$why" >>"$res"
+                        return 1
+                    fi
+                    cmd+=(-netdev "tap,id=n0,fd=$qfd,vhost=$vh")
+                    ;;
+            esac
             ;;
     esac
     say "rep $rep: $vmm: booting the guest"
@@ -283,6 +348,9 @@ measure_one() {
     # `ip netns exec` execs the VMM: $! is the VMM's pid.
     ip netns exec "$ns" "${cmd[@]}" </dev/null >"$log" 2>&1 &
     vmm_pid=$!
+    # QEMU has its copy of the macvtap's fd; the next VMM must not.
+    [ -z "$qfd" ] || exec {qfd}>&-
+    qfd=""
     local ready=0
     for ((i = 0; i < boot_timeout * 5; i++)); do
         if grep -q 'NET: iperf ready' "$log" 2>/dev/null; then ready=1; break; fi
@@ -298,7 +366,7 @@ measure_one() {
                 # No route to the guest, only the forwards (which accept
                 # at once whatever the guest does): its lease says enough.
                 if ! grep -q 'NET: dhcp FAIL' "$log"; then ready=1; break; fi
-            elif ip netns exec "$ns" busybox ping -c 1 -W 1 "$GUEST_IP" >/dev/null 2>&1; then
+            elif ip netns exec "$cns" busybox ping -c 1 -W 1 "$GUEST_IP" >/dev/null 2>&1; then
                 ready=1
                 break
             fi
@@ -360,7 +428,7 @@ measure_one() {
                 debugfs) e0=$(cat /sys/kernel/debug/kvm/exits 2>/dev/null || echo n/a) ;;
             esac
             irc=0
-            ip netns exec "$ns" timeout $((secs + 60)) iperf3 -c "$target" -t "$secs" -J "${rargs[@]}" \
+            ip netns exec "$cns" timeout $((secs + 60)) iperf3 -c "$target" -t "$secs" -J "${rargs[@]}" \
                 >"$json" 2>"$json.err" || irc=$?
             read -r t1 v1 < <(cpu_ticks "$vmm_pid")
             th1=$(thread_ticks "$vmm_pid")
@@ -403,7 +471,7 @@ measure_one() {
                 why="iperf3 $(dir_name "$dir") failed:"
                 why+=$(head -c 300 "$json.err" 2>/dev/null | tr -s '\n\t ' ' ' | sed 's/^ *\(.\)/ \1/; s/ *$//' || true)
                 why+=$(grep -m1 '"error"' "$json" 2>/dev/null | sed 's/^ */ /; s/ *$//' || true)
-                if [ "$net" = tap ] && ! ip netns exec "$ns" busybox ping -c 2 -W 1 "$GUEST_IP" >/dev/null 2>&1; then
+                if [ "$net" != user ] && ! ip netns exec "$cns" busybox ping -c 2 -W 1 "$GUEST_IP" >/dev/null 2>&1; then
                     state=died why="the guest stopped answering during $(dir_name "$dir") ($vmm still running); $why"
                 else
                     state=failed
@@ -414,7 +482,7 @@ measure_one() {
     fi
     if [ -n "$vmm_pid" ]; then
         if [ -z "$state" ]; then
-            echo bye | ip netns exec "$ns" timeout 10 busybox nc "$target" 9001 >/dev/null 2>&1 || true
+            echo bye | ip netns exec "$cns" timeout 10 busybox nc "$target" 9001 >/dev/null 2>&1 || true
             for ((i = 0; i < 300; i++)); do
                 kill -0 "$vmm_pid" 2>/dev/null || break
                 sleep 0.2
@@ -433,6 +501,8 @@ measure_one() {
             reap_vmm
         fi
     fi
+    # QEMU's macvtap goes with its run (tapir deletes its own).
+    [ "$net" != passthrough ] || ip -n "$ns" link del "$QMV" >/dev/null 2>&1 || true
     printf 'outcome %s %s %s %s\n' "$vmm" "$rep" "${state:-ok}" "${why//$'\n'/ }" >>"$res"
     [ -z "$state" ]
 }
@@ -441,7 +511,7 @@ measure() {
     local out=$1 model=$2 secs=$3 vmms=$4 boot_timeout=$5 tapir=$6 kernel=$7 initrd=$8 net=$9 reps=${10}
     # Where iperf3 and the "bye" port are reached from the host side.
     local target=$GUEST_IP
-    [ "$net" = tap ] || target=127.0.0.1
+    [ "$net" != user ] || target=127.0.0.1
     local res=$out/results logs=$out/logs
     mkdir -p "$logs"
     : >"$res"
@@ -467,13 +537,39 @@ measure() {
     say "VM exits counted with: $method"
 
     ns=tapir-netbench-$$
-    if ! { ip netns add "$ns" && ip -n "$ns" link set lo up &&
-        { [ "$net" = user ] || { ip -n "$ns" tuntap add dev "$TAP" mode tap &&
-            ip -n "$ns" addr add "$HOST_IP/24" dev "$TAP" &&
-            ip -n "$ns" link set "$TAP" up; }; }; }; then
-        echo "error all: cannot set up namespace $ns with tap $TAP" >>"$res"
-        return 1
-    fi
+    # Where iperf3's client, ping and the "bye" run: the VMMs' namespace,
+    # or with passthrough the namespace host at the parent veth's peer.
+    cns=$ns
+    case "$net" in
+        tap)
+            if ! { ip netns add "$ns" && ip -n "$ns" link set lo up &&
+                ip -n "$ns" tuntap add dev "$TAP" mode tap &&
+                ip -n "$ns" addr add "$HOST_IP/24" dev "$TAP" &&
+                ip -n "$ns" link set "$TAP" up; }; then
+                echo "error all: cannot set up namespace $ns with tap $TAP" >>"$res"
+                return 1
+            fi
+            ;;
+        user)
+            if ! { ip netns add "$ns" && ip -n "$ns" link set lo up; }; then
+                echo "error all: cannot set up namespace $ns" >>"$res"
+                return 1
+            fi
+            ;;
+        passthrough)
+            hns=tapir-netbench-host-$$
+            cns=$hns
+            if ! { ip netns add "$ns" && ip -n "$ns" link set lo up &&
+                ip netns add "$hns" && ip -n "$hns" link set lo up &&
+                ip -n "$ns" link add "$PT_PARENT" type veth peer name "$PT_PEER" netns "$hns" &&
+                ip -n "$ns" link set "$PT_PARENT" up &&
+                ip -n "$hns" addr add "$HOST_IP/24" dev "$PT_PEER" &&
+                ip -n "$hns" link set "$PT_PEER" up; }; then
+                echo "error all: cannot set up namespaces $ns and $hns with veth $PT_PARENT-$PT_PEER" >>"$res"
+                return 1
+            fi
+            ;;
+    esac
 
     guest_script "$net" >"$mwork/guest.sh"
     "$root/resources/guest/make-scenario-cpio.sh" "$mwork/guest.sh" "$mwork/guest.cpio.gz" ||
@@ -494,8 +590,8 @@ measure() {
         case "$vmm" in
             tapir | baseline | qemu) ;;
             qemu-vhost)
-                if [ "$model" != virtio ] || [ "$net" != tap ]; then
-                    echo "skip $vmm: vhost is for virtio over a tap only" >>"$res"
+                if [ "$model" != virtio ] || [ "$net" = user ]; then
+                    echo "skip $vmm: vhost is for virtio over a tap or a macvtap only" >>"$res"
                     continue
                 fi
                 [ -c /dev/vhost-net ] || modprobe vhost_net >/dev/null 2>&1 || true
@@ -547,7 +643,11 @@ fi
 # QEMU's hw/net/{virtio-net,e1000,rtl8139}.c).
 guest_sees() {
     local model=$1 net=$2
-    case "$model.$net" in
+    # A macvtap's /dev/tapN is a tap to both VMMs (vnet header,
+    # TUNSETOFFLOAD): the device is the same as over a tap.
+    local as=$net
+    [ "$net" != passthrough ] || as=tap
+    case "$model.$as" in
         virtio.tap)
             echo "offloads:   both offer checksum and TSO4/TSO6/ECN both ways through the tap's vnet header;"
             echo "            QEMU also offers UFO (where the tap takes it) and a control queue, tapir neither"
@@ -598,6 +698,12 @@ guest_sees() {
     esac
     if [ "$net" = user ]; then
         echo "NAT:        tapir's own (crates/net-user, smoltcp for TCP) against QEMU's libslirp; no vhost"
+    fi
+    if [ "$net" = passthrough ]; then
+        echo "backend:    both on a macvtap (mode bridge) over veth $PT_PARENT: tapir makes its own, tmv<pid>n0; QEMU"
+        echo "            gets tbq0's /dev/tapN as -netdev tap,fd=. Its /dev/tapN takes the vnet header and"
+        echo "            TUNSETOFFLOAD as a tap does, so the offloads are those over a tap (above; the guest"
+        echo "            logs its virtio feature bits, NET: virtio features); IPv6 off on both macvtaps"
     fi
 }
 
@@ -686,15 +792,24 @@ report() {
     echo
     if [ "$net" = tap ]; then
         echo "tapir vs QEMU network benchmark (iperf3 over a tap, $secs s per direction)"
+    elif [ "$net" = passthrough ]; then
+        echo "tapir vs QEMU network benchmark (iperf3 through a macvtap on a veth, from the veth's peer namespace, $secs s per direction)"
     else
         echo "tapir vs QEMU network benchmark (iperf3 through user-mode NAT and a host port forward, $secs s per direction)"
     fi
     echo "  where:   ${M[where]:-?}"
     echo "  ran on:  ${R[where]:-?}"
-    echo "  qemu:    ${R[qemu_version]:-?}; -accel kvm -cpu host -device $( [ "$model" = virtio ] && echo virtio-net-pci || echo "$model") $( [ "$net" = tap ] && echo "-netdev tap,vhost=off|on" || echo "-netdev user,hostfwd=tcp:127.0.0.1:5201-:5201")"
-    echo "  tapir:   ${M[tapir]:-?} --nic model=$model,net=$net"
-    [ -z "${M[baseline]:-}" ] || echo "  baseline: ${M[baseline]} --nic model=$model,net=$net"
-    if [ "$net" = tap ]; then
+    local qnet="-netdev tap,vhost=off|on" nicx=""
+    case "$net" in
+        user) qnet="-netdev user,hostfwd=tcp:127.0.0.1:5201-:5201" ;;
+        passthrough) qnet="-netdev tap,fd=N,vhost=off|on (N: /dev/tapN of macvtap $QMV on $PT_PARENT, mode bridge)" nicx=",host=$PT_PARENT" ;;
+    esac
+    echo "  qemu:    ${R[qemu_version]:-?}; -accel kvm -cpu host -device $( [ "$model" = virtio ] && echo virtio-net-pci || echo "$model") $qnet"
+    echo "  tapir:   ${M[tapir]:-?} --nic model=$model,net=$net$nicx"
+    [ -z "${M[baseline]:-}" ] || echo "  baseline: ${M[baseline]} --nic model=$model,net=$net$nicx"
+    if [ "$net" = passthrough ]; then
+        echo "  iperf3:  ${R[iperf_version]:-?}; guest $GUEST_IP runs the server, $HOST_IP ($PT_PEER, the veth's peer, in a namespace of its own) the client"
+    elif [ "$net" = tap ]; then
         echo "  iperf3:  ${R[iperf_version]:-?}; guest $GUEST_IP runs the server, host $HOST_IP the client"
     else
         echo "  iperf3:  ${R[iperf_version]:-?}; the guest (DHCP) runs the server, the host client connects to 127.0.0.1:5201"
@@ -932,8 +1047,8 @@ if [ -n "$baseline" ]; then
     export TAPIR_BENCH_BASELINE
     vmms="baseline,$vmms"
 fi
-case "$net" in tap | user) ;; *) tapir_die "--net must be tap or user, got '$net'" ;; esac
-{ [ "$model" = virtio ] && [ "$net" = tap ]; } || vmms=$(tr , '\n' <<<"$vmms" | grep -vx qemu-vhost | paste -sd, -)
+case "$net" in tap | user | passthrough) ;; *) tapir_die "--net must be tap, user or passthrough, got '$net'" ;; esac
+{ [ "$model" = virtio ] && [ "$net" != user ]; } || vmms=$(tr , '\n' <<<"$vmms" | grep -vx qemu-vhost | paste -sd, -)
 [ -n "$vmms" ] || tapir_die "--vmms is empty"
 
 command -v qemu-system-x86_64 >/dev/null || tapir_die "qemu-system-x86_64 not found (package qemu-system-x86)"
