@@ -114,14 +114,14 @@ pub fn remove_stale() {
     }
 }
 
-/// `/dev/tapN` of macvtap `name` (index `index`), made from sysfs's
-/// major:minor when there is no udev to make it. Returns the path, and
-/// whether it was made here.
+/// The device node to open for macvtap `name` (index `index`): `/dev/tapN`
+/// when it is this macvtap's (the device number sysfs gives), else one
+/// made here from that number. Interface indexes are per network
+/// namespace, so `/dev/tapN`, made by udev in another namespace or left
+/// over, may be another macvtap's; and without udev there is none.
+/// Returns the path, and whether it was made here.
 fn device_node(name: &str, index: u32) -> Result<(PathBuf, bool), BackendError> {
-    let path = PathBuf::from(format!("/dev/tap{index}"));
-    if path.exists() {
-        return Ok((path, false));
-    }
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let dev_file = format!("/sys/class/net/{name}/macvtap/tap{index}/dev");
     let dev = fs::read_to_string(&dev_file)
         .map_err(|e| BackendError::sys("reading the device number", &dev_file, e))?;
@@ -136,28 +136,37 @@ fn device_node(name: &str, index: u32) -> Result<(PathBuf, bool), BackendError> 
                 io::Error::new(io::ErrorKind::InvalidData, format!("'{}'", dev.trim())),
             )
         })?;
+    let rdev = libc::makedev(major, minor);
+    let path = PathBuf::from(format!("/dev/tap{index}"));
+    let ours = |p: &Path| {
+        fs::metadata(p).is_ok_and(|m| m.file_type().is_char_device() && m.rdev() == rdev)
+    };
+    if ours(&path) {
+        return Ok((path, false));
+    }
+    let path = if path.exists() {
+        // Someone else's: a name of our own beside it.
+        PathBuf::from(format!("/dev/tapir-tap{index}.{}", std::process::id()))
+    } else {
+        path
+    };
     let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
         .map_err(|e| BackendError::sys("mknod", name, io::Error::other(e)))?;
     // SAFETY: mknod(2) reads the NUL-terminated path; no memory of ours is
     // written.
-    let rc = unsafe {
-        libc::mknod(
-            c_path.as_ptr(),
-            libc::S_IFCHR | 0o600,
-            libc::makedev(major, minor),
-        )
-    };
+    let rc = unsafe { libc::mknod(c_path.as_ptr(), libc::S_IFCHR | 0o600, rdev) };
     if rc < 0 {
         let e = io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::EEXIST) {
-            return Err(BackendError::sys_or_perm(
-                "mknod",
-                &path.to_string_lossy(),
-                format!("making {}", path.display()),
-                e,
-            ));
+        // Made meanwhile (udev): used if it is this macvtap's.
+        if e.raw_os_error() == Some(libc::EEXIST) && ours(&path) {
+            return Ok((path, false));
         }
-        return Ok((path, false));
+        return Err(BackendError::sys_or_perm(
+            "mknod",
+            &path.to_string_lossy(),
+            format!("making {}", path.display()),
+            e,
+        ));
     }
     Ok((path, true))
 }

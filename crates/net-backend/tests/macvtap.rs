@@ -151,3 +151,54 @@ fn a_macvtap_left_by_a_killed_tapir_is_removed_at_the_next_open() {
     assert!(!iface_exists(&stale), "the stale macvtap is gone");
     drop(be);
 }
+
+/// Interface indexes are per network namespace, so a `/dev/tapN` may be
+/// another device's (made in another namespace, or left over): here every
+/// `/dev/tapN` the new macvtap could get is /dev/null's number. The backend
+/// opens a node of its own instead, carries frames, and removes that node
+/// when it goes.
+#[test]
+fn a_dev_tap_node_of_another_device_is_not_opened() {
+    use std::os::unix::fs::FileTypeExt;
+    if !privileged("a_dev_tap_node_of_another_device_is_not_opened") {
+        return;
+    }
+    let (_g, a, b) = veth("n");
+    let top = std::fs::read_dir("/sys/class/net")
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("ifindex")).ok())
+        .filter_map(|s| s.trim().parse::<u32>().ok())
+        .max()
+        .unwrap_or(0);
+    let mut fakes = Vec::new();
+    for i in top + 1..=top + 64 {
+        let p = format!("/dev/tap{i}");
+        let c = std::ffi::CString::new(p.clone()).unwrap();
+        // SAFETY: mknod(2) reads the NUL-terminated path only.
+        if unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o600, libc::makedev(1, 3)) } == 0 {
+            fakes.push(p);
+        }
+    }
+    let opened = MacvtapBackend::open(&a, GUEST_MAC, Mode::Bridge);
+    for p in &fakes {
+        let _ = std::fs::remove_file(p);
+    }
+    let mut be = opened.expect("the macvtap opens through a node of its own");
+    let wire = PacketSocket::bind(&b, ETH_P_TEST, false).unwrap();
+    let out = frame([0x02, 0, 0, 0, 0, 0x98], GUEST_MAC, 0x33);
+    be.send(&NetHdr::default(), &[IoSlice::new(&out)]).unwrap();
+    assert_eq!(wire.recv(3000).expect("the frame reached the wire"), out);
+    drop(be);
+    let own = format!(".{}", std::process::id());
+    let left: Vec<_> = std::fs::read_dir("/dev")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            n.starts_with("tapir-tap") && n.ends_with(&own)
+        })
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_char_device()))
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "nodes left behind: {left:?}");
+}
