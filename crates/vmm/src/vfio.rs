@@ -36,8 +36,11 @@ pub enum VfioError {
         source: tapir_vfio::DeviceError,
     },
     /// PCI slot or BAR problems.
-    #[error("--device vfio-pci,host={host}: {msg}")]
-    Pci { host: String, msg: String },
+    #[error("--device vfio-pci,host={host}: {source}")]
+    Pci {
+        host: String,
+        source: tapir_pci::PciError,
+    },
 }
 
 fn kvm_io(e: kvm_ioctls::Error) -> io::Error {
@@ -310,14 +313,14 @@ pub fn add_devices(
     for spec in specs {
         let DeviceSpec::VfioPci(v) = spec;
         let host = v.host.to_string();
-        let pci_err = |msg: String| VfioError::Pci {
+        let pci_err = |source| VfioError::Pci {
             host: host.clone(),
-            msg,
+            source,
         };
         let slot = pci
             .segment()
             .reserve_slot(v.slot)
-            .map_err(|e| pci_err(e.to_string()))?;
+            .map_err(pci_err)?;
         // KVM's VFIO device tells KVM about the group (coherent DMA, the
         // IOMMU's snooping); without it assignment still works.
         let mut create = kvm_create_device {
@@ -354,7 +357,7 @@ pub fn add_devices(
         let bars = pci
             .segment()
             .add_device(slot, device)
-            .map_err(|e| pci_err(e.to_string()))?;
+            .map_err(pci_err)?;
         let at: Vec<String> = bars
             .iter()
             .map(|b| format!("BAR{}@{:#x}", b.index, b.address))
