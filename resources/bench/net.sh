@@ -701,9 +701,10 @@ guest_sees() {
     fi
     if [ "$net" = passthrough ]; then
         echo "backend:    both on a macvtap (mode bridge) over veth $PT_PARENT: tapir makes its own, tmv<pid>n0; QEMU"
-        echo "            gets tbq0's /dev/tapN as -netdev tap,fd=. Its /dev/tapN takes the vnet header and"
-        echo "            TUNSETOFFLOAD as a tap does, so the offloads are those over a tap (above; the guest"
-        echo "            logs its virtio feature bits, NET: virtio features); IPv6 off on both macvtaps"
+        echo "            gets $QMV's /dev/tapN as -netdev tap,fd=. Its /dev/tapN takes the vnet header and"
+        echo "            TUNSETOFFLOAD as a tap does, so the offloads are those over a tap (above); IPv6 off on"
+        echo "            both macvtaps"
+        [ "$model" != virtio ] || echo "            (each guest logs the feature bits it negotiated: NET: virtio features, in logs/)"
     fi
 }
 
