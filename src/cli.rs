@@ -64,7 +64,7 @@ struct RunArgs {
     #[arg(long, value_name = "DEST", default_value = "stdio")]
     serial: SerialConfig,
     /// A network interface: model=virtio|e1000|rtl8139,net=user|tap|bridge|passthrough,
-    /// id=,mac=,addr=,vlan=,... (repeatable). `--nic help` lists models and backends.
+    /// id=,mac=,addr=,vlan=,pcap=,... (repeatable). `--nic help` lists models and backends.
     #[arg(long, value_name = "SPEC")]
     nic: Vec<NicArg>,
     /// A host device assigned to the guest: vfio-pci,host=DDDD:BB:DD.F[,addr=SLOT]
@@ -129,6 +129,9 @@ pub fn nic_help() -> String {
     s += "               host=IFNAME, mode=bridge|vepa|private|passthru (bridge)\n";
     s += "\nCommon keys: id=NAME, mac=XX:XX:XX:XX:XX:XX (default: stable, locally administered),\n";
     s += "             addr=SLOT (PCI slot, hex 1..1f), vlan=1..4094 (802.1Q access port)\n";
+    s += "Capture:     pcap=FILE (every frame in and out, libpcap format, as on the backend's wire;\n";
+    s += "             GSO frames as their segments), pcap_max=SIZE (e.g. 64M, at least 4K: past it\n";
+    s += "             FILE becomes FILE.1, replacing the older one, and a new FILE starts)\n";
     s
 }
 
