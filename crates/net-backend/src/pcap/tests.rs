@@ -305,3 +305,128 @@ fn the_test_reader_rejects_what_is_not_pcap() {
     ok.extend_from_slice(&record_header(Duration::ZERO, 60));
     assert!(parse(&ok).is_err(), "a record cut short");
 }
+
+/// Not a check: the cost of capture, printed (docs/pcap.md has the
+/// figures). Run with
+/// `cargo test -p tapir-net-backend --release --lib -- --ignored pcap_cost --nocapture`;
+/// `TAPIR_PCAP_BENCH_DIR` picks the file system (default: the temp dir).
+///
+/// - `writer`: [`PcapWriter::push`] + [`PcapWriter::flush`] per frame, as
+///   [`PcapBackend`] does: a time stamp, a copy and one `write(2)`.
+/// - `backend`: a frame sent through a [`PcapBackend`] over a
+///   [`MemoryBackend`] (whose peer takes it each time), against the bare
+///   backend: the difference is what capture adds to a send.
+/// - a 64 KiB TSO frame: cut into its 46 segments and written in one write.
+#[test]
+#[ignore]
+fn pcap_cost() {
+    use std::time::Instant;
+    let dir = std::env::var_os("TAPIR_PCAP_BENCH_DIR")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| tmpdir("cost"));
+    let path = dir.join("tapir-pcap-cost.pcap");
+    let report = |what: &str, n: usize, bytes: usize, secs: f64| {
+        println!(
+            "{what:<44} {:>10.0} frames/s {:>7.0} ns/frame {:>7.0} MB/s",
+            n as f64 / secs,
+            secs * 1e9 / n as f64,
+            bytes as f64 / secs / 1e6
+        );
+    };
+    println!("capture file in {}", dir.display());
+    for len in [64usize, 1514] {
+        let n = if len == 64 { 2_000_000 } else { 1_000_000 };
+        let f = frame(true, None, len, 0x5a);
+        for max in [None, Some(64u64 << 20)] {
+            let mut w = PcapWriter::create(&path, max).unwrap();
+            let t = Instant::now();
+            for _ in 0..n {
+                w.push(now(), &[&f]);
+                w.flush();
+            }
+            let secs = t.elapsed().as_secs_f64();
+            assert!(!w.stats().stopped);
+            let what = match max {
+                None => format!("writer, {len}-byte frames"),
+                Some(_) => format!("writer, {len}-byte frames, pcap_max=64M"),
+            };
+            report(&what, n, n * len, secs);
+        }
+        // The backend, with and without capture.
+        let n = n / 4;
+        let mut per = [0f64; 2];
+        for (i, capture) in [false, true].into_iter().enumerate() {
+            let (mem, peer) = MemoryBackend::new(4, Offloads::ALL).unwrap();
+            let mut b: Box<dyn NetBackend> = if capture {
+                Box::new(PcapBackend::new(
+                    mem,
+                    PcapWriter::create(&path, None).unwrap(),
+                ))
+            } else {
+                Box::new(mem)
+            };
+            let t = Instant::now();
+            for _ in 0..n {
+                b.send(&NetHdr::default(), &[IoSlice::new(&f)]).unwrap();
+                peer.take().unwrap();
+            }
+            let secs = t.elapsed().as_secs_f64();
+            per[i] = secs * 1e9 / n as f64;
+            let what = format!(
+                "memory backend send, {len} bytes, {}",
+                if capture { "captured" } else { "bare" }
+            );
+            report(&what, n, n * len, secs);
+        }
+        println!(
+            "{:<44} {:>7.0} ns/frame",
+            format!("  capture adds ({len} bytes)"),
+            per[1] - per[0]
+        );
+    }
+    let tso = tcp4(65_000);
+    let hdr = NetHdr {
+        flags: NEEDS_CSUM,
+        gso_type: GSO_TCPV4,
+        hdr_len: 54,
+        gso_size: 1448,
+        csum_start: 34,
+        csum_offset: 16,
+        num_buffers: 0,
+    };
+    let segments = offload::segment(&hdr, &tso).unwrap().len();
+    let n = 20_000;
+    let mut per = [0f64; 2];
+    for (i, capture) in [false, true].into_iter().enumerate() {
+        let (mem, peer) = MemoryBackend::new(4, Offloads::ALL).unwrap();
+        let mut b: Box<dyn NetBackend> = if capture {
+            Box::new(PcapBackend::new(
+                mem,
+                PcapWriter::create(&path, None).unwrap(),
+            ))
+        } else {
+            Box::new(mem)
+        };
+        let t = Instant::now();
+        for _ in 0..n {
+            b.send(&hdr, &[IoSlice::new(&tso)]).unwrap();
+            peer.take().unwrap();
+        }
+        let secs = t.elapsed().as_secs_f64();
+        per[i] = secs * 1e9 / n as f64;
+        let what = format!(
+            "TSO 64 KiB ({segments} segments), {}",
+            if capture { "captured" } else { "bare" }
+        );
+        report(&what, n, n * tso.len(), secs);
+    }
+    println!(
+        "{:<44} {:>7.0} ns/frame ({:.0} ns/segment)",
+        "  capture adds (TSO 64 KiB)",
+        per[1] - per[0],
+        (per[1] - per[0]) / segments as f64
+    );
+    let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_file(dir.join("tapir-pcap-cost.pcap.1"));
+}
