@@ -340,7 +340,10 @@ fn control_socket_lists_nics_sets_links_and_quits() {
         "--nic",
         "model=virtio,net=user",
         "--nic",
-        "model=e1000,net=user,id=lan,mac=52:54:00:00:00:42",
+        &format!(
+            "model=e1000,net=user,id=lan,mac=52:54:00:00:00:42,pcap={}",
+            dir.join("lan.pcap").display()
+        ),
     ]);
     assert!(r.wait_for_output("HALTING", T), "{}", r.stdout_now());
     let ctl = |args: &[&str]| {
@@ -362,6 +365,14 @@ fn control_socket_lists_nics_sets_links_and_quits() {
         "{}",
         lines[1]
     );
+    // Capture: lan's counters (the guest sends nothing), none for net0.
+    let pcap = format!(
+        " pcap_file=\"{}\" pcap_records=0 pcap_bytes=0 pcap_rotations=0 pcap_unsegmented=0 \
+         pcap_stopped=0",
+        dir.join("lan.pcap").display()
+    );
+    assert!(lines[1].ends_with(&pcap), "{}", lines[1]);
+    assert!(!lines[0].contains("pcap"), "{}", lines[0]);
     let off = ctl(&["set_link", "lan", "off"]);
     assert_eq!((off.code, off.stdout.as_str()), (0, ""), "{}", off.stderr);
     let info = ctl(&["info"]);

@@ -33,6 +33,8 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::guest_buf::{self, GuestBuf};
@@ -123,6 +125,40 @@ pub struct PcapStats {
     pub stopped: bool,
 }
 
+/// A capture's counters as [`PcapStats`], for other threads (the control
+/// socket's `info`) while the NIC's worker writes: the writer publishes
+/// them after each frame.
+#[derive(Debug, Default)]
+pub struct PcapCounters {
+    records: AtomicU64,
+    bytes: AtomicU64,
+    rotations: AtomicU64,
+    unsegmented: AtomicU64,
+    stopped: AtomicBool,
+}
+
+impl PcapCounters {
+    /// The counters now.
+    pub fn snapshot(&self) -> PcapStats {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        PcapStats {
+            records: g(&self.records),
+            bytes: g(&self.bytes),
+            rotations: g(&self.rotations),
+            unsegmented: g(&self.unsegmented),
+            stopped: self.stopped.load(Ordering::Relaxed),
+        }
+    }
+
+    fn publish(&self, s: &PcapStats) {
+        self.records.store(s.records, Ordering::Relaxed);
+        self.bytes.store(s.bytes, Ordering::Relaxed);
+        self.rotations.store(s.rotations, Ordering::Relaxed);
+        self.unsegmented.store(s.unsegmented, Ordering::Relaxed);
+        self.stopped.store(s.stopped, Ordering::Relaxed);
+    }
+}
+
 /// The file header: magic, version 2.4, no time zone offset or accuracy,
 /// [`SNAPLEN`], Ethernet.
 pub fn file_header() -> [u8; FILE_HEADER_LEN] {
@@ -207,6 +243,8 @@ pub struct PcapWriter {
     /// Records not written yet.
     buf: Vec<u8>,
     stats: PcapStats,
+    /// `stats`, published.
+    counters: Arc<PcapCounters>,
 }
 
 /// `path` opened for writing at its end, emptied, with a file header.
@@ -246,6 +284,7 @@ impl PcapWriter {
             }),
             buf: Vec::with_capacity(BATCH + 65_562 + RECORD_HEADER_LEN),
             stats: PcapStats::default(),
+            counters: Arc::default(),
         })
     }
 
@@ -290,6 +329,11 @@ impl PcapWriter {
     /// What the capture did so far.
     pub fn stats(&self) -> PcapStats {
         self.stats
+    }
+
+    /// The counters, for another thread to read while this one writes.
+    pub fn counters(&self) -> Arc<PcapCounters> {
+        self.counters.clone()
     }
 
     /// Whether capture still runs.
@@ -350,6 +394,7 @@ impl PcapWriter {
             Ok(()) => {
                 files.size += n;
                 self.stats.bytes += n;
+                self.counters.publish(&self.stats);
             }
             Err(source) => self.stop(PcapError::Write {
                 path: self.path.clone(),
@@ -389,6 +434,7 @@ impl PcapWriter {
         }
         self.buf.clear();
         self.stats.stopped = true;
+        self.counters.publish(&self.stats);
     }
 }
 

@@ -20,7 +20,7 @@ use tapir_pci::{intx_gsi, IntxPin, SharedPciDevice};
 use tapir_virtio::VirtioPciDevice;
 use vm_memory::GuestMemoryMmap;
 
-use crate::control::command::NicEntry;
+use crate::control::command::{NicCapture, NicEntry};
 use crate::irq::IrqfdLevel;
 use crate::kvm_irq::{KvmIoEvents, KvmMsi};
 use crate::pci::PciPlatform;
@@ -210,15 +210,19 @@ pub fn add_nics(
         // Capture wraps whatever backend was opened: every frame of every
         // model crosses this seam (docs/pcap.md). Its files are opened
         // here, on the thread that builds the VM (the worker may not open).
-        let backend: Box<dyn NetBackend> = match &spec.pcap {
-            None => backend,
+        let (backend, pcap): (Box<dyn NetBackend>, _) = match &spec.pcap {
+            None => (backend, None),
             Some(p) => {
                 let writer =
                     PcapWriter::create(&p.path, p.max).map_err(|source| NetError::Pcap {
                         nic: name.clone(),
                         source,
                     })?;
-                Box::new(PcapBackend::new(backend, writer))
+                let capture = NicCapture {
+                    path: p.path.clone(),
+                    counters: writer.counters(),
+                };
+                (Box::new(PcapBackend::new(backend, writer)), Some(capture))
             }
         };
         let mac = spec
@@ -314,6 +318,7 @@ pub fn add_nics(
                 mac,
                 link,
                 stats,
+                pcap,
             },
             link: host_link,
         });

@@ -94,6 +94,7 @@ fn frames_round_trip_with_time_stamps() {
     let stats = w.stats();
     assert_eq!(stats.records, 3);
     assert!(!stats.stopped);
+    assert_eq!(w.counters().snapshot(), stats, "published");
     let file = read(&path).unwrap();
     assert!(file.nanos);
     assert_eq!(
@@ -202,6 +203,7 @@ fn a_write_error_stops_capture() {
     w.flush();
     assert!(!w.is_running());
     assert!(w.stats().stopped);
+    assert!(w.counters().snapshot().stopped, "published");
     w.push(now(), &[&frame(true, None, 60, 0)]);
     w.flush();
     assert_eq!(w.stats().records, 1);

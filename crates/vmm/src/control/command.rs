@@ -5,13 +5,17 @@
 //! ```text
 //! help                   the commands, one per line
 //! info                   one line per NIC: NAME model=M net=B mac=M link=up|down COUNTER=N...
+//!                        [pcap_file="FILE" pcap_records=N pcap_bytes=N pcap_rotations=N
+//!                        pcap_unsegmented=N pcap_stopped=0|1]
 //! set_link NAME on|off   connects or disconnects NAME's cable (as QEMU's set_link)
 //! quit                   stops the VM (tapir exits with status 0)
 //! ```
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use tapir_config::MacAddr;
+use tapir_net_backend::PcapCounters;
 use tapir_nic::worker::NicStats;
 use tapir_nic::LinkHandle;
 
@@ -35,6 +39,17 @@ pub struct NicEntry {
     pub link: LinkHandle,
     /// Its counters.
     pub stats: Arc<NicStats>,
+    /// Its capture (`pcap=`), if any.
+    pub pcap: Option<NicCapture>,
+}
+
+/// What `info` shows of a NIC's capture.
+#[derive(Clone)]
+pub struct NicCapture {
+    /// The capture file.
+    pub path: PathBuf,
+    /// Its counters, as the NIC's worker publishes them.
+    pub counters: Arc<PcapCounters>,
 }
 
 /// A parsed command.
@@ -52,7 +67,7 @@ pub enum Command {
 
 const HELP: &[&str] = &[
     "help                   this list",
-    "info                   one line per NIC: name, model, backend, MAC, link, counters",
+    "info                   one line per NIC: name, model, backend, MAC, link, counters, capture",
     "set_link NAME on|off   connect or disconnect the NIC's cable",
     "quit                   stop the VM (tapir exits with status 0)",
 ];
@@ -105,6 +120,20 @@ pub fn info_line(n: &NicEntry) -> String {
     );
     for (k, v) in n.stats.snapshot() {
         s += &format!(" {k}={v}");
+    }
+    if let Some(c) = &n.pcap {
+        let p = c.counters.snapshot();
+        // Quoted and escaped: the line stays one line of words.
+        s += &format!(
+            " pcap_file={:?} pcap_records={} pcap_bytes={} pcap_rotations={} \
+             pcap_unsegmented={} pcap_stopped={}",
+            c.path.to_string_lossy(),
+            p.records,
+            p.bytes,
+            p.rotations,
+            p.unsegmented,
+            u8::from(p.stopped)
+        );
     }
     s
 }
@@ -181,7 +210,35 @@ mod tests {
             mac: [0x52, 0x54, 0, 0x12, 0x34, 0x56],
             link: LinkHandle::new(Carrier::new(), rec),
             stats: Arc::new(NicStats::default()),
+            pcap: None,
         }
+    }
+
+    #[test]
+    fn info_shows_a_capture() {
+        let vm = VmControl::new().unwrap();
+        let mut e = entry("net0", Arc::new(Rec::default()));
+        let plain = execute("info", std::slice::from_ref(&e), &vm);
+        assert!(!plain.contains("pcap"), "{plain}");
+        let dir = std::env::temp_dir().join(format!("tapir-info-pcap-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("a b.pcap");
+        let mut w = tapir_net_backend::PcapWriter::create(&path, None).unwrap();
+        w.push(std::time::Duration::ZERO, &[&[0u8; 60]]);
+        w.flush();
+        e.pcap = Some(NicCapture {
+            path: path.clone(),
+            counters: w.counters(),
+        });
+        let info = execute("info", &[e], &vm);
+        let line = info.lines().next().unwrap();
+        let want = format!(
+            " rx_link_down=0 pcap_file=\"{}\" pcap_records=1 pcap_bytes=76 pcap_rotations=0 \
+             pcap_unsegmented=0 pcap_stopped=0",
+            path.display()
+        );
+        assert!(line.ends_with(&want), "{line}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -35,6 +35,7 @@ fn nics() -> Vec<NicEntry> {
         mac: [2, 0, 0, 0, 0, 1],
         link: LinkHandle::new(Carrier::new(), Arc::new(NoNotify)),
         stats: Arc::new(NicStats::default()),
+        pcap: None,
     }]
 }
 
