@@ -373,6 +373,35 @@ fn control_socket_lists_nics_sets_links_and_quits() {
     );
     assert!(lines[1].ends_with(&pcap), "{}", lines[1]);
     assert!(!lines[0].contains("pcap"), "{}", lines[0]);
+    // A capture started and stopped at run time: tapir ctl opens the file
+    // and passes it (the main thread's filter lets it receive it).
+    let run_time = dir.join("net0.pcap");
+    let start = ctl(&["pcap", "net0", "start", run_time.to_str().unwrap()]);
+    assert_eq!(
+        (start.code, start.stdout.as_str()),
+        (0, ""),
+        "{}",
+        start.stderr
+    );
+    assert_eq!(
+        std::fs::metadata(&run_time).unwrap().len(),
+        24,
+        "the header"
+    );
+    let info = ctl(&["info"]);
+    let want = format!(" pcap_file=\"{}\" pcap_records=0 ", run_time.display());
+    assert!(
+        info.stdout.lines().next().unwrap().contains(&want),
+        "{}",
+        info.stdout
+    );
+    let stop = ctl(&["pcap", "net0", "stop"]);
+    assert_eq!(stop.code, 0, "{}", stop.stderr);
+    let stop = ctl(&["pcap", "net0", "stop"]);
+    assert_eq!(
+        common::error_lines(&stop.stderr),
+        vec!["tapir: pcap stop: NIC 'net0' has no capture running"]
+    );
     let off = ctl(&["set_link", "lan", "off"]);
     assert_eq!((off.code, off.stdout.as_str()), (0, ""), "{}", off.stderr);
     let info = ctl(&["info"]);

@@ -16,8 +16,9 @@
 //! the older one) and a new `FILE` starts with a fresh header.
 //!
 //! Everything that needs opening is opened by [`PcapWriter::create`], on the
-//! thread that builds the VM: the NIC worker thread may not open files
-//! (docs/seccomp.md). Rotation therefore never opens a file: both `FILE` and
+//! thread that builds the VM, or by the control socket's client
+//! ([`PcapWriter::from_file`], started through [`PcapControl`]): the NIC
+//! worker thread may not open files (docs/seccomp.md). Rotation therefore never opens a file: both `FILE` and
 //! `FILE.1` are held open from the start, and a rotation empties the older
 //! one (`ftruncate`), writes a header into it and swaps the two names in
 //! one `renameat2(RENAME_EXCHANGE)`.
@@ -34,7 +35,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::guest_buf::{self, GuestBuf};
@@ -77,6 +78,12 @@ pub enum PcapError {
     #[error("pcap file '{}' is not a file name", .path.display())]
     NotAFile {
         /// The path as given.
+        path: PathBuf,
+    },
+    /// The descriptor given for a capture is not a regular file.
+    #[error("pcap file '{}' is not a regular file (a pipe or device could hold up the NIC)", .path.display())]
+    NotRegular {
+        /// Its name.
         path: PathBuf,
     },
     /// Rotation swaps two names with `renameat2(RENAME_EXCHANGE)`, which
@@ -288,6 +295,35 @@ impl PcapWriter {
         })
     }
 
+    /// A capture into `file`, already open for writing and empty (the
+    /// control socket's `pcap NIC start`: its client opens the file, as
+    /// tapir's threads may not once they run); `path` is what messages
+    /// call it. Writes the header. No rotation. Anything but a regular
+    /// file is refused (a pipe could block the NIC's worker).
+    pub fn from_file(file: File, path: PathBuf) -> Result<PcapWriter, PcapError> {
+        let err = |source| PcapError::Create {
+            path: path.clone(),
+            source,
+        };
+        let meta = file.metadata().map_err(err)?;
+        if !meta.file_type().is_file() {
+            return Err(PcapError::NotRegular { path });
+        }
+        let mut file = file;
+        file.write_all(&file_header()).map_err(err)?;
+        Ok(PcapWriter {
+            path,
+            files: Some(Files {
+                file,
+                size: FILE_HEADER_LEN as u64,
+                spare: None,
+            }),
+            buf: Vec::with_capacity(BATCH + 65_562 + RECORD_HEADER_LEN),
+            stats: PcapStats::default(),
+            counters: Arc::default(),
+        })
+    }
+
     fn spare(path: &Path, max: u64) -> Result<Spare, PcapError> {
         let not_a_file = || PcapError::NotAFile {
             path: path.to_path_buf(),
@@ -445,28 +481,104 @@ fn now() -> std::time::Duration {
         .unwrap_or_default()
 }
 
-/// A backend whose frames, both ways, are also written to a pcap file.
-/// Everything else is `B`'s: readiness fds, offloads, counters.
+/// A change of capture asked for by another thread.
+#[derive(Debug)]
+enum Change {
+    Start(PcapWriter),
+    Stop,
+}
+
+/// Starts and stops a NIC's capture from another thread (the control
+/// socket) while its worker runs: the worker looks at one atomic flag per
+/// frame and, when it is set, takes the change (a new writer, or none).
+/// A capture stopped or replaced is closed by the worker, before its next
+/// frame.
+#[derive(Debug, Default)]
+pub struct PcapControl {
+    changed: AtomicBool,
+    next: Mutex<Option<Change>>,
+    /// The capture running (as far as this side knows): its file and
+    /// counters.
+    shown: Mutex<Option<(PathBuf, Arc<PcapCounters>)>>,
+}
+
+impl PcapControl {
+    /// Captures to `writer` from the next frame on, replacing (and
+    /// closing) any capture running.
+    pub fn start(&self, writer: PcapWriter) {
+        let shown = (writer.path().to_path_buf(), writer.counters());
+        self.set(Change::Start(writer));
+        *self.shown.lock().unwrap_or_else(|e| e.into_inner()) = Some(shown);
+    }
+
+    /// Stops the capture running, if any (`false`: none was).
+    pub fn stop(&self) -> bool {
+        let was = self
+            .shown
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .is_some();
+        self.set(Change::Stop);
+        was
+    }
+
+    /// The capture running: its file and counters.
+    pub fn current(&self) -> Option<(PathBuf, Arc<PcapCounters>)> {
+        self.shown.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set(&self, change: Change) {
+        *self.next.lock().unwrap_or_else(|e| e.into_inner()) = Some(change);
+        self.changed.store(true, Ordering::Release);
+    }
+
+    /// The change asked for since the last call, if any.
+    fn take(&self) -> Option<Change> {
+        if !self.changed.load(Ordering::Acquire) {
+            return None;
+        }
+        self.changed.store(false, Ordering::Relaxed);
+        self.next.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+/// A backend whose frames, both ways, are also written to a pcap file
+/// while a capture runs. Everything else is `B`'s: readiness fds,
+/// offloads, counters.
 pub struct PcapBackend<B: NetBackend> {
     inner: B,
-    writer: PcapWriter,
+    writer: Option<PcapWriter>,
+    control: Arc<PcapControl>,
     /// A frame copied out of guest memory or cut into segments.
     scratch: Vec<u8>,
 }
 
 impl<B: NetBackend> PcapBackend<B> {
-    /// `inner`, captured by `writer`.
-    pub fn new(inner: B, writer: PcapWriter) -> Self {
+    /// `inner`, captured by `writer` (or not yet: [`PcapBackend::control`]
+    /// starts a capture later).
+    pub fn new(inner: B, writer: Option<PcapWriter>) -> Self {
+        let control = Arc::new(PcapControl::default());
+        if let Some(w) = &writer {
+            *control.shown.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some((w.path().to_path_buf(), w.counters()));
+        }
         PcapBackend {
             inner,
             writer,
+            control,
             scratch: Vec::new(),
         }
     }
 
-    /// What the capture did so far.
-    pub fn pcap_stats(&self) -> PcapStats {
-        self.writer.stats()
+    /// Starts and stops this backend's capture from another thread.
+    pub fn control(&self) -> Arc<PcapControl> {
+        self.control.clone()
+    }
+
+    /// What the capture running did so far.
+    pub fn pcap_stats(&self) -> Option<PcapStats> {
+        self.writer.as_ref().map(PcapWriter::stats)
     }
 
     /// The backend captured.
@@ -474,11 +586,19 @@ impl<B: NetBackend> PcapBackend<B> {
         &self.inner
     }
 
+    /// Takes any change asked for; whether a capture runs now (then
+    /// `self.writer` is it).
+    fn capturing(&mut self) -> bool {
+        match self.control.take() {
+            None => {}
+            Some(Change::Start(w)) => self.writer = Some(w),
+            Some(Change::Stop) => self.writer = None,
+        }
+        self.writer.as_ref().is_some_and(PcapWriter::is_running)
+    }
+
     /// Writes one frame that crossed the seam with `hdr`.
     fn capture(writer: &mut PcapWriter, hdr: &NetHdr, frame: &[u8]) {
-        if !writer.is_running() {
-            return;
-        }
         let ts = now();
         if hdr.gso_type & !GSO_ECN == GSO_NONE {
             writer.push(ts, &[frame]);
@@ -510,42 +630,50 @@ impl<B: NetBackend> NetBackend for PcapBackend<B> {
 
     fn send(&mut self, hdr: &NetHdr, frame: &[IoSlice<'_>]) -> io::Result<usize> {
         let n = self.inner.send(hdr, frame)?;
-        if let [one] = frame {
-            Self::capture(&mut self.writer, hdr, one);
-        } else if self.writer.is_running() {
-            self.scratch.clear();
-            for s in frame {
-                self.scratch.extend_from_slice(s);
+        if self.capturing() {
+            if let (Some(w), [one]) = (&mut self.writer, frame) {
+                Self::capture(w, hdr, one);
+            } else if let Some(w) = &mut self.writer {
+                self.scratch.clear();
+                for s in frame {
+                    self.scratch.extend_from_slice(s);
+                }
+                Self::capture(w, hdr, &self.scratch);
             }
-            Self::capture(&mut self.writer, hdr, &self.scratch);
         }
         Ok(n)
     }
 
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<(NetHdr, usize)> {
         let (hdr, len) = self.inner.recv(buf)?;
-        if let Some(frame) = buf.get(..len) {
-            Self::capture(&mut self.writer, &hdr, frame);
+        if self.capturing() {
+            if let (Some(w), Some(frame)) = (&mut self.writer, buf.get(..len)) {
+                Self::capture(w, &hdr, frame);
+            }
         }
         Ok((hdr, len))
     }
 
     fn send_guest(&mut self, hdr: &NetHdr, frame: &[GuestBuf]) -> io::Result<usize> {
         let n = self.inner.send_guest(hdr, frame)?;
-        if self.writer.is_running() {
-            self.scratch.clear();
-            guest_buf::gather(frame, &mut self.scratch);
-            Self::capture(&mut self.writer, hdr, &self.scratch);
+        if self.capturing() {
+            if let Some(w) = &mut self.writer {
+                self.scratch.clear();
+                guest_buf::gather(frame, &mut self.scratch);
+                Self::capture(w, hdr, &self.scratch);
+            }
         }
         Ok(n)
     }
 
     fn recv_guest(&mut self, bufs: &[GuestBuf]) -> io::Result<(NetHdr, usize)> {
         let (hdr, len) = self.inner.recv_guest(bufs)?;
-        if self.writer.is_running() {
-            self.scratch.resize(len, 0);
-            let got = guest_buf::read_stream(bufs, 0, &mut self.scratch);
-            Self::capture(&mut self.writer, &hdr, &self.scratch[..got]);
+        if self.capturing() {
+            if let Some(w) = &mut self.writer {
+                self.scratch.resize(len, 0);
+                let got = guest_buf::read_stream(bufs, 0, &mut self.scratch);
+                Self::capture(w, &hdr, &self.scratch[..got]);
+            }
         }
         Ok((hdr, len))
     }

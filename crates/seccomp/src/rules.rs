@@ -281,6 +281,9 @@ fn main_thread() -> Result<Vec<Entry>, BackendError> {
             libc::SYS_sendto,
             libc::SYS_recvfrom,
             libc::SYS_setsockopt,
+            // The control socket's clients pass a capture file's descriptor
+            // with `pcap NAME start` (SCM_RIGHTS): reads are recvmsg.
+            libc::SYS_recvmsg,
             // Removing the control socket's file, only if it is still ours
             // (std's symlink_metadata: statx, or newfstatat without it).
             libc::SYS_statx,

@@ -20,7 +20,7 @@ use tapir_pci::{intx_gsi, IntxPin, SharedPciDevice};
 use tapir_virtio::VirtioPciDevice;
 use vm_memory::GuestMemoryMmap;
 
-use crate::control::command::{NicCapture, NicEntry};
+use crate::control::command::NicEntry;
 use crate::irq::IrqfdLevel;
 use crate::kvm_irq::{KvmIoEvents, KvmMsi};
 use crate::pci::PciPlatform;
@@ -208,23 +208,24 @@ pub fn add_nics(
             link: host_link,
         } = open(&name, spec)?;
         // Capture wraps whatever backend was opened: every frame of every
-        // model crosses this seam (docs/pcap.md). Its files are opened
-        // here, on the thread that builds the VM (the worker may not open).
-        let (backend, pcap): (Box<dyn NetBackend>, _) = match &spec.pcap {
-            None => (backend, None),
+        // model crosses this seam (docs/pcap.md). Every NIC's is wrapped, so
+        // that the control socket can start a capture later. Its files are
+        // opened here, on the thread that builds the VM (the worker may not
+        // open files).
+        let writer = match &spec.pcap {
+            None => None,
             Some(p) => {
-                let writer =
+                Some(
                     PcapWriter::create(&p.path, p.max).map_err(|source| NetError::Pcap {
                         nic: name.clone(),
                         source,
-                    })?;
-                let capture = NicCapture {
-                    path: p.path.clone(),
-                    counters: writer.counters(),
-                };
-                (Box::new(PcapBackend::new(backend, writer)), Some(capture))
+                    })?,
+                )
             }
         };
+        let backend = PcapBackend::new(backend, writer);
+        let pcap = backend.control();
+        let backend: Box<dyn NetBackend> = Box::new(backend);
         let mac = spec
             .mac
             .map(|m| m.0)
