@@ -1,5 +1,6 @@
 //! Command-line flags (clap) and the `run` / `--nic help` commands.
 
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
@@ -28,8 +29,10 @@ enum Command {
     /// `tapir run --control-socket`) and print the reply.
     ///
     /// Commands: help; info (one line per NIC: model, backend, MAC, link,
-    /// counters); set_link NAME on|off (connect or disconnect a NIC's cable);
-    /// quit (stop the VM). Exit status 0 on `ok`, 1 with the error otherwise.
+    /// counters, capture); set_link NAME on|off (connect or disconnect a NIC's
+    /// cable); pcap NAME start FILE | pcap NAME stop (capture the NIC's frames:
+    /// FILE is opened here and passed to tapir); quit (stop the VM). Exit
+    /// status 0 on `ok`, 1 with the error otherwise.
     Ctl(CtlArgs),
 }
 
@@ -64,7 +67,7 @@ struct RunArgs {
     #[arg(long, value_name = "DEST", default_value = "stdio")]
     serial: SerialConfig,
     /// A network interface: model=virtio|e1000|rtl8139,net=user|tap|bridge|passthrough,
-    /// id=,mac=,addr=,vlan=,... (repeatable). `--nic help` lists models and backends.
+    /// id=,mac=,addr=,vlan=,pcap=,... (repeatable). `--nic help` lists models and backends.
     #[arg(long, value_name = "SPEC")]
     nic: Vec<NicArg>,
     /// A host device assigned to the guest: vfio-pci,host=DDDD:BB:DD.F[,addr=SLOT]
@@ -85,6 +88,27 @@ struct RunArgs {
     /// docs/seccomp.md).
     #[arg(long, value_name = "on|off", default_value = "on")]
     seccomp: SeccompMode,
+}
+
+/// `tapir ctl SOCK pcap NIC start FILE`: FILE created (or emptied) for
+/// writing, not through a symbolic link, with its absolute path.
+fn open_capture(file: &str) -> Result<(PathBuf, std::fs::File), String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = std::path::absolute(file).map_err(|e| format!("pcap file '{file}': {e}"))?;
+    if path.to_string_lossy().contains(char::is_whitespace) {
+        return Err(format!(
+            "pcap file '{}': a path with white space cannot be sent on the control socket",
+            path.display()
+        ));
+    }
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&path)
+        .map_err(|e| format!("cannot create pcap file '{}': {e}", path.display()))?;
+    Ok((path, f))
 }
 
 /// How long `tapir ctl` waits for a reply.
@@ -129,6 +153,9 @@ pub fn nic_help() -> String {
     s += "               host=IFNAME, mode=bridge|vepa|private|passthru (bridge)\n";
     s += "\nCommon keys: id=NAME, mac=XX:XX:XX:XX:XX:XX (default: stable, locally administered),\n";
     s += "             addr=SLOT (PCI slot, hex 1..1f), vlan=1..4094 (802.1Q access port)\n";
+    s += "Capture:     pcap=FILE (every frame in and out, libpcap format, as on the backend's wire;\n";
+    s += "             GSO frames as their segments), pcap_max=SIZE (e.g. 64M, at least 4K: past it\n";
+    s += "             FILE becomes FILE.1, replacing the older one, and a new FILE starts)\n";
     s
 }
 
@@ -165,7 +192,21 @@ pub fn main() -> Result<u8, String> {
     match cli.command {
         Command::Ctl(args) => {
             let line = args.command.join(" ");
-            let lines = tapir_vmm::control::request(&args.socket, &line, CTL_TIMEOUT)?;
+            let lines = match args.command.as_slice() {
+                [pcap, nic, start, file] if pcap == "pcap" && start == "start" => {
+                    // tapir may not open files once it runs: open FILE here
+                    // and pass it over the socket.
+                    let (path, f) = open_capture(file)?;
+                    let line = format!("pcap {nic} start {}", path.display());
+                    tapir_vmm::control::request_with_fd(
+                        &args.socket,
+                        &line,
+                        Some(f.as_fd()),
+                        CTL_TIMEOUT,
+                    )?
+                }
+                _ => tapir_vmm::control::request(&args.socket, &line, CTL_TIMEOUT)?,
+            };
             for l in lines {
                 println!("{l}");
             }

@@ -391,6 +391,40 @@ fn nic_is_validated_with_one_line_errors() {
 }
 
 #[test]
+fn pcap_errors_are_one_line() {
+    let o = run(&["run", "--kernel", &kernel(), "--nic", "pcap_max=1M"], T);
+    assert_user_error(&o, "pcap_max= needs pcap=");
+    let o = run(
+        &[
+            "run",
+            "--kernel",
+            &kernel(),
+            "--nic",
+            "pcap=x.pcap,pcap_max=10",
+        ],
+        T,
+    );
+    assert_user_error(&o, "invalid pcap_max '10': at least 4K");
+    let o = run(
+        &[
+            "run",
+            "--kernel",
+            &kernel(),
+            "--memory",
+            "32M",
+            "--nic",
+            "id=cap0,pcap=/nonexistent-tapir-dir/x.pcap",
+        ],
+        T,
+    );
+    assert_user_error(
+        &o,
+        "--nic cap0: cannot create pcap file '/nonexistent-tapir-dir/x.pcap': No such file or \
+         directory",
+    );
+}
+
+#[test]
 fn missing_bridge_is_one_clear_line() {
     if !common::can_make_taps() {
         tapir_test_support::skipped(
@@ -463,6 +497,8 @@ fn nic_help_lists_models_and_backends() {
             "tap",
             "bridge",
             "passthrough",
+            "pcap=FILE",
+            "pcap_max=SIZE",
         ] {
             assert!(
                 o.stdout.contains(needle),

@@ -25,6 +25,8 @@ mod frames;
 mod guest;
 #[path = "datapath/memory.rs"]
 mod memory;
+#[path = "datapath/pcap.rs"]
+mod pcap;
 #[path = "datapath/tap.rs"]
 mod tap;
 #[path = "datapath/user.rs"]
@@ -302,17 +304,30 @@ fn summary(cell: &Cell, run: &Run) -> String {
 /// One VM at a time in this process (see the crate's comment).
 static ONE_VM_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-fn run_cell(cell: Cell) {
+/// Whether this host can run VMs (else `test` is reported skipped).
+fn have_kvm(test: &str) -> bool {
     let kvm = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open("/dev/kvm");
     if let Err(e) = kvm {
-        tapir_test_support::skipped(cell.test, &format!("cannot open /dev/kvm: {e}"));
+        tapir_test_support::skipped(test, &format!("cannot open /dev/kvm: {e}"));
+        return false;
+    }
+    true
+}
+
+/// Holds the one VM this process may run at a time.
+fn one_vm() -> std::sync::MutexGuard<'static, ()> {
+    // A test that failed holds nothing the next one needs.
+    ONE_VM_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn run_cell(cell: Cell) {
+    if !have_kvm(cell.test) {
         return;
     }
-    // A test that failed holds nothing the next one needs.
-    let _one = ONE_VM_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = one_vm();
     let run = match cell.backend {
         Backend::Memory => memory::run(&cell),
         Backend::Tap => match tap::run(&cell) {
@@ -325,7 +340,13 @@ fn run_cell(cell: Cell) {
             None => return,
         },
     };
-    eprintln!("{}", summary(&cell, &run));
+    check_run(&cell, &run);
+}
+
+/// Prints the run's summary and panics with every check that failed;
+/// `false` when the guest's driver is a stub (the test is then skipped).
+fn check_run(cell: &Cell, run: &Run) -> bool {
+    eprintln!("{}", summary(cell, run));
     // The guest's stubs, until its driver is written.
     if let Some(stub) = run
         .serial
@@ -333,9 +354,9 @@ fn run_cell(cell: Cell) {
         .find(|l| l.contains("driver is not written yet"))
     {
         tapir_test_support::skipped(cell.test, stub.trim());
-        return;
+        return false;
     }
-    let fails = verify(&cell, &run);
+    let fails = verify(cell, run);
     if !fails.is_empty() {
         let list: Vec<String> = fails.iter().map(|f| format!("  - {f}")).collect();
         panic!(
@@ -349,6 +370,7 @@ fn run_cell(cell: Cell) {
             run.host
         );
     }
+    true
 }
 
 macro_rules! cells {

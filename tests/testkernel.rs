@@ -340,7 +340,10 @@ fn control_socket_lists_nics_sets_links_and_quits() {
         "--nic",
         "model=virtio,net=user",
         "--nic",
-        "model=e1000,net=user,id=lan,mac=52:54:00:00:00:42",
+        &format!(
+            "model=e1000,net=user,id=lan,mac=52:54:00:00:00:42,pcap={}",
+            dir.join("lan.pcap").display()
+        ),
     ]);
     assert!(r.wait_for_output("HALTING", T), "{}", r.stdout_now());
     let ctl = |args: &[&str]| {
@@ -361,6 +364,43 @@ fn control_socket_lists_nics_sets_links_and_quits() {
         lines[1].starts_with("lan model=e1000 net=user mac=52:54:00:00:00:42 link=up "),
         "{}",
         lines[1]
+    );
+    // Capture: lan's counters (the guest sends nothing), none for net0.
+    let pcap = format!(
+        " pcap_file=\"{}\" pcap_records=0 pcap_bytes=0 pcap_rotations=0 pcap_unsegmented=0 \
+         pcap_stopped=0",
+        dir.join("lan.pcap").display()
+    );
+    assert!(lines[1].ends_with(&pcap), "{}", lines[1]);
+    assert!(!lines[0].contains("pcap"), "{}", lines[0]);
+    // A capture started and stopped at run time: tapir ctl opens the file
+    // and passes it (the main thread's filter lets it receive it).
+    let run_time = dir.join("net0.pcap");
+    let start = ctl(&["pcap", "net0", "start", run_time.to_str().unwrap()]);
+    assert_eq!(
+        (start.code, start.stdout.as_str()),
+        (0, ""),
+        "{}",
+        start.stderr
+    );
+    assert_eq!(
+        std::fs::metadata(&run_time).unwrap().len(),
+        24,
+        "the header"
+    );
+    let info = ctl(&["info"]);
+    let want = format!(" pcap_file=\"{}\" pcap_records=0 ", run_time.display());
+    assert!(
+        info.stdout.lines().next().unwrap().contains(&want),
+        "{}",
+        info.stdout
+    );
+    let stop = ctl(&["pcap", "net0", "stop"]);
+    assert_eq!(stop.code, 0, "{}", stop.stderr);
+    let stop = ctl(&["pcap", "net0", "stop"]);
+    assert_eq!(
+        common::error_lines(&stop.stderr),
+        vec!["tapir: pcap stop: NIC 'net0' has no capture running"]
     );
     let off = ctl(&["set_link", "lan", "off"]);
     assert_eq!((off.code, off.stdout.as_str()), (0, ""), "{}", off.stderr);

@@ -91,13 +91,18 @@ fn echo_loop(sock: PacketSocket, rules: Rules, stop: Arc<AtomicBool>) -> Tally {
 
 /// None: skipped here (no root or no /dev/net/tun).
 pub fn run(cell: &Cell) -> Option<Run> {
+    run_with(cell, "")
+}
+
+/// [`run`], with `extra` (`,key=value...`) appended to the `--nic`.
+pub fn run_with(cell: &Cell, extra: &str) -> Option<Run> {
     if !privileged(cell.test) {
         return None;
     }
     let start = Instant::now();
     let tap = Tap::make(&unique("dp", cell.model.tag()));
     let nic = format!(
-        "model={},net=tap,ifname={}",
+        "model={},net=tap,ifname={}{extra}",
         cell.model.nic_model(),
         tap.name()
     );

@@ -40,6 +40,11 @@ fn echo_loop(sock: UdpSocket, stop: Arc<AtomicBool>) -> Tally {
 }
 
 pub fn run(cell: &Cell) -> Run {
+    run_with(cell, "")
+}
+
+/// [`run`], with `extra` (`,key=value...`) appended to the `--nic`.
+pub fn run_with(cell: &Cell, extra: &str) -> Run {
     let start = Instant::now();
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.set_read_timeout(Some(Duration::from_millis(100)))
@@ -51,7 +56,10 @@ pub fn run(cell: &Cell) -> Run {
         std::thread::spawn(move || echo_loop(sock, stop))
     };
     let cmdline = cell.cmdline(Some(port));
-    let nic = format!("model={},net=user,loopback=on", cell.model.nic_model());
+    let nic = format!(
+        "model={},net=user,loopback=on{extra}",
+        cell.model.nic_model()
+    );
     let out = run_binary(&cmdline, &nic);
     stop.raise();
     let host = echo.join().unwrap();

@@ -13,7 +13,9 @@ use std::path::PathBuf;
 pub use device::{
     check_devices, DeviceArg, DeviceSpec, DeviceSpecError, PciAddress, VfioPciSpec, DEVICE_KINDS,
 };
-pub use nic::{BackendSpec, MacAddr, MacvtapMode, NicArg, NicModel, NicSpec, NicSpecError};
+pub use nic::{
+    BackendSpec, MacAddr, MacvtapMode, NicArg, NicModel, NicSpec, NicSpecError, PcapSpec,
+};
 pub use size::{parse_size, SizeError};
 
 /// Where the guest's COM1 goes.

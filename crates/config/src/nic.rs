@@ -12,9 +12,17 @@
 //! - backend options: tap `ifname=`, `fd=`; bridge `br=`, `ifname=`;
 //!   user `subnet=`, `gateway=`, `dns=`, `dhcpstart=`, `loopback=`, `hostfwd=` (repeatable),
 //!   `restrict=on|off`; passthrough `host=`, `mode=bridge|vepa|private|passthru`.
+//! - capture: `pcap=FILE` (every frame in and out, in libpcap format),
+//!   `pcap_max=SIZE` (rotation to `FILE.1` past SIZE; at least 4K).
 
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
+
+use crate::size::parse_size;
+
+/// The smallest `pcap_max=`: a file header and a few records.
+pub const PCAP_MAX_MIN: u64 = 4096;
 
 /// Errors in one `--nic` value. What the user typed is shown with control
 /// characters escaped, so that every error stays one line.
@@ -45,6 +53,21 @@ pub enum NicSpecError {
         net: &'static str,
         key: &'static str,
     },
+    /// An option that only makes sense with another one.
+    #[error("--nic: {key}= needs {needs}=")]
+    Needs {
+        key: &'static str,
+        needs: &'static str,
+    },
+}
+
+/// Capture of a NIC's frames (`pcap=FILE[,pcap_max=SIZE]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PcapSpec {
+    /// The capture file (created, or emptied).
+    pub path: PathBuf,
+    /// Past this many bytes the file becomes `FILE.1` and a new one starts.
+    pub max: Option<u64>,
 }
 
 /// The emulated NIC model.
@@ -223,6 +246,8 @@ pub struct NicSpec {
     pub vectors: Option<u16>,
     /// PCI revision (rtl8139 only).
     pub revision: Option<u8>,
+    /// Capture to a pcap file.
+    pub pcap: Option<PcapSpec>,
 }
 
 fn valid_ifname(key: &'static str, v: &str) -> Result<String, NicSpecError> {
@@ -286,7 +311,7 @@ impl FromStr for NicArg {
             .unwrap_or(NicModel::Virtio);
         let net_name = get("net").unwrap_or("user");
         let mut used = vec![
-            "model", "net", "id", "mac", "addr", "vlan", "vectors", "rev",
+            "model", "net", "id", "mac", "addr", "vlan", "vectors", "rev", "pcap", "pcap_max",
         ];
         let net = match net_name {
             "user" => {
@@ -463,6 +488,7 @@ impl FromStr for NicArg {
                 what: format!("model={}", model.name()),
             });
         }
+        let pcap = parse_pcap(get("pcap"), get("pcap_max"))?;
         Ok(NicArg::Nic(NicSpec {
             model,
             net,
@@ -472,8 +498,49 @@ impl FromStr for NicArg {
             vlan,
             vectors,
             revision,
+            pcap,
         }))
     }
+}
+
+/// `pcap=` and `pcap_max=`.
+fn parse_pcap(path: Option<&str>, max: Option<&str>) -> Result<Option<PcapSpec>, NicSpecError> {
+    let Some(path) = path else {
+        return match max {
+            Some(_) => Err(NicSpecError::Needs {
+                key: "pcap_max",
+                needs: "pcap",
+            }),
+            None => Ok(None),
+        };
+    };
+    if path.is_empty() || path.ends_with('/') || path.bytes().any(|b| b == 0) {
+        return Err(NicSpecError::BadValue {
+            key: "pcap",
+            value: path.into(),
+            why: "expected a file name",
+        });
+    }
+    let max = match max {
+        None => None,
+        Some(v) => {
+            let bad = |why| NicSpecError::BadValue {
+                key: "pcap_max",
+                value: v.into(),
+                why,
+            };
+            let n = parse_size(v)
+                .map_err(|_| bad("expected a size such as 64M (a number, K, M, G or T suffix)"))?;
+            if n < PCAP_MAX_MIN {
+                return Err(bad("at least 4K"));
+            }
+            Some(n)
+        }
+    };
+    Ok(Some(PcapSpec {
+        path: PathBuf::from(path),
+        max,
+    }))
 }
 
 #[cfg(test)]
@@ -615,5 +682,59 @@ mod tests {
             e("net=tap,ifname=a,fd=3"),
             NicSpecError::BadValue { key: "fd", .. }
         ));
+    }
+
+    #[test]
+    fn pcap() {
+        assert_eq!(nic("id=n0").pcap, None);
+        assert_eq!(
+            nic("pcap=/tmp/n0.pcap").pcap,
+            Some(PcapSpec {
+                path: "/tmp/n0.pcap".into(),
+                max: None
+            })
+        );
+        assert_eq!(
+            nic("net=tap,ifname=t0,pcap=cap,pcap_max=64M").pcap,
+            Some(PcapSpec {
+                path: "cap".into(),
+                max: Some(64 << 20)
+            })
+        );
+        assert_eq!(nic("pcap=c,pcap_max=4096").pcap.unwrap().max, Some(4096));
+        let e = |s: &str| s.parse::<NicArg>().unwrap_err();
+        assert_eq!(
+            e("pcap_max=1M"),
+            NicSpecError::Needs {
+                key: "pcap_max",
+                needs: "pcap"
+            }
+        );
+        assert_eq!(e("pcap_max=1M").to_string(), "--nic: pcap_max= needs pcap=");
+        for bad in ["pcap=", "pcap=dir/"] {
+            assert!(
+                matches!(e(bad), NicSpecError::BadValue { key: "pcap", .. }),
+                "{bad}"
+            );
+        }
+        for bad in ["1.5M", "-1", "M", "12X", "99999999999T", "4095", "0"] {
+            let err = e(&format!("pcap=c,pcap_max={bad}"));
+            assert!(
+                matches!(
+                    err,
+                    NicSpecError::BadValue {
+                        key: "pcap_max",
+                        ..
+                    }
+                ),
+                "{bad}: {err:?}"
+            );
+            assert_eq!(err.to_string().lines().count(), 1);
+        }
+        assert_eq!(
+            e("pcap=c,pcap_max=1K").to_string(),
+            "--nic: invalid pcap_max '1K': at least 4K"
+        );
+        assert_eq!(e("pcap=a,pcap=b"), NicSpecError::Duplicate("pcap".into()));
     }
 }

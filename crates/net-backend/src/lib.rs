@@ -15,6 +15,7 @@ pub mod hdr;
 pub mod macvtap;
 pub mod memory;
 pub mod offload;
+pub mod pcap;
 mod rtnl;
 mod sys;
 pub mod tap;
@@ -26,6 +27,7 @@ pub use hdr::{NetHdr, NET_HDR_LEN};
 pub use macvtap::MacvtapBackend;
 pub use memory::{MemoryBackend, MemoryPeer};
 pub use offload::OffloadError;
+pub use pcap::{PcapBackend, PcapControl, PcapCounters, PcapError, PcapStats, PcapWriter};
 pub use tap::{TapBackend, TapConfig};
 
 use std::io;
@@ -138,6 +140,41 @@ pub trait NetBackend: Send {
     fn set_offloads(&mut self, offloads: Offloads) -> io::Result<()>;
     /// Counters.
     fn stats(&self) -> BackendStats;
+}
+
+/// A boxed backend is a backend (so that wrappers such as [`PcapBackend`]
+/// can take any backend the VMM opened).
+impl<B: NetBackend + ?Sized> NetBackend for Box<B> {
+    fn describe(&self) -> String {
+        (**self).describe()
+    }
+    fn send(&mut self, hdr: &NetHdr, frame: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        (**self).send(hdr, frame)
+    }
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<(NetHdr, usize)> {
+        (**self).recv(buf)
+    }
+    fn send_guest(&mut self, hdr: &NetHdr, frame: &[GuestBuf]) -> io::Result<usize> {
+        (**self).send_guest(hdr, frame)
+    }
+    fn recv_guest(&mut self, bufs: &[GuestBuf]) -> io::Result<(NetHdr, usize)> {
+        (**self).recv_guest(bufs)
+    }
+    fn rx_fd(&self) -> RawFd {
+        (**self).rx_fd()
+    }
+    fn tx_fd(&self) -> RawFd {
+        (**self).tx_fd()
+    }
+    fn offloads(&self) -> Offloads {
+        (**self).offloads()
+    }
+    fn set_offloads(&mut self, offloads: Offloads) -> io::Result<()> {
+        (**self).set_offloads(offloads)
+    }
+    fn stats(&self) -> BackendStats {
+        (**self).stats()
+    }
 }
 
 #[cfg(test)]

@@ -212,6 +212,10 @@ mod tests {
             libc::SYS_seccomp,
             libc::SYS_prctl,
             libc::SYS_io_uring_setup,
+            libc::SYS_rename,
+            libc::SYS_renameat,
+            libc::SYS_link,
+            libc::SYS_linkat,
         ];
         for kind in ThreadKind::ALL {
             let rules = rules::rules(kind).unwrap();
@@ -235,6 +239,16 @@ mod tests {
         assert!(!rules::rules(ThreadKind::Vcpu)
             .unwrap()
             .contains_key(&libc::SYS_socket));
+        // pcap_max='s rotation: NIC workers swap two names, nothing else.
+        assert!(rules::rules(ThreadKind::NicWorker)
+            .unwrap()
+            .get(&libc::SYS_renameat2)
+            .is_some_and(|r| r.len() == 1));
+        for kind in [ThreadKind::Vcpu, ThreadKind::Main] {
+            assert!(!rules::rules(kind)
+                .unwrap()
+                .contains_key(&libc::SYS_renameat2));
+        }
     }
 
     #[test]

@@ -220,7 +220,11 @@ fn vcpu() -> Result<Vec<Entry>, BackendError> {
 /// A NIC worker thread: waits on its epoll set, moves frames between guest
 /// memory and the backend (tap: readv/writev; user-mode NAT: host sockets
 /// it opens, connects and closes at run time, for TCP, UDP, DNS and ping),
-/// raises interrupts (irqfd writes, KVM_SIGNAL_MSI) and arms timers.
+/// raises interrupts (irqfd writes, KVM_SIGNAL_MSI) and arms timers. With
+/// `pcap=` it writes the capture file it was given open, and with
+/// `pcap_max=` rotates it without opening anything: the older file of the
+/// two it holds is emptied (ftruncate) and the two names are swapped
+/// (renameat2 with RENAME_EXCHANGE only; docs/pcap.md).
 fn nic_worker() -> Result<Vec<Entry>, BackendError> {
     use ioctls::*;
     let mut v = common()?;
@@ -247,6 +251,13 @@ fn nic_worker() -> Result<Vec<Entry>, BackendError> {
     // Unix sockets.
     v.push(allow_arg(libc::SYS_socket, 0, &[libc::AF_INET as u64])?);
     v.push(allow_arg(libc::SYS_ioctl, 1, &[KVM_SIGNAL_MSI, FIONBIO])?);
+    // pcap_max='s rotation.
+    v.push(allow(libc::SYS_ftruncate));
+    v.push(allow_arg(
+        libc::SYS_renameat2,
+        4,
+        &[u64::from(libc::RENAME_EXCHANGE)],
+    )?);
     Ok(v)
 }
 
@@ -270,6 +281,9 @@ fn main_thread() -> Result<Vec<Entry>, BackendError> {
             libc::SYS_sendto,
             libc::SYS_recvfrom,
             libc::SYS_setsockopt,
+            // The control socket's clients pass a capture file's descriptor
+            // with `pcap NAME start` (SCM_RIGHTS): reads are recvmsg.
+            libc::SYS_recvmsg,
             // Removing the control socket's file, only if it is still ours
             // (std's symlink_metadata: statx, or newfstatat without it).
             libc::SYS_statx,

@@ -181,3 +181,64 @@ fn malloc_opens_no_file_under_the_filters() {
     let (status, stderr) = run_child("malloc_opens_no_file_under_the_filters", "malloc");
     assert_eq!(status, Some(0), "stderr:\n{stderr}");
 }
+
+/// `pcap_max=`'s rotation under the nic-worker filter: the writer, given
+/// its files open before the filter, rotates several times (ftruncate and
+/// renameat2 RENAME_EXCHANGE, no open); a plain rename is still refused.
+#[test]
+fn pcap_rotation_under_the_nic_worker_filter() {
+    use tapir_net_backend::PcapWriter;
+    // The parent's directory: a child names it by its parent's pid.
+    let pid = match std::env::var(CHILD) {
+        Ok(_) => std::os::unix::process::parent_id(),
+        Err(_) => std::process::id(),
+    };
+    let dir = std::env::temp_dir().join(format!("tapir-seccomp-pcap-{pid}"));
+    let path = dir.join("net0.pcap");
+    match std::env::var(CHILD).as_deref() {
+        Ok("pcap-rotate") => {
+            let mut w = PcapWriter::create(&path, Some(4096)).unwrap();
+            filtered_thread("net0-net", ThreadKind::NicWorker, move || {
+                for i in 0..100u32 {
+                    let frame = vec![i as u8; 300];
+                    w.push(std::time::Duration::from_secs(i.into()), &[&frame]);
+                    w.flush();
+                }
+                let st = w.stats();
+                assert!(!st.stopped && st.rotations >= 5, "{st:?}");
+                eprintln!("rotated {} times", st.rotations);
+            })
+        }
+        Ok("pcap-rename") => filtered_thread("net0-net", ThreadKind::NicWorker, move || {
+            let (a, b) = (c"a", c"b");
+            // SAFETY: two NUL-terminated names; the filter refuses the call
+            // (flags 0) before the kernel looks at them. The raw syscall:
+            // glibc's wrapper makes flags 0 a renameat.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_renameat2,
+                    libc::AT_FDCWD,
+                    a.as_ptr(),
+                    libc::AT_FDCWD,
+                    b.as_ptr(),
+                    0,
+                )
+            };
+        }),
+        Ok(_) => return,
+        Err(_) => {}
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let test = "pcap_rotation_under_the_nic_worker_filter";
+    let (status, stderr) = run_child(test, "pcap-rotate");
+    assert_eq!(status, Some(0), "stderr:\n{stderr}");
+    assert!(stderr.contains("rotated "), "stderr:\n{stderr}");
+    for f in ["net0.pcap", "net0.pcap.1"] {
+        assert!(std::fs::metadata(dir.join(f)).unwrap().len() <= 4096);
+    }
+    let (status, stderr) = run_child(test, "pcap-rename");
+    assert_eq!(status, Some(EXIT_STATUS), "stderr:\n{stderr}");
+    assert!(stderr.contains("(renameat2, args"), "stderr:\n{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

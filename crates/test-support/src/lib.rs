@@ -7,6 +7,7 @@
 //!   suite's summary finds it.
 //! - [`net`]: for tests with taps (root and `/dev/net/tun`): interface
 //!   names, `ip`, and [`net::PacketSocket`], the host's end of a tap.
+//! - [`pcap`]: pcap files read back (a reader of its own, and `tcpdump -r`).
 //!
 //! Rust's test harness has no "skipped" verdict: a test that cannot run
 //! here returns early and passes. So that it does not pass silently, it
@@ -17,6 +18,7 @@
 //! check that was run again.
 
 pub mod net;
+pub mod pcap;
 
 use std::io::Write;
 use std::path::PathBuf;

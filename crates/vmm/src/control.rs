@@ -16,7 +16,7 @@ pub mod command;
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -33,6 +33,98 @@ use command::{NicEntry, MAX_LINE};
 pub const MAX_CONNECTIONS: usize = 8;
 /// Unread reply bytes after which a client is dropped.
 pub const MAX_PENDING_OUTPUT: usize = 64 * 1024;
+/// Descriptors a client may have passed and not used yet (`pcap NAME
+/// start` takes one); more are closed.
+pub const MAX_FDS: usize = 4;
+
+/// Room for the control message of one `recvmsg`: [`MAX_FDS`]
+/// descriptors (CMSG_SPACE(16) is 32 bytes on 64-bit Linux), 8-aligned.
+type CmsgBuf = [u64; 8];
+
+/// `recvmsg(2)` on `s` into `buf`; descriptors passed with the bytes
+/// (SCM_RIGHTS, close-on-exec) are appended to `fds`. Those that do not
+/// fit the control buffer are closed by the kernel.
+fn recv_with_fds(s: &UnixStream, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<usize> {
+    let mut cmsg: CmsgBuf = [0; 8];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: msghdr is plain data; all-zero is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cmsg.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of::<CmsgBuf>();
+    // SAFETY: `msg` points at `iov` (over `buf`) and `cmsg`, all live and
+    // exclusively ours for the call, with their true lengths.
+    let n = unsafe { libc::recvmsg(s.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel filled `msg`'s control part within `cmsg`; the
+    // CMSG_* macros walk it within `msg_controllen`.
+    let mut c = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+    while !c.is_null() {
+        // SAFETY: CMSG_FIRSTHDR/CMSG_NXTHDR give a header inside `cmsg`.
+        let h = unsafe { &*c };
+        if h.cmsg_level == libc::SOL_SOCKET && h.cmsg_type == libc::SCM_RIGHTS {
+            // SAFETY: CMSG_LEN(0) is arithmetic.
+            let head = unsafe { libc::CMSG_LEN(0) } as usize;
+            let count = (h.cmsg_len as usize).saturating_sub(head) / std::mem::size_of::<RawFd>();
+            // SAFETY: the data of this header, inside `cmsg`.
+            let data = unsafe { libc::CMSG_DATA(c) }.cast::<RawFd>();
+            for i in 0..count {
+                // SAFETY: `count` descriptors lie at `data` (maybe
+                // unaligned); each is a new descriptor the kernel gave
+                // this process, owned by nobody else.
+                let fd = unsafe { OwnedFd::from_raw_fd(data.add(i).read_unaligned()) };
+                if fds.len() < MAX_FDS {
+                    fds.push(fd);
+                }
+            }
+        }
+        // SAFETY: as for CMSG_FIRSTHDR; `c` is a header of `msg`.
+        c = unsafe { libc::CMSG_NXTHDR(&msg, c) };
+    }
+    Ok(n as usize)
+}
+
+/// `sendmsg(2)` of all of `bytes` on `s`, with `fd` passed (SCM_RIGHTS)
+/// along with them.
+fn send_with_fd(s: &UnixStream, bytes: &[u8], fd: BorrowedFd<'_>) -> io::Result<()> {
+    let mut cmsg: CmsgBuf = [0; 8];
+    let mut iov = libc::iovec {
+        iov_base: bytes.as_ptr() as *mut libc::c_void,
+        iov_len: bytes.len(),
+    };
+    // SAFETY: plain data, as in `recv_with_fds`.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cmsg.as_mut_ptr().cast();
+    // SAFETY: CMSG_SPACE is arithmetic.
+    msg.msg_controllen = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
+    // SAFETY: the buffer has room for one header with one descriptor
+    // (CMSG_SPACE(4) = 24 <= 64 bytes); CMSG_FIRSTHDR is inside it.
+    unsafe {
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        (*c).cmsg_level = libc::SOL_SOCKET;
+        (*c).cmsg_type = libc::SCM_RIGHTS;
+        (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as usize;
+        libc::CMSG_DATA(c)
+            .cast::<RawFd>()
+            .write_unaligned(fd.as_raw_fd());
+    }
+    // SAFETY: `msg` points at live buffers with their true lengths; the
+    // kernel only reads them.
+    let n = unsafe { libc::sendmsg(s.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // The descriptor went with the first byte; the rest, if any, plainly.
+    (&*s).write_all(&bytes[n as usize..])
+}
 
 /// Errors opening the control socket.
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +192,8 @@ impl Token {
 struct Client {
     stream: UnixStream,
     input: Vec<u8>,
+    /// Descriptors passed and not used yet (closed with the client).
+    fds: Vec<OwnedFd>,
     output: Vec<u8>,
     /// The client closed its side or broke a limit: close once the output
     /// is written.
@@ -166,6 +260,7 @@ impl ControlServer {
                 Client {
                     stream,
                     input: Vec::new(),
+                    fds: Vec::new(),
                     output: Vec::new(),
                     closing: false,
                     want_out: false,
@@ -181,7 +276,7 @@ impl ControlServer {
         };
         let mut buf = [0u8; 4096];
         loop {
-            match c.stream.read(&mut buf) {
+            match recv_with_fds(&c.stream, &mut buf, &mut c.fds) {
                 Ok(0) => {
                     c.closing = true;
                     break;
@@ -207,7 +302,7 @@ impl ControlServer {
                 format!("error: command longer than {MAX_LINE} bytes\n")
             } else {
                 match std::str::from_utf8(line) {
-                    Ok(text) => command::execute(text, &self.nics, &self.vm),
+                    Ok(text) => command::execute(text, &self.nics, &self.vm, &mut c.fds),
                     Err(_) => "error: command is not UTF-8\n".to_string(),
                 }
             };
@@ -313,6 +408,17 @@ impl MutEventSubscriber for ControlServer {
 /// The client side: sends `command` to the socket at `path` and returns
 /// the data lines of the reply, or the error message of its status line.
 pub fn request(path: &Path, command: &str, timeout: Duration) -> Result<Vec<String>, String> {
+    request_with_fd(path, command, None, timeout)
+}
+
+/// [`request`], with `fd` passed along with the command (SCM_RIGHTS):
+/// `pcap NAME start FILE` needs FILE open.
+pub fn request_with_fd(
+    path: &Path,
+    command: &str,
+    fd: Option<BorrowedFd<'_>>,
+    timeout: Duration,
+) -> Result<Vec<String>, String> {
     if command.contains('\n') || command.len() > MAX_LINE {
         return Err(format!("a command is one line of at most {MAX_LINE} bytes"));
     }
@@ -325,7 +431,11 @@ pub fn request(path: &Path, command: &str, timeout: Duration) -> Result<Vec<Stri
     let to = |e: io::Error| format!("control socket '{}': {e}", path.display());
     s.set_read_timeout(Some(timeout)).map_err(to)?;
     s.set_write_timeout(Some(timeout)).map_err(to)?;
-    s.write_all(format!("{command}\n").as_bytes()).map_err(to)?;
+    let line = format!("{command}\n");
+    match fd {
+        Some(fd) => send_with_fd(&s, line.as_bytes(), fd).map_err(to)?,
+        None => s.write_all(line.as_bytes()).map_err(to)?,
+    }
     let _ = s.shutdown(std::net::Shutdown::Write);
     let mut reply = String::new();
     s.read_to_string(&mut reply).map_err(|e| {

@@ -5,13 +5,22 @@
 //! ```text
 //! help                   the commands, one per line
 //! info                   one line per NIC: NAME model=M net=B mac=M link=up|down COUNTER=N...
+//!                        [pcap_file="FILE" pcap_records=N pcap_bytes=N pcap_rotations=N
+//!                        pcap_unsegmented=N pcap_stopped=0|1]
 //! set_link NAME on|off   connects or disconnects NAME's cable (as QEMU's set_link)
+//! pcap NAME start FILE   captures NAME's frames to FILE, whose descriptor comes with
+//!                        the command (SCM_RIGHTS; `tapir ctl` opens FILE)
+//! pcap NAME stop         stops NAME's capture
 //! quit                   stops the VM (tapir exits with status 0)
 //! ```
 
+use std::fs::File;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use tapir_config::MacAddr;
+use tapir_net_backend::{PcapControl, PcapWriter};
 use tapir_nic::worker::NicStats;
 use tapir_nic::LinkHandle;
 
@@ -35,6 +44,8 @@ pub struct NicEntry {
     pub link: LinkHandle,
     /// Its counters.
     pub stats: Arc<NicStats>,
+    /// Its capture (`pcap=`, `pcap NAME start|stop`).
+    pub pcap: Arc<PcapControl>,
 }
 
 /// A parsed command.
@@ -46,14 +57,21 @@ pub enum Command {
     Info,
     /// Connect (`true`) or disconnect a NIC's cable.
     SetLink { nic: String, up: bool },
+    /// Start capturing a NIC's frames into the file whose descriptor came
+    /// with the command (`path` is its name, for `info`).
+    PcapStart { nic: String, path: String },
+    /// Stop a NIC's capture.
+    PcapStop { nic: String },
     /// Stop the VM.
     Quit,
 }
 
 const HELP: &[&str] = &[
     "help                   this list",
-    "info                   one line per NIC: name, model, backend, MAC, link, counters",
+    "info                   one line per NIC: name, model, backend, MAC, link, counters, capture",
     "set_link NAME on|off   connect or disconnect the NIC's cable",
+    "pcap NAME start FILE   capture the NIC's frames to FILE (tapir ctl opens FILE and passes it)",
+    "pcap NAME stop         stop the NIC's capture",
     "quit                   stop the VM (tapir exits with status 0)",
 ];
 
@@ -85,6 +103,16 @@ impl Command {
                     up,
                 })
             }
+            Some("pcap") => match (words.get(2).copied(), words.len()) {
+                (Some("start"), 4) => Ok(Command::PcapStart {
+                    nic: words[1].to_string(),
+                    path: words[3].to_string(),
+                }),
+                (Some("stop"), 3) => Ok(Command::PcapStop {
+                    nic: words[1].to_string(),
+                }),
+                _ => Err("usage: pcap NAME start FILE | pcap NAME stop".into()),
+            },
             Some(other) => Err(format!(
                 "unknown command '{}' (try: help)",
                 other.escape_debug()
@@ -106,12 +134,39 @@ pub fn info_line(n: &NicEntry) -> String {
     for (k, v) in n.stats.snapshot() {
         s += &format!(" {k}={v}");
     }
+    if let Some((path, counters)) = n.pcap.current() {
+        let p = counters.snapshot();
+        // Quoted and escaped: the line stays one line of words.
+        s += &format!(
+            " pcap_file={:?} pcap_records={} pcap_bytes={} pcap_rotations={} \
+             pcap_unsegmented={} pcap_stopped={}",
+            path.to_string_lossy(),
+            p.records,
+            p.bytes,
+            p.rotations,
+            p.unsegmented,
+            u8::from(p.stopped)
+        );
+    }
     s
 }
 
+/// The NIC named `nic`, or the error that lists the names.
+fn find<'a>(nics: &'a [NicEntry], nic: &str) -> Result<&'a NicEntry, String> {
+    nics.iter().find(|n| n.name == nic).ok_or_else(|| {
+        let names: Vec<&str> = nics.iter().map(|n| n.name.as_str()).collect();
+        if names.is_empty() {
+            format!("no NIC named '{nic}': this VM has no NICs")
+        } else {
+            format!("no NIC named '{nic}' (NICs: {})", names.join(", "))
+        }
+    })
+}
+
 /// Runs `line` against the VM; returns the reply, status line included,
-/// each line ending in a newline.
-pub fn execute(line: &str, nics: &[NicEntry], vm: &VmControl) -> String {
+/// each line ending in a newline. `fds` are the descriptors the client
+/// passed (SCM_RIGHTS), oldest first: `pcap NAME start` takes one.
+pub fn execute(line: &str, nics: &[NicEntry], vm: &VmControl, fds: &mut Vec<OwnedFd>) -> String {
     let mut out = String::new();
     let status = match Command::parse(line) {
         Err(e) => Err(e),
@@ -129,20 +184,31 @@ pub fn execute(line: &str, nics: &[NicEntry], vm: &VmControl) -> String {
             }
             Ok(())
         }
-        Ok(Command::SetLink { nic, up }) => match nics.iter().find(|n| n.name == nic) {
-            Some(n) => {
-                n.link.set(up);
+        Ok(Command::SetLink { nic, up }) => find(nics, &nic).map(|n| {
+            n.link.set(up);
+        }),
+        Ok(Command::PcapStart { nic, path }) => find(nics, &nic).and_then(|n| {
+            // tapir's threads may not open files: the client did.
+            if fds.is_empty() {
+                return Err(
+                    "pcap start: no file came with the command (use tapir ctl, which opens FILE \
+                     and passes it)"
+                        .to_string(),
+                );
+            }
+            let file = File::from(fds.remove(0));
+            let writer = PcapWriter::from_file(file, PathBuf::from(path))
+                .map_err(|e| format!("pcap start: {e}"))?;
+            n.pcap.start(writer);
+            Ok(())
+        }),
+        Ok(Command::PcapStop { nic }) => find(nics, &nic).and_then(|n| {
+            if n.pcap.stop() {
                 Ok(())
+            } else {
+                Err(format!("pcap stop: NIC '{nic}' has no capture running"))
             }
-            None => {
-                let names: Vec<&str> = nics.iter().map(|n| n.name.as_str()).collect();
-                Err(if names.is_empty() {
-                    format!("no NIC named '{nic}': this VM has no NICs")
-                } else {
-                    format!("no NIC named '{nic}' (NICs: {})", names.join(", "))
-                })
-            }
-        },
+        }),
         Ok(Command::Quit) => {
             vm.stop(ExitReason::ControlQuit);
             Ok(())
@@ -181,7 +247,58 @@ mod tests {
             mac: [0x52, 0x54, 0, 0x12, 0x34, 0x56],
             link: LinkHandle::new(Carrier::new(), rec),
             stats: Arc::new(NicStats::default()),
+            pcap: Arc::default(),
         }
+    }
+
+    #[test]
+    fn pcap_start_and_stop_and_info() {
+        let vm = VmControl::new().unwrap();
+        let nics = vec![entry("net0", Arc::new(Rec::default()))];
+        let mut fds = Vec::new();
+        let plain = execute("info", &nics, &vm, &mut fds);
+        assert!(!plain.contains("pcap"), "{plain}");
+        assert_eq!(
+            execute("pcap net0 start /x.pcap", &nics, &vm, &mut fds),
+            "error: pcap start: no file came with the command (use tapir ctl, which opens FILE \
+             and passes it)\n"
+        );
+        assert_eq!(
+            execute("pcap net0 stop", &nics, &vm, &mut fds),
+            "error: pcap stop: NIC 'net0' has no capture running\n"
+        );
+        assert_eq!(
+            execute("pcap wan stop", &nics, &vm, &mut fds),
+            "error: no NIC named 'wan' (NICs: net0)\n"
+        );
+        let dir = std::env::temp_dir().join(format!("tapir-info-pcap-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("a b.pcap");
+        fds.push(File::create(&path).unwrap().into());
+        let start = format!("pcap net0 start {}", path.display());
+        assert_eq!(
+            execute(&start, &nics, &vm, &mut fds),
+            "error: usage: pcap NAME start FILE | pcap NAME stop\n",
+            "a space"
+        );
+        let path = dir.join("a.pcap");
+        fds[0] = File::create(&path).unwrap().into();
+        let start = format!("pcap net0 start {}", path.display());
+        assert_eq!(execute(&start, &nics, &vm, &mut fds), "ok\n");
+        assert!(fds.is_empty());
+        // The header is written at once.
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 24);
+        let info = execute("info", &nics, &vm, &mut fds);
+        let line = info.lines().next().unwrap();
+        let want = format!(
+            " rx_link_down=0 pcap_file=\"{}\" pcap_records=0 pcap_bytes=0 pcap_rotations=0 \
+             pcap_unsegmented=0 pcap_stopped=0",
+            path.display()
+        );
+        assert!(line.ends_with(&want), "{line}");
+        assert_eq!(execute("pcap net0 stop", &nics, &vm, &mut fds), "ok\n");
+        assert!(!execute("info", &nics, &vm, &mut fds).contains("pcap"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -225,10 +342,13 @@ mod tests {
         let vm = VmControl::new().unwrap();
         let (a, b) = (Arc::new(Rec::default()), Arc::new(Rec::default()));
         let nics = vec![entry("net0", a.clone()), entry("lan", b.clone())];
-        assert_eq!(execute("set_link lan off", &nics, &vm), "ok\n");
+        assert_eq!(
+            execute("set_link lan off", &nics, &vm, &mut Vec::new()),
+            "ok\n"
+        );
         assert_eq!(*b.0.lock().unwrap(), vec![false]);
         assert!(a.0.lock().unwrap().is_empty());
-        let info = execute("info", &nics, &vm);
+        let info = execute("info", &nics, &vm, &mut Vec::new());
         let lines: Vec<&str> = info.lines().collect();
         assert_eq!(lines.len(), 3, "{info}");
         assert!(lines[0]
@@ -236,7 +356,7 @@ mod tests {
         assert!(lines[1].starts_with("lan ") && lines[1].contains(" link=down "));
         assert!(lines[1].ends_with(" rx_link_down=0"));
         assert_eq!(lines[2], "ok");
-        let e = execute("set_link wan on", &nics, &vm);
+        let e = execute("set_link wan on", &nics, &vm, &mut Vec::new());
         assert_eq!(e, "error: no NIC named 'wan' (NICs: net0, lan)\n");
         assert!(!vm.stopping());
     }
@@ -244,16 +364,16 @@ mod tests {
     #[test]
     fn quit_stops_the_vm_and_help_lists_every_command() {
         let vm = VmControl::new().unwrap();
-        let help = execute("help", &[], &vm);
-        for c in ["help", "info", "set_link", "quit"] {
+        let help = execute("help", &[], &vm, &mut Vec::new());
+        for c in ["help", "info", "set_link", "pcap", "quit"] {
             assert!(help.lines().any(|l| l.starts_with(c)), "{c}: {help}");
         }
         assert!(help.ends_with("ok\n"));
         assert_eq!(
-            execute("set_link net0 on", &[], &vm),
+            execute("set_link net0 on", &[], &vm, &mut Vec::new()),
             "error: no NIC named 'net0': this VM has no NICs\n"
         );
-        assert_eq!(execute("quit", &[], &vm), "ok\n");
+        assert_eq!(execute("quit", &[], &vm, &mut Vec::new()), "ok\n");
         assert!(vm.stopping());
         assert_eq!(vm.reason(), Some(ExitReason::ControlQuit));
     }

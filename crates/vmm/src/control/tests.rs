@@ -35,6 +35,7 @@ fn nics() -> Vec<NicEntry> {
         mac: [2, 0, 0, 0, 0, 1],
         link: LinkHandle::new(Carrier::new(), Arc::new(NoNotify)),
         stats: Arc::new(NicStats::default()),
+        pcap: Arc::default(),
     }]
 }
 
@@ -105,6 +106,42 @@ fn requests_are_answered_and_the_socket_is_private_and_removed() {
     assert!(!path.exists(), "socket file removed");
     let e = request(&path, "info", T).unwrap_err();
     assert!(e.contains("cannot connect"), "{e}");
+}
+
+/// `pcap NAME start FILE` with FILE's descriptor passed over the socket
+/// (what `tapir ctl` does), then `stop`; without a descriptor, an error.
+#[test]
+fn pcap_start_gets_its_file_over_the_socket() {
+    use std::os::fd::AsFd;
+    let path = scratch("pcap");
+    let r = Running::start(&path);
+    let cap = path.with_file_name("net0.pcap");
+    let f = std::fs::File::create(&cap).unwrap();
+    let line = format!("pcap net0 start {}", cap.display());
+    assert_eq!(
+        request_with_fd(&path, &line, Some(f.as_fd()), T),
+        Ok(vec![])
+    );
+    drop(f);
+    // The header, written by the server into the file it was passed.
+    assert_eq!(std::fs::read(&cap).unwrap()[..4], [0x4d, 0x3c, 0xb2, 0xa1]);
+    let info = request(&path, "info", T).unwrap();
+    assert!(
+        info[0].contains(&format!(" pcap_file=\"{}\" pcap_records=0 ", cap.display())),
+        "{info:?}"
+    );
+    assert_eq!(request(&path, "pcap net0 stop", T), Ok(vec![]));
+    assert!(!request(&path, "info", T).unwrap()[0].contains("pcap"));
+    let e = request(&path, &line, T).unwrap_err();
+    assert!(
+        e.starts_with("pcap start: no file came with the command"),
+        "{e}"
+    );
+    // A pipe is refused: it could block the NIC's worker.
+    let (rd, _wr) = std::os::unix::net::UnixStream::pair().unwrap();
+    let e = request_with_fd(&path, &line, Some(rd.as_fd()), T).unwrap_err();
+    assert!(e.contains("is not a regular file"), "{e}");
+    drop(r);
 }
 
 #[test]
