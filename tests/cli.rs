@@ -289,7 +289,7 @@ fn user_net_runs_unprivileged() {
 /// and no macvtap made.
 #[test]
 fn passthrough_without_cap_net_admin_is_one_line() {
-    use tapir_test_support::net::{ip, privileged, unique, LinkGuard};
+    use tapir_test_support::net::{privileged, unique, veth_pair};
     const TEST: &str = "cli::passthrough_without_cap_net_admin_is_one_line";
     if !privileged(TEST) {
         return;
@@ -303,10 +303,7 @@ fn passthrough_without_cap_net_admin_is_one_line() {
         return;
     }
     let (parent, peer) = (unique("cap", "a"), unique("cap", "b"));
-    assert!(ip(&[
-        "link", "add", &parent, "type", "veth", "peer", "name", &peer
-    ]));
-    let _guard = LinkGuard(parent.clone());
+    let _guard = veth_pair(&parent, &peer, 1500);
     let nic = format!("model=virtio,net=passthrough,host={parent}");
     let o = common::Running::start_cmd(
         std::process::Command::new("setpriv")

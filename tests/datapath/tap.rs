@@ -9,7 +9,7 @@ use std::time::Instant;
 use tapir_net_backend::hdr::NEEDS_CSUM;
 use tapir_net_backend::NetHdr;
 use tapir_test_support::net::{
-    ip, privileged, unique, up_quiet, LinkGuard, PacketSocket, PACKET_VNET_HDR_LEN,
+    ip, privileged, unique, up_quiet, veth_pair, LinkGuard, PacketSocket, PACKET_VNET_HDR_LEN,
 };
 
 use crate::frames::{swap_macs, EchoCore, Rules, Tally};
@@ -140,13 +140,7 @@ pub fn run_passthrough(cell: &Cell) -> Option<Run> {
         unique("dpa", cell.model.tag()),
         unique("dpb", cell.model.tag()),
     );
-    assert!(
-        ip(&["link", "add", &parent, "type", "veth", "peer", "name", &wire]),
-        "ip link add {parent} type veth"
-    );
-    let _guard = LinkGuard(parent.clone());
-    up_quiet(&parent, 9000);
-    up_quiet(&wire, 9000);
+    let _guard = veth_pair(&parent, &wire, 9000);
     let nic = format!(
         "model={},net=passthrough,host={parent}",
         cell.model.nic_model()

@@ -17,10 +17,7 @@ const GUEST_MAC: [u8; 6] = [0x02, 0x7a, 0x70, 0x00, 0x00, 0x01];
 fn veth(tag: &str) -> (LinkGuard, String, String) {
     let a = unique("mva", tag);
     let b = unique("mvb", tag);
-    assert!(ip(&["link", "add", &a, "type", "veth", "peer", "name", &b]));
-    let guard = LinkGuard(a.clone());
-    up_quiet(&a, 1500);
-    up_quiet(&b, 1500);
+    let guard = veth_pair(&a, &b, 1500);
     (guard, a, b)
 }
 

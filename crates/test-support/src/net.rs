@@ -86,6 +86,28 @@ pub fn up_quiet(name: &str, mtu: u32) {
     );
 }
 
+/// A veth pair `a`-`b`, both up with `mtu` and IPv6 off ([`up_quiet`]),
+/// returned once both carry frames: a frame sent out of one end before
+/// the kernel has started its queue (just after the link comes up) is
+/// dropped without an error. Deleted (both ends) when the guard drops;
+/// panics on failure.
+pub fn veth_pair(a: &str, b: &str, mtu: u32) -> LinkGuard {
+    assert!(
+        ip(&["link", "add", a, "type", "veth", "peer", "name", b]),
+        "ip link add {a} type veth peer name {b}"
+    );
+    let guard = LinkGuard(a.to_string());
+    up_quiet(a, mtu);
+    up_quiet(b, mtu);
+    for end in [a, b] {
+        assert!(
+            wait_oper_up(end, Duration::from_secs(10)),
+            "{end} did not come up"
+        );
+    }
+    guard
+}
+
 /// Deletes an interface on drop (also when the test panics).
 pub struct LinkGuard(pub String);
 
