@@ -317,10 +317,7 @@ pub fn add_devices(
             host: host.clone(),
             source,
         };
-        let slot = pci
-            .segment()
-            .reserve_slot(v.slot)
-            .map_err(pci_err)?;
+        let slot = pci.segment().reserve_slot(v.slot).map_err(pci_err)?;
         // KVM's VFIO device tells KVM about the group (coherent DMA, the
         // IOMMU's snooping); without it assignment still works.
         let mut create = kvm_create_device {
@@ -354,10 +351,7 @@ pub fn add_devices(
         })?;
         let summary = device.summary();
         let device: SharedPciDevice = Arc::new(Mutex::new(device));
-        let bars = pci
-            .segment()
-            .add_device(slot, device)
-            .map_err(pci_err)?;
+        let bars = pci.segment().add_device(slot, device).map_err(pci_err)?;
         let at: Vec<String> = bars
             .iter()
             .map(|b| format!("BAR{}@{:#x}", b.index, b.address))
