@@ -81,6 +81,9 @@ struct BenchArgs {
     /// Write the raw results as JSON here and print nothing (the L1 side).
     #[arg(long, hide = true, value_name = "FILE")]
     results_out: Option<PathBuf>,
+    /// Leave out the plan's first N runs (already measured in a lost L1).
+    #[arg(long, hide = true, value_name = "N", default_value_t = 0)]
+    skip_runs: usize,
 }
 
 #[derive(clap::Args, Debug)]
@@ -231,6 +234,7 @@ pub fn main() -> Result<u8, String> {
                 initrd: args.initrd,
                 in_l1: args.in_l1,
                 results_out: args.results_out,
+                skip_runs: args.skip_runs,
             };
             tapir_bench::main(&opts).map_err(|e| format!("bench: {e}"))
         }

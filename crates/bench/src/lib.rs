@@ -66,10 +66,12 @@ pub enum Error {
     Command { what: &'static str, detail: String },
     #[error("no usable /dev/kvm here and this is not a PVM host (nothing to run guests on)")]
     NoKvm,
-    #[error(
-        "the nested L1 VM gave no results (tapir-nested exit status {status}; its output: {log})"
-    )]
-    Nested { status: String, log: PathBuf },
+    #[error("the nested L1 VM gave no results (tapir-nested {status}: {last}; its output: {log})")]
+    Nested {
+        status: String,
+        last: String,
+        log: PathBuf,
+    },
 }
 
 impl Error {
@@ -95,8 +97,11 @@ pub struct Options {
     pub initrd: Option<PathBuf>,
     /// Measure here, whatever this host is (set inside the nested L1).
     pub in_l1: bool,
-    /// Write the raw results as JSON here instead of printing (the L1 side).
+    /// Write the raw results as JSON here instead of printing (the L1 side),
+    /// after every run.
     pub results_out: Option<PathBuf>,
+    /// Leave out the plan's first N runs (measured in an L1 that was lost).
+    pub skip_runs: usize,
 }
 
 impl Options {
@@ -236,6 +241,9 @@ pub struct Meta {
 pub struct Results {
     pub meta: Meta,
     pub runs: Vec<RunResult>,
+    /// What happened beside the runs (a nested L1 lost and replaced).
+    #[serde(default)]
+    pub notes: Vec<String>,
 }
 
 /// `tapir bench`: measures (here or in the nested L1), prints the table,
@@ -255,13 +263,8 @@ pub fn main(opts: &Options) -> Result<u8, Error> {
         });
     }
     let results = place::measure(opts)?;
-    if let Some(path) = &opts.results_out {
-        let text = serde_json::to_string_pretty(&results).map_err(|e| Error::Parse {
-            what: "results",
-            why: e.to_string(),
-        })?;
-        std::fs::write(path, text)
-            .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+    if opts.results_out.is_some() {
+        runner::checkpoint(opts, &results)?;
         return Ok(0);
     }
     print!("{}", output::table(&results, opts.against_qemu));

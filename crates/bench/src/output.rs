@@ -192,6 +192,12 @@ pub fn table(results: &Results, against_qemu: bool) -> String {
             );
         }
     }
+    if !results.notes.is_empty() {
+        let _ = writeln!(t, "\nnotes:");
+        for n in &results.notes {
+            let _ = writeln!(t, "  {n}");
+        }
+    }
     let _ = writeln!(
         t,
         "\nhigher is better for throughput and packet rates; lower for latency, exits and CPU (ratios: tapir/qemu)"
@@ -285,6 +291,7 @@ pub(crate) mod tests {
                 reps: 2,
             },
             runs,
+            notes: vec!["the nested L1 VM was lost after run 3 of 8".into()],
         }
     }
 
@@ -328,6 +335,7 @@ pub(crate) mod tests {
         assert!(t.contains("guest sees (tapir vs QEMU):"));
         assert!(t.contains("NAT:        tapir's own"));
         assert!(t.contains("e1000/tap qemu rep 2: qemu died during TCP guest->host"));
+        assert!(t.contains("notes:\n  the nested L1 VM was lost after run 3 of 8\n"));
         let head = t.lines().find(|l| l.starts_with("virtio/user")).unwrap();
         assert!(head.contains("tapir") && head.contains("qemu") && head.contains("tapir/qemu"));
         // Without qemu: no notes.

@@ -228,91 +228,52 @@ fn nested(opts: &Options) -> Result<Results, Error> {
     let exe = std::env::current_exe().map_err(|e| Error::io("finding tapir's own binary", e))?;
     let out = std::env::temp_dir().join(format!("tapir-bench-{}", std::process::id()));
     fs::create_dir_all(&out).map_err(|e| Error::io(format!("creating {}", out.display()), e))?;
-    let l1_log = out.join("l1.log");
-    let runs = opts.models.len() * opts.nets.len() * opts.vmms().len() * opts.reps as usize;
-    let timeout = 600 + runs as u64 * (360 + 6 * u64::from(opts.secs));
-    let mut cmd = Command::new(&nested);
-    cmd.arg("--out")
-        .arg(&out)
-        .args(["--timeout", &timeout.to_string()])
-        .arg("--share")
-        .arg(&exe)
-        .arg("--share")
-        .arg(&kernel)
-        .arg("--share")
-        .arg(&initrd)
-        .arg("--")
-        .arg(&exe)
-        .arg("bench")
-        .arg("--models")
-        .arg(
-            opts.models
-                .iter()
-                .map(|m| m.name())
-                .collect::<Vec<_>>()
-                .join(","),
-        )
-        .arg("--net")
-        .arg(
-            opts.nets
-                .iter()
-                .map(|n| n.name())
-                .collect::<Vec<_>>()
-                .join(","),
-        )
-        .args([
-            "--reps",
-            &opts.reps.to_string(),
-            "--secs",
-            &opts.secs.to_string(),
-        ])
-        .arg("--kernel")
-        .arg(&kernel)
-        .arg("--initrd")
-        .arg(&initrd)
-        .args(["--in-l1", "--results-out", "/run/out/results.json"]);
-    if opts.against_qemu {
-        cmd.args(["--against", "qemu"]);
-    }
-    let log = fs::File::create(&l1_log)
-        .map_err(|e| Error::io(format!("creating {}", l1_log.display()), e))?;
-    let log2 = log.try_clone().map_err(|e| Error::io("l1 log", e))?;
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(log2)
-        .spawn()
-        .map_err(|e| Error::io(format!("running {}", nested.display()), e))?;
-    // The progress line: the L1 side writes its current line to a file.
-    let done = Arc::new(AtomicBool::new(false));
-    let watcher = {
-        let done = done.clone();
-        let file = out.join("progress");
-        std::thread::spawn(move || {
-            let mut line = ProgressLine::new();
-            line.show("tapir bench: booting the nested L1 VM");
-            while !done.load(Ordering::Relaxed) {
-                if let Ok(s) = fs::read_to_string(&file) {
-                    line.show(&format!("{s} (in L1)"));
-                }
-                std::thread::sleep(Duration::from_millis(500));
-            }
-            line.clear();
-        })
+    let total = opts.models.len() * opts.nets.len() * opts.vmms().len() * opts.reps as usize;
+    let l1 = L1 {
+        opts,
+        nested: &nested,
+        exe: &exe,
+        kernel: &kernel,
+        initrd: &initrd,
+        out: &out,
     };
-    let status = child.wait();
-    done.store(true, Ordering::Relaxed);
-    let _ = watcher.join();
-    let status = status.map_err(|e| Error::io("waiting for tapir-nested", e))?;
-    let results = out.join("results.json");
-    let text = fs::read_to_string(&results).map_err(|_| Error::Nested {
-        status: status.to_string(),
-        log: l1_log.clone(),
-    })?;
-    let mut r: Results = serde_json::from_str(&text).map_err(|e| Error::Parse {
-        what: "the L1 side's results",
-        why: e.to_string(),
-    })?;
+    let mut all: Option<Results> = None;
+    for attempt in 1..=MAX_L1 {
+        let done = all.as_ref().map_or(0, |r| r.runs.len());
+        let log = out.join(format!("l1-{attempt}.log"));
+        let (status, got) = l1.attempt(done, &log)?;
+        let Some(got) = got else {
+            // The L1 side never got through its set-up: nothing to retry.
+            return Err(Error::Nested {
+                status: status.to_string(),
+                last: last_line(&log),
+                log,
+            });
+        };
+        let lost = !status.success() && done + got.runs.len() < total;
+        match &mut all {
+            None => all = Some(got),
+            Some(a) => a.runs.extend(got.runs),
+        }
+        let now = all.as_ref().map_or(0, |r| r.runs.len());
+        if !lost || now >= total {
+            break;
+        }
+        let a = all.get_or_insert_with(Results::default);
+        let what = format!(
+            "the nested L1 VM was lost during run {} of {total} ({status}: {}; {}); ",
+            now + 1,
+            last_line(&log),
+            log.display()
+        );
+        if attempt < MAX_L1 {
+            a.notes
+                .push(what + "that run and the rest ran in a fresh L1");
+        } else {
+            a.notes.push(what + "the rest were not run");
+        }
+    }
+    let mut r = all.unwrap_or_default();
     // The logs came back in OUT/logs: name them as seen from here.
     for run in &mut r.runs {
         if let Some(name) = Path::new(&run.log).file_name() {
@@ -321,4 +282,131 @@ fn nested(opts: &Options) -> Result<Results, Error> {
     }
     r.meta.tapir = exe.display().to_string();
     Ok(r)
+}
+
+/// How many L1 VMs one benchmark may use (a lost one is replaced).
+const MAX_L1: usize = 3;
+
+/// The last non-empty line of a file, shortened.
+fn last_line(path: &Path) -> String {
+    let text = fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let l = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    l.chars().take(200).collect()
+}
+
+/// What every L1 attempt shares.
+struct L1<'a> {
+    opts: &'a Options,
+    nested: &'a Path,
+    exe: &'a Path,
+    kernel: &'a Path,
+    initrd: &'a Path,
+    out: &'a Path,
+}
+
+impl L1<'_> {
+    /// One tapir-nested L1 measuring the plan from run `skip` on; its exit
+    /// status and the results it wrote (None: it never got that far).
+    fn attempt(
+        &self,
+        skip: usize,
+        log_path: &Path,
+    ) -> Result<(std::process::ExitStatus, Option<Results>), Error> {
+        let opts = self.opts;
+        let results = self.out.join("results.json");
+        let _ = fs::remove_file(&results);
+        let _ = fs::remove_file(self.out.join("progress"));
+        let runs = opts.models.len() * opts.nets.len() * opts.vmms().len() * opts.reps as usize;
+        let timeout = 600 + runs.saturating_sub(skip) as u64 * (360 + 6 * u64::from(opts.secs));
+        let mut cmd = Command::new(self.nested);
+        cmd.arg("--out")
+            .arg(self.out)
+            .args(["--timeout", &timeout.to_string()])
+            .arg("--share")
+            .arg(self.exe)
+            .arg("--share")
+            .arg(self.kernel)
+            .arg("--share")
+            .arg(self.initrd)
+            .arg("--")
+            .arg(self.exe)
+            .arg("bench")
+            .arg("--models")
+            .arg(
+                opts.models
+                    .iter()
+                    .map(|m| m.name())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            )
+            .arg("--net")
+            .arg(
+                opts.nets
+                    .iter()
+                    .map(|n| n.name())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            )
+            .args([
+                "--reps",
+                &opts.reps.to_string(),
+                "--secs",
+                &opts.secs.to_string(),
+            ])
+            .arg("--kernel")
+            .arg(self.kernel)
+            .arg("--initrd")
+            .arg(self.initrd)
+            .args(["--in-l1", "--results-out", "/run/out/results.json"])
+            .args(["--skip-runs", &skip.to_string()]);
+        if opts.against_qemu {
+            cmd.args(["--against", "qemu"]);
+        }
+        let log = fs::File::create(log_path)
+            .map_err(|e| Error::io(format!("creating {}", log_path.display()), e))?;
+        let log2 = log.try_clone().map_err(|e| Error::io("the L1 log", e))?;
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .spawn()
+            .map_err(|e| Error::io(format!("running {}", self.nested.display()), e))?;
+        // The progress line: the L1 side writes its current line to a file.
+        let done = Arc::new(AtomicBool::new(false));
+        let watcher = {
+            let done = done.clone();
+            let file = self.out.join("progress");
+            std::thread::spawn(move || {
+                let mut line = ProgressLine::new();
+                line.show("tapir bench: booting the nested L1 VM");
+                while !done.load(Ordering::Relaxed) {
+                    if let Ok(s) = fs::read_to_string(&file) {
+                        line.show(&format!("{s} (in L1)"));
+                    }
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                line.clear();
+            })
+        };
+        let status = child.wait();
+        done.store(true, Ordering::Relaxed);
+        if watcher.join().is_err() {
+            log::warn!("the progress line's thread stopped");
+        }
+        let status = status.map_err(|e| Error::io("waiting for tapir-nested", e))?;
+        let Ok(text) = fs::read_to_string(&results) else {
+            return Ok((status, None));
+        };
+        let r: Results = serde_json::from_str(&text).map_err(|e| Error::Parse {
+            what: "the L1 side's results",
+            why: e.to_string(),
+        })?;
+        Ok((status, Some(r)))
+    }
 }

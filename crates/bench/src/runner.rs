@@ -316,12 +316,21 @@ pub fn measure_here(
     let runs = plan::runs(&cells, &opts.vmms(), opts.reps);
     let start = Instant::now();
     let guess = Duration::from_secs(60 + 5 * u64::from(opts.secs));
-    let mut results = Vec::new();
-    for (i, run) in runs.iter().enumerate() {
-        let per = if i == 0 {
+    let mut results = Results {
+        meta,
+        runs: Vec::new(),
+        notes: Vec::new(),
+    };
+    // Written after the set-up and after every run: a nested L1 that is
+    // lost mid-way still hands back what it measured.
+    checkpoint(opts, &results)?;
+    let skip = opts.skip_runs.min(runs.len());
+    for (i, run) in runs.iter().enumerate().skip(skip) {
+        let done = i - skip;
+        let per = if done == 0 {
             guess
         } else {
-            start.elapsed() / i as u32
+            start.elapsed() / done as u32
         };
         progress(&Progress {
             index: i,
@@ -329,16 +338,29 @@ pub fn measure_here(
             run,
             eta: per * (runs.len() - i) as u32,
         });
-        results.push(bench.one(run));
+        results.runs.push(bench.one(run));
+        checkpoint(opts, &results)?;
     }
     drop(bench);
     if let Err(e) = fs::remove_dir_all(&images) {
         log::warn!("cannot remove {}: {e}", images.display());
     }
-    Ok(Results {
-        meta,
-        runs: results,
-    })
+    Ok(results)
+}
+
+/// Writes the results so far to `--results-out`, if given (atomically:
+/// a temporary file renamed over it).
+pub fn checkpoint(opts: &Options, results: &Results) -> Result<(), Error> {
+    let Some(path) = &opts.results_out else {
+        return Ok(());
+    };
+    let text = serde_json::to_string_pretty(results).map_err(|e| Error::Parse {
+        what: "results",
+        why: e.to_string(),
+    })?;
+    let tmp = path.with_extension("tmp");
+    fs::write(&tmp, text).map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
+    fs::rename(&tmp, path).map_err(|e| Error::io(format!("writing {}", path.display()), e))
 }
 
 /// A running VMM, killed on drop if still there.
