@@ -84,6 +84,10 @@ struct BenchArgs {
     /// Leave out the plan's first N runs (already measured in a lost L1).
     #[arg(long, hide = true, value_name = "N", default_value_t = 0)]
     skip_runs: usize,
+    /// Boot nothing: the table (and --json, --chart) again from FILE, the
+    /// --json output of an earlier run.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -235,6 +239,7 @@ pub fn main() -> Result<u8, String> {
                 in_l1: args.in_l1,
                 results_out: args.results_out,
                 skip_runs: args.skip_runs,
+                report: args.report,
             };
             tapir_bench::main(&opts).map_err(|e| format!("bench: {e}"))
         }

@@ -102,6 +102,9 @@ pub struct Options {
     pub results_out: Option<PathBuf>,
     /// Leave out the plan's first N runs (measured in an L1 that was lost).
     pub skip_runs: usize,
+    /// Boot nothing: print the table (and --json, --chart) from the results
+    /// (`--json` output or the L1 side's results.json) of an earlier run.
+    pub report: Option<PathBuf>,
 }
 
 impl Options {
@@ -262,12 +265,24 @@ pub fn main(opts: &Options) -> Result<u8, Error> {
             why: "must be at least 1",
         });
     }
-    let results = place::measure(opts)?;
+    let results = match &opts.report {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| Error::io(format!("--report {}", path.display()), e))?;
+            serde_json::from_str(&text).map_err(|e| Error::Parse {
+                what: "--report's results",
+                why: e.to_string(),
+            })?
+        }
+        None => place::measure(opts)?,
+    };
     if opts.results_out.is_some() {
         runner::checkpoint(opts, &results)?;
         return Ok(0);
     }
-    print!("{}", output::table(&results, opts.against_qemu));
+    let against_qemu =
+        opts.against_qemu || results.runs.iter().any(|r| r.run.vmm == plan::Vmm::Qemu);
+    print!("{}", output::table(&results, against_qemu));
     if let Some(path) = &opts.json {
         let text = output::json(&results)?;
         std::fs::write(path, text)

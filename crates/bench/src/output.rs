@@ -210,6 +210,7 @@ struct JsonOut<'a> {
     meta: &'a crate::Meta,
     summary: Vec<CellSummary>,
     runs: &'a [crate::RunResult],
+    notes: &'a [String],
 }
 
 /// The `--json` document: meta, the summaries, every run's figures.
@@ -218,6 +219,7 @@ pub fn json(results: &Results) -> Result<String, Error> {
         meta: &results.meta,
         summary: summaries(results),
         runs: &results.runs,
+        notes: &results.notes,
     };
     serde_json::to_string_pretty(&doc).map_err(|e| Error::Parse {
         what: "results",
@@ -350,6 +352,9 @@ pub(crate) mod tests {
         assert_eq!(v["runs"].as_array().unwrap().len(), 8);
         assert_eq!(v["summary"][0]["cell"]["model"], "virtio");
         assert_eq!(v["meta"]["secs"], 2);
+        // `tapir bench --report FILE` reads it back as the results.
+        let back: Results = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, sample());
     }
 
     #[test]

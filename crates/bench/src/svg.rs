@@ -62,7 +62,7 @@ fn panel(out: &mut String, p: &Panel, groups: &[CellSummary], top: f64, width: f
         .map(|(_, _, hi)| hi)
         .fold(0.0_f64, f64::max);
     let max = if max > 0.0 { max * 1.1 } else { 1.0 };
-    let base = top + 30.0 + PANEL_H;
+    let base = top + 50.0 + PANEL_H;
     let _ = writeln!(
         out,
         r#"<text x="{LEFT}" y="{}" class="title">{}</text>"#,
@@ -71,14 +71,14 @@ fn panel(out: &mut String, p: &Panel, groups: &[CellSummary], top: f64, width: f
     );
     // Legend.
     for (i, (_, name, _)) in p.series.iter().enumerate() {
-        let x = width - 330.0 + i as f64 * 160.0;
+        let x = LEFT + i as f64 * 170.0;
         let _ = writeln!(
             out,
             r#"<rect x="{x}" y="{}" width="12" height="12" fill="{}"/><text x="{}" y="{}">{}</text>"#,
-            top + 6.0,
+            top + 24.0,
             COLORS[i],
             x + 16.0,
-            top + 16.0,
+            top + 34.0,
             esc(name)
         );
     }
@@ -91,7 +91,11 @@ fn panel(out: &mut String, p: &Panel, groups: &[CellSummary], top: f64, width: f
             width - 10.0,
             LEFT - 6.0,
             y + 4.0,
-            num(frac * max)
+            if frac == 0.0 {
+                "0".to_string()
+            } else {
+                num(frac * max)
+            }
         );
     }
     for (gi, g) in groups.iter().enumerate() {
@@ -153,9 +157,9 @@ fn panel(out: &mut String, p: &Panel, groups: &[CellSummary], top: f64, width: f
 /// The chart for `results`.
 pub fn chart(results: &Results) -> String {
     let groups = summaries(results);
-    let width = (LEFT + 20.0 + groups.len() as f64 * GROUP_W).max(560.0);
-    let panel_total = PANEL_H + 80.0;
-    let height = 40.0 + panel_total * PANELS.len() as f64;
+    let width = (LEFT + 20.0 + groups.len() as f64 * GROUP_W).max(640.0);
+    let panel_total = PANEL_H + 100.0;
+    let height = 50.0 + panel_total * PANELS.len() as f64;
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -167,13 +171,13 @@ pub fn chart(results: &Results) -> String {
     let m = &results.meta;
     let _ = writeln!(
         out,
-        r#"<text x="10" y="20">tapir bench: medians of {} repetition(s), {} s per transfer; whiskers: min-max. {}</text>"#,
+        r#"<text x="10" y="18">tapir bench: medians of {} repetition(s), {} s per transfer; whiskers: min-max</text><text x="10" y="34" class="vmm">{}</text>"#,
         m.reps,
         m.secs,
         esc(&m.ran_on)
     );
     for (i, p) in PANELS.iter().enumerate() {
-        panel(&mut out, p, &groups, 30.0 + i as f64 * panel_total, width);
+        panel(&mut out, p, &groups, 44.0 + i as f64 * panel_total, width);
     }
     out += "</svg>\n";
     out
