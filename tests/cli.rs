@@ -745,7 +745,7 @@ fn bench_bad_flags_are_one_line() {
     let o = run(&["bench", "--models", "virtio,ne2k"], T);
     assert_user_error(
         &o,
-        "bench: --models: unknown value 'ne2k' (valid: virtio, e1000, rtl8139)",
+        "--models: unknown value 'ne2k' (valid: virtio, e1000, rtl8139)",
     );
     let o = run(&["bench", "--reps", "0"], T);
     assert_user_error(&o, "--reps");
