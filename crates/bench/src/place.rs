@@ -243,34 +243,26 @@ fn nested(opts: &Options) -> Result<Results, Error> {
         let log = out.join(format!("l1-{attempt}.log"));
         let (status, got) = l1.attempt(done, &log)?;
         let Some(got) = got else {
-            // The L1 side never got through its set-up: nothing to retry.
+            // The L1 side never got through its set-up: nothing to retry;
+            // what earlier L1s measured still counts.
+            if let Some(a) = &mut all {
+                a.notes.push(format!(
+                    "a fresh L1 measured nothing ({status}: {}; {}); the rest were not run",
+                    last_line(&log),
+                    log.display()
+                ));
+                break;
+            }
             return Err(Error::Nested {
                 status: status.to_string(),
                 last: last_line(&log),
                 log,
             });
         };
-        let lost = !status.success() && done + got.runs.len() < total;
-        match &mut all {
-            None => all = Some(got),
-            Some(a) => a.runs.extend(got.runs),
-        }
-        let now = all.as_ref().map_or(0, |r| r.runs.len());
-        if !lost || now >= total {
+        let how = (!status.success())
+            .then(|| format!("{status}: {}; {}", last_line(&log), log.display()));
+        if !merge(&mut all, got, how, total, attempt) {
             break;
-        }
-        let a = all.get_or_insert_with(Results::default);
-        let what = format!(
-            "the nested L1 VM was lost during run {} of {total} ({status}: {}; {}); ",
-            now + 1,
-            last_line(&log),
-            log.display()
-        );
-        if attempt < MAX_L1 {
-            a.notes
-                .push(what + "that run and the rest ran in a fresh L1");
-        } else {
-            a.notes.push(what + "the rest were not run");
         }
     }
     let mut r = all.unwrap_or_default();
@@ -286,6 +278,42 @@ fn nested(opts: &Options) -> Result<Results, Error> {
 
 /// How many L1 VMs one benchmark may use (a lost one is replaced).
 const MAX_L1: usize = 3;
+
+/// Adds what L1 number `attempt` measured to what the L1s before it did.
+/// `lost`: how it ended when not with status 0. Returns whether another L1
+/// should run the rest of the plan (`total` runs), with a note saying why.
+fn merge(
+    all: &mut Option<Results>,
+    got: Results,
+    lost: Option<String>,
+    total: usize,
+    attempt: usize,
+) -> bool {
+    match all {
+        None => *all = Some(got),
+        Some(a) => a.runs.extend(got.runs),
+    }
+    let a = all.get_or_insert_with(Results::default);
+    let now = a.runs.len();
+    let Some(how) = lost else {
+        return false;
+    };
+    if now >= total {
+        return false;
+    }
+    let what = format!(
+        "the nested L1 VM was lost during run {} of {total} ({how}); ",
+        now + 1
+    );
+    if attempt < MAX_L1 {
+        a.notes
+            .push(what + "that run and the rest ran in a fresh L1");
+        true
+    } else {
+        a.notes.push(what + "the rest were not run");
+        false
+    }
+}
 
 /// The last non-empty line of a file, shortened.
 fn last_line(path: &Path) -> String {
@@ -408,5 +436,66 @@ impl L1<'_> {
             why: e.to_string(),
         })?;
         Ok((status, Some(r)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::tests::sample;
+
+    fn part(from: usize, to: usize) -> Results {
+        let mut r = sample();
+        r.notes.clear();
+        r.runs = r.runs[from..to].to_vec();
+        r
+    }
+
+    #[test]
+    fn a_lost_l1_is_replaced_and_noted() {
+        let mut all = None;
+        // L1 1 is lost during run 4 of 8, L1 2 does the rest.
+        assert!(merge(
+            &mut all,
+            part(0, 3),
+            Some("exit status: 125".into()),
+            8,
+            1
+        ));
+        assert!(!merge(&mut all, part(3, 8), None, 8, 2));
+        let a = all.unwrap();
+        assert_eq!(a.runs, sample().runs);
+        assert_eq!(
+            a.notes,
+            ["the nested L1 VM was lost during run 4 of 8 (exit status: 125); that run and the rest ran in a fresh L1"]
+        );
+    }
+
+    #[test]
+    fn no_retry_when_done_or_out_of_l1s() {
+        let mut all = None;
+        assert!(!merge(&mut all, part(0, 8), None, 8, 1));
+        assert!(all.unwrap().notes.is_empty());
+        // Every run measured, though the L1 ended badly afterwards.
+        let mut all = None;
+        assert!(!merge(
+            &mut all,
+            part(0, 8),
+            Some("exit status: 1".into()),
+            8,
+            1
+        ));
+        assert!(all.unwrap().notes.is_empty());
+        let mut all = None;
+        assert!(merge(&mut all, part(0, 1), Some("x".into()), 8, 1));
+        assert!(merge(&mut all, part(1, 2), Some("x".into()), 8, 2));
+        assert!(!merge(&mut all, part(2, 2), Some("x".into()), 8, MAX_L1));
+        let a = all.unwrap();
+        assert_eq!(a.runs.len(), 2);
+        assert!(
+            a.notes[2].ends_with("the rest were not run"),
+            "{:?}",
+            a.notes
+        );
     }
 }
