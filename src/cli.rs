@@ -34,6 +34,63 @@ enum Command {
     /// FILE is opened here and passed to tapir); quit (stop the VM). Exit
     /// status 0 on `ok`, 1 with the error otherwise.
     Ctl(CtlArgs),
+    /// Measure the NICs with the default Linux guest's own drivers: TCP
+    /// throughput each way, UDP 64-byte packets per second each way, ping
+    /// and TCP request/response latency (p50, p99), VM exits per MB and the
+    /// VMM's CPU time per GB; optionally against QEMU. See docs/bench.md.
+    ///
+    /// Every model x backend (x VMM) boots a fresh guest per repetition, in
+    /// alternating order; the table shows medians and min-max. On a PVM host
+    /// it runs itself inside the nested L1 VM (resources/nested/tapir-nested).
+    /// Needs root (a network namespace), iperf3, and qemu-system-x86_64 for
+    /// --against qemu. Exit status: 0 when everything was measured, 1 when
+    /// a figure is missing or on an error.
+    Bench(BenchArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct BenchArgs {
+    /// NIC models, comma-separated: virtio, e1000, rtl8139.
+    #[arg(long, value_name = "LIST", default_value = "virtio")]
+    models: String,
+    /// Backends, comma-separated: user (user-mode NAT, a host port forward) and tap.
+    #[arg(long, value_name = "LIST", default_value = "user")]
+    net: String,
+    /// Repetitions per cell (fresh guest each; medians over them).
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    reps: u32,
+    /// Seconds per iperf3 transfer (each direction, TCP and UDP).
+    #[arg(long, value_name = "S", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=600))]
+    secs: u32,
+    /// Also measure another VMM with the same guest, model and backend: qemu.
+    #[arg(long, value_name = "VMM", value_parser = ["qemu"])]
+    against: Option<String>,
+    /// Write the summary and every run's figures as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Write an SVG bar chart (throughput and latency) to FILE (and a PNG
+    /// beside it where rsvg-convert exists).
+    #[arg(long, value_name = "FILE.svg")]
+    chart: Option<PathBuf>,
+    /// Guest kernel (default: resources/guest/build-guest.sh's).
+    #[arg(long, value_name = "PATH", requires = "initrd")]
+    kernel: Option<PathBuf>,
+    /// Guest initramfs with iperf3 (default: resources/guest/build-guest.sh's).
+    #[arg(long, value_name = "PATH", requires = "kernel")]
+    initrd: Option<PathBuf>,
+    /// Measure here, inside the nested L1 VM (set by tapir bench itself).
+    #[arg(long, hide = true)]
+    in_l1: bool,
+    /// Write the raw results as JSON here and print nothing (the L1 side).
+    #[arg(long, hide = true, value_name = "FILE")]
+    results_out: Option<PathBuf>,
+    /// Leave out the plan's first N runs (already measured in a lost L1).
+    #[arg(long, hide = true, value_name = "N", default_value_t = 0)]
+    skip_runs: usize,
+    /// Boot nothing: the table (and --json, --chart) again from FILE, the
+    /// --json output of an earlier run.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -186,10 +243,33 @@ pub fn main() -> Result<u8, String> {
                 .take_while(|l| !l.trim().is_empty() && !l.starts_with("Usage:"))
                 .map(|l| l.trim().trim_start_matches("error: "))
                 .collect();
-            return Err(format!("{} (see tapir run --help)", msg.join(" ")));
+            let sub = if std::env::args().nth(1).as_deref() == Some("bench") {
+                "bench"
+            } else {
+                "run"
+            };
+            return Err(format!("{} (see tapir {sub} --help)", msg.join(" ")));
         }
     };
     match cli.command {
+        Command::Bench(args) => {
+            let opts = tapir_bench::Options {
+                models: tapir_bench::plan::parse_models(&args.models).map_err(|e| e.to_string())?,
+                nets: tapir_bench::plan::parse_nets(&args.net).map_err(|e| e.to_string())?,
+                reps: args.reps,
+                secs: args.secs,
+                against_qemu: args.against.is_some(),
+                json: args.json,
+                chart: args.chart,
+                kernel: args.kernel,
+                initrd: args.initrd,
+                in_l1: args.in_l1,
+                results_out: args.results_out,
+                skip_runs: args.skip_runs,
+                report: args.report,
+            };
+            tapir_bench::main(&opts).map_err(|e| format!("bench: {e}"))
+        }
         Command::Ctl(args) => {
             let line = args.command.join(" ");
             let lines = match args.command.as_slice() {

@@ -772,3 +772,16 @@ fn device_is_validated_with_one_line_errors() {
     );
     assert_user_error(&o, "host 0000:01:00.0 is assigned twice");
 }
+
+#[test]
+fn bench_bad_flags_are_one_line() {
+    let o = run(&["bench", "--models", "virtio,ne2k"], T);
+    assert_user_error(
+        &o,
+        "--models: unknown value 'ne2k' (valid: virtio, e1000, rtl8139)",
+    );
+    let o = run(&["bench", "--reps", "0"], T);
+    assert_user_error(&o, "--reps");
+    let o = run(&["bench", "--against", "firecracker"], T);
+    assert_user_error(&o, "see tapir bench --help");
+}
