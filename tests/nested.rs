@@ -585,6 +585,13 @@ fn vfio_assigned_e1000e_driver_msix_ping_and_transfers() {
     net_scenario("vfio_e1000e");
 }
 
+/// The same with the guest driver on INTx (`e1000e.IntMode=0`): VFIO's
+/// level interrupt through a KVM irqfd whose resample eventfd unmasks it.
+#[test]
+fn vfio_assigned_e1000e_on_intx() {
+    net_scenario("vfio_e1000e_intx");
+}
+
 #[test]
 fn every_scenario_ran() {
     let s = suite();
@@ -610,6 +617,7 @@ fn every_scenario_ran() {
         "net_passthrough",
         "net_passthrough_modes",
         "vfio_e1000e",
+        "vfio_e1000e_intx",
     ] {
         assert!(
             s.results.contains_key(name),

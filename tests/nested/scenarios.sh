@@ -151,7 +151,7 @@ ALL="up_poweroff up_reboot elf_pvh console_input sigterm smp2_poweroff
      net_tap net_tap_e1000 net_tap_rtl8139 net_tap_8139too net_vlan
      net_two_nics net_bridge net_user net_user_e1000 net_user_rtl8139
      net_user_restrict net_link net_passthrough net_passthrough_modes
-     vfio_e1000e"
+     vfio_e1000e vfio_e1000e_intx"
 if [ "$LIST_ONLY" = 1 ]; then
     # shellcheck disable=SC2086 # one name per word
     printf '%s\n' $ALL
