@@ -8,6 +8,8 @@ pub const MEM_MIB: u32 = 256;
 pub const CMDLINE: &str = "console=ttyS0 quiet tapir.exit=poweroff";
 pub const HOST_IP: &str = "192.168.150.1";
 pub const GUEST_IP: &str = "192.168.150.2";
+/// [`GUEST_IP`] as an address.
+pub const GUEST_IPV4: std::net::Ipv4Addr = std::net::Ipv4Addr::new(192, 168, 150, 2);
 pub const GUEST_MAC: &str = "52:54:00:15:00:02";
 /// The tap in the benchmark's namespace.
 pub const TAP: &str = "tbn0";
@@ -122,6 +124,11 @@ pub fn append_scenario(base: &[u8], script: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn guest_address_forms_agree() {
+        assert_eq!(GUEST_IPV4.to_string(), GUEST_IP);
+    }
 
     #[test]
     fn scripts_differ_by_backend() {

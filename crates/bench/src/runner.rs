@@ -5,7 +5,7 @@
 
 use std::fs::{self, File};
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -452,6 +452,14 @@ impl ExitCount {
 }
 
 impl Bench<'_> {
+    /// The address the host side reaches the guest's servers at.
+    fn target_ip(&self, net: Net) -> IpAddr {
+        match net {
+            Net::Tap => IpAddr::V4(guest::GUEST_IPV4),
+            Net::User => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        }
+    }
+
     fn target(&self, net: Net) -> &'static str {
         match net {
             Net::Tap => GUEST_IP,
@@ -559,21 +567,28 @@ impl Bench<'_> {
         RunResult {
             run: *run,
             metrics,
-            error,
+            error: error.map(|e| e.to_string()),
             log: log.display().to_string(),
         }
     }
 
-    fn measure(&self, run: &Run, tag: &str, log: &Path, m: &mut Metrics) -> Result<(), String> {
-        let out = File::create(log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
-        let err = out.try_clone().map_err(|e| e.to_string())?;
+    fn measure(&self, run: &Run, tag: &str, log: &Path, m: &mut Metrics) -> Result<(), RunError> {
+        let log_err = |source| RunError::Log {
+            path: log.to_path_buf(),
+            source,
+        };
+        let out = File::create(log).map_err(log_err)?;
+        let err = out.try_clone().map_err(log_err)?;
         let child = self
             .vmm_command(run)
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
             .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", run.vmm.name()))?;
+            .map_err(|source| RunError::Start {
+                vmm: run.vmm.name(),
+                source,
+            })?;
         let mut vm = Vm {
             child,
             log: log.to_path_buf(),
@@ -589,14 +604,18 @@ impl Bench<'_> {
         let times = parse::ping_times_ms(&pings);
         m.ping_p50_ms = percentile(&times, 50.0);
         m.ping_p99_ms = percentile(&times, 99.0);
-        let mut errors: Vec<String> = Vec::new();
+        let mut errors: Vec<RunError> = Vec::new();
         if times.is_empty() {
-            errors.push("no ping replies in the guest's log".into());
+            errors.push(RunError::NoPings);
         }
         // TCP both ways, with CPU time and exits over both.
         let (mut bytes, mut ticks, mut exits) = (0u64, Some(0u64), Some(0u64));
         for reverse in [false, true] {
-            let dir = if reverse { "g2h" } else { "h2g" };
+            let (dir, step) = if reverse {
+                ("g2h", "TCP g2h")
+            } else {
+                ("h2g", "TCP h2g")
+            };
             let t0 = vm.ticks();
             let count =
                 ExitCount::start(self.exits, &vm, self.work.join(format!("{tag}-{dir}.perf")));
@@ -604,13 +623,13 @@ impl Bench<'_> {
             let e = count.stop();
             let t1 = vm.ticks();
             if !vm.alive() {
-                return Err(format!(
-                    "{} exited during TCP {dir}: {}",
-                    run.vmm.name(),
-                    vm.last_line()
-                ));
+                return Err(RunError::Died {
+                    vmm: run.vmm.name(),
+                    step,
+                    last: vm.last_line(),
+                });
             }
-            match r.and_then(|j| parse::iperf_tcp(&j).map_err(|e| e.to_string())) {
+            match r.and_then(|j| Ok(parse::iperf_tcp(&j)?)) {
                 Ok(t) => {
                     let mbps = Some(t.bits_per_second / 1e6);
                     if reverse {
@@ -626,7 +645,7 @@ impl Bench<'_> {
                     exits = exits.zip(e).map(|(a, b)| a + b);
                 }
                 Err(e) => {
-                    errors.push(format!("TCP {dir}: {e}"));
+                    errors.push(RunError::step(step)(e));
                     ticks = None;
                     exits = None;
                 }
@@ -637,16 +656,20 @@ impl Bench<'_> {
             m.exits_per_mb = exits.map(|e| e as f64 / (bytes as f64 / 1e6));
         }
         for reverse in [false, true] {
-            let dir = if reverse { "g2h" } else { "h2g" };
+            let (dir, step) = if reverse {
+                ("g2h", "UDP g2h")
+            } else {
+                ("h2g", "UDP h2g")
+            };
             let r = self.iperf(run.cell.net, &format!("{tag}-udp-{dir}"), reverse, true);
             if !vm.alive() {
-                return Err(format!(
-                    "{} exited during UDP {dir}: {}",
-                    run.vmm.name(),
-                    vm.last_line()
-                ));
+                return Err(RunError::Died {
+                    vmm: run.vmm.name(),
+                    step,
+                    last: vm.last_line(),
+                });
             }
-            match r.and_then(|j| parse::iperf_udp(&j).map_err(|e| e.to_string())) {
+            match r.and_then(|j| Ok(parse::iperf_udp(&j)?)) {
                 Ok(u) => {
                     let k = Some(u.packets_per_second / 1e3);
                     if reverse {
@@ -655,23 +678,19 @@ impl Bench<'_> {
                         m.udp_h2g_kpps = k;
                     }
                 }
-                Err(e) => errors.push(format!("UDP {dir}: {e}")),
+                Err(e) => errors.push(RunError::step(step)(e)),
             }
         }
-        let addr: SocketAddr = format!("{}:{ECHO_PORT}", self.target(run.cell.net))
-            .parse()
-            .map_err(|_| "bad echo address".to_string())?;
+        let addr = SocketAddr::new(self.target_ip(run.cell.net), ECHO_PORT);
         match self.ns.run(move || request_response(addr)) {
             Ok(rtts) => {
                 m.tcp_rr_p50_us = percentile(&rtts, 50.0);
                 m.tcp_rr_p99_us = percentile(&rtts, 99.0);
             }
-            Err(e) => errors.push(format!("TCP request/response: {e}")),
+            Err(e) => errors.push(RunError::step("TCP request/response")(e.into())),
         }
         // Tell the guest to power off, and give it a minute.
-        let bye: SocketAddr = format!("{}:{BYE_PORT}", self.target(run.cell.net))
-            .parse()
-            .map_err(|_| "bad address".to_string())?;
+        let bye = SocketAddr::new(self.target_ip(run.cell.net), BYE_PORT);
         let _ = self.ns.run(move || {
             let mut s = TcpStream::connect_timeout(&bye, Duration::from_secs(10))
                 .map_err(|e| Error::io("bye", e))?;
@@ -682,18 +701,16 @@ impl Bench<'_> {
             std::thread::sleep(Duration::from_millis(200));
         }
         if vm.alive() {
-            errors.push(
-                "did not exit within 60 s of the guest being told to power off; killed".into(),
-            );
+            errors.push(RunError::NoPowerOff);
         }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors.join("; "))
+        match errors.len() {
+            0 => Ok(()),
+            1 => Err(errors.remove(0)),
+            _ => Err(RunError::Several(errors)),
         }
     }
 
-    fn wait_ready(&self, vm: &mut Vm) -> Result<(), String> {
+    fn wait_ready(&self, vm: &mut Vm) -> Result<(), RunError> {
         let end = Instant::now() + BOOT_TIMEOUT;
         loop {
             let text = vm.text();
@@ -701,27 +718,25 @@ impl Bench<'_> {
                 return Ok(());
             }
             if let Some(f) = guest::FAILS.iter().find(|f| text.contains(*f)) {
-                return Err(format!("the guest said '{f}' ({})", vm.log.display()));
+                return Err(RunError::GuestFailed {
+                    said: f,
+                    log: vm.log.clone(),
+                });
             }
             if !vm.alive() {
-                return Err(format!(
-                    "exited before the guest served iperf3: {}",
-                    vm.last_line()
-                ));
+                return Err(RunError::ExitedEarly {
+                    last: vm.last_line(),
+                });
             }
             if Instant::now() > end {
-                return Err(format!(
-                    "the guest did not report '{}' within {} s",
-                    guest::READY,
-                    BOOT_TIMEOUT.as_secs()
-                ));
+                return Err(RunError::NotReady);
             }
             std::thread::sleep(Duration::from_millis(200));
         }
     }
 
     /// One iperf3 client run in the namespace; its JSON, or why not.
-    fn iperf(&self, net: Net, name: &str, reverse: bool, udp: bool) -> Result<String, String> {
+    fn iperf(&self, net: Net, name: &str, reverse: bool, udp: bool) -> Result<String, RunError> {
         let secs = self.opts.secs;
         let mut c = self.ns.command("timeout");
         c.arg((secs + 60).to_string()).args([
@@ -741,18 +756,106 @@ impl Bench<'_> {
         let out = c
             .stdin(Stdio::null())
             .output()
-            .map_err(|e| format!("cannot run iperf3: {e}"))?;
+            .map_err(RunError::IperfSpawn)?;
         let json = String::from_utf8_lossy(&out.stdout).into_owned();
         let _ = fs::write(self.work.join(format!("{name}.json")), &json);
         if json.trim().is_empty() {
             let err = String::from_utf8_lossy(&out.stderr);
-            return Err(format!(
-                "iperf3 printed nothing ({}): {}",
-                out.status,
-                err.trim()
-            ));
+            return Err(RunError::IperfSilent {
+                status: out.status,
+                stderr: err.trim().to_string(),
+            });
         }
         Ok(json)
+    }
+}
+
+/// Why one run (a VMM, a cell, a repetition) has no figures, or lacks
+/// some; recorded, as its text, in the run's result.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The console log file.
+    #[error("cannot create {}: {source}", .path.display())]
+    Log {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The VMM could not be started.
+    #[error("cannot start {vmm}: {source}")]
+    Start {
+        /// tapir or qemu.
+        vmm: &'static str,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The guest reported a failure of its own.
+    #[error("the guest said '{said}' ({})", .log.display())]
+    GuestFailed {
+        /// Its line.
+        said: &'static str,
+        /// The console log.
+        log: PathBuf,
+    },
+    /// The VMM exited before the guest served iperf3.
+    #[error("exited before the guest served iperf3: {last}")]
+    ExitedEarly {
+        /// The console's last line.
+        last: String,
+    },
+    /// The guest did not get ready in time.
+    #[error("the guest did not report '{}' within {} s", guest::READY, BOOT_TIMEOUT.as_secs())]
+    NotReady,
+    /// The VMM exited during a measurement.
+    #[error("{vmm} exited during {step}: {last}")]
+    Died {
+        /// tapir or qemu.
+        vmm: &'static str,
+        /// Which measurement.
+        step: &'static str,
+        /// The console's last line.
+        last: String,
+    },
+    /// iperf3 could not be run.
+    #[error("cannot run iperf3: {0}")]
+    IperfSpawn(std::io::Error),
+    /// iperf3 printed no JSON.
+    #[error("iperf3 printed nothing ({status}): {stderr}")]
+    IperfSilent {
+        /// Its exit status.
+        status: std::process::ExitStatus,
+        /// What it said.
+        stderr: String,
+    },
+    /// A measurement's output could not be read, or its connection failed.
+    #[error(transparent)]
+    Bench(#[from] Error),
+    /// The guest's log has no ping replies.
+    #[error("no ping replies in the guest's log")]
+    NoPings,
+    /// The VMM outlived the guest's poweroff.
+    #[error("did not exit within 60 s of the guest being told to power off; killed")]
+    NoPowerOff,
+    /// One measurement failed; the others may have figures.
+    #[error("{step}: {source}")]
+    Step {
+        /// Which measurement.
+        step: &'static str,
+        /// Why.
+        source: Box<RunError>,
+    },
+    /// Several of the above.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Several(Vec<RunError>),
+}
+
+impl RunError {
+    fn step(step: &'static str) -> impl FnOnce(RunError) -> RunError {
+        move |e| RunError::Step {
+            step,
+            source: Box::new(e),
+        }
     }
 }
 
@@ -775,4 +878,29 @@ fn request_response(addr: SocketAddr) -> Result<Vec<f64>, Error> {
         rtts.push(t.elapsed().as_secs_f64() * 1e6);
     }
     Ok(rtts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run's recorded error says which measurements failed, in order.
+    #[test]
+    fn run_errors_read_as_one_line() {
+        let e = RunError::Several(vec![
+            RunError::NoPings,
+            RunError::step("TCP h2g")(RunError::Died {
+                vmm: "tapir",
+                step: "TCP h2g",
+                last: "panic".into(),
+            }),
+            RunError::NoPowerOff,
+        ]);
+        assert_eq!(
+            e.to_string(),
+            "no ping replies in the guest's log; TCP h2g: tapir exited during TCP h2g: panic; \
+             did not exit within 60 s of the guest being told to power off; killed"
+        );
+        assert!(RunError::NotReady.to_string().contains(guest::READY));
+    }
 }
