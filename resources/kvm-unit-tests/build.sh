@@ -56,11 +56,20 @@ else
         xargs -0 cat | sha256sum | cut -c1-12)"
 fi
 [ -n "$out" ] || out="$(tapir_cache_dir)/kvm-unit-tests/$commit"
-mkdir -p "$out" || tapir_die "cannot create $out"
-out=$(cd "$out" && pwd)
+out=$(readlink -m "$out")
 case "$out/" in
     "$src"/*) tapir_die "--out $out lies inside the checkout $src: choose a directory outside it" ;;
 esac
+case "$src/" in
+    "$out"/*) tapir_die "--out $out holds the checkout $src: choose a directory outside it" ;;
+esac
+# The directory is emptied before a build: only an earlier build's, or an
+# empty one.
+if [ -d "$out" ] && [ ! -f "$out/.tapir-kut-commit" ] &&
+    [ -n "$(find "$out" -mindepth 1 -maxdepth 1 ! -name .lock -print -quit)" ]; then
+    tapir_die "--out $out is not empty and holds no earlier build: give an empty or new directory"
+fi
+mkdir -p "$out" || tapir_die "cannot create $out"
 stamp="$out/.tapir-kut-build"
 
 exec 9>"$out/.lock"

@@ -17,6 +17,8 @@
 #   --out DIR       logs and results (default:
 #                   $(tapir_cache_dir)/kvm-unit-tests/runs/<time>); inside
 #                   the nested L1 use a path below /run/out
+#   --qemu-from TSV take QEMU's verdicts from an earlier run's results.tsv
+#                   (same build) instead of running QEMU again
 #   --known FILE    known differences (default: known.txt beside this
 #                   script): a test failing under tapir and passing under
 #                   QEMU that is listed there does not fail the run
@@ -47,7 +49,7 @@ repo=$(cd "$here/../.." && pwd)
 usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$self"; }
 
 build=${TAPIR_KUT_BUILD:-} vmm=both tapir="" qemu=qemu-system-x86_64 only="" all=0
-timeout_s="" out="" known="$here/known.txt" nested=0 nested_opts=()
+timeout_s="" out="" known="$here/known.txt" nested=0 nested_opts=() qemu_from=""
 orig_args=("$@")
 need() { [ "$2" -ge 2 ] || tapir_die "$1 needs a value (see --help)"; }
 while [ $# -gt 0 ]; do
@@ -61,6 +63,7 @@ while [ $# -gt 0 ]; do
         --timeout) need "$1" $#; timeout_s=$2; shift 2 ;;
         --out) need "$1" $#; out=$2; shift 2 ;;
         --known) need "$1" $#; known=$2; shift 2 ;;
+        --qemu-from) need "$1" $#; qemu_from=$2; shift 2 ;;
         --nested) nested=1; shift ;;
         --nested-opt) need "$1" $#; nested_opts+=("$2"); shift 2 ;;
         -h | --help) usage; exit 0 ;;
@@ -97,6 +100,8 @@ if [ "$vmm" != tapir ]; then
     command -v "$qemu" >/dev/null || tapir_die "$qemu not found (install qemu-system-x86, or --vmm tapir)"
 fi
 [ -z "$known" ] || [ -f "$known" ] || tapir_die "--known: no such file: $known"
+[ -z "$qemu_from" ] || [ -f "$qemu_from" ] || tapir_die "--qemu-from: no such file: $qemu_from"
+[ -z "$qemu_from" ] || [ "$vmm" = both ] || tapir_die "--qemu-from goes with --vmm both"
 
 if [ "$nested" = 1 ]; then
     # The same command again, inside L1: the build, tapir and this checkout
@@ -109,15 +114,16 @@ if [ "$nested" = 1 ]; then
         if [ "$skip" = 1 ]; then skip=0; continue; fi
         case $a in
             --nested) ;;
-            --out | --nested-opt | --build | --tapir | --known) skip=1 ;;
+            --out | --nested-opt | --build | --tapir | --known | --qemu-from) skip=1 ;;
             *) inner+=("$a") ;;
         esac
     done
     inner+=(--build "$build" --out /run/out)
     [ -z "$tapir" ] || inner+=(--tapir "$tapir")
     [ -z "$known" ] || inner+=(--known "$(readlink -f "$known")")
+    [ -z "$qemu_from" ] || inner+=(--qemu-from "$(readlink -f "$qemu_from")")
     shares=()
-    for p in "$build" "$tapir" "$known" "$self"; do [ -z "$p" ] || shares+=(--share "$p"); done
+    for p in "$build" "$tapir" "$known" "$qemu_from" "$self"; do [ -z "$p" ] || shares+=(--share "$p"); done
     echo "run.sh: running in a nested L1 VM; results in $out" >&2
     exec "$repo/resources/nested/tapir-nested" --out "$out" "${shares[@]}" "${nested_opts[@]}" -- "$self" "${inner[@]}"
 fi
@@ -189,6 +195,15 @@ if [ -n "$known" ]; then
     done <"$known"
 fi
 
+# QEMU's verdicts of an earlier run: test -> "verdict<TAB>rc<TAB>secs".
+declare -A qemu_prev=()
+if [ -n "$qemu_from" ]; then
+    while IFS=$'\t' read -r name _ q _ qrc _ qs _; do
+        [ "$name" != test ] || continue
+        qemu_prev[$name]="$q"$'\t'"$qrc"$'\t'"$qs"
+    done <"$qemu_from"
+fi
+
 # --- one run ---------------------------------------------------------------
 # run_vmm VMM IDX: runs test IDX under VMM; sets r_verdict, r_rc, r_secs.
 run_vmm() {
@@ -196,10 +211,10 @@ run_vmm() {
     log="$out/logs/$name.$which.log"
     if [ "$which" = tapir ]; then
         cmd=("$tapir" run --kernel "$kernel" --initrd "$envfile" --cmdline "$cmdline"
-            --cpus "$smp" --memory "$tapir_mem" --device isa-debug-exit,iobase=0xf4,iosize=4)
+            --cpus "$smp" --memory "$tapir_mem" --device "isa-debug-exit,iobase=0xf4,iosize=4")
     else
         cmd=("$qemu" --no-reboot -nodefaults -global kvm-pit.lost_tick_policy=discard
-            -device pc-testdev -device isa-debug-exit,iobase=0xf4,iosize=0x4
+            -device pc-testdev -device "isa-debug-exit,iobase=0xf4,iosize=0x4"
             -display none -serial stdio -device pci-testdev -machine accel=kvm
             -kernel "$kernel" -smp "$smp")
         [ -z "$cmdline" ] || cmd+=(-append "$cmdline")
@@ -217,7 +232,18 @@ run_vmm() {
     rc=$?
     set -e
     r_secs=$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }')
-    errs=$(grep -vi 'warning' "$log.err" | head -n 1 || true)
+    # A VMM that fails on its own may exit 1 too: QEMU then says so on
+    # stderr (kvm-unit-tests' rule: any line but a warning), tapir with a
+    # line of its own instead of the one naming isa-debug-exit.
+    if [ "$which" = tapir ]; then
+        errs=""
+        if ! grep -q 'isa-debug-exit' "$log.err"; then
+            errs=$(grep -v '^tapir: warning' "$log.err" | head -n 1 || true)
+            errs=${errs:-"no isa-debug-exit line"}
+        fi
+    else
+        errs=$(grep -vi 'warning' "$log.err" | head -n 1 || true)
+    fi
     { echo "# stderr:"; cat "$log.err"; echo "# exit status $rc after ${r_secs}s"; } >>"$log"
     rm -f "$log.err"
     r_rc=$rc
@@ -316,6 +342,10 @@ for i in "${!names[@]}"; do
     order=$((order + 1))
     for which in "${seq[@]}"; do
         [ "$vmm" = both ] || [ "$vmm" = "$which" ] || continue
+        if [ "$which" = qemu ] && [ -n "${qemu_prev[$name]:-}" ]; then
+            IFS=$'\t' read -r q_res q_rc q_s <<<"${qemu_prev[$name]}"
+            continue
+        fi
         run_vmm "$which" "$i"
         if [ "$which" = tapir ]; then t_res=$r_verdict t_rc=$r_rc t_s=$r_secs; else q_res=$r_verdict q_rc=$r_rc q_s=$r_secs; fi
     done
@@ -361,6 +391,7 @@ done
         echo "PASS under QEMU, FAIL under tapir: $((count_regress + count_known)) ($count_known known, $count_regress not in $(basename "${known:-known.txt}"))"
         for r in "${regressions[@]}"; do echo "  not known: $r (log: $out/logs/$r.tapir.log)"; done
     fi
+    [ -z "$qemu_from" ] || echo "QEMU's verdicts and times: from $qemu_from (an earlier run)"
     echo "results: $tsv"
 } | tee "$out/table.txt"
 
