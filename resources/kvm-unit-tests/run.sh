@@ -198,14 +198,17 @@ fi
 # QEMU's verdicts of an earlier run: test -> "verdict<TAB>rc<TAB>secs".
 declare -A qemu_prev=()
 if [ -n "$qemu_from" ]; then
-    while IFS=$'\t' read -r name _ q _ qrc _ qs _; do
+    # (Tabs are white space to read: empty fields would vanish.)
+    while IFS= read -r line; do
+        IFS='|' read -r name _ q _ qrc _ qs _ <<<"${line//$'\t'/|}"
         [ "$name" != test ] || continue
-        qemu_prev[$name]="$q"$'\t'"$qrc"$'\t'"$qs"
+        qemu_prev[$name]="$q|$qrc|$qs"
     done <"$qemu_from"
 fi
 
 # --- one run ---------------------------------------------------------------
-# run_vmm VMM IDX: runs test IDX under VMM; sets r_verdict, r_rc, r_secs.
+# run_vmm VMM IDX: runs test IDX under VMM; sets r_verdict, r_rc, r_secs
+# and r_why (a VMM's error line).
 run_vmm() {
     local which=$1 i=$2 name=${names[$2]} log rc start errs cmd=()
     log="$out/logs/$name.$which.log"
@@ -237,7 +240,7 @@ run_vmm() {
     # line of its own instead of the one naming isa-debug-exit.
     if [ "$which" = tapir ]; then
         errs=""
-        if ! grep -q 'isa-debug-exit' "$log.err"; then
+        if ! grep -q '^tapir: guest wrote .* to isa-debug-exit' "$log.err"; then
             errs=$(grep -v '^tapir: warning' "$log.err" | head -n 1 || true)
             errs=${errs:-"no isa-debug-exit line"}
         fi
@@ -246,9 +249,9 @@ run_vmm() {
     fi
     { echo "# stderr:"; cat "$log.err"; echo "# exit status $rc after ${r_secs}s"; } >>"$log"
     rm -f "$log.err"
-    r_rc=$rc
+    r_rc=$rc r_why=""
     case $rc in
-        1) if [ -n "$errs" ]; then r_verdict="FAIL(vmm error)"; else r_verdict=PASS; fi ;;
+        1) if [ -n "$errs" ]; then r_verdict="FAIL(vmm error)" r_why=${errs:0:100}; else r_verdict=PASS; fi ;;
         77) r_verdict=SKIP ;;
         124 | 137) r_verdict="FAIL(timeout)" ;;
         *) r_verdict="FAIL($rc)" ;;
@@ -301,7 +304,7 @@ order=0
 for i in "${!names[@]}"; do
     name=${names[i]}
     [ -z "$only" ] || [[ $name =~ $only ]] || continue
-    t_res="-" q_res="-" t_rc="" q_rc="" t_s="" q_s="" note=""
+    t_res="-" q_res="-" t_rc="" q_rc="" t_s="" q_s="" note="" whys=()
     skip_why=""
     if [ -n "${arches[i]}" ] && [ "${arches[i]}" != x86_64 ]; then
         skip_why="${arches[i]} only"
@@ -343,13 +346,15 @@ for i in "${!names[@]}"; do
     for which in "${seq[@]}"; do
         [ "$vmm" = both ] || [ "$vmm" = "$which" ] || continue
         if [ "$which" = qemu ] && [ -n "${qemu_prev[$name]:-}" ]; then
-            IFS=$'\t' read -r q_res q_rc q_s <<<"${qemu_prev[$name]}"
+            IFS='|' read -r q_res q_rc q_s <<<"${qemu_prev[$name]}"
             continue
         fi
         run_vmm "$which" "$i"
+        [ -z "$r_why" ] || whys+=("$r_why")
         if [ "$which" = tapir ]; then t_res=$r_verdict t_rc=$r_rc t_s=$r_secs; else q_res=$r_verdict q_rc=$r_rc q_s=$r_secs; fi
     done
     note=$tapir_needs
+    for w in "${whys[@]}"; do note+="${note:+; }${w//|/\/}"; done
     [ "$t_res" = PASS ] && count_tapir_pass=$((count_tapir_pass + 1))
     [ "$q_res" = PASS ] && count_qemu_pass=$((count_qemu_pass + 1))
     [ "$t_res" = PASS ] && [ "$q_res" = PASS ] && count_both=$((count_both + 1))
