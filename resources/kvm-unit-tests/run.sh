@@ -213,7 +213,7 @@ run_vmm() {
     local which=$1 i=$2 name=${names[$2]} log rc start errs cmd=()
     log="$out/logs/$name.$which.log"
     if [ "$which" = tapir ]; then
-        cmd=("$tapir" run --kernel "$kernel" --initrd "$envfile" --cmdline "$cmdline"
+        cmd=("$tapir" run --kernel "$kernel" --initrd "$envfile" "--cmdline=$cmdline"
             --cpus "$smp" --memory "$tapir_mem" --device "isa-debug-exit,iobase=0xf4,iosize=4")
     else
         cmd=("$qemu" --no-reboot -nodefaults -global kvm-pit.lost_tick_policy=discard
