@@ -210,8 +210,13 @@ fi
 # run_vmm VMM IDX: runs test IDX under VMM; sets r_verdict, r_rc, r_secs
 # and r_why (a VMM's error line).
 run_vmm() {
-    local which=$1 i=$2 name=${names[$2]} log rc start errs cmd=()
+    local which=$1 i=$2 name=${names[$2]} log rc start errs cmdline cmd=()
     log="$out/logs/$name.$which.log"
+    # test_args is shell text in kvm-unit-tests' own file (quotes and
+    # `date +%s`): the words it makes are the command line, made anew for
+    # each run (kvmclock_test compares that date with the guest's clock).
+    eval "set -- ${targs[i]}"
+    cmdline="$*"
     if [ "$which" = tapir ]; then
         cmd=("$tapir" run --kernel "$kernel" --initrd "$envfile" "--cmdline=$cmdline"
             --cpus "$smp" --memory "$tapir_mem" --device "isa-debug-exit,iobase=0xf4,iosize=4")
@@ -332,10 +337,6 @@ for i in "${!names[@]}"; do
     count_run=$((count_run + 1))
     kernel="$build/x86/${files[i]}"
     smp=${smps[i]}
-    # test_args is shell text in kvm-unit-tests' own file (quotes and
-    # `date +%s`): the words it makes are the command line.
-    eval "set -- ${targs[i]}"
-    cmdline="$*"
     read -r -a qemu_extra <<<"${params[i]}"
     translate_params "${params[i]}"
     limit=${timeout_s:-${timeouts[i]:-90}}
