@@ -62,6 +62,15 @@ cargo fmt --all -- --check
 step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --features nested-tests -- -D warnings
 
+# kvm-unit-tests (tests/kvm_unit_tests.rs) need a build, made from a
+# checkout kept outside this repository: TAPIR_KUT_SRC names one (else the
+# test uses the newest build in the cache, or says SKIPPED).
+if [ -n "${TAPIR_KUT_SRC:-}" ]; then
+    step "kvm-unit-tests build"
+    TAPIR_KUT_BUILD=$(resources/kvm-unit-tests/build.sh "$TAPIR_KUT_SRC")
+    export TAPIR_KUT_BUILD
+fi
+
 step "cargo test (unit + tiny test kernel)"
 cargo test --workspace
 
