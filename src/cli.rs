@@ -29,7 +29,8 @@ enum Command {
     /// `tapir run --control-socket`) and print the reply.
     ///
     /// Commands: help; info (one line per NIC: model, backend, MAC, link,
-    /// counters, capture); set_link NAME on|off (connect or disconnect a NIC's
+    /// counters, capture); info --json (the same, with interrupts and VM
+    /// exits, as one JSON object); stats NAME (one NIC's JSON); set_link NAME on|off (connect or disconnect a NIC's
     /// cable); pcap NAME start FILE | pcap NAME stop (capture the NIC's frames:
     /// FILE is opened here and passed to tapir); quit (stop the VM). Exit
     /// status 0 on `ok`, 1 with the error otherwise.
@@ -99,7 +100,13 @@ struct CtlArgs {
     #[arg(value_name = "SOCKET")]
     socket: PathBuf,
     /// The command and its arguments, e.g. `set_link net0 off`.
-    #[arg(value_name = "COMMAND", required = true, num_args = 1.., trailing_var_arg = true)]
+    #[arg(
+        value_name = "COMMAND",
+        required = true,
+        num_args = 1..,
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
     command: Vec<String>,
 }
 

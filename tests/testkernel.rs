@@ -373,6 +373,26 @@ fn control_socket_lists_nics_sets_links_and_quits() {
     );
     assert!(lines[1].ends_with(&pcap), "{}", lines[1]);
     assert!(!lines[0].contains("pcap"), "{}", lines[0]);
+    // The same, machine-readable: one JSON object; and one NIC's.
+    let json = ctl(&["info", "--json"]);
+    assert_eq!(json.code, 0, "{}", json.stderr);
+    let v: serde_json::Value = serde_json::from_str(json.stdout.trim()).unwrap();
+    let lan = &v["nics"][1];
+    assert_eq!(
+        (&lan["name"], &lan["model"], &lan["backend"], &lan["link"]),
+        (&"lan".into(), &"e1000".into(), &"user".into(), &"up".into())
+    );
+    assert_eq!(lan["counters"]["tx_frames"], 0, "{lan}");
+    assert_eq!(lan["drops"]["rx_dropped"], 0, "{lan}");
+    assert_eq!(lan["pcap"]["records"], 0, "{lan}");
+    assert!(v["nics"][0]["pcap"].is_null(), "{v}");
+    // The guest printed on the serial port: port writes reached tapir.
+    assert!(v["vcpu_exits"]["io_out"].as_u64().unwrap() > 0, "{v}");
+    let stats = ctl(&["stats", "lan"]);
+    assert_eq!(stats.code, 0, "{}", stats.stderr);
+    let one: serde_json::Value = serde_json::from_str(stats.stdout.trim()).unwrap();
+    assert_eq!(one["mac"], "52:54:00:00:00:42", "{one}");
+    assert_eq!(one["interrupts"]["msi"], 0, "{one}");
     // A capture started and stopped at run time: tapir ctl opens the file
     // and passes it (the main thread's filter lets it receive it).
     let run_time = dir.join("net0.pcap");

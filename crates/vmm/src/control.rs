@@ -13,6 +13,7 @@
 //! replaced; a live one is an error.
 
 pub mod command;
+pub mod json;
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};

@@ -38,6 +38,8 @@ pub struct VmControl {
     reason: Mutex<Option<ExitReason>>,
     stopping: AtomicBool,
     exit_evt: EventFd,
+    /// The vCPUs' exits to user space.
+    pub exits: vcpu::ExitCounters,
 }
 
 impl VmControl {
@@ -46,6 +48,7 @@ impl VmControl {
             reason: Mutex::new(None),
             stopping: AtomicBool::new(false),
             exit_evt: EventFd::new(EFD_NONBLOCK)?,
+            exits: vcpu::ExitCounters::default(),
         })
     }
 

@@ -36,6 +36,7 @@ fn nics() -> Vec<NicEntry> {
         link: LinkHandle::new(Carrier::new(), Arc::new(NoNotify)),
         stats: Arc::new(NicStats::default()),
         pcap: Arc::default(),
+        device: Default::default(),
     }]
 }
 
