@@ -1,6 +1,5 @@
 //! Command-line flags (clap) and the `run` / `--nic help` commands.
 
-use std::os::fd::AsFd;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
@@ -8,6 +7,7 @@ use tapir_config::{
     check_devices, nic::NicArg, parse_size, DeviceArg, NicModel, SeccompMode, SerialConfig,
     VmConfig, DEVICE_KINDS, MAX_VCPUS,
 };
+use tapir_net_backend::PcapFiles;
 
 /// tapir: a small, fast KVM virtual machine monitor for networking tests.
 #[derive(Parser, Debug)]
@@ -31,8 +31,9 @@ enum Command {
     /// Commands: help; info (one line per NIC: model, backend, MAC, link,
     /// counters, capture); info --json (the same, with interrupts and VM
     /// exits, as one JSON object); stats NAME (one NIC's JSON); set_link NAME on|off (connect or disconnect a NIC's
-    /// cable); pcap NAME start FILE | pcap NAME stop (capture the NIC's frames:
-    /// FILE is opened here and passed to tapir); quit (stop the VM). Exit
+    /// cable); pcap NAME start FILE [MAX] | pcap NAME stop (capture the NIC's
+    /// frames, rotating to FILE.1 at MAX, e.g. 10M: the files are opened
+    /// here and passed to tapir); quit (stop the VM). Exit
     /// status 0 on `ok`, 1 with the error otherwise.
     Ctl(CtlArgs),
     /// Measure the NICs with the default Linux guest's own drivers: TCP
@@ -154,10 +155,13 @@ struct RunArgs {
     seccomp: SeccompMode,
 }
 
-/// `tapir ctl SOCK pcap NIC start FILE`: FILE created (or emptied) for
-/// writing, not through a symbolic link, with its absolute path.
-fn open_capture(file: &str) -> Result<(PathBuf, std::fs::File), String> {
-    use std::os::unix::fs::OpenOptionsExt;
+/// `tapir ctl SOCK pcap NIC start FILE [MAX]`: FILE (and, with MAX, FILE.1
+/// and their directory) opened as `pcap=` opens them, with FILE's
+/// absolute path and MAX in bytes.
+fn open_capture(
+    file: &str,
+    max: Option<&str>,
+) -> Result<(PathBuf, Option<u64>, PcapFiles), String> {
     let path = std::path::absolute(file).map_err(|e| format!("pcap file '{file}': {e}"))?;
     if path.to_string_lossy().contains(char::is_whitespace) {
         return Err(format!(
@@ -165,14 +169,22 @@ fn open_capture(file: &str) -> Result<(PathBuf, std::fs::File), String> {
             path.display()
         ));
     }
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&path)
-        .map_err(|e| format!("cannot create pcap file '{}': {e}", path.display()))?;
-    Ok((path, f))
+    let max = match max {
+        None => None,
+        Some(m) => Some(
+            parse_size(m)
+                .ok()
+                .filter(|&v| v >= tapir_config::nic::PCAP_MAX_MIN)
+                .ok_or_else(|| {
+                    format!(
+                        "pcap start: MAX '{m}' is not a size of at least {} bytes (e.g. 64K, 10M)",
+                        tapir_config::nic::PCAP_MAX_MIN
+                    )
+                })?,
+        ),
+    };
+    let files = PcapFiles::open(&path, max).map_err(|e| e.to_string())?;
+    Ok((path, max, files))
 }
 
 /// How long `tapir ctl` waits for a reply.
@@ -280,15 +292,20 @@ pub fn main() -> Result<u8, String> {
         Command::Ctl(args) => {
             let line = args.command.join(" ");
             let lines = match args.command.as_slice() {
-                [pcap, nic, start, file] if pcap == "pcap" && start == "start" => {
-                    // tapir may not open files once it runs: open FILE here
-                    // and pass it over the socket.
-                    let (path, f) = open_capture(file)?;
-                    let line = format!("pcap {nic} start {}", path.display());
-                    tapir_vmm::control::request_with_fd(
+                [pcap, nic, start, file, max @ ..]
+                    if pcap == "pcap" && start == "start" && max.len() <= 1 =>
+                {
+                    // tapir may not open files once it runs: open them here
+                    // and pass them over the socket.
+                    let (path, max, files) = open_capture(file, max.first().map(String::as_str))?;
+                    let mut line = format!("pcap {nic} start {}", path.display());
+                    if let Some(m) = max {
+                        line += &format!(" {m}");
+                    }
+                    tapir_vmm::control::request_with_fds(
                         &args.socket,
                         &line,
-                        Some(f.as_fd()),
+                        &files.fds(),
                         CTL_TIMEOUT,
                     )?
                 }

@@ -422,6 +422,20 @@ fn control_socket_lists_nics_sets_links_and_quits() {
         common::error_lines(&stop.stderr),
         vec!["tapir: pcap stop: NIC 'net0' has no capture running"]
     );
+    // With a size limit: FILE.1 is made (a capture of no frames) beside
+    // FILE, and the capture runs; a bad limit is one line.
+    let rotating = dir.join("rot.pcap");
+    let start = ctl(&["pcap", "net0", "start", rotating.to_str().unwrap(), "64K"]);
+    assert_eq!(start.code, 0, "{}", start.stderr);
+    for p in [rotating.clone(), dir.join("rot.pcap.1")] {
+        assert_eq!(std::fs::metadata(&p).unwrap().len(), 24, "{}", p.display());
+    }
+    assert_eq!(ctl(&["pcap", "net0", "stop"]).code, 0);
+    let bad = ctl(&["pcap", "net0", "start", rotating.to_str().unwrap(), "1K"]);
+    assert_eq!(
+        common::error_lines(&bad.stderr),
+        vec!["tapir: pcap start: MAX '1K' is not a size of at least 4096 bytes (e.g. 64K, 10M)"]
+    );
     let off = ctl(&["set_link", "lan", "off"]);
     assert_eq!((off.code, off.stdout.as_str()), (0, ""), "{}", off.stderr);
     let info = ctl(&["info"]);

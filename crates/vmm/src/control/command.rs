@@ -10,20 +10,22 @@
 //! info --json            one JSON object: {"nics": [NIC...], "vcpu_exits": {...}}
 //! stats NAME             NAME's JSON object (as in `info --json`), on one line
 //! set_link NAME on|off   connects or disconnects NAME's cable (as QEMU's set_link)
-//! pcap NAME start FILE   captures NAME's frames to FILE, whose descriptor comes with
-//!                        the command (SCM_RIGHTS; `tapir ctl` opens FILE)
+//! pcap NAME start FILE [MAX]
+//!                        captures NAME's frames to FILE, whose descriptor comes with
+//!                        the command (SCM_RIGHTS; `tapir ctl` opens FILE); with MAX
+//!                        (bytes), rotating to FILE.1, whose descriptor and that of
+//!                        their directory come too
 //! pcap NAME stop         stops NAME's capture
 //! quit                   stops the VM (tapir exits with status 0)
 //! ```
 
-use std::fs::File;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tapir_config::MacAddr;
-use tapir_net_backend::{PcapControl, PcapWriter};
+use tapir_net_backend::{PcapControl, PcapFiles, PcapWriter};
 use tapir_nic::worker::NicStats;
 use tapir_nic::LinkHandle;
 use tapir_pci::AccessCounters;
@@ -79,8 +81,13 @@ pub enum Command {
     /// Connect (`true`) or disconnect a NIC's cable.
     SetLink { nic: String, up: bool },
     /// Start capturing a NIC's frames into the file whose descriptor came
-    /// with the command (`path` is its name, for `info`).
-    PcapStart { nic: String, path: String },
+    /// with the command (`path` is its name, for `info` and rotation),
+    /// with rotation at `max` bytes.
+    PcapStart {
+        nic: String,
+        path: String,
+        max: Option<u64>,
+    },
     /// Stop a NIC's capture.
     PcapStop { nic: String },
     /// Stop the VM.
@@ -93,7 +100,8 @@ const HELP: &[&str] = &[
     "info --json            the same and the vCPUs' exits, as one JSON object",
     "stats NAME             one NIC's counters as a JSON object",
     "set_link NAME on|off   connect or disconnect the NIC's cable",
-    "pcap NAME start FILE   capture the NIC's frames to FILE (tapir ctl opens FILE and passes it)",
+    "pcap NAME start FILE [MAX]  capture the NIC's frames to FILE, rotating to FILE.1 at MAX bytes",
+    "                       (tapir ctl opens the files and passes them)",
     "pcap NAME stop         stop the NIC's capture",
     "quit                   stop the VM (tapir exits with status 0)",
 ];
@@ -137,14 +145,21 @@ impl Command {
                 })
             }
             Some("pcap") => match (words.get(2).copied(), words.len()) {
-                (Some("start"), 4) => Ok(Command::PcapStart {
+                (Some("start"), 4 | 5) => Ok(Command::PcapStart {
                     nic: words[1].to_string(),
                     path: words[3].to_string(),
+                    max: match words.get(4) {
+                        None => None,
+                        Some(m) => match m.parse::<u64>() {
+                            Ok(v) if v > 0 => Some(v),
+                            _ => return Err(format!("pcap start: MAX '{m}' is not a byte count")),
+                        },
+                    },
                 }),
                 (Some("stop"), 3) => Ok(Command::PcapStop {
                     nic: words[1].to_string(),
                 }),
-                _ => Err("usage: pcap NAME start FILE | pcap NAME stop".into()),
+                _ => Err("usage: pcap NAME start FILE [MAX] | pcap NAME stop".into()),
             },
             Some(other) => Err(format!(
                 "unknown command '{}' (try: help)",
@@ -238,17 +253,19 @@ pub fn execute(line: &str, nics: &[NicEntry], vm: &VmControl, fds: &mut Vec<Owne
         Ok(Command::SetLink { nic, up }) => find(nics, &nic).map(|n| {
             n.link.set(up);
         }),
-        Ok(Command::PcapStart { nic, path }) => find(nics, &nic).and_then(|n| {
+        Ok(Command::PcapStart { nic, path, max }) => find(nics, &nic).and_then(|n| {
             // tapir's threads may not open files: the client did.
-            if fds.is_empty() {
-                return Err(
-                    "pcap start: no file came with the command (use tapir ctl, which opens FILE \
-                     and passes it)"
-                        .to_string(),
-                );
+            let want = if max.is_some() { 3 } else { 1 };
+            if fds.len() < want {
+                return Err(format!(
+                    "pcap start: {} descriptors came with the command, {want} needed (use \
+                     tapir ctl, which opens the files and passes them)",
+                    fds.len()
+                ));
             }
-            let file = File::from(fds.remove(0));
-            let writer = PcapWriter::from_file(file, PathBuf::from(path))
+            let taken = fds.drain(..want).collect();
+            let writer = PcapFiles::from_fds(PathBuf::from(path), max, taken)
+                .and_then(PcapWriter::from_files)
                 .map_err(|e| format!("pcap start: {e}"))?;
             n.pcap.start(writer);
             Ok(())
@@ -279,6 +296,7 @@ pub fn execute(line: &str, nics: &[NicEntry], vm: &VmControl, fds: &mut Vec<Owne
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::File;
     use std::sync::Mutex;
     use tapir_nic::{Carrier, LinkNotify};
 
@@ -312,8 +330,8 @@ mod tests {
         assert!(!plain.contains("pcap"), "{plain}");
         assert_eq!(
             execute("pcap net0 start /x.pcap", &nics, &vm, &mut fds),
-            "error: pcap start: no file came with the command (use tapir ctl, which opens FILE \
-             and passes it)\n"
+            "error: pcap start: 0 descriptors came with the command, 1 needed (use tapir ctl, \
+             which opens the files and passes them)\n"
         );
         assert_eq!(
             execute("pcap net0 stop", &nics, &vm, &mut fds),
@@ -326,15 +344,16 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("tapir-info-pcap-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("a b.pcap");
-        fds.push(File::create(&path).unwrap().into());
+        let appending = |p: &PathBuf| File::options().append(true).create(true).open(p).unwrap();
+        fds.push(appending(&path).into());
         let start = format!("pcap net0 start {}", path.display());
         assert_eq!(
             execute(&start, &nics, &vm, &mut fds),
-            "error: usage: pcap NAME start FILE | pcap NAME stop\n",
+            "error: pcap start: MAX 'b.pcap' is not a byte count\n",
             "a space"
         );
         let path = dir.join("a.pcap");
-        fds[0] = File::create(&path).unwrap().into();
+        fds[0] = appending(&path).into();
         let start = format!("pcap net0 start {}", path.display());
         assert_eq!(execute(&start, &nics, &vm, &mut fds), "ok\n");
         assert!(fds.is_empty());
