@@ -75,7 +75,7 @@ const SYNTHETIC_KERNEL_ALIGNMENT: u32 = 0x20_0000;
 // ELF (only the bits we look at before handing the file to linux-loader).
 pub(crate) const ELF_MAGIC: &[u8; 4] = b"\x7fELF";
 const ELF_HEADER_SIZE: usize = 64;
-const ELF_PHDR_SIZE: usize = 56;
+pub(crate) const ELF_PHDR_SIZE: usize = 56;
 pub(crate) const ELFCLASS32: u8 = 1;
 const ELFCLASS64: u8 = 2;
 const ELFDATA2LSB: u8 = 1;
@@ -363,7 +363,7 @@ pub(crate) fn u32_at(b: &[u8], off: usize) -> u32 {
     u32::from_le_bytes(b[off..off + 4].try_into().unwrap())
 }
 
-fn u64_at(b: &[u8], off: usize) -> u64 {
+pub(crate) fn u64_at(b: &[u8], off: usize) -> u64 {
     u64::from_le_bytes(b[off..off + 8].try_into().unwrap())
 }
 
@@ -372,7 +372,8 @@ fn u64_at(b: &[u8], off: usize) -> u64 {
 ///
 /// The formats are tried in QEMU's order of precedence: a 64-bit ELF is
 /// loaded at its program headers' physical addresses (a PVH note makes it
-/// [`KernelKind::ElfPvh`]); a bzImage is loaded at `code32_start` (1 MiB)
+/// [`KernelKind::ElfPvh`]) unless it has no PVH note and a multiboot header
+/// with address fields, which QEMU boots as multiboot; a bzImage is loaded at `code32_start` (1 MiB)
 /// and checked for a usable 64-bit boot protocol and for enough memory to
 /// decompress itself; anything else with a multiboot v1 header in its first
 /// 8 KiB is loaded as [`KernelKind::Multiboot`] (see [`crate::multiboot`]).
@@ -384,7 +385,10 @@ pub fn load_kernel<M: GuestMemoryBackend>(mem: &M, kernel_file: &mut File) -> Re
     let is_elf = head.starts_with(ELF_MAGIC);
 
     if is_elf && head.get(4) != Some(&ELFCLASS32) {
-        return load_elf(mem, kernel_file, file_len);
+        return match multiboot::elf64_header(kernel_file, file_len, head) {
+            Some(header) => multiboot::load(mem, kernel_file, file_len, head, &header),
+            None => load_elf(mem, kernel_file, file_len),
+        };
     }
     if head.len() >= HDRS_OFFSET + 4 && u32_at(head, HDRS_OFFSET) == HDRS_MAGIC {
         return load_bzimage(mem, kernel_file, head, file_len);

@@ -11,6 +11,9 @@
 //!   physical addresses, `.bss` zeroed; with flag bit 16 (the "a.out
 //!   kludge") the header's address fields say what part of the file goes
 //!   where instead, for ELF and flat binaries alike.
+//! * Precedence, as in QEMU: a bzImage is a bzImage; a 64-bit ELF is booted
+//!   as multiboot only when its header has the address fields and it has no
+//!   PVH note (otherwise it is a PVH or 64-bit Linux ELF).
 //! * The kernel must live in RAM from 1 MiB up (below is tapir's GDT, boot
 //!   information, command line and firmware area).
 //! * [`configure_multiboot_boot`] writes the multiboot information at
@@ -27,8 +30,8 @@ use std::os::unix::fs::FileExt;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryError};
 
 use crate::boot::{
-    align_up, check_fits, e820_entries, mem_error, u16_at, u32_at, BootError, KernelKind,
-    LoadedKernel, Result, ELFCLASS32, ELF_MAGIC, PT_LOAD,
+    align_up, check_fits, e820_entries, mem_error, u16_at, u32_at, u64_at, BootError, KernelKind,
+    LoadedKernel, Result, ELFCLASS32, ELF_MAGIC, ELF_PHDR_SIZE, PT_LOAD,
 };
 use crate::layout::{HIMEM_START, LOW_RAM_END, MMIO_HOLE_START, MULTIBOOT_INFO_START, ZERO_PAGE_START};
 
@@ -183,6 +186,54 @@ pub fn find_header(head: &[u8]) -> Result<Option<Header>> {
     }
 }
 
+/// The multiboot header of a 64-bit ELF that is to be booted as multiboot:
+/// one with address fields (flag bit 16, the only way multiboot v1 loads a
+/// 64-bit ELF, used by 64-bit hobby kernels with a 32-bit entry) in an ELF
+/// without a PVH note (PVH comes first, as in QEMU). `None` sends the file
+/// to the ELF loader, which reports what is wrong with a broken one.
+pub fn elf64_header(file: &File, file_len: u64, head: &[u8]) -> Option<Header> {
+    let header = find_header(head).ok().flatten()?;
+    header.addresses?;
+    (!elf64_has_pvh_note(file, file_len, head)?).then_some(header)
+}
+
+/// Whether a 64-bit ELF has a Xen `PHYS32_ENTRY` note; `None` if its
+/// program headers cannot be read.
+fn elf64_has_pvh_note(file: &File, file_len: u64, head: &[u8]) -> Option<bool> {
+    const PT_NOTE: u32 = 4;
+    const XEN_ELFNOTE_PHYS32_ENTRY: u32 = 18;
+    const MAX_NOTES_LEN: u64 = 1 << 20;
+    if head.len() < 64 || usize::from(u16_at(head, 54)) != ELF_PHDR_SIZE {
+        return None;
+    }
+    let phoff = u64_at(head, 32);
+    let phdrs_len = usize::from(u16_at(head, 56)) * ELF_PHDR_SIZE;
+    if phoff.checked_add(phdrs_len as u64)? > file_len {
+        return None;
+    }
+    let mut phdrs = vec![0u8; phdrs_len];
+    file.read_exact_at(&mut phdrs, phoff).ok()?;
+    for ph in phdrs.chunks_exact(ELF_PHDR_SIZE) {
+        let (offset, size) = (u64_at(ph, 8), u64_at(ph, 32));
+        if u32_at(ph, 0) != PT_NOTE || size > MAX_NOTES_LEN || offset.checked_add(size)? > file_len {
+            continue;
+        }
+        let mut notes = vec![0u8; size as usize];
+        file.read_exact_at(&mut notes, offset).ok()?;
+        let mut at = 0usize;
+        while at + 12 <= notes.len() {
+            let namesz = u32_at(&notes, at) as usize;
+            let descsz = u32_at(&notes, at + 4) as usize;
+            let name = notes.get(at + 12..at + 12 + namesz)?;
+            if name == b"Xen\0" && u32_at(&notes, at + 8) == XEN_ELFNOTE_PHYS32_ENTRY {
+                return Some(true);
+            }
+            at += 12 + namesz.div_ceil(4) * 4 + descsz.div_ceil(4) * 4;
+        }
+    }
+    Some(false)
+}
+
 /// One piece of the file to copy to guest memory, then zeros up to `mem_end`.
 #[derive(Clone, Copy, Debug)]
 struct Segment {
@@ -253,8 +304,8 @@ fn aout_segment(header_offset: usize, a: &AddressFields, file_len: u64) -> Resul
     let addr = u64::from(a.load_addr);
     let file_size = if a.load_end_addr == 0 {
         file_len.saturating_sub(file_offset)
-    } else if a.load_end_addr <= a.load_addr {
-        return Err(bad("load_end_addr is not above load_addr"));
+    } else if a.load_end_addr < a.load_addr {
+        return Err(bad("load_end_addr is below load_addr"));
     } else {
         u64::from(a.load_end_addr - a.load_addr)
     };

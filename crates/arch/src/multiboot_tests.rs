@@ -246,7 +246,7 @@ fn bad_images_are_rejected() {
     const H: u32 = 0x20_0040;
     check(&kludge([H, H + 4, 0, 0, H]), "load_addr is above header_addr");
     check(&kludge([H, H - 0x41, 0, 0, H]), "more than the header's file offset");
-    check(&kludge([H, H - 0x40, H - 0x40, 0, H]), "load_end_addr is not above");
+    check(&kludge([H, H - 0x40, H - 0x41, 0, H]), "load_end_addr is below");
     check(&kludge([H, H - 0x40, H + 0x10, H, H]), "bss_end_addr is below");
     // Data past the end of the file.
     let err = check(&kludge([H, H - 0x40, H + 0x1000, 0, H]), "truncated");
@@ -295,6 +295,18 @@ fn other_formats_keep_their_precedence() {
     code.push(0xf4);
     let k = load_image(&mem, &build_elf(0x10_0000, &code, None)).unwrap();
     assert_eq!(k.kind, KernelKind::ElfLinux64);
+    // With address fields (bit 16) it is multiboot, unless it has a PVH note.
+    let mut code = header(
+        FLAG_AOUT_KLUDGE,
+        Some([0x30_0000, 0x30_0000, 0, 0, 0x30_0020]),
+    );
+    code.push(0xf4);
+    let k = load_image(&mem, &build_elf(0x10_0000, &code, None)).unwrap();
+    assert_eq!(k.kind, KernelKind::Multiboot);
+    assert_eq!(k.entry, GuestAddress(0x30_0020));
+    assert_eq!(read(&mem, 0x30_0000, code.len()), code);
+    let k = load_image(&mem, &build_elf(0x10_0000, &code, Some(0x10_0010))).unwrap();
+    assert_eq!(k.kind, KernelKind::ElfPvh);
     // A bzImage with a multiboot header stays a bzImage (too old here).
     let mut bz = bzimage_head(0x0205, 1, 0);
     bz.extend(header(FLAG_AOUT_KLUDGE, Some([0x10_0000, 0x10_0000, 0, 0, 0x10_0000])));
