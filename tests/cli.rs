@@ -96,7 +96,10 @@ fn a_bad_multiboot_image_is_one_clear_error() {
     let p = scratch("bad-multiboot");
     std::fs::write(&p, header(0, 0)).unwrap();
     let o = run(&["run", "--kernel", p.to_str().unwrap()], T);
-    assert_user_error(&o, "multiboot header at file offset 0x100 has a bad checksum");
+    assert_user_error(
+        &o,
+        "multiboot header at file offset 0x100 has a bad checksum",
+    );
     // Bit 3 is a requirement tapir does not know.
     std::fs::write(&p, header(8, 0u32.wrapping_sub(0x1bad_b00a))).unwrap();
     let o = run(&["run", "--kernel", p.to_str().unwrap()], T);

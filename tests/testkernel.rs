@@ -511,7 +511,14 @@ fn multiboot(kernel: &std::path::Path, mem_mib: u32, expect_mem_mib: u32) -> Out
     let memory = format!("{mem_mib}M");
     run(
         &[
-            "run", "--kernel", kernel, "--initrd", module, "--memory", &memory, "--cmdline",
+            "run",
+            "--kernel",
+            kernel,
+            "--initrd",
+            module,
+            "--memory",
+            &memory,
+            "--cmdline",
             &cmdline,
         ],
         T,

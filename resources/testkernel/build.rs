@@ -246,7 +246,10 @@ fn build_multiboot(cc: &(OsString, Vec<OsString>), src: &Path, obj_dir: &Path, o
         obj
     };
     let main = compile("main.c", "mb-main.o", &[]);
-    for (image, kludge) in [("testkernel-mb.elf", false), ("testkernel-mb-aout.elf", true)] {
+    for (image, kludge) in [
+        ("testkernel-mb.elf", false),
+        ("testkernel-mb-aout.elf", true),
+    ] {
         let head = if kludge {
             compile("head.S", "mb-head-aout.o", &["-DAOUT_KLUDGE"])
         } else {

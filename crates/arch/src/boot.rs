@@ -31,11 +31,11 @@ use vm_memory::{
     GuestMemoryRegion,
 };
 
-use crate::multiboot;
 use crate::layout::{
     ACPI_SIZE, ACPI_START, CMDLINE_MAX_SIZE, CMDLINE_START, HIGH_RAM_START, HIMEM_START,
     LOW_RAM_END, MMIO_HOLE_START, PCI_ECAM_SIZE, PCI_ECAM_START, PVH_INFO_START, ZERO_PAGE_START,
 };
+use crate::multiboot;
 
 /// e820 type of usable RAM.
 pub const E820_RAM: u32 = 1;

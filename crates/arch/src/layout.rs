@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! 0x0000_0500  GDT                      0x0000_6000  PVH start_info (+ memmap)
-//!                                          or multiboot info (+ mmap, modules)
+//!                                       or multiboot info (+ mmap, modules)
 //! 0x0000_0520  IDT                      0x0000_7000  Linux boot_params (zero page)
 //! 0x0000_8ff0  initial stack top        0x0000_9000  PML4, then PDPT, PD x4 (identity 4 GiB)
 //! 0x0002_0000  kernel command line      0x000e_0000  ACPI tables (RSDP first)

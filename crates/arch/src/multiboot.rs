@@ -33,7 +33,9 @@ use crate::boot::{
     align_up, check_fits, e820_entries, mem_error, u16_at, u32_at, u64_at, BootError, KernelKind,
     LoadedKernel, Result, ELFCLASS32, ELF_MAGIC, ELF_PHDR_SIZE, PT_LOAD,
 };
-use crate::layout::{HIMEM_START, LOW_RAM_END, MMIO_HOLE_START, MULTIBOOT_INFO_START, ZERO_PAGE_START};
+use crate::layout::{
+    HIMEM_START, LOW_RAM_END, MMIO_HOLE_START, MULTIBOOT_INFO_START, ZERO_PAGE_START,
+};
 
 /// The header is searched for in this many bytes at the start of the file.
 pub const HEADER_SEARCH_LEN: usize = 8192;
@@ -215,7 +217,8 @@ fn elf64_has_pvh_note(file: &File, file_len: u64, head: &[u8]) -> Option<bool> {
     file.read_exact_at(&mut phdrs, phoff).ok()?;
     for ph in phdrs.chunks_exact(ELF_PHDR_SIZE) {
         let (offset, size) = (u64_at(ph, 8), u64_at(ph, 32));
-        if u32_at(ph, 0) != PT_NOTE || size > MAX_NOTES_LEN || offset.checked_add(size)? > file_len {
+        if u32_at(ph, 0) != PT_NOTE || size > MAX_NOTES_LEN || offset.checked_add(size)? > file_len
+        {
             continue;
         }
         let mut notes = vec![0u8; size as usize];
@@ -252,7 +255,10 @@ pub fn load<M: GuestMemoryBackend>(
     header: &Header,
 ) -> Result<LoadedKernel> {
     let (segments, entry) = match header.addresses {
-        Some(a) => (vec![aout_segment(header.offset, &a, file_len)?], a.entry_addr),
+        Some(a) => (
+            vec![aout_segment(header.offset, &a, file_len)?],
+            a.entry_addr,
+        ),
         None if head.starts_with(ELF_MAGIC) => elf32_segments(file, file_len, head)?,
         None => return Err(BootError::MultibootNoAddresses),
     };
@@ -300,7 +306,9 @@ fn aout_segment(header_offset: usize, a: &AddressFields, file_len: u64) -> Resul
     }
     let file_offset = (header_offset as u64)
         .checked_sub(u64::from(a.header_addr - a.load_addr))
-        .ok_or(bad("header_addr - load_addr is more than the header's file offset"))?;
+        .ok_or(bad(
+            "header_addr - load_addr is more than the header's file offset",
+        ))?;
     let addr = u64::from(a.load_addr);
     let file_size = if a.load_end_addr == 0 {
         file_len.saturating_sub(file_offset)
@@ -499,7 +507,8 @@ pub fn configure_multiboot_boot<M: GuestMemoryBackend>(
     put(INFO_BOOT_LOADER_NAME_ADDR, name_addr as u32);
 
     let write = |bytes: &[u8], addr: u64, what| {
-        mem.write_slice(bytes, GuestAddress(addr)).map_err(mem_error(what))
+        mem.write_slice(bytes, GuestAddress(addr))
+            .map_err(mem_error(what))
     };
     write(&mmap, mmap_addr, "multiboot memory map")?;
     write(&mod_list, mods_addr, "multiboot module list")?;

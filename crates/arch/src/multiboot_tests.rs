@@ -13,7 +13,11 @@ const MIB: u64 = 1 << 20;
 /// A multiboot header with `flags` (and address fields when given).
 fn header(flags: u32, addresses: Option<[u32; 5]>) -> Vec<u8> {
     let mut h = Vec::new();
-    for v in [HEADER_MAGIC, flags, 0u32.wrapping_sub(HEADER_MAGIC.wrapping_add(flags))] {
+    for v in [
+        HEADER_MAGIC,
+        flags,
+        0u32.wrapping_sub(HEADER_MAGIC.wrapping_add(flags)),
+    ] {
         h.extend_from_slice(&v.to_le_bytes());
     }
     for v in addresses.into_iter().flatten() {
@@ -74,7 +78,13 @@ fn build_aout(load_addr: u32, code: &[u8], bss: u32) -> Vec<u8> {
     let mut img = vec![0x90u8; AOUT_HEADER_OFFSET];
     img.extend(header(
         FLAG_PAGE_ALIGN | FLAG_MEMORY_INFO | FLAG_AOUT_KLUDGE,
-        Some([header_addr, load_addr, load_addr + len, load_addr + len + bss, entry]),
+        Some([
+            header_addr,
+            load_addr,
+            load_addr + len,
+            load_addr + len + bss,
+            entry,
+        ]),
     ));
     img.extend_from_slice(code);
     img
@@ -97,7 +107,8 @@ fn u32_in(mem: &GuestMemoryMmap, addr: u64) -> u32 {
 
 /// Fills `len` bytes at `addr` with 0xff, to see bss zeroing.
 fn dirty(mem: &GuestMemoryMmap, addr: u64, len: usize) {
-    mem.write_slice(&vec![0xff; len], GuestAddress(addr)).unwrap();
+    mem.write_slice(&vec![0xff; len], GuestAddress(addr))
+        .unwrap();
 }
 
 #[test]
@@ -107,7 +118,10 @@ fn header_search() {
     let mut head = vec![0u8; 8192];
     head[8180..8192].copy_from_slice(&header(FLAG_MEMORY_INFO, None));
     let h = find_header(&head).unwrap().unwrap();
-    assert_eq!((h.offset, h.flags, h.addresses), (8180, FLAG_MEMORY_INFO, None));
+    assert_eq!(
+        (h.offset, h.flags, h.addresses),
+        (8180, FLAG_MEMORY_INFO, None)
+    );
     // Not at an unaligned offset, nor past 8 KiB.
     let mut head = vec![0u8; 8300];
     head[2..14].copy_from_slice(&header(0, None));
@@ -175,7 +189,13 @@ fn elf32_loads_by_physical_address_with_bss_zeroed() {
     const PADDR: u32 = 0x40_0000;
     dirty(&mem, PADDR.into(), 0x2000);
     let code = [0xf4u8, 0xeb, 0xfd];
-    let img = build_elf32(VADDR, PADDR, FLAG_PAGE_ALIGN | FLAG_MEMORY_INFO, &code, 0x1000);
+    let img = build_elf32(
+        VADDR,
+        PADDR,
+        FLAG_PAGE_ALIGN | FLAG_MEMORY_INFO,
+        &code,
+        0x1000,
+    );
     let k = load_image(&mem, &img).unwrap();
     assert_eq!(k.kind, KernelKind::Multiboot);
     // The virtual entry is translated to the physical one.
@@ -184,7 +204,9 @@ fn elf32_loads_by_physical_address_with_bss_zeroed() {
     assert_eq!(k.kernel_end, GuestAddress(u64::from(PADDR) + 15 + 0x1000));
     assert!(k.setup_header.is_none());
     assert_eq!(read(&mem, PADDR.into(), 15), img[ELF32_CODE_OFFSET..]);
-    assert!(read(&mem, u64::from(PADDR) + 15, 0x1000).iter().all(|&b| b == 0));
+    assert!(read(&mem, u64::from(PADDR) + 15, 0x1000)
+        .iter()
+        .all(|&b| b == 0));
     // Nothing past the bss.
     assert_eq!(read(&mem, u64::from(PADDR) + 15 + 0x1000, 1), [0xff]);
 }
@@ -203,7 +225,9 @@ fn aout_kludge_loads_by_the_header_addresses() {
     assert_eq!(k.load_addr, GuestAddress(LOAD.into()));
     assert_eq!(k.kernel_end, GuestAddress(u64::from(LOAD) + len + 0x2000));
     assert_eq!(read(&mem, LOAD.into(), img.len()), img);
-    assert!(read(&mem, u64::from(LOAD) + len, 0x2000).iter().all(|&b| b == 0));
+    assert!(read(&mem, u64::from(LOAD) + len, 0x2000)
+        .iter()
+        .all(|&b| b == 0));
 
     // load_end_addr 0: the rest of the file; bss_end_addr 0: no bss. An ELF
     // with the kludge flag is loaded by the address fields too.
@@ -244,16 +268,31 @@ fn bad_images_are_rejected() {
         img
     };
     const H: u32 = 0x20_0040;
-    check(&kludge([H, H + 4, 0, 0, H]), "load_addr is above header_addr");
-    check(&kludge([H, H - 0x41, 0, 0, H]), "more than the header's file offset");
-    check(&kludge([H, H - 0x40, H - 0x41, 0, H]), "load_end_addr is below");
-    check(&kludge([H, H - 0x40, H + 0x10, H, H]), "bss_end_addr is below");
+    check(
+        &kludge([H, H + 4, 0, 0, H]),
+        "load_addr is above header_addr",
+    );
+    check(
+        &kludge([H, H - 0x41, 0, 0, H]),
+        "more than the header's file offset",
+    );
+    check(
+        &kludge([H, H - 0x40, H - 0x41, 0, H]),
+        "load_end_addr is below",
+    );
+    check(
+        &kludge([H, H - 0x40, H + 0x10, H, H]),
+        "bss_end_addr is below",
+    );
     // Data past the end of the file.
     let err = check(&kludge([H, H - 0x40, H + 0x1000, 0, H]), "truncated");
     assert!(matches!(err, BootError::KernelTruncated(_)), "{err:?}");
     // Below 1 MiB (tapir's own structures live there), past RAM, in the hole.
     let err = check(&build_aout(0x8000, &[0xf4], 0), "below 1 MiB");
-    assert!(matches!(err, BootError::KernelLoadAddress(0x8000)), "{err:?}");
+    assert!(
+        matches!(err, BootError::KernelLoadAddress(0x8000)),
+        "{err:?}"
+    );
     check(&build_aout(0x3ff_f000, &[0xf4], 0x10_0000), "does not fit");
     check(&build_aout(0xc000_0000, &[0xf4], 0), "does not fit");
     check(&build_aout(0xffff_f000, &[0xf4], 0x100), "does not fit");
@@ -268,7 +307,10 @@ fn bad_images_are_rejected() {
     past[ELF32_HEADER_SIZE + 20..ELF32_HEADER_SIZE + 24].copy_from_slice(&0x1000u32.to_le_bytes());
     check(&past, "truncated");
     check(&build_elf32(0x1000, 0x1000, 0, &[0xf4], 0), "below 1 MiB");
-    check(&build_elf32(0x10_0000, 0x10_0000, 0, &[0xf4], 0xffff_0000), "does not fit");
+    check(
+        &build_elf32(0x10_0000, 0x10_0000, 0, &[0xf4], 0xffff_0000),
+        "does not fit",
+    );
     let mut phnum = build_elf32(0x10_0000, 0x10_0000, 0, &[0xf4], 0);
     phnum[44..46].copy_from_slice(&0xffffu16.to_le_bytes());
     check(&phnum, "truncated");
@@ -309,7 +351,10 @@ fn other_formats_keep_their_precedence() {
     assert_eq!(k.kind, KernelKind::ElfPvh);
     // A bzImage with a multiboot header stays a bzImage (too old here).
     let mut bz = bzimage_head(0x0205, 1, 0);
-    bz.extend(header(FLAG_AOUT_KLUDGE, Some([0x10_0000, 0x10_0000, 0, 0, 0x10_0000])));
+    bz.extend(header(
+        FLAG_AOUT_KLUDGE,
+        Some([0x10_0000, 0x10_0000, 0, 0, 0x10_0000]),
+    ));
     let err = load_image(&mem, &bz).unwrap_err();
     assert!(matches!(err, BootError::BzImageTooOld(0x0205)), "{err:?}");
     // A 32-bit ELF without a header is still "not x86_64".
@@ -351,7 +396,10 @@ fn information_structure_reads_back() {
         assert_eq!(u32_in(&mem, at), 20);
         let base: u64 = mem.read_obj(GuestAddress(at + 4)).unwrap();
         let len: u64 = mem.read_obj(GuestAddress(at + 12)).unwrap();
-        assert_eq!((base, len, u32_in(&mem, at + 20)), (e.addr, e.size, e.r#type));
+        assert_eq!(
+            (base, len, u32_in(&mem, at + 20)),
+            (e.addr, e.size, e.r#type)
+        );
         at += 4 + u64::from(u32_in(&mem, at));
     }
     assert_eq!(entries[2].r#type, E820_RAM);
@@ -385,10 +433,20 @@ fn information_that_does_not_fit_is_rejected() {
         size: 1,
         string,
     };
-    let err = configure_multiboot_boot(&mem, GuestAddress(CMDLINE_START), &[module(&long)], 64 * MIB)
-        .unwrap_err();
+    let err = configure_multiboot_boot(
+        &mem,
+        GuestAddress(CMDLINE_START),
+        &[module(&long)],
+        64 * MIB,
+    )
+    .unwrap_err();
     assert!(matches!(err, BootError::MultibootInfoTooLarge), "{err:?}");
-    let err = configure_multiboot_boot(&mem, GuestAddress(CMDLINE_START), &[module("a\0b")], 64 * MIB)
-        .unwrap_err();
+    let err = configure_multiboot_boot(
+        &mem,
+        GuestAddress(CMDLINE_START),
+        &[module("a\0b")],
+        64 * MIB,
+    )
+    .unwrap_err();
     assert!(matches!(err, BootError::CmdlineNul), "{err:?}");
 }

@@ -356,9 +356,15 @@ fn build_platform(
 
 /// Where the boot vCPU starts.
 enum Start {
-    Linux64 { rip: u64 },
+    Linux64 {
+        rip: u64,
+    },
     /// 32-bit flat protected mode (PVH, multiboot).
-    Protected32 { eip: u64, eax: u32, ebx: u32 },
+    Protected32 {
+        eip: u64,
+        eax: u32,
+        ebx: u32,
+    },
 }
 
 /// The loaded guest's entry and what it is.
