@@ -84,6 +84,33 @@ fn a_file_that_is_not_a_kernel() {
 }
 
 #[test]
+fn a_bad_multiboot_image_is_one_clear_error() {
+    let header = |flags: u32, checksum: u32| {
+        let mut img = vec![0u8; 0x100];
+        for v in [0x1bad_b002u32, flags, checksum] {
+            img.extend_from_slice(&v.to_le_bytes());
+        }
+        img.extend_from_slice(&[0u8; 0x100]);
+        img
+    };
+    let p = scratch("bad-multiboot");
+    std::fs::write(&p, header(0, 0)).unwrap();
+    let o = run(&["run", "--kernel", p.to_str().unwrap()], T);
+    assert_user_error(
+        &o,
+        "multiboot header at file offset 0x100 has a bad checksum",
+    );
+    // Bit 3 is a requirement tapir does not know.
+    std::fs::write(&p, header(8, 0u32.wrapping_sub(0x1bad_b00a))).unwrap();
+    let o = run(&["run", "--kernel", p.to_str().unwrap()], T);
+    assert_user_error(&o, "requires features tapir does not provide");
+    // A valid header, but neither ELF nor address fields.
+    std::fs::write(&p, header(2, 0u32.wrapping_sub(0x1bad_b004))).unwrap();
+    let o = run(&["run", "--kernel", p.to_str().unwrap()], T);
+    assert_user_error(&o, "no load addresses");
+}
+
+#[test]
 fn a_directory_is_not_a_kernel() {
     let o = run(&["run", "--kernel", "/"], T);
     assert_eq!(o.code, 1, "{}", o.stderr);

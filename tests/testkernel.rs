@@ -522,3 +522,65 @@ fn seccomp_off_runs_without_filters_and_says_so() {
         o.stderr
     );
 }
+
+/// Boots the 32-bit multiboot guest (`kernel`) with a module: the guest
+/// checks the entry state, the information structure, the memory map, the
+/// command line (the kernel's file name first) and module 0 against what
+/// its command line says, like kvm-unit-tests reads its environment from
+/// module 0.
+fn multiboot(kernel: &std::path::Path, mem_mib: u32, expect_mem_mib: u32) -> Outcome {
+    let dir = std::env::temp_dir().join(format!("tapir-mb-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let module = dir.join(format!(
+        "env-{}",
+        kernel.file_name().unwrap().to_string_lossy()
+    ));
+    let contents = "NR_CPUS=1\nMEMSIZE=32\nTAPIR_MODULE_OK\n";
+    std::fs::write(&module, contents).unwrap();
+    let (kernel, module) = (kernel.to_str().unwrap(), module.to_str().unwrap());
+    let cmdline = format!(
+        "kernel={kernel} mem_mib={expect_mem_mib} module={module} module_len={}",
+        contents.len()
+    );
+    let memory = format!("{mem_mib}M");
+    run(
+        &[
+            "run",
+            "--kernel",
+            kernel,
+            "--initrd",
+            module,
+            "--memory",
+            &memory,
+            "--cmdline",
+            &cmdline,
+        ],
+        T,
+    )
+}
+
+#[test]
+fn boots_multiboot_elf() {
+    let o = multiboot(&tapir_testkernel::multiboot_elf_path(), 32, 32);
+    assert_pass(&o);
+    assert!(o.stdout.contains("boot=multiboot"), "{}", o.stdout);
+    assert!(!o.stdout.contains("MULTIBOOT: BAD"), "{}", o.stdout);
+}
+
+#[test]
+fn boots_multiboot_aout_kludge() {
+    let o = multiboot(&tapir_testkernel::multiboot_bin_path(), 64, 64);
+    assert_pass(&o);
+    assert!(o.stdout.contains("boot=multiboot"), "{}", o.stdout);
+}
+
+#[test]
+fn a_broken_multiboot_promise_is_caught_by_the_guest() {
+    let o = multiboot(&tapir_testkernel::multiboot_elf_path(), 32, 64);
+    assert!(
+        o.stdout.contains("MULTIBOOT: BAD mem_upper"),
+        "{}",
+        o.stdout
+    );
+    assert!(o.stdout.contains("TESTKERNEL: FAIL"), "{}", o.stdout);
+}

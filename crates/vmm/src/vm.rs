@@ -12,7 +12,7 @@ use kvm_bindings::{
     kvm_pit_config, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
 };
 use kvm_ioctls::{Cap, Kvm, VmFd};
-use tapir_arch::{acpi, boot, cpu, firmware, layout};
+use tapir_arch::{acpi, boot, cpu, firmware, layout, multiboot};
 use tapir_config::{SeccompMode, SerialConfig, VmConfig};
 use tapir_devices::acpi_pm::{AcpiPm, REGISTER_BLOCK_LEN};
 use tapir_devices::i8042::I8042;
@@ -356,8 +356,15 @@ fn build_platform(
 
 /// Where the boot vCPU starts.
 enum Start {
-    Linux64 { rip: u64 },
-    Pvh { eip: u64 },
+    Linux64 {
+        rip: u64,
+    },
+    /// 32-bit flat protected mode (PVH, multiboot).
+    Protected32 {
+        eip: u64,
+        eax: u32,
+        ebx: u32,
+    },
 }
 
 /// The loaded guest's entry and what it is.
@@ -386,6 +393,9 @@ fn load_guest(vm: &Vm, config: &VmConfig) -> Result<Entry, VmmError> {
         }
         None => None,
     };
+    if kernel.kind == boot::KernelKind::Multiboot {
+        return configure_multiboot(vm, config, &kernel, initrd);
+    }
     let cmdline_size = boot::write_cmdline(&vm.mem, &config.cmdline).map_err(VmmError::Cmdline)?;
     let is_linux_bzimage = kernel.kind == boot::KernelKind::BzImage;
     let start = match kernel.kind {
@@ -393,8 +403,10 @@ fn load_guest(vm: &Vm, config: &VmConfig) -> Result<Entry, VmmError> {
             let cmdline = GuestAddress(layout::CMDLINE_START);
             boot::configure_pvh_boot(&vm.mem, cmdline, initrd, vm.rsdp, config.memory)
                 .map_err(VmmError::Boot)?;
-            Start::Pvh {
+            Start::Protected32 {
                 eip: kernel.entry.0,
+                eax: 0,
+                ebx: layout::PVH_INFO_START as u32,
             }
         }
         _ => {
@@ -415,6 +427,47 @@ fn load_guest(vm: &Vm, config: &VmConfig) -> Result<Entry, VmmError> {
     Ok(Entry {
         start,
         is_linux_bzimage,
+    })
+}
+
+/// Multiboot: the command line starts with the kernel's file name (as GRUB
+/// and QEMU pass it) and the initrd is module 0.
+fn configure_multiboot(
+    vm: &Vm,
+    config: &VmConfig,
+    kernel: &boot::LoadedKernel,
+    initrd: Option<(GuestAddress, usize)>,
+) -> Result<Entry, VmmError> {
+    let kernel_name = config.kernel.to_string_lossy();
+    let cmdline = multiboot::command_line(&kernel_name, &config.cmdline);
+    boot::write_cmdline(&vm.mem, &cmdline).map_err(VmmError::Cmdline)?;
+    let module_name = config
+        .initrd
+        .as_ref()
+        .map(|p| p.to_string_lossy())
+        .unwrap_or_default();
+    let modules: Vec<multiboot::Module> = initrd
+        .map(|(addr, size)| multiboot::Module {
+            addr,
+            size,
+            string: &module_name,
+        })
+        .into_iter()
+        .collect();
+    multiboot::configure_multiboot_boot(
+        &vm.mem,
+        GuestAddress(layout::CMDLINE_START),
+        &modules,
+        config.memory,
+    )
+    .map_err(VmmError::Boot)?;
+    Ok(Entry {
+        start: Start::Protected32 {
+            eip: kernel.entry.0,
+            eax: multiboot::BOOTLOADER_MAGIC,
+            ebx: layout::MULTIBOOT_INFO_START as u32,
+        },
+        is_linux_bzimage: false,
     })
 }
 
@@ -447,9 +500,8 @@ fn create_vcpus(
                     cpu::setup_long_mode(&vm.mem, &vcpu, *rip, layout::ZERO_PAGE_START)
                         .map_err(e)?
                 }
-                Start::Pvh { eip } => {
-                    cpu::setup_protected_mode_pvh(&vm.mem, &vcpu, *eip, layout::PVH_INFO_START)
-                        .map_err(e)?
+                Start::Protected32 { eip, eax, ebx } => {
+                    cpu::setup_protected_mode(&vm.mem, &vcpu, *eip, *eax, *ebx).map_err(e)?
                 }
             }
         }
