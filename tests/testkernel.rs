@@ -158,7 +158,7 @@ fn unmapped_mmio_reads_all_ones_and_the_vm_survives() {
 fn unclaimed_port_reads_all_ones_with_a_warning() {
     let o = tk(&["--memory", "32M"], "test=pio-unmapped");
     assert_pass(&o);
-    assert!(o.stderr.contains("port read 0x510"), "stderr: {}", o.stderr);
+    assert!(o.stderr.contains("port read 0x530"), "stderr: {}", o.stderr);
 }
 
 #[test]
