@@ -777,7 +777,11 @@ fn device_is_validated_with_one_line_errors() {
 fn test_kernel_flags_are_validated_with_one_line_errors() {
     let k = kernel();
     for (flag, value, needle) in [
-        ("--device", "isa-debug-exit,iosize=0", "invalid iosize '0': at least 1 port"),
+        (
+            "--device",
+            "isa-debug-exit,iosize=0",
+            "invalid iosize '0': at least 1 port",
+        ),
         (
             "--device",
             "isa-debug-exit,iobase=0x1ffff",
@@ -789,10 +793,18 @@ fn test_kernel_flags_are_validated_with_one_line_errors() {
             "the ports would run past 0xffff",
         ),
         ("--device", "isa-debug-exit,port=1", "unknown key 'port'"),
-        ("--timeout", "0", "invalid duration '0': must be more than 0"),
+        (
+            "--timeout",
+            "0",
+            "invalid duration '0': must be more than 0",
+        ),
         ("--timeout", "10x", "invalid duration '10x'"),
         ("--timeout", "1.5s", "invalid duration '1.5s'"),
-        ("--serial", "stdio,logfile=", "invalid --serial 'stdio,logfile='"),
+        (
+            "--serial",
+            "stdio,logfile=",
+            "invalid --serial 'stdio,logfile='",
+        ),
         (
             "--serial",
             "stdio,logfile=/nonexistent/dir/log",
@@ -847,7 +859,10 @@ fn debug_exit_overlapping_the_machines_ports_is_one_line() {
             "overlap the PCI I/O window (ports 0xc000-0xffff)",
         ),
     ] {
-        let o = run(&["run", "--kernel", &k, "--memory", "32M", "--device", spec], T);
+        let o = run(
+            &["run", "--kernel", &k, "--memory", "32M", "--device", spec],
+            T,
+        );
         assert_user_error(&o, needle);
     }
 }

@@ -545,7 +545,10 @@ fn debug_exit_ends_tapir_with_the_guests_status() {
     assert_eq!(o.code, 255, "stderr:\n{}", o.stderr);
     // Without the device the port is unclaimed: the guest goes on and
     // reports that nothing happened.
-    let o = tk(&["--memory", "32M"], "test=debug-exit debug_exit_value=0x10");
+    let o = tk(
+        &["--memory", "32M"],
+        "test=debug-exit debug_exit_value=0x10",
+    );
     assert_eq!(o.code, 0, "stderr:\n{}", o.stderr);
     assert!(
         o.stdout

@@ -93,7 +93,9 @@ mod tests {
 
     #[test]
     fn bad_durations() {
-        for bad in ["", "s", "1.5s", "-1", "+1", "10x", "1 s", "5sec", "1m30s", "ms"] {
+        for bad in [
+            "", "s", "1.5s", "-1", "+1", "10x", "1 s", "5sec", "1m30s", "ms",
+        ] {
             assert_eq!(
                 bad.parse::<UserDuration>(),
                 Err(DurationError::Invalid(bad.into())),

@@ -182,7 +182,14 @@ mod tests {
             SerialConfig::File("/tmp/x,y".into())
         );
         assert_eq!(arg("none").unwrap().dest, SerialConfig::None);
-        for bad in ["stdio,logfile=", "stdio,log=x", "stdio,", "file:", "tty", ""] {
+        for bad in [
+            "stdio,logfile=",
+            "stdio,log=x",
+            "stdio,",
+            "file:",
+            "tty",
+            "",
+        ] {
             assert_eq!(
                 arg(bad).unwrap_err().to_string(),
                 format!(

@@ -142,10 +142,7 @@ mod tests {
         let d = dev();
         assert_eq!(read_item(&d, KEY_SIGNATURE, 4), b"QEMU");
         assert_eq!(read_item(&d, KEY_ID, 4), [1, 0, 0, 0]);
-        assert_eq!(
-            read_item(&d, KEY_RAM_SIZE, 8),
-            0x2000_0000u64.to_le_bytes()
-        );
+        assert_eq!(read_item(&d, KEY_RAM_SIZE, 8), 0x2000_0000u64.to_le_bytes());
         assert_eq!(read_item(&d, KEY_NB_CPUS, 2), [3, 0]);
         assert_eq!(read_item(&d, KEY_MAX_CPUS, 2), [3, 0]);
         assert_eq!(ID_TRADITIONAL & ID_DMA, 0);

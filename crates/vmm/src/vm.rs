@@ -387,11 +387,7 @@ fn build_platform(
 const PLATFORM_PORTS: &[(&str, u64, u64)] = &[
     ("the i8042", layout::I8042_DATA_PORT, 5),
     ("COM1", layout::COM1_PORT, 8),
-    (
-        "fw_cfg",
-        fw_cfg::PORT_BASE as u64,
-        fw_cfg::PORT_LEN as u64,
-    ),
+    ("fw_cfg", fw_cfg::PORT_BASE as u64, fw_cfg::PORT_LEN as u64),
     (
         "the ACPI PM registers",
         layout::ACPI_SLEEP_CONTROL_PORT,
