@@ -146,7 +146,7 @@ pub struct VmConfig {
     pub timeout: Option<UserDuration>,
     /// Network interfaces.
     pub nics: Vec<NicSpec>,
-    /// Other devices (`--device`: VFIO device assignment).
+    /// Other devices (`--device`: VFIO device assignment, isa-debug-exit).
     pub devices: Vec<DeviceSpec>,
     /// Run guests that PVM can only emulate (Linux bzImages) anyway.
     pub allow_emulation: bool,
