@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use tapir_config::{
-    check_devices, nic::NicArg, parse_size, DeviceArg, NicModel, SeccompMode, SerialConfig,
-    VmConfig, DEVICE_KINDS, MAX_VCPUS,
+    check_devices, nic::NicArg, parse_size, DeviceArg, NicModel, SeccompMode, SerialArg,
+    UserDuration, VmConfig, DEVICE_KINDS, MAX_VCPUS,
 };
 use tapir_net_backend::PcapFiles;
 
@@ -23,7 +23,9 @@ enum Command {
     ///
     /// Exit status: 0 when the guest powers off or reboots, 1 for tapir's own
     /// errors, 2 when the guest dies (triple fault, KVM internal error),
-    /// 128+N when stopped by signal N. On an interactive console, Ctrl-A x quits.
+    /// 128+N when stopped by signal N, (V << 1) | 1 (low 8 bits) when the guest
+    /// writes V to --device isa-debug-exit, 124 when --timeout runs out. On an
+    /// interactive console, Ctrl-A x quits.
     Run(RunArgs),
     /// Send a command to a running tapir's control socket (see
     /// `tapir run --control-socket`) and print the reply.
@@ -128,15 +130,22 @@ struct RunArgs {
     /// Guest memory, e.g. 256M or 2G.
     #[arg(long, value_name = "SIZE", default_value = "512M", value_parser = parse_size)]
     memory: u64,
-    /// Where COM1 goes: stdio, file:PATH or none.
+    /// Where COM1 goes: stdio, file:PATH or none; stdio,logfile=PATH also
+    /// copies the guest's output to PATH (for a CI log).
     #[arg(long, value_name = "DEST", default_value = "stdio")]
-    serial: SerialConfig,
+    serial: SerialArg,
+    /// Stop the guest after DURATION (30s, 2m, 500ms, 1h; plain seconds)
+    /// with exit status 124, cleaning up as on SIGTERM. Default: no limit.
+    #[arg(long, value_name = "DURATION")]
+    timeout: Option<UserDuration>,
     /// A network interface: model=virtio|e1000|rtl8139,net=user|tap|bridge|passthrough,
     /// id=,mac=,addr=,vlan=,pcap=,... (repeatable). `--nic help` lists models and backends.
     #[arg(long, value_name = "SPEC")]
     nic: Vec<NicArg>,
-    /// A host device assigned to the guest: vfio-pci,host=DDDD:BB:DD.F[,addr=SLOT]
-    /// (repeatable; the function must be bound to vfio-pci). `--device help` lists kinds and keys.
+    /// A device: vfio-pci,host=DDDD:BB:DD.F[,addr=SLOT] assigns a host PCI
+    /// function (repeatable; bound to vfio-pci); isa-debug-exit[,iobase=0xf4,iosize=4]
+    /// lets the guest end tapir with a status of its choice. `--device help`
+    /// lists kinds and keys.
     #[arg(long, value_name = "SPEC")]
     device: Vec<DeviceArg>,
     /// On a PVM host, boot a Linux bzImage anyway (it runs under instruction
@@ -239,9 +248,10 @@ pub fn nic_help() -> String {
 pub fn device_help() -> String {
     let mut s = String::from("Device kinds (--device KIND,key=value,...):\n");
     for (kind, what) in DEVICE_KINDS {
-        s += &format!("  {kind:<9} {what}\n");
+        s += &format!("  {kind:<14} {what}\n");
     }
-    s += "\nExample: --device vfio-pci,host=0000:01:00.0,addr=5 (see docs/backend-passthrough.md, \"Device assignment (VFIO)\")\n";
+    s += "\nExamples: --device vfio-pci,host=0000:01:00.0,addr=5 (see docs/backend-passthrough.md, \"Device assignment (VFIO)\")\n";
+    s += "          --device isa-debug-exit,iobase=0xf4,iosize=4 (see docs/test-kernels.md)\n";
     s
 }
 
@@ -340,7 +350,9 @@ pub fn main() -> Result<u8, String> {
                 cmdline: args.cmdline,
                 cpus: args.cpus,
                 memory: args.memory,
-                serial: args.serial,
+                serial: args.serial.dest,
+                serial_log: args.serial.logfile,
+                timeout: args.timeout,
                 allow_emulation: args.allow_emulation,
                 control_socket: args.control_socket,
                 seccomp: args.seccomp,

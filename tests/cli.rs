@@ -801,6 +801,100 @@ fn device_is_validated_with_one_line_errors() {
 }
 
 #[test]
+fn test_kernel_flags_are_validated_with_one_line_errors() {
+    let k = kernel();
+    for (flag, value, needle) in [
+        (
+            "--device",
+            "isa-debug-exit,iosize=0",
+            "invalid iosize '0': at least 1 port",
+        ),
+        (
+            "--device",
+            "isa-debug-exit,iobase=0x1ffff",
+            "invalid iobase '0x1ffff'",
+        ),
+        (
+            "--device",
+            "isa-debug-exit,iobase=0xfffe,iosize=4",
+            "the ports would run past 0xffff",
+        ),
+        ("--device", "isa-debug-exit,port=1", "unknown key 'port'"),
+        (
+            "--timeout",
+            "0",
+            "invalid duration '0': must be more than 0",
+        ),
+        ("--timeout", "10x", "invalid duration '10x'"),
+        ("--timeout", "1.5s", "invalid duration '1.5s'"),
+        (
+            "--serial",
+            "stdio,logfile=",
+            "invalid --serial 'stdio,logfile='",
+        ),
+        (
+            "--serial",
+            "stdio,logfile=/nonexistent/dir/log",
+            "cannot open serial log file '/nonexistent/dir/log'",
+        ),
+    ] {
+        let o = run(&["run", "--kernel", &k, flag, value], T);
+        assert_user_error(&o, needle);
+    }
+    let o = run(
+        &[
+            "run",
+            "--kernel",
+            &k,
+            "--device",
+            "isa-debug-exit",
+            "--device",
+            "isa-debug-exit,iobase=0x501",
+        ],
+        T,
+    );
+    assert_user_error(&o, "only one isa-debug-exit is allowed");
+    let o = run(&["run", "--device", "help"], T);
+    assert!(o.stdout.contains("isa-debug-exit"), "{}", o.stdout);
+}
+
+#[test]
+fn debug_exit_overlapping_the_machines_ports_is_one_line() {
+    if !std::path::Path::new("/dev/kvm").exists() {
+        tapir_test_support::skipped(
+            "cli::debug_exit_overlapping_the_machines_ports_is_one_line",
+            "no /dev/kvm",
+        );
+        return;
+    }
+    let k = kernel();
+    for (spec, needle) in [
+        (
+            "isa-debug-exit,iobase=0x3fa",
+            "--device isa-debug-exit: ports 0x3fa-0x3fd overlap COM1 (ports 0x3f8-0x3ff)",
+        ),
+        (
+            "isa-debug-exit,iobase=0x50f,iosize=2",
+            "ports 0x50f-0x510 overlap fw_cfg (ports 0x510-0x511)",
+        ),
+        (
+            "isa-debug-exit,iobase=0xcfc,iosize=1",
+            "overlap PCI configuration (ports 0xcf8-0xcff)",
+        ),
+        (
+            "isa-debug-exit,iobase=0xd000",
+            "overlap the PCI I/O window (ports 0xc000-0xffff)",
+        ),
+    ] {
+        let o = run(
+            &["run", "--kernel", &k, "--memory", "32M", "--device", spec],
+            T,
+        );
+        assert_user_error(&o, needle);
+    }
+}
+
+#[test]
 fn bench_bad_flags_are_one_line() {
     let o = run(&["bench", "--models", "virtio,ne2k"], T);
     assert_user_error(

@@ -158,7 +158,7 @@ fn unmapped_mmio_reads_all_ones_and_the_vm_survives() {
 fn unclaimed_port_reads_all_ones_with_a_warning() {
     let o = tk(&["--memory", "32M"], "test=pio-unmapped");
     assert_pass(&o);
-    assert!(o.stderr.contains("port read 0x510"), "stderr: {}", o.stderr);
+    assert!(o.stderr.contains("port read 0x530"), "stderr: {}", o.stderr);
 }
 
 #[test]
@@ -583,4 +583,119 @@ fn a_broken_multiboot_promise_is_caught_by_the_guest() {
         o.stdout
     );
     assert!(o.stdout.contains("TESTKERNEL: FAIL"), "{}", o.stdout);
+}
+
+// ---- what tiny test kernels need (docs/test-kernels.md) ----------------
+
+fn scratch_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("tapir-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn fw_cfg_reports_signature_memory_and_cpus() {
+    let o = tk(
+        &["--cpus", "2", "--memory", "64M"],
+        "test=fw-cfg expect_cpus=2 expect_mem_mib=64",
+    );
+    assert_pass(&o);
+    assert!(
+        o.stdout
+            .contains("FW_CFG: signature=QEMU id=0x1 ram_size=0x4000000 nb_cpus=2 max_cpus=2"),
+        "{}",
+        o.stdout
+    );
+}
+
+#[test]
+fn debug_exit_ends_tapir_with_the_guests_status() {
+    // Default ports (0xf4, 4 wide), a 4-byte write: (0x10 << 1) | 1.
+    let o = tk(
+        &["--memory", "32M", "--device", "isa-debug-exit"],
+        "test=debug-exit debug_exit_value=0x10",
+    );
+    assert_eq!(o.code, 33, "stdout:\n{}\nstderr:\n{}", o.stdout, o.stderr);
+    assert!(
+        o.stderr
+            .contains("tapir: guest wrote 0x10 to isa-debug-exit (exit status 33)"),
+        "{}",
+        o.stderr
+    );
+    // QEMU's own default ports, a byte write at the range's second port.
+    let o = tk(
+        &[
+            "--memory",
+            "32M",
+            "--device",
+            "isa-debug-exit,iobase=0x501,iosize=2",
+        ],
+        "test=debug-exit debug_exit_value=2 debug_exit_port=0x502 debug_exit_width=1",
+    );
+    assert_eq!(o.code, 5, "stderr:\n{}", o.stderr);
+    // A 2-byte write; only the status's low 8 bits survive.
+    let o = tk(
+        &["--memory", "32M", "--device", "isa-debug-exit,iobase=244"],
+        "test=debug-exit debug_exit_value=0x17f debug_exit_width=2",
+    );
+    assert_eq!(o.code, 255, "stderr:\n{}", o.stderr);
+    // Without the device the port is unclaimed: the guest goes on and
+    // reports that nothing happened.
+    let o = tk(
+        &["--memory", "32M"],
+        "test=debug-exit debug_exit_value=0x10",
+    );
+    assert_eq!(o.code, 0, "stderr:\n{}", o.stderr);
+    assert!(
+        o.stdout
+            .contains("TESTKERNEL: FAIL debug-exit write did not stop the VM"),
+        "{}",
+        o.stdout
+    );
+}
+
+#[test]
+fn timeout_stops_an_idle_guest_and_cleans_up() {
+    let sock = scratch_dir("timeout").join("ctl.sock");
+    let o = tk(
+        &[
+            "--memory",
+            "32M",
+            "--timeout",
+            "2s",
+            "--control-socket",
+            sock.to_str().unwrap(),
+        ],
+        "test=halt",
+    );
+    assert_eq!(o.code, 124, "stderr:\n{}", o.stderr);
+    assert!(o.stdout.contains("HALTING"), "{}", o.stdout);
+    let lines: Vec<&str> = o.stderr.lines().filter(|l| l.contains("timeout")).collect();
+    assert_eq!(
+        lines,
+        ["tapir: guest stopped after --timeout 2s"],
+        "{}",
+        o.stderr
+    );
+    assert!(
+        o.elapsed >= Duration::from_secs(2) && o.elapsed < Duration::from_secs(30),
+        "took {:?}",
+        o.elapsed
+    );
+    assert!(!sock.exists(), "control socket removed as on a normal stop");
+    // A guest that ends first is not affected.
+    let o = tk(&["--memory", "32M", "--timeout", "1m"], "test=basic");
+    assert_pass(&o);
+}
+
+#[test]
+fn serial_logfile_gets_exactly_what_stdout_got() {
+    let log = scratch_dir("serial-log").join("console.log");
+    let spec = format!("stdio,logfile={}", log.display());
+    let o = tk(&["--memory", "32M", "--serial", &spec], "test=fw-cfg");
+    assert_pass(&o);
+    assert!(o.stdout.contains("FW_CFG: signature=QEMU"), "{}", o.stdout);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(text, o.stdout);
+    let _ = std::fs::remove_file(&log);
 }

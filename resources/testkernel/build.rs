@@ -23,6 +23,7 @@ const C_SOURCES: &[&str] = &[
     "irq.c",
     "nic.c",
     "hostile.c",
+    "qemu_devices.c",
     "virtio_net.c",
     "e1000.c",
     "rtl8139.c",

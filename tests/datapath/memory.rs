@@ -101,6 +101,8 @@ pub fn run(cell: &Cell) -> Run {
         cpus: 1,
         memory: GUEST_MEMORY << 20,
         serial: SerialConfig::File(serial.clone()),
+        serial_log: None,
+        timeout: None,
         nics: vec![spec],
         devices: vec![],
         allow_emulation: false,

@@ -24,6 +24,7 @@ mod vm;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
+use tapir_devices::debug_exit::DebugExitSink;
 use tapir_devices::{PowerEvent, PowerSink};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -98,6 +99,12 @@ impl PowerSink for VmControl {
             PowerEvent::PowerOff => self.power_off(),
             PowerEvent::Reset => self.reset(),
         }
+    }
+}
+
+impl DebugExitSink for VmControl {
+    fn debug_exit(&self, value: u32) {
+        self.stop(ExitReason::DebugExit(value))
     }
 }
 

@@ -15,6 +15,8 @@ use kvm_ioctls::{Cap, Kvm, VmFd};
 use tapir_arch::{acpi, boot, cpu, firmware, layout, multiboot};
 use tapir_config::{SeccompMode, SerialConfig, VmConfig};
 use tapir_devices::acpi_pm::{AcpiPm, REGISTER_BLOCK_LEN};
+use tapir_devices::debug_exit::DebugExit;
+use tapir_devices::fw_cfg::{self, FwCfg, FwCfgInfo};
 use tapir_devices::i8042::I8042;
 use tapir_devices::serial::{SerialDevice, SerialMetrics};
 use tapir_devices::Bus;
@@ -25,7 +27,7 @@ use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRe
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use crate::console::{self, ConsoleInput, RawTerminal, StdoutWriter};
+use crate::console::{self, ConsoleInput, RawTerminal, StdoutWriter, TeeWriter};
 use crate::control::command::NicEntry;
 use crate::control::{ControlError, ControlServer};
 use crate::host::{self, HostError, KvmKind};
@@ -90,6 +92,16 @@ pub enum VmmError {
     /// Device set-up.
     #[error("device set-up: {0}")]
     Device(String),
+    /// A device's ports overlap the machine's own.
+    #[error("--device {kind}: ports {first:#x}-{last:#x} overlap {other} (ports {other_first:#x}-{other_last:#x})")]
+    PortConflict {
+        kind: &'static str,
+        first: u64,
+        last: u64,
+        other: &'static str,
+        other_first: u64,
+        other_last: u64,
+    },
     /// A Linux bzImage on PVM would crawl for many minutes and then die.
     #[error("refusing to boot a Linux bzImage: /dev/kvm here is PVM (kvm_pvm), which runs unmodified guests under \
              instruction emulation, where Linux takes many minutes to decompress and then dies (cmpxchg16b, xrstor); \
@@ -276,19 +288,21 @@ fn build_platform(
     let metrics = Arc::new(SerialMetrics::new(Box::new(move || {
         let _ = space.write(1);
     })));
-    let out: Box<dyn Write + Send> = match &config.serial {
+    let open_out = |what, p: &PathBuf| {
+        console::file_writer(p).map_err(|source| VmmError::OpenFile {
+            what,
+            path: p.clone(),
+            source,
+        })
+    };
+    let mut out: Box<dyn Write + Send> = match &config.serial {
         SerialConfig::Stdio => Box::new(StdoutWriter),
-        SerialConfig::File(p) => {
-            Box::new(
-                console::file_writer(p).map_err(|source| VmmError::OpenFile {
-                    what: "serial output file",
-                    path: p.clone(),
-                    source,
-                })?,
-            )
-        }
+        SerialConfig::File(p) => Box::new(open_out("serial output file", p)?),
         SerialConfig::None => Box::new(std::io::sink()),
     };
+    if let Some(p) = &config.serial_log {
+        out = Box::new(TeeWriter::new(out, open_out("serial log file", p)?));
+    }
     let com1_irq = Arc::new(IrqfdEdge::new(&vm, layout::COM1_IRQ).map_err(io_err("COM1 irqfd"))?);
     let serial = Arc::new(SerialDevice::new(com1_irq, metrics, out));
     let dev_err = |e: tapir_devices::BusError| VmmError::Device(e.to_string());
@@ -312,8 +326,22 @@ fn build_platform(
     )
     .map_err(dev_err)?;
 
+    // fw_cfg, always there as on QEMU's x86 machines (docs/test-kernels.md).
+    let fw_cfg = FwCfg::new(FwCfgInfo {
+        ram_size: config.memory,
+        nb_cpus: config.cpus.into(),
+        max_cpus: config.cpus.into(),
+    });
+    pio.insert(
+        fw_cfg::PORT_BASE.into(),
+        fw_cfg::PORT_LEN.into(),
+        Arc::new(fw_cfg),
+    )
+    .map_err(dev_err)?;
+
     // PCI root complex on bus 0.
     let mut pci = PciPlatform::new(&mut pio, &mut mmio).map_err(VmmError::Device)?;
+    add_debug_exit(&mut pio, config, &control)?;
     let nic_threads = filters.nic_threads(&control);
     let nics = net::add_nics(
         &vm,
@@ -351,6 +379,59 @@ fn build_platform(
         links,
         _assigned: std::mem::ManuallyDrop::new(assigned),
         rsdp,
+    })
+}
+
+/// The machine's own port ranges (name, first port, length), for the
+/// message when a `--device` overlaps one.
+const PLATFORM_PORTS: &[(&str, u64, u64)] = &[
+    ("the i8042", layout::I8042_DATA_PORT, 5),
+    ("COM1", layout::COM1_PORT, 8),
+    ("fw_cfg", fw_cfg::PORT_BASE as u64, fw_cfg::PORT_LEN as u64),
+    (
+        "the ACPI PM registers",
+        layout::ACPI_SLEEP_CONTROL_PORT,
+        REGISTER_BLOCK_LEN,
+    ),
+    (
+        "PCI configuration",
+        layout::PCI_CONFIG_IO_START,
+        layout::PCI_CONFIG_IO_SIZE,
+    ),
+    (
+        "the PCI I/O window",
+        layout::PCI_IO_START,
+        layout::PCI_IO_SIZE,
+    ),
+];
+
+/// `--device isa-debug-exit`, if given: after the machine's own port
+/// devices, so that an overlap names the one it hits.
+fn add_debug_exit(
+    pio: &mut Bus,
+    config: &VmConfig,
+    control: &Arc<VmControl>,
+) -> Result<(), VmmError> {
+    let Some(spec) = config.devices.iter().find_map(|d| d.as_debug_exit()) else {
+        return Ok(());
+    };
+    let (base, len) = (u64::from(spec.iobase), u64::from(spec.iosize));
+    let device = Arc::new(DebugExit::new(control.clone()));
+    pio.insert(base, len, device).map_err(|e| {
+        match PLATFORM_PORTS
+            .iter()
+            .find(|(_, b, l)| base < b + l && *b < base + len)
+        {
+            Some(&(other, b, l)) => VmmError::PortConflict {
+                kind: "isa-debug-exit",
+                first: base,
+                last: base + len - 1,
+                other,
+                other_first: b,
+                other_last: b + l - 1,
+            },
+            None => VmmError::Device(format!("isa-debug-exit: {e}")),
+        }
     })
 }
 
@@ -693,8 +774,24 @@ pub fn run_with_backends(
             return Err(e.into());
         }
     }
+    // --timeout stops the VM the way a signal does: through VmControl,
+    // then the same teardown below.
+    let deadline = config
+        .timeout
+        .as_ref()
+        .map(|t| (Instant::now() + t.duration, t.to_string()));
     while !vm.control.stopping() {
-        if let Err(e) = em.run_with_timeout(500) {
+        let mut wait_ms = 500;
+        if let Some((at, text)) = &deadline {
+            let left = at.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                vm.control.stop(ExitReason::Timeout(text.clone()));
+                continue;
+            }
+            // Rounded up, so that the loop does not spin in its last ms.
+            wait_ms = wait_ms.min(left.as_millis() as i32 + 1);
+        }
+        if let Err(e) = em.run_with_timeout(wait_ms) {
             if !matches!(e, event_manager::Error::Epoll(ref errno) if errno.errno() == libc::EINTR)
             {
                 eprintln!("tapir: event loop error: {e:?}");
