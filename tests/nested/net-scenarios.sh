@@ -350,6 +350,29 @@ net__ping() {
     printf '%s\n' "${n:-0}"
 }
 
+# net__fetch_sha NS URL PID [TRIES]: fetches URL from inside namespace NS
+# (busybox wget, at most 240 s a try, TRIES tries, default 1) and prints
+# the sha256 of what came, or "none". After a failed try it logs the NICs'
+# counters and gives up when the guest is hung (net__guest_hung; PID is the
+# VMM's `timeout` process).
+net__fetch_sha() {
+    local in_ns=$1 url=$2 vmm=$3 tries=${4:-1} i f="$WORK/$name.fetch"
+    for ((i = 1; i <= tries; i++)); do
+        echo "+ (in $in_ns) wget $url (try $i)" >>"$l1log"
+        if ip netns exec "$in_ns" timeout 240 busybox wget -q -O "$f" "$url" >>"$l1log" 2>&1; then
+            sha256sum <"$f" | cut -d' ' -f1
+            rm -f "$f"
+            return 0
+        fi
+        net__nic_info "fetch of $url failed"
+        net__guest_hung "$name" "$log" "$vmm" && break
+        sleep 1
+    done
+    rm -f "$f"
+    echo none
+    return 1
+}
+
 # net__bye NS IP PID: tells the guest at IP to finish (its bye_listen/
 # bye_wait). When that fails, it stops the VMM (SIGTERM to PID, the
 # `timeout` process) instead of waiting for the guest's own time limit.
@@ -501,20 +524,7 @@ scenario_net_tap() {
         net__check tap_configured "$v" 1
         if net__wait_log "$log" 'NET: (g2h ready|g2h FAIL|done)' 400 "$pid" &&
             grep -q 'NET: g2h ready' "$log"; then
-            v=0
-            for _ in 1 2 3; do
-                if net__l1 timeout 240 busybox wget -q -O "$WORK/$name.g2h" http://192.168.100.2:8080/g2h.bin; then
-                    v=1
-                    break
-                fi
-                net__nic_info "g2h fetch failed"
-                # A hung guest will not answer a second try either.
-                net__guest_hung "$name" "$log" "$pid" && break
-                sleep 1
-            done
-            rsum=none
-            [ "$v" = 0 ] || rsum=$(sha256sum <"$WORK/$name.g2h" | cut -d' ' -f1)
-            rm -f "$WORK/$name.g2h"
+            rsum=$(net__fetch_sha "$ns" http://192.168.100.2:8080/g2h.bin "$pid" 3)
             net__kv g2h_sha256_received "$rsum"
             net__check host_ping_recv "$(net__ping "$ns" 192.168.100.2 3 10)" 3
             v=0
