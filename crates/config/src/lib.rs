@@ -5,6 +5,7 @@
 //! malformed request.
 
 pub mod device;
+pub mod disk;
 pub mod nic;
 pub mod size;
 
@@ -13,6 +14,7 @@ use std::path::PathBuf;
 pub use device::{
     check_devices, DeviceArg, DeviceSpec, DeviceSpecError, PciAddress, VfioPciSpec, DEVICE_KINDS,
 };
+pub use disk::{check_disks, DiskArg, DiskSpec, DiskSpecError, DISK_HELP};
 pub use nic::{
     BackendSpec, MacAddr, MacvtapMode, NicArg, NicModel, NicSpec, NicSpecError, PcapSpec,
 };
@@ -107,6 +109,8 @@ pub struct VmConfig {
     pub nics: Vec<NicSpec>,
     /// Other devices (`--device`: VFIO device assignment).
     pub devices: Vec<DeviceSpec>,
+    /// Disks (`--disk`: virtio-blk).
+    pub disks: Vec<DiskSpec>,
     /// Run guests that PVM can only emulate (Linux bzImages) anyway.
     pub allow_emulation: bool,
     /// Where to serve the control socket (`tapir ctl`), if anywhere.
