@@ -60,11 +60,14 @@ impl DiskThreads {
     }
 }
 
-/// One activation's work: the queue, its kick, the interrupt, the stop.
+/// One activation's work: the queue, its kick, the interrupt, the stop,
+/// and the epoll set that waits for the two (made by the thread that
+/// activates, so that the disk's thread only waits).
 struct Job {
     queue: BlockQueue,
+    epoll: Epoll,
     kick: EventFd,
-    kill: EventFd,
+    _kill: EventFd,
     interrupt: Arc<dyn VirtioInterrupt>,
     index: u16,
     /// Dropped when the job ends.
@@ -90,19 +93,11 @@ const KICK: u64 = 0;
 const KILL: u64 = 1;
 
 fn run(job: &mut Job) -> io::Result<()> {
-    let epoll = Epoll::new()?;
-    for (fd, token) in [(job.kick.as_raw_fd(), KICK), (job.kill.as_raw_fd(), KILL)] {
-        epoll.ctl(
-            ControlOperation::Add,
-            fd,
-            EpollEvent::new(EventSet::IN, token),
-        )?;
-    }
     let mut events = [EpollEvent::default(); 2];
     // Requests made available before the worker started.
     serve(job);
     loop {
-        let n = match epoll.wait(-1, &mut events) {
+        let n = match job.epoll.wait(-1, &mut events) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
@@ -143,11 +138,20 @@ impl DiskThread {
         interrupt: Arc<dyn VirtioInterrupt>,
     ) -> io::Result<WorkerHandle> {
         let kill = EventFd::new(EFD_NONBLOCK)?;
+        let epoll = Epoll::new()?;
+        for (fd, token) in [(kick.as_raw_fd(), KICK), (kill.as_raw_fd(), KILL)] {
+            epoll.ctl(
+                ControlOperation::Add,
+                fd,
+                EpollEvent::new(EventSet::IN, token),
+            )?;
+        }
         let (done, stopped) = mpsc::channel();
         let job = Job {
             queue,
+            epoll,
             kick,
-            kill: kill.try_clone()?,
+            _kill: kill.try_clone()?,
             interrupt,
             index,
             _done: done,

@@ -262,7 +262,8 @@ fn nic_worker() -> Result<Vec<Entry>, BackendError> {
 }
 
 /// A disk worker thread: waits on its epoll set (the queue's kick and its
-/// stop), moves request data between guest memory and the image with
+/// stop; made, like the eventfds, by the vCPU thread whose DRIVER_OK
+/// activates the disk), moves request data between guest memory and the image with
 /// pread64/pwrite64, makes it durable with fdatasync (a flush request),
 /// punches holes with fallocate (a discard request: only
 /// PUNCH_HOLE|KEEP_SIZE) and raises interrupts (irqfd writes,
@@ -274,7 +275,6 @@ fn disk_worker() -> Result<Vec<Entry>, BackendError> {
         [
             libc::SYS_epoll_wait,
             libc::SYS_epoll_pwait,
-            libc::SYS_epoll_ctl,
             libc::SYS_pread64,
             libc::SYS_pwrite64,
             libc::SYS_preadv,
