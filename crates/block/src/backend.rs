@@ -73,12 +73,12 @@ impl RawFile {
             .write(!read_only)
             .open(path)
             .map_err(|source| {
-                if !read_only
-                    && source.kind() == io::ErrorKind::PermissionDenied
-                    && File::open(path).is_ok()
-                {
-                    OpenError::ReadOnly { path: owned() }
-                } else if source.raw_os_error() == Some(libc::EROFS) {
+                // Readable but not writable: no write permission, or a
+                // read-only file system.
+                let read_only_file = (source.kind() == io::ErrorKind::PermissionDenied
+                    && File::open(path).is_ok())
+                    || source.raw_os_error() == Some(libc::EROFS);
+                if !read_only && read_only_file {
                     OpenError::ReadOnly { path: owned() }
                 } else {
                     OpenError::Open {
@@ -95,7 +95,7 @@ impl RawFile {
             return Err(OpenError::Directory { path: owned() });
         }
         let size = meta.len();
-        if size % SECTOR_SIZE != 0 {
+        if !size.is_multiple_of(SECTOR_SIZE) {
             return Err(OpenError::Unaligned {
                 path: owned(),
                 size,

@@ -16,7 +16,9 @@
 //! (virtio-queue stops after queue-size descriptors; a chain still going
 //! on then is refused), reads and writes are whole sectors inside the
 //! disk, and data buffers go the right way. A chain without a usable
-//! status byte cannot be answered and is returned with nothing written.
+//! status byte (none, or one outside RAM) cannot be answered and is
+//! returned with nothing written; a chain whose status byte is usable but
+//! that is otherwise bad gets IOERR there.
 
 use std::io;
 
@@ -207,8 +209,13 @@ impl Completion {
     };
 }
 
-/// Splits a chain into its readable and writable streams.
-fn walk<M>(chain: DescriptorChain<M>, mem: &GuestMemoryMmap) -> Result<(Stream, Stream), ChainError>
+/// Splits a chain into its readable and writable streams. A chain with a
+/// buffer outside guest RAM is refused with the place of its status byte
+/// when that byte itself lies in RAM (the guest then gets IOERR).
+fn walk<M>(
+    chain: DescriptorChain<M>,
+    mem: &GuestMemoryMmap,
+) -> Result<(Stream, Stream), (ChainError, Option<GuestAddress>)>
 where
     M: std::ops::Deref,
     M::Target: GuestMemory,
@@ -216,6 +223,7 @@ where
     let mut readable = Stream::default();
     let mut writable = Stream::default();
     let mut last_has_next = false;
+    let mut outside = None;
     let mut chain = chain;
     for desc in &mut chain {
         last_has_next = desc.has_next();
@@ -225,8 +233,8 @@ where
         } else {
             Permissions::Read
         };
-        if len > 0 && !mem.check_range(addr, len as usize, need) {
-            return Err(ChainError::OutsideRam { addr: addr.0, len });
+        if len > 0 && !mem.check_range(addr, len as usize, need) && outside.is_none() {
+            outside = Some(ChainError::OutsideRam { addr: addr.0, len });
         }
         let b = Buf {
             addr,
@@ -235,18 +243,29 @@ where
         if desc.is_write_only() {
             writable.push(b);
         } else if !writable.bufs.is_empty() {
-            return Err(ChainError::ReadableAfterWritable);
+            return Err((ChainError::ReadableAfterWritable, None));
         } else {
             readable.push(b);
         }
     }
     if last_has_next {
-        return Err(ChainError::TooLong);
+        return Err((ChainError::TooLong, None));
     }
     if readable.bufs.is_empty() && writable.bufs.is_empty() {
-        return Err(ChainError::Malformed);
+        return Err((ChainError::Malformed, None));
+    }
+    if let Some(e) = outside {
+        let status = last_writable_byte(&writable)
+            .filter(|&at| mem.check_range(at, 1, Permissions::Write));
+        return Err((e, status));
     }
     Ok((readable, writable))
+}
+
+/// Where the status byte of a chain with writable stream `w` goes.
+fn last_writable_byte(w: &Stream) -> Option<GuestAddress> {
+    let last = w.len.checked_sub(1)?;
+    w.pieces(last, 1).next().map(|p| p.addr)
 }
 
 impl Request {
@@ -261,16 +280,9 @@ impl Request {
         M: std::ops::Deref,
         M::Target: GuestMemory,
     {
-        let (readable, mut writable) = walk(chain, mem).map_err(|e| (e, None))?;
+        let (readable, mut writable) = walk(chain, mem)?;
         // The status is the last device-writable byte.
-        if writable.len == 0 {
-            return Err((ChainError::NoStatus, None));
-        }
-        let status = writable
-            .pieces(writable.len - 1, 1)
-            .next()
-            .map(|p| p.addr)
-            .ok_or((ChainError::NoStatus, None))?;
+        let status = last_writable_byte(&writable).ok_or((ChainError::NoStatus, None))?;
         writable.len -= 1;
         let fail = |e| (e, Some(status));
         if readable.len < HEADER_LEN {
@@ -316,7 +328,7 @@ impl Request {
             Kind::Flush | Kind::Unsupported(_) => 0,
         };
         if matches!(kind, Kind::Read | Kind::Write) {
-            if len as u64 % SECTOR_SIZE != 0 {
+            if !(len as u64).is_multiple_of(SECTOR_SIZE) {
                 return Err(fail(ChainError::NotSectors {
                     kind: kind_raw,
                     len,
@@ -431,7 +443,7 @@ impl Request {
         props: &DiskProps,
     ) -> Result<(), ExecError> {
         let total = self.readable.len - HEADER_LEN;
-        if total == 0 || total % SEGMENT_LEN != 0 {
+        if total == 0 || !total.is_multiple_of(SEGMENT_LEN) {
             return Err(ExecError::Chain(ChainError::BadDiscard(
                 "the data is not whole 16-byte segments",
             )));

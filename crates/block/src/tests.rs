@@ -281,19 +281,31 @@ fn buffers_outside_guest_ram_are_refused() {
     let mut f = fixture(false);
     let outside = MEM_SIZE as u64 - 256;
     f.header(VIRTIO_BLK_T_IN, 0);
-    // Crosses the end of RAM, and lies far beyond it.
+    // Data crossing the end of RAM, or far beyond it: IOERR in the
+    // status byte, nothing else written.
     assert_eq!(
         f.submit(&[(HDR, 16, 0), (outside, 512, WRITE), (STATUS, 1, WRITE)]),
-        (UNTOUCHED, 0)
+        (IOERR, 1)
     );
+    let mut tail = [0u8; 256];
+    f.mem.read_slice(&mut tail, GuestAddress(outside)).unwrap();
+    assert_eq!(tail, [0; 256], "the part inside RAM is not written");
     assert_eq!(
         f.submit(&[(HDR, 16, 0), (1 << 40, 512, WRITE), (STATUS, 1, WRITE)]),
-        (UNTOUCHED, 0)
+        (IOERR, 1)
     );
+    // A header outside RAM.
+    assert_eq!(
+        f.submit(&[(1 << 40, 16, 0), (DATA, 512, WRITE), (STATUS, 1, WRITE)]),
+        (IOERR, 1)
+    );
+    // The status byte outside RAM: nothing can be said.
+    f.header(VIRTIO_BLK_T_IN, 0);
     assert_eq!(
         f.submit(&[(HDR, 16, 0), (DATA, 512, WRITE), (u64::MAX, 1, WRITE)]),
         (UNTOUCHED, 0)
     );
+    assert_eq!(f.data(512), vec![0; 512]);
 }
 
 #[test]
