@@ -42,6 +42,8 @@ pub struct BlockQueue {
     broken: bool,
     logged: u32,
     stats: QueueStats,
+    /// Data on its way between guest memory and the disk.
+    bounce: Vec<u8>,
 }
 
 impl BlockQueue {
@@ -63,6 +65,7 @@ impl BlockQueue {
             broken: false,
             logged: 0,
             stats: QueueStats::default(),
+            bounce: Vec::new(),
         }
     }
 
@@ -109,7 +112,8 @@ impl BlockQueue {
                 let head = chain.head_index();
                 let (status_at, status) = match Request::parse(chain, &self.mem, sectors) {
                     Ok(req) => {
-                        let (done, err) = req.execute(&self.mem, &*self.disk, &self.props);
+                        let (done, err) =
+                            req.execute(&self.mem, &*self.disk, &self.props, &mut self.bounce);
                         if let Some(e) = err {
                             self.log_bad(format_args!("{:?}: {e}", req.kind()));
                         }

@@ -355,14 +355,16 @@ impl Request {
         self.status
     }
 
-    /// Runs the request against `disk`, moving data through guest memory
-    /// `mem`, and says what to report. `Err` carries the failure to log
-    /// (the guest gets IOERR).
+    /// Runs the request against `disk`, moving data between guest memory
+    /// `mem` and the disk through `bounce` (the caller's, kept from one
+    /// request to the next: no allocation per request), and says what to
+    /// report, with the failure to log, if any.
     pub fn execute(
         &self,
         mem: &GuestMemoryMmap,
         disk: &dyn DiskBackend,
         props: &DiskProps,
+        bounce: &mut Vec<u8>,
     ) -> (Completion, Option<ExecError>) {
         let ok = |written: usize| Completion {
             status: VIRTIO_BLK_S_OK as u8,
@@ -370,12 +372,12 @@ impl Request {
         };
         let ioerr = |e| (Completion::IOERR, Some(e));
         match self.kind {
-            Kind::Read => match self.read(mem, disk) {
+            Kind::Read => match self.read(mem, disk, bounce) {
                 Ok(n) => (ok(n), None),
                 Err(e) => ioerr(e),
             },
             Kind::Write if props.read_only => ioerr(ExecError::ReadOnly),
-            Kind::Write => match self.write(mem, disk) {
+            Kind::Write => match self.write(mem, disk, bounce) {
                 Ok(()) => (ok(0), None),
                 Err(e) => ioerr(e),
             },
@@ -402,9 +404,14 @@ impl Request {
         }
     }
 
-    fn read(&self, mem: &GuestMemoryMmap, disk: &dyn DiskBackend) -> Result<usize, ExecError> {
+    fn read(
+        &self,
+        mem: &GuestMemoryMmap,
+        disk: &dyn DiskBackend,
+        buf: &mut Vec<u8>,
+    ) -> Result<usize, ExecError> {
         let total = self.writable.len;
-        let mut buf = vec![0u8; total.min(CHUNK)];
+        grow(buf, total);
         let mut done = 0;
         while done < total {
             let n = (total - done).min(CHUNK);
@@ -419,9 +426,14 @@ impl Request {
         Ok(total)
     }
 
-    fn write(&self, mem: &GuestMemoryMmap, disk: &dyn DiskBackend) -> Result<(), ExecError> {
+    fn write(
+        &self,
+        mem: &GuestMemoryMmap,
+        disk: &dyn DiskBackend,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), ExecError> {
         let total = self.readable.len - HEADER_LEN;
-        let mut buf = vec![0u8; total.min(CHUNK)];
+        grow(buf, total);
         let mut done = 0;
         while done < total {
             let n = (total - done).min(CHUNK);
@@ -511,6 +523,15 @@ pub enum ExecError {
     /// A request variant the device does not do.
     #[error("unsupported")]
     Unsupported,
+}
+
+/// Makes `buf` hold one step of a `total`-byte transfer (at most
+/// [`CHUNK`]).
+fn grow(buf: &mut Vec<u8>, total: usize) {
+    let want = total.min(CHUNK);
+    if buf.len() < want {
+        buf.resize(want, 0);
+    }
 }
 
 /// `count` sectors from `sector` must lie on a disk of `disk_sectors`.
