@@ -42,8 +42,6 @@ pub struct BlockQueue {
     broken: bool,
     logged: u32,
     stats: QueueStats,
-    /// Data on its way between guest memory and the disk.
-    bounce: Vec<u8>,
 }
 
 impl BlockQueue {
@@ -65,7 +63,6 @@ impl BlockQueue {
             broken: false,
             logged: 0,
             stats: QueueStats::default(),
-            bounce: Vec::new(),
         }
     }
 
@@ -112,8 +109,7 @@ impl BlockQueue {
                 let head = chain.head_index();
                 let (status_at, status) = match Request::parse(chain, &self.mem, sectors) {
                     Ok(req) => {
-                        let (done, err) =
-                            req.execute(&self.mem, &*self.disk, &self.props, &mut self.bounce);
+                        let (done, err) = req.execute(&self.mem, &*self.disk, &self.props);
                         if let Some(e) = err {
                             self.log_bad(format_args!("{:?}: {e}", req.kind()));
                         }

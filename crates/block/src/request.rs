@@ -28,7 +28,7 @@ use virtio_bindings::bindings::virtio_blk::{
     VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT, VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP,
 };
 use virtio_queue::DescriptorChain;
-use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryMmap, Permissions};
+use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryMmap, Permissions, VolatileSlice};
 
 use crate::backend::{DiskBackend, SECTOR_SIZE};
 
@@ -36,8 +36,6 @@ use crate::backend::{DiskBackend, SECTOR_SIZE};
 pub const HEADER_LEN: usize = std::mem::size_of::<virtio_blk_outhdr>();
 /// Size of one discard segment.
 pub const SEGMENT_LEN: usize = std::mem::size_of::<virtio_blk_discard_write_zeroes>();
-/// The most bytes one bounce-buffer step moves between guest and disk.
-const CHUNK: usize = 1 << 20;
 
 /// How the disk is offered; fixed for the life of a device.
 #[derive(Debug, Clone)]
@@ -143,6 +141,23 @@ impl Stream {
             done += p.len;
         }
         done == out.len()
+    }
+
+    /// The guest memory of stream bytes `offset..offset + len`, split at
+    /// buffer and memory-region boundaries (in RAM: checked).
+    fn slices<'m>(
+        &self,
+        mem: &'m GuestMemoryMmap,
+        offset: usize,
+        len: usize,
+    ) -> Option<Vec<VolatileSlice<'m>>> {
+        let mut out = Vec::new();
+        for p in self.pieces(offset, len) {
+            for s in vm_memory::GuestMemoryBackend::get_slices(mem, p.addr, p.len) {
+                out.push(s.ok()?);
+            }
+        }
+        Some(out)
     }
 
     /// Copies `data` into the stream from `offset`.
@@ -355,16 +370,14 @@ impl Request {
         self.status
     }
 
-    /// Runs the request against `disk`, moving data between guest memory
-    /// `mem` and the disk through `bounce` (the caller's, kept from one
-    /// request to the next: no allocation per request), and says what to
-    /// report, with the failure to log, if any.
+    /// Runs the request against `disk`, data going straight between guest
+    /// memory `mem` and the disk, and says what to report, with the
+    /// failure to log, if any.
     pub fn execute(
         &self,
         mem: &GuestMemoryMmap,
         disk: &dyn DiskBackend,
         props: &DiskProps,
-        bounce: &mut Vec<u8>,
     ) -> (Completion, Option<ExecError>) {
         let ok = |written: usize| Completion {
             status: VIRTIO_BLK_S_OK as u8,
@@ -372,12 +385,12 @@ impl Request {
         };
         let ioerr = |e| (Completion::IOERR, Some(e));
         match self.kind {
-            Kind::Read => match self.read(mem, disk, bounce) {
+            Kind::Read => match self.read(mem, disk) {
                 Ok(n) => (ok(n), None),
                 Err(e) => ioerr(e),
             },
             Kind::Write if props.read_only => ioerr(ExecError::ReadOnly),
-            Kind::Write => match self.write(mem, disk, bounce) {
+            Kind::Write => match self.write(mem, disk) {
                 Ok(()) => (ok(0), None),
                 Err(e) => ioerr(e),
             },
@@ -404,48 +417,22 @@ impl Request {
         }
     }
 
-    fn read(
-        &self,
-        mem: &GuestMemoryMmap,
-        disk: &dyn DiskBackend,
-        buf: &mut Vec<u8>,
-    ) -> Result<usize, ExecError> {
+    fn read(&self, mem: &GuestMemoryMmap, disk: &dyn DiskBackend) -> Result<usize, ExecError> {
         let total = self.writable.len;
-        grow(buf, total);
-        let mut done = 0;
-        while done < total {
-            let n = (total - done).min(CHUNK);
-            let off = self.sector * SECTOR_SIZE + done as u64;
-            disk.read_at(off, &mut buf[..n])
-                .map_err(|e| ExecError::Disk(e.kind()))?;
-            if !self.writable.write(mem, done, &buf[..n]) {
-                return Err(ExecError::Memory);
-            }
-            done += n;
-        }
+        let bufs = self.writable.slices(mem, 0, total).ok_or(ExecError::Memory)?;
+        disk.read_at(self.sector * SECTOR_SIZE, &bufs)
+            .map_err(|e| ExecError::Disk(e.kind()))?;
         Ok(total)
     }
 
-    fn write(
-        &self,
-        mem: &GuestMemoryMmap,
-        disk: &dyn DiskBackend,
-        buf: &mut Vec<u8>,
-    ) -> Result<(), ExecError> {
+    fn write(&self, mem: &GuestMemoryMmap, disk: &dyn DiskBackend) -> Result<(), ExecError> {
         let total = self.readable.len - HEADER_LEN;
-        grow(buf, total);
-        let mut done = 0;
-        while done < total {
-            let n = (total - done).min(CHUNK);
-            if !self.readable.read(mem, HEADER_LEN + done, &mut buf[..n]) {
-                return Err(ExecError::Memory);
-            }
-            let off = self.sector * SECTOR_SIZE + done as u64;
-            disk.write_at(off, &buf[..n])
-                .map_err(|e| ExecError::Disk(e.kind()))?;
-            done += n;
-        }
-        Ok(())
+        let bufs = self
+            .readable
+            .slices(mem, HEADER_LEN, total)
+            .ok_or(ExecError::Memory)?;
+        disk.write_at(self.sector * SECTOR_SIZE, &bufs)
+            .map_err(|e| ExecError::Disk(e.kind()))
     }
 
     fn discard(
@@ -523,15 +510,6 @@ pub enum ExecError {
     /// A request variant the device does not do.
     #[error("unsupported")]
     Unsupported,
-}
-
-/// Makes `buf` hold one step of a `total`-byte transfer (at most
-/// [`CHUNK`]).
-fn grow(buf: &mut Vec<u8>, total: usize) {
-    let want = total.min(CHUNK);
-    if buf.len() < want {
-        buf.resize(want, 0);
-    }
 }
 
 /// `count` sectors from `sector` must lie on a disk of `disk_sectors`.

@@ -121,7 +121,13 @@ fn props(read_only: bool) -> DiskProps {
 }
 
 fn fixture(read_only: bool) -> Fixture {
-    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap();
+    fixture_in(
+        GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap(),
+        read_only,
+    )
+}
+
+fn fixture_in(mem: GuestMemoryMmap, read_only: bool) -> Fixture {
     let ring = Ring { avail_idx: 0 };
     let disk = Arc::new(MemDisk::new(SECTORS));
     // Sector n is filled with byte n.
@@ -204,6 +210,32 @@ fn a_read_split_over_several_buffers_and_its_header_split_too() {
     ]);
     assert_eq!((s, len), (OK, 513));
     assert!(f.data(512).iter().all(|&b| b == 10));
+}
+
+/// Guest RAM in two regions (two host mappings): a buffer across the
+/// seam is read and written whole.
+#[test]
+fn a_buffer_across_two_memory_regions() {
+    let half = MEM_SIZE / 2;
+    let mem = GuestMemoryMmap::<()>::from_ranges(&[
+        (GuestAddress(0), half),
+        (GuestAddress(half as u64), half),
+    ])
+    .unwrap();
+    let mut f = fixture_in(mem, false);
+    let at = half as u64 - 512;
+    f.header(VIRTIO_BLK_T_IN, 7);
+    let r = f.submit(&[(HDR, 16, 0), (at, 1024, WRITE), (STATUS, 1, WRITE)]);
+    assert_eq!(r, (OK, 1025));
+    let mut d = vec![0u8; 1024];
+    f.mem.read_slice(&mut d, GuestAddress(at)).unwrap();
+    assert!(d[..512].iter().all(|&b| b == 7) && d[512..].iter().all(|&b| b == 8));
+    f.mem.write_slice(&[0x42; 1024], GuestAddress(at)).unwrap();
+    f.header(VIRTIO_BLK_T_OUT, 1);
+    let r = f.submit(&[(HDR, 16, 0), (at, 1024, 0), (STATUS, 1, WRITE)]);
+    assert_eq!(r, (OK, 1));
+    let s = SECTOR_SIZE as usize;
+    assert!(f.disk.bytes()[s..3 * s].iter().all(|&b| b == 0x42));
 }
 
 #[test]
