@@ -20,6 +20,11 @@ use crate::request::{write_status, Completion, DiskProps, Request};
 /// could otherwise fill the host's log).
 pub const LOGGED_BAD_REQUESTS: u32 = 10;
 
+/// At most this many requests per [`BlockQueue::process`] call, in queue
+/// sizes: a driver that keeps adding requests cannot keep the worker from
+/// its stop (a device reset waits for it).
+const BUDGET_QUEUES: u32 = 4;
+
 /// Counts of what the queue did (for tests and the log).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct QueueStats {
@@ -42,6 +47,11 @@ pub struct BlockQueue {
     broken: bool,
     logged: u32,
     stats: QueueStats,
+    /// Requests per [`BlockQueue::process`] call.
+    budget: u32,
+    /// The last [`BlockQueue::process`] stopped at its budget with
+    /// requests left.
+    more: bool,
 }
 
 impl BlockQueue {
@@ -55,6 +65,7 @@ impl BlockQueue {
     ) -> BlockQueue {
         BlockQueue {
             notifier: Notifier::new(&queue),
+            budget: u32::from(queue.size()) * BUDGET_QUEUES,
             name,
             mem,
             queue,
@@ -63,6 +74,7 @@ impl BlockQueue {
             broken: false,
             logged: 0,
             stats: QueueStats::default(),
+            more: false,
         }
     }
 
@@ -84,16 +96,36 @@ impl BlockQueue {
         }
     }
 
-    /// Serves every request the driver made available, re-arming kicks at
-    /// the end. Returns whether the driver must be interrupted.
+    /// Sets the requests per pass (tests).
+    #[cfg(test)]
+    pub(crate) fn set_budget(&mut self, budget: u32) {
+        self.budget = budget;
+    }
+
+    /// Whether the last [`BlockQueue::process`] left requests for the next
+    /// call (it stopped at its budget; no kick will come for them).
+    pub fn has_more(&self) -> bool {
+        self.more
+    }
+
+    /// Serves the requests the driver made available, re-arming kicks at
+    /// the end, or up to a budget (see [`BlockQueue::has_more`]). Returns
+    /// whether the driver must be interrupted.
     pub fn process(&mut self) -> bool {
+        self.more = false;
         if self.broken {
             return false;
         }
         let sectors = self.disk.size() / SECTOR_SIZE;
+        let mut budget = self.budget;
         loop {
             let _ = self.queue.disable_notification(&self.mem);
             loop {
+                if budget == 0 {
+                    self.more = true;
+                    return self.notifier.needs_notification(&self.queue, &self.mem);
+                }
+                budget -= 1;
                 let chain = match avail::pop(&mut self.queue, &self.mem) {
                     Popped::Chain(c) => c,
                     Popped::Empty => break,

@@ -430,6 +430,30 @@ fn discard_zeroes_the_range_and_checks_it() {
     assert_eq!(f.disk.bytes(), before);
 }
 
+/// A pass ends at its budget with requests left (the worker then looks
+/// for its stop before the next pass); the next pass goes on without a
+/// kick.
+#[test]
+fn a_pass_stops_at_its_budget_and_the_next_goes_on() {
+    let mut f = fixture(false);
+    f.q.set_budget(2);
+    f.header(VIRTIO_BLK_T_FLUSH, 0);
+    f.ring.chain(&f.mem, 0, &[(HDR, 16, 0), (STATUS, 1, WRITE)]);
+    for _ in 0..4 {
+        f.ring.publish(&f.mem, 0);
+    }
+    let mut passes = vec![];
+    loop {
+        f.q.process();
+        passes.push((f.ring.used_idx(&f.mem), f.q.has_more()));
+        if !f.q.has_more() {
+            break;
+        }
+    }
+    assert_eq!(passes, vec![(2, true), (4, true), (5, false)]);
+    assert_eq!(f.disk.flushes(), 5);
+}
+
 #[test]
 fn unknown_requests_are_unsupported() {
     let mut f = fixture(false);

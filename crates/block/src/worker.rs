@@ -97,11 +97,16 @@ fn run(job: &mut Job) -> io::Result<()> {
     // Requests made available before the worker started.
     serve(job);
     loop {
-        let n = match job.epoll.wait(-1, &mut events) {
+        // Requests left by a budget-limited pass: look for a stop, then go on.
+        let timeout = if job.queue.has_more() { 0 } else { -1 };
+        let n = match job.epoll.wait(timeout, &mut events) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
+        if n == 0 {
+            serve(job);
+        }
         for ev in &events[..n] {
             match ev.data() {
                 KILL => return Ok(()),
