@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use tapir_config::{
-    check_devices, check_disks, nic::NicArg, parse_size, DeviceArg, DiskArg, NicModel,
-    SeccompMode, SerialConfig, VmConfig, DEVICE_KINDS, DISK_HELP, MAX_VCPUS,
+    check_devices, check_disks, nic::NicArg, parse_size, DeviceArg, DiskArg, NicModel, SeccompMode,
+    SerialConfig, VmConfig, DEVICE_KINDS, DISK_HELP, MAX_VCPUS,
 };
 
 /// tapir: a small, fast KVM virtual machine monitor for networking tests.

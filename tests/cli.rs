@@ -816,11 +816,18 @@ fn disk_is_validated_with_one_line_errors() {
         (",ro".to_string(), "--disk: no image path"),
     ] {
         let o = run(&["run", "--kernel", &k, "--disk", &spec], T);
-        assert_user_error(&o, &needle);
+        assert_user_error(&o, needle);
     }
     let o = run(
         &[
-            "run", "--kernel", &k, "--disk", &good, "--disk", &good, "--disk",
+            "run",
+            "--kernel",
+            &k,
+            "--disk",
+            &good,
+            "--disk",
+            &good,
+            "--disk",
             &format!("{good},id=disk1"),
         ],
         T,

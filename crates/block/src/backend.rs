@@ -134,9 +134,19 @@ impl RawFile {
             // them. `batch` holds at most IOV_MAX entries.
             let n = unsafe {
                 if write {
-                    libc::pwritev(self.file.as_raw_fd(), batch.as_ptr(), batch.len() as i32, off)
+                    libc::pwritev(
+                        self.file.as_raw_fd(),
+                        batch.as_ptr(),
+                        batch.len() as i32,
+                        off,
+                    )
                 } else {
-                    libc::preadv(self.file.as_raw_fd(), batch.as_ptr(), batch.len() as i32, off)
+                    libc::preadv(
+                        self.file.as_raw_fd(),
+                        batch.as_ptr(),
+                        batch.len() as i32,
+                        off,
+                    )
                 }
             };
             if n < 0 {

@@ -135,7 +135,10 @@ impl Stream {
     fn read(&self, mem: &GuestMemoryMmap, offset: usize, out: &mut [u8]) -> bool {
         let mut done = 0;
         for p in self.pieces(offset, out.len()) {
-            if mem.read_slice(&mut out[done..done + p.len], p.addr).is_err() {
+            if mem
+                .read_slice(&mut out[done..done + p.len], p.addr)
+                .is_err()
+            {
                 return false;
             }
             done += p.len;
@@ -270,8 +273,8 @@ where
         return Err((ChainError::Malformed, None));
     }
     if let Some(e) = outside {
-        let status = last_writable_byte(&writable)
-            .filter(|&at| mem.check_range(at, 1, Permissions::Write));
+        let status =
+            last_writable_byte(&writable).filter(|&at| mem.check_range(at, 1, Permissions::Write));
         return Err((e, status));
     }
     Ok((readable, writable))
@@ -419,7 +422,10 @@ impl Request {
 
     fn read(&self, mem: &GuestMemoryMmap, disk: &dyn DiskBackend) -> Result<usize, ExecError> {
         let total = self.writable.len;
-        let bufs = self.writable.slices(mem, 0, total).ok_or(ExecError::Memory)?;
+        let bufs = self
+            .writable
+            .slices(mem, 0, total)
+            .ok_or(ExecError::Memory)?;
         disk.read_at(self.sector * SECTOR_SIZE, &bufs)
             .map_err(|e| ExecError::Disk(e.kind()))?;
         Ok(total)
@@ -458,7 +464,10 @@ impl Request {
         let mut segs = Vec::with_capacity(count);
         for i in 0..count {
             let mut s = [0u8; SEGMENT_LEN];
-            if !self.readable.read(mem, HEADER_LEN + i * SEGMENT_LEN, &mut s) {
+            if !self
+                .readable
+                .read(mem, HEADER_LEN + i * SEGMENT_LEN, &mut s)
+            {
                 return Err(ExecError::Memory);
             }
             // virtio_blk_discard_write_zeroes: sector (le64),

@@ -171,11 +171,7 @@ impl Fixture {
     /// header(R) data(dir) status(W).
     fn request(&mut self, kind: u32, sector: u64, len: u32, data_flags: u16) -> (u8, u32) {
         self.header(kind, sector);
-        self.submit(&[
-            (HDR, 16, 0),
-            (DATA, len, data_flags),
-            (STATUS, 1, WRITE),
-        ])
+        self.submit(&[(HDR, 16, 0), (DATA, len, data_flags), (STATUS, 1, WRITE)])
     }
 
     fn data(&self, len: usize) -> Vec<u8> {
@@ -241,19 +237,26 @@ fn a_buffer_across_two_memory_regions() {
 #[test]
 fn writes_guest_data_to_the_disk() {
     let mut f = fixture(false);
-    f.mem.write_slice(&[0x5a; 1024], GuestAddress(DATA)).unwrap();
+    f.mem
+        .write_slice(&[0x5a; 1024], GuestAddress(DATA))
+        .unwrap();
     assert_eq!(f.request(VIRTIO_BLK_T_OUT, SECTORS - 2, 1024, 0), (OK, 1));
     let b = f.disk.bytes();
     let at = ((SECTORS - 2) * SECTOR_SIZE) as usize;
     assert!(b[at..].iter().all(|&x| x == 0x5a));
-    assert!(b[at - 1] == (SECTORS - 3) as u8, "the sector before is kept");
+    assert!(
+        b[at - 1] == (SECTORS - 3) as u8,
+        "the sector before is kept"
+    );
 }
 
 #[test]
 fn requests_past_the_end_fail_and_touch_nothing() {
     let mut f = fixture(false);
     let before = f.disk.bytes();
-    f.mem.write_slice(&[0x77; 1024], GuestAddress(DATA)).unwrap();
+    f.mem
+        .write_slice(&[0x77; 1024], GuestAddress(DATA))
+        .unwrap();
     // One sector over the end, a sector far beyond, and one whose end
     // overflows u64.
     for sector in [SECTORS - 1, SECTORS, u64::MAX - 1] {
@@ -293,7 +296,10 @@ fn a_chain_without_a_status_byte_is_returned_untouched() {
     f.header(VIRTIO_BLK_T_OUT, 0);
     let before = f.disk.bytes();
     assert_eq!(f.submit(&[(HDR, 16, 0), (DATA, 512, 0)]), (UNTOUCHED, 0));
-    assert_eq!(f.submit(&[(HDR, 16, 0), (STATUS, 0, WRITE)]), (UNTOUCHED, 0));
+    assert_eq!(
+        f.submit(&[(HDR, 16, 0), (STATUS, 0, WRITE)]),
+        (UNTOUCHED, 0)
+    );
     assert_eq!(f.disk.bytes(), before);
 }
 
@@ -395,7 +401,11 @@ fn disk_errors_are_ioerr() {
 fn get_id_answers_the_serial_number() {
     let mut f = fixture(false);
     assert_eq!(f.request(VIRTIO_BLK_T_GET_ID, 0, 20, WRITE), (OK, 21));
-    assert_eq!(f.data(20), b"tapir-test-serial-01".to_vec(), "20 bytes at most");
+    assert_eq!(
+        f.data(20),
+        b"tapir-test-serial-01".to_vec(),
+        "20 bytes at most"
+    );
     // A shorter buffer gets what fits.
     f.mem.write_slice(&[0; 20], GuestAddress(DATA)).unwrap();
     assert_eq!(f.request(VIRTIO_BLK_T_GET_ID, 0, 5, WRITE), (OK, 6));

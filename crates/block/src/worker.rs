@@ -77,14 +77,18 @@ struct Job {
 fn thread_main(disk: &str, start: Option<ThreadStart>, queue: mpsc::Receiver<Job>) {
     if let Some(start) = start {
         if let Err(e) = start() {
-            log::error!("disk {disk}: the disk thread could not start: {e}; the disk serves no requests");
+            log::error!(
+                "disk {disk}: the disk thread could not start: {e}; the disk serves no requests"
+            );
             return;
         }
     }
     while let Ok(mut job) = queue.recv() {
         match run(&mut job) {
             Ok(()) => log::debug!("disk {disk}: worker stopped"),
-            Err(e) => log::error!("disk {disk}: worker stopped: {e}; the disk serves no more requests"),
+            Err(e) => {
+                log::error!("disk {disk}: worker stopped: {e}; the disk serves no more requests")
+            }
         }
     }
 }

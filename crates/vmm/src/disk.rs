@@ -49,12 +49,11 @@ pub fn open_disks(disks: &[DiskSpec]) -> Result<Vec<OpenedDisk>, DiskError> {
         .enumerate()
         .map(|(i, spec)| {
             let name = spec.name(i);
-            let image = RawFile::open(&spec.path, spec.read_only).map_err(|source| {
-                DiskError::Open {
+            let image =
+                RawFile::open(&spec.path, spec.read_only).map_err(|source| DiskError::Open {
                     disk: name.clone(),
                     source,
-                }
-            })?;
+                })?;
             Ok(OpenedDisk {
                 name,
                 spec: spec.clone(),
