@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use tapir_config::{
-    check_devices, nic::NicArg, parse_size, DeviceArg, NicModel, SeccompMode, SerialArg,
-    UserDuration, VmConfig, DEVICE_KINDS, MAX_VCPUS,
+    check_devices, check_disks, nic::NicArg, parse_size, DeviceArg, DiskArg, NicModel, SeccompMode,
+    SerialArg, UserDuration, VmConfig, DEVICE_KINDS, DISK_HELP, MAX_VCPUS,
 };
 use tapir_net_backend::PcapFiles;
 
@@ -116,7 +116,7 @@ struct CtlArgs {
 #[derive(clap::Args, Debug)]
 struct RunArgs {
     /// Kernel image: bzImage, or ELF vmlinux (PVH entry when it has the note).
-    #[arg(long, value_name = "PATH", required_unless_present_any = ["nic", "device"])]
+    #[arg(long, value_name = "PATH", required_unless_present_any = ["nic", "device", "disk"])]
     kernel: Option<PathBuf>,
     /// Initramfs to load.
     #[arg(long, value_name = "PATH")]
@@ -148,6 +148,10 @@ struct RunArgs {
     /// lists kinds and keys.
     #[arg(long, value_name = "SPEC")]
     device: Vec<DeviceArg>,
+    /// A virtio-blk disk: PATH[,ro][,id=NAME], PATH a raw image (repeatable).
+    /// `--disk help` lists the options.
+    #[arg(long, value_name = "SPEC")]
+    disk: Vec<DiskArg>,
     /// On a PVM host, boot a Linux bzImage anyway (it runs under instruction
     /// emulation: many minutes, and it may die). Without it tapir refuses.
     #[arg(long)]
@@ -335,6 +339,19 @@ pub fn main() -> Result<u8, String> {
                 print!("{}", device_help());
                 return Ok(0);
             }
+            if args.disk.iter().any(|d| matches!(d, DiskArg::Help)) {
+                print!("{DISK_HELP}");
+                return Ok(0);
+            }
+            let disks: Vec<_> = args
+                .disk
+                .into_iter()
+                .filter_map(|d| match d {
+                    DiskArg::Disk(spec) => Some(spec),
+                    DiskArg::Help => None,
+                })
+                .collect();
+            check_disks(&disks).map_err(|e| e.to_string())?;
             let devices: Vec<_> = args
                 .device
                 .into_iter()
@@ -365,6 +382,7 @@ pub fn main() -> Result<u8, String> {
                     })
                     .collect(),
                 devices,
+                disks,
             };
             let reason = tapir_vmm::run(&config).map_err(|e| e.to_string())?;
             if let tapir_vmm::ExitReason::GuestDied { registers, .. } = &reason {

@@ -906,3 +906,112 @@ fn bench_bad_flags_are_one_line() {
     let o = run(&["bench", "--against", "firecracker"], T);
     assert_user_error(&o, "see tapir bench --help");
 }
+
+/// Bad `--disk` values and images: one line each, before KVM is touched.
+#[test]
+fn disk_is_validated_with_one_line_errors() {
+    let o = run(&["run", "--disk", "help"], T);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.stdout.contains("PATH[,ro][,id=NAME]"), "{}", o.stdout);
+    let k = kernel();
+    let odd = scratch("odd.img");
+    std::fs::write(&odd, vec![0u8; 1000]).unwrap();
+    let good = scratch("good.img");
+    std::fs::write(&good, vec![0u8; 4096]).unwrap();
+    let dir = scratch("a-dir");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (odd, good, dir) = (
+        odd.to_str().unwrap().to_string(),
+        good.to_str().unwrap().to_string(),
+        dir.to_str().unwrap().to_string(),
+    );
+    for (spec, needle) in [
+        (
+            "/nonexistent-tapir-dir/root.img".to_string(),
+            "--disk disk0: cannot open '/nonexistent-tapir-dir/root.img': No such file or directory",
+        ),
+        (dir.clone(), "is a directory, not a disk image"),
+        (odd.clone(), "is 1000 bytes, not a multiple of 512"),
+        (format!("{good},rw"), "--disk: unknown option 'rw'"),
+        (format!("{good},id=a/b"), "--disk: invalid id 'a/b'"),
+        (",ro".to_string(), "--disk: no image path"),
+    ] {
+        let o = run(&["run", "--kernel", &k, "--disk", &spec], T);
+        assert_user_error(&o, needle);
+    }
+    let o = run(
+        &[
+            "run",
+            "--kernel",
+            &k,
+            "--disk",
+            &good,
+            "--disk",
+            &good,
+            "--disk",
+            &format!("{good},id=disk1"),
+        ],
+        T,
+    );
+    assert_user_error(&o, "two disks are named 'disk1'");
+}
+
+/// A file tapir may only read, given without `ro`: one line that says
+/// what to add. Root may write anything: checked as 'nobody'.
+#[test]
+fn a_read_only_image_needs_ro() {
+    let img = if common::can_run_as_nobody() {
+        common::copy_for_nobody(&tapir_testkernel::elf_path(), 0o444)
+    } else {
+        use std::os::unix::fs::PermissionsExt;
+        let p = scratch("ro.img");
+        std::fs::write(&p, vec![0u8; 4096]).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o444)).unwrap();
+        if std::fs::OpenOptions::new().write(true).open(&p).is_ok() {
+            tapir_test_support::skipped(
+                "cli::a_read_only_image_needs_ro",
+                "this user may write a mode 0444 file and cannot switch to 'nobody'",
+            );
+            return;
+        }
+        p
+    };
+    let k = kernel();
+    let args = ["run", "--kernel", &k, "--disk", img.to_str().unwrap()];
+    let o = if common::can_run_as_nobody() {
+        common::run_as_nobody(&args, T)
+    } else {
+        run(&args, T)
+    };
+    assert_user_error(&o, "is read-only for tapir: add ,ro");
+}
+
+/// Disks on a running VM (the test kernel does not drive them): the
+/// devices, their threads and their seccomp filters start, and the VM ends
+/// normally.
+#[test]
+fn a_vm_with_disks_runs() {
+    let a = scratch("run-a.img");
+    std::fs::write(&a, vec![0u8; 1 << 20]).unwrap();
+    let b = scratch("run-b.img");
+    std::fs::write(&b, vec![0u8; 4096]).unwrap();
+    let o = run(
+        &[
+            "run",
+            "--kernel",
+            &kernel(),
+            "--memory",
+            "32M",
+            "--cmdline",
+            "test=basic",
+            "--serial",
+            "none",
+            "--disk",
+            a.to_str().unwrap(),
+            "--disk",
+            &format!("{},ro,id=second", b.to_str().unwrap()),
+        ],
+        T,
+    );
+    assert_eq!(o.code, 0, "{}", o.stderr);
+}

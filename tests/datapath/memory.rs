@@ -105,6 +105,7 @@ pub fn run(cell: &Cell) -> Run {
         timeout: None,
         nics: vec![spec],
         devices: vec![],
+        disks: vec![],
         allow_emulation: false,
         control_socket: None,
         // The threads the VM starts filter themselves; this thread goes on

@@ -5,6 +5,7 @@
 //! malformed request.
 
 pub mod device;
+pub mod disk;
 pub mod duration;
 pub mod nic;
 pub mod size;
@@ -15,6 +16,7 @@ pub use device::{
     check_devices, DebugExitSpec, DeviceArg, DeviceSpec, DeviceSpecError, PciAddress, VfioPciSpec,
     DEVICE_KINDS,
 };
+pub use disk::{check_disks, DiskArg, DiskSpec, DiskSpecError, DISK_HELP};
 pub use duration::{DurationError, UserDuration};
 pub use nic::{
     BackendSpec, MacAddr, MacvtapMode, NicArg, NicModel, NicSpec, NicSpecError, PcapSpec,
@@ -148,6 +150,8 @@ pub struct VmConfig {
     pub nics: Vec<NicSpec>,
     /// Other devices (`--device`: VFIO device assignment, isa-debug-exit).
     pub devices: Vec<DeviceSpec>,
+    /// Disks (`--disk`: virtio-blk).
+    pub disks: Vec<DiskSpec>,
     /// Run guests that PVM can only emulate (Linux bzImages) anyway.
     pub allow_emulation: bool,
     /// Where to serve the control socket (`tapir ctl`), if anywhere.

@@ -10,6 +10,7 @@
 
 pub mod console;
 pub mod control;
+pub mod disk;
 pub mod exit;
 pub mod host;
 pub mod irq;

@@ -110,6 +110,9 @@ pub enum VmmError {
     /// A network interface could not be created.
     #[error(transparent)]
     Net(#[from] net::NetError),
+    /// A disk could not be set up.
+    #[error(transparent)]
+    Disk(#[from] crate::disk::DiskError),
     /// A `--device` could not be assigned.
     #[error(transparent)]
     Vfio(#[from] crate::vfio::VfioError),
@@ -262,6 +265,7 @@ fn build_platform(
     kvm: Kvm,
     config: &VmConfig,
     open_backend: &mut BackendOpener<'_>,
+    disks: Vec<crate::disk::OpenedDisk>,
     filters: &Filters,
 ) -> Result<Vm, VmmError> {
     let vm = Arc::new(kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?);
@@ -351,10 +355,18 @@ fn build_platform(
         open_backend,
         &nic_threads,
     )?;
-    let level_irqs = nics.iter().map(|n| n.intx.clone()).collect();
+    let mut level_irqs: Vec<_> = nics.iter().map(|n| n.intx.clone()).collect();
     let links = nics.iter().filter_map(|n| n.link.clone()).collect();
     let nics = nics.into_iter().map(|n| n.entry).collect();
     let assigned = crate::vfio::add_devices(&vm, &mem, &mut pci, &config.devices)?;
+    // After the devices that may name their slot (addr=).
+    level_irqs.extend(crate::disk::add_disks(
+        &vm,
+        &mem,
+        &mut pci,
+        disks,
+        &filters.disk_threads(&control),
+    )?);
 
     let rsdp = acpi::create_acpi_tables(
         &mem,
@@ -597,6 +609,7 @@ fn create_vcpus(
 struct Filters {
     vcpu: Option<Arc<Filter>>,
     nic_worker: Option<Arc<Filter>>,
+    disk_worker: Option<Arc<Filter>>,
     main: Option<Arc<Filter>>,
 }
 
@@ -607,6 +620,7 @@ impl Filters {
             SeccompMode::On | SeccompMode::SpawnedThreads => Filters {
                 vcpu: Some(filter(ThreadKind::Vcpu)?),
                 nic_worker: Some(filter(ThreadKind::NicWorker)?),
+                disk_worker: Some(filter(ThreadKind::DiskWorker)?),
                 main: match mode {
                     SeccompMode::On => Some(filter(ThreadKind::Main)?),
                     _ => None,
@@ -617,6 +631,7 @@ impl Filters {
                 Filters {
                     vcpu: None,
                     nic_worker: None,
+                    disk_worker: None,
                     main: None,
                 }
             }
@@ -631,6 +646,22 @@ impl Filters {
         };
         let control = control.clone();
         WorkerThreads::new(Arc::new(move || {
+            filter.apply().map_err(|e| {
+                control.stop(ExitReason::Seccomp(e.to_string()));
+                e.into()
+            })
+        }))
+    }
+}
+
+impl Filters {
+    /// Where the disk worker threads come from: as [`Filters::nic_threads`].
+    fn disk_threads(&self, control: &Arc<VmControl>) -> tapir_block::DiskThreads {
+        let Some(filter) = self.disk_worker.clone() else {
+            return tapir_block::DiskThreads::default();
+        };
+        let control = control.clone();
+        tapir_block::DiskThreads::new(Arc::new(move || {
             filter.apply().map_err(|e| {
                 control.stop(ExitReason::Seccomp(e.to_string()));
                 e.into()
@@ -704,10 +735,11 @@ pub fn run_with_backends(
     if let Some(p) = &config.initrd {
         open("initrd", p)?;
     }
+    let disks = crate::disk::open_disks(&config.disks)?;
     let filters = Filters::new(config.seccomp)?;
     let kvm = host::open_kvm()?;
     let base_kvm = host::open_kvm()?;
-    let vm = build_platform(kvm, config, open_backend, &filters)?;
+    let vm = build_platform(kvm, config, open_backend, disks, &filters)?;
     let entry = load_guest(&vm, config)?;
     let vcpus = create_vcpus(&base_kvm, &vm, config, &entry)?;
 
