@@ -13,6 +13,8 @@
 
 pub mod backend;
 pub mod device;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz;
 pub mod queue;
 pub mod request;
 pub mod worker;
