@@ -250,7 +250,7 @@ mod tests {
     #[test]
     fn virtio_blk_survives_seeded_garbage_and_serves_requests() {
         let mut total = Served::default();
-        for data in inputs(0x7461_7069_72, 256, 4096) {
+        for data in inputs(0x0074_6170_6972, 256, 4096) {
             let s = run(&data);
             total.ok += s.ok;
             total.failed += s.failed;
