@@ -55,7 +55,8 @@ struct BenchArgs {
     /// NIC models, comma-separated: virtio, e1000, rtl8139.
     #[arg(long, value_name = "LIST", default_value = "virtio")]
     models: String,
-    /// Backends, comma-separated: user (user-mode NAT, a host port forward) and tap.
+    /// Backends, comma-separated: user (user-mode NAT, a host port forward),
+    /// tap, passthrough (a macvtap on a veth whose far end is the host side).
     #[arg(long, value_name = "LIST", default_value = "user")]
     net: String,
     /// Repetitions per cell (fresh guest each; medians over them).
@@ -64,9 +65,26 @@ struct BenchArgs {
     /// Seconds per iperf3 transfer (each direction, TCP and UDP).
     #[arg(long, value_name = "S", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=600))]
     secs: u32,
-    /// Also measure another VMM with the same guest, model and backend: qemu.
-    #[arg(long, value_name = "VMM", value_parser = ["qemu"])]
+    /// Also measure other VMMs with the same guest, model and backend,
+    /// comma-separated: qemu (vhost off), qemu-vhost (vhost on; virtio over
+    /// tap or passthrough only).
+    #[arg(long, value_name = "LIST")]
     against: Option<String>,
+    /// Also measure another tapir binary (e.g. an earlier build) as column
+    /// "baseline", alternating with the others: a before/after comparison.
+    #[arg(long, value_name = "PATH")]
+    baseline: Option<PathBuf>,
+    /// Keep the console logs, iperf3 and perf output and results.json in
+    /// DIR (`--report DIR` prints the table again).
+    #[arg(long, value_name = "DIR")]
+    keep: Option<PathBuf>,
+    /// vCPUs of the nested L1 VM on a PVM host (default: tapir-nested's, 1).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+    l1_cpus: Option<u32>,
+    /// Also count VM exits by reason (SVM exit codes), MMIO, MSR and
+    /// interrupt events with perf, into the logs (`--keep` them).
+    #[arg(long)]
+    exit_detail: bool,
     /// Write the summary and every run's figures as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -90,8 +108,8 @@ struct BenchArgs {
     #[arg(long, hide = true, value_name = "N", default_value_t = 0)]
     skip_runs: usize,
     /// Boot nothing: the table (and --json, --chart) again from FILE, the
-    /// --json output of an earlier run.
-    #[arg(long, value_name = "FILE")]
+    /// --json output of an earlier run (or a --keep DIR).
+    #[arg(long, value_name = "FILE|DIR")]
     report: Option<PathBuf>,
 }
 
@@ -277,7 +295,16 @@ pub fn main() -> Result<u8, String> {
                 nets: tapir_bench::plan::parse_nets(&args.net).map_err(|e| e.to_string())?,
                 reps: args.reps,
                 secs: args.secs,
-                against_qemu: args.against.is_some(),
+                against: match &args.against {
+                    Some(list) => {
+                        tapir_bench::plan::parse_against(list).map_err(|e| e.to_string())?
+                    }
+                    None => Vec::new(),
+                },
+                baseline: args.baseline,
+                keep: args.keep,
+                l1_cpus: args.l1_cpus,
+                exit_detail: args.exit_detail,
                 json: args.json,
                 chart: args.chart,
                 kernel: args.kernel,
