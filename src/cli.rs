@@ -44,8 +44,8 @@ enum Command {
     /// Every model x backend (x VMM) boots a fresh guest per repetition, in
     /// alternating order; the table shows medians and min-max. On a PVM host
     /// it runs itself inside the nested L1 VM (resources/nested/tapir-nested).
-    /// Needs root (a network namespace), iperf3, and qemu-system-x86_64 for
-    /// --against qemu. Exit status: 0 when everything was measured, 1 when
+    /// Needs root (network namespaces), iperf3, qemu-system-x86_64 for
+    /// --against qemu and /dev/vhost-net for qemu-vhost. Exit status: 0 when everything was measured, 1 when
     /// a figure is missing or on an error.
     Bench(BenchArgs),
 }
