@@ -411,7 +411,9 @@ impl L1<'_> {
             cmd.args(["--against", &list.join(",")]);
         }
         if let Some(b) = &opts.baseline {
-            cmd.arg("--baseline").arg(b);
+            // L1 runs the command in this working directory, but say it whole.
+            cmd.arg("--baseline")
+                .arg(b.canonicalize().unwrap_or_else(|_| b.clone()));
         }
         if opts.exit_detail {
             cmd.arg("--exit-detail");
