@@ -45,8 +45,8 @@ enum Command {
     /// alternating order; the table shows medians and min-max. On a PVM host
     /// it runs itself inside the nested L1 VM (resources/nested/tapir-nested).
     /// Needs root (network namespaces), iperf3, qemu-system-x86_64 for
-    /// --against qemu and /dev/vhost-net for qemu-vhost. Exit status: 0 when everything was measured, 1 when
-    /// a figure is missing or on an error.
+    /// --against qemu and /dev/vhost-net for qemu-vhost. Exit status: 0 when
+    /// everything was measured, 1 when a figure is missing or on an error.
     Bench(BenchArgs),
 }
 
@@ -68,8 +68,8 @@ struct BenchArgs {
     /// Also measure other VMMs with the same guest, model and backend,
     /// comma-separated: qemu (vhost off), qemu-vhost (vhost on; virtio over
     /// tap or passthrough only).
-    #[arg(long, value_name = "LIST")]
-    against: Option<String>,
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = ["qemu", "qemu-vhost"])]
+    against: Vec<String>,
     /// Also measure another tapir binary (e.g. an earlier build) as column
     /// "baseline", alternating with the others: a before/after comparison.
     #[arg(long, value_name = "PATH")]
@@ -295,11 +295,11 @@ pub fn main() -> Result<u8, String> {
                 nets: tapir_bench::plan::parse_nets(&args.net).map_err(|e| e.to_string())?,
                 reps: args.reps,
                 secs: args.secs,
-                against: match &args.against {
-                    Some(list) => {
-                        tapir_bench::plan::parse_against(list).map_err(|e| e.to_string())?
-                    }
-                    None => Vec::new(),
+                against: if args.against.is_empty() {
+                    Vec::new()
+                } else {
+                    tapir_bench::plan::parse_against(&args.against.join(","))
+                        .map_err(|e| e.to_string())?
                 },
                 baseline: args.baseline,
                 keep: args.keep,
