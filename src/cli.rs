@@ -46,9 +46,9 @@ enum Command {
     /// Every model x backend (x VMM) boots a fresh guest per repetition, in
     /// alternating order; the table shows medians and min-max. On a PVM host
     /// it runs itself inside the nested L1 VM (resources/nested/tapir-nested).
-    /// Needs root (a network namespace), iperf3, and qemu-system-x86_64 for
-    /// --against qemu. Exit status: 0 when everything was measured, 1 when
-    /// a figure is missing or on an error.
+    /// Needs root (network namespaces), iperf3, qemu-system-x86_64 for
+    /// --against qemu and /dev/vhost-net for qemu-vhost. Exit status: 0 when
+    /// everything was measured, 1 when a figure is missing or on an error.
     Bench(BenchArgs),
 }
 
@@ -57,7 +57,8 @@ struct BenchArgs {
     /// NIC models, comma-separated: virtio, e1000, rtl8139.
     #[arg(long, value_name = "LIST", default_value = "virtio")]
     models: String,
-    /// Backends, comma-separated: user (user-mode NAT, a host port forward) and tap.
+    /// Backends, comma-separated: user (user-mode NAT, a host port forward),
+    /// tap, passthrough (a macvtap on a veth whose far end is the host side).
     #[arg(long, value_name = "LIST", default_value = "user")]
     net: String,
     /// Repetitions per cell (fresh guest each; medians over them).
@@ -66,9 +67,26 @@ struct BenchArgs {
     /// Seconds per iperf3 transfer (each direction, TCP and UDP).
     #[arg(long, value_name = "S", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=600))]
     secs: u32,
-    /// Also measure another VMM with the same guest, model and backend: qemu.
-    #[arg(long, value_name = "VMM", value_parser = ["qemu"])]
-    against: Option<String>,
+    /// Also measure other VMMs with the same guest, model and backend,
+    /// comma-separated: qemu (vhost off), qemu-vhost (vhost on; virtio over
+    /// tap or passthrough only).
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = ["qemu", "qemu-vhost"])]
+    against: Vec<String>,
+    /// Also measure another tapir binary (e.g. an earlier build) as column
+    /// "baseline", alternating with the others: a before/after comparison.
+    #[arg(long, value_name = "PATH")]
+    baseline: Option<PathBuf>,
+    /// Keep the console logs, iperf3 and perf output and results.json in
+    /// DIR (`--report DIR` prints the table again).
+    #[arg(long, value_name = "DIR")]
+    keep: Option<PathBuf>,
+    /// vCPUs of the nested L1 VM on a PVM host (default: tapir-nested's, 1).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+    l1_cpus: Option<u32>,
+    /// Also count VM exits by reason (SVM exit codes), MMIO, MSR and
+    /// interrupt events with perf, into the logs (`--keep` them).
+    #[arg(long)]
+    exit_detail: bool,
     /// Write the summary and every run's figures as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -92,8 +110,8 @@ struct BenchArgs {
     #[arg(long, hide = true, value_name = "N", default_value_t = 0)]
     skip_runs: usize,
     /// Boot nothing: the table (and --json, --chart) again from FILE, the
-    /// --json output of an earlier run.
-    #[arg(long, value_name = "FILE")]
+    /// --json output of an earlier run (or a --keep DIR).
+    #[arg(long, value_name = "FILE|DIR")]
     report: Option<PathBuf>,
 }
 
@@ -291,7 +309,16 @@ pub fn main() -> Result<u8, String> {
                 nets: tapir_bench::plan::parse_nets(&args.net).map_err(|e| e.to_string())?,
                 reps: args.reps,
                 secs: args.secs,
-                against_qemu: args.against.is_some(),
+                against: if args.against.is_empty() {
+                    Vec::new()
+                } else {
+                    tapir_bench::plan::parse_against(&args.against.join(","))
+                        .map_err(|e| e.to_string())?
+                },
+                baseline: args.baseline,
+                keep: args.keep,
+                l1_cpus: args.l1_cpus,
+                exit_detail: args.exit_detail,
                 json: args.json,
                 chart: args.chart,
                 kernel: args.kernel,

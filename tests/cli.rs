@@ -905,6 +905,27 @@ fn bench_bad_flags_are_one_line() {
     assert_user_error(&o, "--reps");
     let o = run(&["bench", "--against", "firecracker"], T);
     assert_user_error(&o, "see tapir bench --help");
+    let o = run(&["bench", "--against", "qemu,firecracker"], T);
+    assert_user_error(&o, "see tapir bench --help");
+    // vhost-net serves virtio over a tap or a macvtap only.
+    let o = run(
+        &[
+            "bench",
+            "--against",
+            "qemu-vhost",
+            "--models",
+            "e1000",
+            "--net",
+            "tap",
+        ],
+        T,
+    );
+    assert_user_error(&o, "--against qemu-vhost: vhost-net is for --models virtio");
+    let o = run(
+        &["bench", "--baseline", "/nonexistent/tapir", "--net", "tap"],
+        T,
+    );
+    assert_user_error(&o, "--baseline /nonexistent/tapir: not an executable file");
 }
 
 /// Bad `--disk` values and images: one line each, before KVM is touched.
