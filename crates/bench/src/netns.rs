@@ -64,12 +64,48 @@ pub fn dev_numbers(text: &str) -> Option<(u64, u64)> {
     Some((a.parse().ok()?, b.parse().ok()?))
 }
 
+/// The benchmark's namespaces in `ip netns list` output whose tapir has
+/// gone (`alive` says whether a process id still runs): left by a
+/// benchmark that was killed (SIGKILL, or Ctrl-C on a hardware host before
+/// its destructors ran).
+pub fn stale_namespaces(list: &str, alive: impl Fn(u32) -> bool) -> Vec<String> {
+    list.lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| {
+            let pid = name
+                .strip_prefix("tapir-bench-host-")
+                .or_else(|| name.strip_prefix("tapir-bench-"));
+            pid.and_then(|p| p.parse::<u32>().ok())
+                .is_some_and(|p| p != std::process::id() && !alive(p))
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+/// Deletes what [`stale_namespaces`] finds (deleting a namespace deletes
+/// its taps, veths and macvtaps with it), each with a note on stderr.
+fn remove_stale() {
+    let Ok(list) = ip(&["netns", "list"]) else {
+        return;
+    };
+    let alive = |pid: u32| Path::new(&format!("/proc/{pid}")).exists();
+    for ns in stale_namespaces(&list, alive) {
+        eprintln!(
+            "tapir bench: removing network namespace {ns}, left by a benchmark that was killed"
+        );
+        if let Err(e) = ip(&["netns", "del", &ns]) {
+            log::warn!("{e}");
+        }
+    }
+}
+
 impl Netns {
     /// The namespaces for the backends in `nets`: lo up; the tap
     /// (192.168.150.1/24) for tap; for passthrough the veth pair, the
     /// parent up without an address, the peer with 192.168.150.1/24 in
     /// the namespace host.
     pub fn create(nets: &[Net]) -> Result<Netns, Error> {
+        remove_stale();
         let name = format!("tapir-bench-{}", std::process::id());
         ip(&["netns", "add", &name])?;
         let mut ns = Netns { name, host: None };
@@ -290,6 +326,19 @@ mod tests {
                     9: tbq0@tbv0: <BROADCAST> mtu 1500\n";
         assert_eq!(link_names(text), ["macvtap3", "tbq0"]);
         assert!(link_names("").is_empty());
+    }
+
+    #[test]
+    fn stale_namespaces_are_those_of_dead_benchmarks_only() {
+        let list = "tapir-bench-100 (id: 3)\ntapir-bench-host-100 (id: 4)\ntapir-bench-200\n\
+                    tapir-net_tap\ntapir-bench-x\nother-300\n";
+        let me = format!("tapir-bench-{}", std::process::id());
+        let list = format!("{list}{me}\n");
+        assert_eq!(
+            stale_namespaces(&list, |p| p == 200),
+            ["tapir-bench-100", "tapir-bench-host-100"]
+        );
+        assert!(stale_namespaces(&list, |_| true).is_empty());
     }
 
     #[test]
