@@ -1,13 +1,13 @@
 //! Command-line flags (clap) and the `run` / `--nic help` commands.
 
-use std::os::fd::AsFd;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use tapir_config::{
-    check_devices, nic::NicArg, parse_size, DeviceArg, NicModel, SeccompMode, SerialConfig,
-    VmConfig, DEVICE_KINDS, MAX_VCPUS,
+    check_devices, check_disks, nic::NicArg, parse_size, DeviceArg, DiskArg, NicModel, SeccompMode,
+    SerialArg, UserDuration, VmConfig, DEVICE_KINDS, DISK_HELP, MAX_VCPUS,
 };
+use tapir_net_backend::PcapFiles;
 
 /// tapir: a small, fast KVM virtual machine monitor for networking tests.
 #[derive(Parser, Debug)]
@@ -23,15 +23,19 @@ enum Command {
     ///
     /// Exit status: 0 when the guest powers off or reboots, 1 for tapir's own
     /// errors, 2 when the guest dies (triple fault, KVM internal error),
-    /// 128+N when stopped by signal N. On an interactive console, Ctrl-A x quits.
+    /// 128+N when stopped by signal N, (V << 1) | 1 (low 8 bits) when the guest
+    /// writes V to --device isa-debug-exit, 124 when --timeout runs out. On an
+    /// interactive console, Ctrl-A x quits.
     Run(RunArgs),
     /// Send a command to a running tapir's control socket (see
     /// `tapir run --control-socket`) and print the reply.
     ///
     /// Commands: help; info (one line per NIC: model, backend, MAC, link,
-    /// counters, capture); set_link NAME on|off (connect or disconnect a NIC's
-    /// cable); pcap NAME start FILE | pcap NAME stop (capture the NIC's frames:
-    /// FILE is opened here and passed to tapir); quit (stop the VM). Exit
+    /// counters, capture); info --json (the same, with interrupts and VM
+    /// exits, as one JSON object); stats NAME (one NIC's JSON); set_link NAME on|off (connect or disconnect a NIC's
+    /// cable); pcap NAME start FILE [MAX] | pcap NAME stop (capture the NIC's
+    /// frames, rotating to FILE.1 at MAX, e.g. 10M: the files are opened
+    /// here and passed to tapir); quit (stop the VM). Exit
     /// status 0 on `ok`, 1 with the error otherwise.
     Ctl(CtlArgs),
     /// Measure the NICs with the default Linux guest's own drivers: TCP
@@ -42,9 +46,9 @@ enum Command {
     /// Every model x backend (x VMM) boots a fresh guest per repetition, in
     /// alternating order; the table shows medians and min-max. On a PVM host
     /// it runs itself inside the nested L1 VM (resources/nested/tapir-nested).
-    /// Needs root (a network namespace), iperf3, and qemu-system-x86_64 for
-    /// --against qemu. Exit status: 0 when everything was measured, 1 when
-    /// a figure is missing or on an error.
+    /// Needs root (network namespaces), iperf3, qemu-system-x86_64 for
+    /// --against qemu and /dev/vhost-net for qemu-vhost. Exit status: 0 when
+    /// everything was measured, 1 when a figure is missing or on an error.
     Bench(BenchArgs),
 }
 
@@ -53,7 +57,8 @@ struct BenchArgs {
     /// NIC models, comma-separated: virtio, e1000, rtl8139.
     #[arg(long, value_name = "LIST", default_value = "virtio")]
     models: String,
-    /// Backends, comma-separated: user (user-mode NAT, a host port forward) and tap.
+    /// Backends, comma-separated: user (user-mode NAT, a host port forward),
+    /// tap, passthrough (a macvtap on a veth whose far end is the host side).
     #[arg(long, value_name = "LIST", default_value = "user")]
     net: String,
     /// Repetitions per cell (fresh guest each; medians over them).
@@ -62,9 +67,26 @@ struct BenchArgs {
     /// Seconds per iperf3 transfer (each direction, TCP and UDP).
     #[arg(long, value_name = "S", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=600))]
     secs: u32,
-    /// Also measure another VMM with the same guest, model and backend: qemu.
-    #[arg(long, value_name = "VMM", value_parser = ["qemu"])]
-    against: Option<String>,
+    /// Also measure other VMMs with the same guest, model and backend,
+    /// comma-separated: qemu (vhost off), qemu-vhost (vhost on; virtio over
+    /// tap or passthrough only).
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = ["qemu", "qemu-vhost"])]
+    against: Vec<String>,
+    /// Also measure another tapir binary (e.g. an earlier build) as column
+    /// "baseline", alternating with the others: a before/after comparison.
+    #[arg(long, value_name = "PATH")]
+    baseline: Option<PathBuf>,
+    /// Keep the console logs, iperf3 and perf output and results.json in
+    /// DIR (`--report DIR` prints the table again).
+    #[arg(long, value_name = "DIR")]
+    keep: Option<PathBuf>,
+    /// vCPUs of the nested L1 VM on a PVM host (default: tapir-nested's, 1).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+    l1_cpus: Option<u32>,
+    /// Also count VM exits by reason (SVM exit codes), MMIO, MSR and
+    /// interrupt events with perf, into the logs (`--keep` them).
+    #[arg(long)]
+    exit_detail: bool,
     /// Write the summary and every run's figures as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -88,8 +110,8 @@ struct BenchArgs {
     #[arg(long, hide = true, value_name = "N", default_value_t = 0)]
     skip_runs: usize,
     /// Boot nothing: the table (and --json, --chart) again from FILE, the
-    /// --json output of an earlier run.
-    #[arg(long, value_name = "FILE")]
+    /// --json output of an earlier run (or a --keep DIR).
+    #[arg(long, value_name = "FILE|DIR")]
     report: Option<PathBuf>,
 }
 
@@ -99,14 +121,20 @@ struct CtlArgs {
     #[arg(value_name = "SOCKET")]
     socket: PathBuf,
     /// The command and its arguments, e.g. `set_link net0 off`.
-    #[arg(value_name = "COMMAND", required = true, num_args = 1.., trailing_var_arg = true)]
+    #[arg(
+        value_name = "COMMAND",
+        required = true,
+        num_args = 1..,
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
     command: Vec<String>,
 }
 
 #[derive(clap::Args, Debug)]
 struct RunArgs {
     /// Kernel image: bzImage, or ELF vmlinux (PVH entry when it has the note).
-    #[arg(long, value_name = "PATH", required_unless_present_any = ["nic", "device"])]
+    #[arg(long, value_name = "PATH", required_unless_present_any = ["nic", "device", "disk"])]
     kernel: Option<PathBuf>,
     /// Initramfs to load.
     #[arg(long, value_name = "PATH")]
@@ -120,17 +148,28 @@ struct RunArgs {
     /// Guest memory, e.g. 256M or 2G.
     #[arg(long, value_name = "SIZE", default_value = "512M", value_parser = parse_size)]
     memory: u64,
-    /// Where COM1 goes: stdio, file:PATH or none.
+    /// Where COM1 goes: stdio, file:PATH or none; stdio,logfile=PATH also
+    /// copies the guest's output to PATH (for a CI log).
     #[arg(long, value_name = "DEST", default_value = "stdio")]
-    serial: SerialConfig,
+    serial: SerialArg,
+    /// Stop the guest after DURATION (30s, 2m, 500ms, 1h; plain seconds)
+    /// with exit status 124, cleaning up as on SIGTERM. Default: no limit.
+    #[arg(long, value_name = "DURATION")]
+    timeout: Option<UserDuration>,
     /// A network interface: model=virtio|e1000|rtl8139,net=user|tap|bridge|passthrough,
     /// id=,mac=,addr=,vlan=,pcap=,... (repeatable). `--nic help` lists models and backends.
     #[arg(long, value_name = "SPEC")]
     nic: Vec<NicArg>,
-    /// A host device assigned to the guest: vfio-pci,host=DDDD:BB:DD.F[,addr=SLOT]
-    /// (repeatable; the function must be bound to vfio-pci). `--device help` lists kinds and keys.
+    /// A device: vfio-pci,host=DDDD:BB:DD.F[,addr=SLOT] assigns a host PCI
+    /// function (repeatable; bound to vfio-pci); isa-debug-exit[,iobase=0xf4,iosize=4]
+    /// lets the guest end tapir with a status of its choice. `--device help`
+    /// lists kinds and keys.
     #[arg(long, value_name = "SPEC")]
     device: Vec<DeviceArg>,
+    /// A virtio-blk disk: PATH[,ro][,id=NAME], PATH a raw image (repeatable).
+    /// `--disk help` lists the options.
+    #[arg(long, value_name = "SPEC")]
+    disk: Vec<DiskArg>,
     /// On a PVM host, boot a Linux bzImage anyway (it runs under instruction
     /// emulation: many minutes, and it may die). Without it tapir refuses.
     #[arg(long)]
@@ -147,10 +186,13 @@ struct RunArgs {
     seccomp: SeccompMode,
 }
 
-/// `tapir ctl SOCK pcap NIC start FILE`: FILE created (or emptied) for
-/// writing, not through a symbolic link, with its absolute path.
-fn open_capture(file: &str) -> Result<(PathBuf, std::fs::File), String> {
-    use std::os::unix::fs::OpenOptionsExt;
+/// `tapir ctl SOCK pcap NIC start FILE [MAX]`: FILE (and, with MAX, FILE.1
+/// and their directory) opened as `pcap=` opens them, with FILE's
+/// absolute path and MAX in bytes.
+fn open_capture(
+    file: &str,
+    max: Option<&str>,
+) -> Result<(PathBuf, Option<u64>, PcapFiles), String> {
     let path = std::path::absolute(file).map_err(|e| format!("pcap file '{file}': {e}"))?;
     if path.to_string_lossy().contains(char::is_whitespace) {
         return Err(format!(
@@ -158,14 +200,22 @@ fn open_capture(file: &str) -> Result<(PathBuf, std::fs::File), String> {
             path.display()
         ));
     }
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&path)
-        .map_err(|e| format!("cannot create pcap file '{}': {e}", path.display()))?;
-    Ok((path, f))
+    let max = match max {
+        None => None,
+        Some(m) => Some(
+            parse_size(m)
+                .ok()
+                .filter(|&v| v >= tapir_config::nic::PCAP_MAX_MIN)
+                .ok_or_else(|| {
+                    format!(
+                        "pcap start: MAX '{m}' is not a size of at least {} bytes (e.g. 64K, 10M)",
+                        tapir_config::nic::PCAP_MAX_MIN
+                    )
+                })?,
+        ),
+    };
+    let files = PcapFiles::open(&path, max).map_err(|e| e.to_string())?;
+    Ok((path, max, files))
 }
 
 /// How long `tapir ctl` waits for a reply.
@@ -220,9 +270,10 @@ pub fn nic_help() -> String {
 pub fn device_help() -> String {
     let mut s = String::from("Device kinds (--device KIND,key=value,...):\n");
     for (kind, what) in DEVICE_KINDS {
-        s += &format!("  {kind:<9} {what}\n");
+        s += &format!("  {kind:<14} {what}\n");
     }
-    s += "\nExample: --device vfio-pci,host=0000:01:00.0,addr=5 (see docs/backend-passthrough.md, \"Device assignment (VFIO)\")\n";
+    s += "\nExamples: --device vfio-pci,host=0000:01:00.0,addr=5 (see docs/backend-passthrough.md, \"Device assignment (VFIO)\")\n";
+    s += "          --device isa-debug-exit,iobase=0xf4,iosize=4 (see docs/test-kernels.md)\n";
     s
 }
 
@@ -258,7 +309,16 @@ pub fn main() -> Result<u8, String> {
                 nets: tapir_bench::plan::parse_nets(&args.net).map_err(|e| e.to_string())?,
                 reps: args.reps,
                 secs: args.secs,
-                against_qemu: args.against.is_some(),
+                against: if args.against.is_empty() {
+                    Vec::new()
+                } else {
+                    tapir_bench::plan::parse_against(&args.against.join(","))
+                        .map_err(|e| e.to_string())?
+                },
+                baseline: args.baseline,
+                keep: args.keep,
+                l1_cpus: args.l1_cpus,
+                exit_detail: args.exit_detail,
                 json: args.json,
                 chart: args.chart,
                 kernel: args.kernel,
@@ -273,15 +333,20 @@ pub fn main() -> Result<u8, String> {
         Command::Ctl(args) => {
             let line = args.command.join(" ");
             let lines = match args.command.as_slice() {
-                [pcap, nic, start, file] if pcap == "pcap" && start == "start" => {
-                    // tapir may not open files once it runs: open FILE here
-                    // and pass it over the socket.
-                    let (path, f) = open_capture(file)?;
-                    let line = format!("pcap {nic} start {}", path.display());
-                    tapir_vmm::control::request_with_fd(
+                [pcap, nic, start, file, max @ ..]
+                    if pcap == "pcap" && start == "start" && max.len() <= 1 =>
+                {
+                    // tapir may not open files once it runs: open them here
+                    // and pass them over the socket.
+                    let (path, max, files) = open_capture(file, max.first().map(String::as_str))?;
+                    let mut line = format!("pcap {nic} start {}", path.display());
+                    if let Some(m) = max {
+                        line += &format!(" {m}");
+                    }
+                    tapir_vmm::control::request_with_fds(
                         &args.socket,
                         &line,
-                        Some(f.as_fd()),
+                        &files.fds(),
                         CTL_TIMEOUT,
                     )?
                 }
@@ -301,6 +366,19 @@ pub fn main() -> Result<u8, String> {
                 print!("{}", device_help());
                 return Ok(0);
             }
+            if args.disk.iter().any(|d| matches!(d, DiskArg::Help)) {
+                print!("{DISK_HELP}");
+                return Ok(0);
+            }
+            let disks: Vec<_> = args
+                .disk
+                .into_iter()
+                .filter_map(|d| match d {
+                    DiskArg::Disk(spec) => Some(spec),
+                    DiskArg::Help => None,
+                })
+                .collect();
+            check_disks(&disks).map_err(|e| e.to_string())?;
             let devices: Vec<_> = args
                 .device
                 .into_iter()
@@ -316,7 +394,9 @@ pub fn main() -> Result<u8, String> {
                 cmdline: args.cmdline,
                 cpus: args.cpus,
                 memory: args.memory,
-                serial: args.serial,
+                serial: args.serial.dest,
+                serial_log: args.serial.logfile,
+                timeout: args.timeout,
                 allow_emulation: args.allow_emulation,
                 control_socket: args.control_socket,
                 seccomp: args.seccomp,
@@ -329,6 +409,7 @@ pub fn main() -> Result<u8, String> {
                     })
                     .collect(),
                 devices,
+                disks,
             };
             let reason = tapir_vmm::run(&config).map_err(|e| e.to_string())?;
             if let tapir_vmm::ExitReason::GuestDied { registers, .. } = &reason {

@@ -84,6 +84,33 @@ fn a_file_that_is_not_a_kernel() {
 }
 
 #[test]
+fn a_bad_multiboot_image_is_one_clear_error() {
+    let header = |flags: u32, checksum: u32| {
+        let mut img = vec![0u8; 0x100];
+        for v in [0x1bad_b002u32, flags, checksum] {
+            img.extend_from_slice(&v.to_le_bytes());
+        }
+        img.extend_from_slice(&[0u8; 0x100]);
+        img
+    };
+    let p = scratch("bad-multiboot");
+    std::fs::write(&p, header(0, 0)).unwrap();
+    let o = run(&["run", "--kernel", p.to_str().unwrap()], T);
+    assert_user_error(
+        &o,
+        "multiboot header at file offset 0x100 has a bad checksum",
+    );
+    // Bit 3 is a requirement tapir does not know.
+    std::fs::write(&p, header(8, 0u32.wrapping_sub(0x1bad_b00a))).unwrap();
+    let o = run(&["run", "--kernel", p.to_str().unwrap()], T);
+    assert_user_error(&o, "requires features tapir does not provide");
+    // A valid header, but neither ELF nor address fields.
+    std::fs::write(&p, header(2, 0u32.wrapping_sub(0x1bad_b004))).unwrap();
+    let o = run(&["run", "--kernel", p.to_str().unwrap()], T);
+    assert_user_error(&o, "no load addresses");
+}
+
+#[test]
 fn a_directory_is_not_a_kernel() {
     let o = run(&["run", "--kernel", "/"], T);
     assert_eq!(o.code, 1, "{}", o.stderr);
@@ -774,6 +801,100 @@ fn device_is_validated_with_one_line_errors() {
 }
 
 #[test]
+fn test_kernel_flags_are_validated_with_one_line_errors() {
+    let k = kernel();
+    for (flag, value, needle) in [
+        (
+            "--device",
+            "isa-debug-exit,iosize=0",
+            "invalid iosize '0': at least 1 port",
+        ),
+        (
+            "--device",
+            "isa-debug-exit,iobase=0x1ffff",
+            "invalid iobase '0x1ffff'",
+        ),
+        (
+            "--device",
+            "isa-debug-exit,iobase=0xfffe,iosize=4",
+            "the ports would run past 0xffff",
+        ),
+        ("--device", "isa-debug-exit,port=1", "unknown key 'port'"),
+        (
+            "--timeout",
+            "0",
+            "invalid duration '0': must be more than 0",
+        ),
+        ("--timeout", "10x", "invalid duration '10x'"),
+        ("--timeout", "1.5s", "invalid duration '1.5s'"),
+        (
+            "--serial",
+            "stdio,logfile=",
+            "invalid --serial 'stdio,logfile='",
+        ),
+        (
+            "--serial",
+            "stdio,logfile=/nonexistent/dir/log",
+            "cannot open serial log file '/nonexistent/dir/log'",
+        ),
+    ] {
+        let o = run(&["run", "--kernel", &k, flag, value], T);
+        assert_user_error(&o, needle);
+    }
+    let o = run(
+        &[
+            "run",
+            "--kernel",
+            &k,
+            "--device",
+            "isa-debug-exit",
+            "--device",
+            "isa-debug-exit,iobase=0x501",
+        ],
+        T,
+    );
+    assert_user_error(&o, "only one isa-debug-exit is allowed");
+    let o = run(&["run", "--device", "help"], T);
+    assert!(o.stdout.contains("isa-debug-exit"), "{}", o.stdout);
+}
+
+#[test]
+fn debug_exit_overlapping_the_machines_ports_is_one_line() {
+    if !std::path::Path::new("/dev/kvm").exists() {
+        tapir_test_support::skipped(
+            "cli::debug_exit_overlapping_the_machines_ports_is_one_line",
+            "no /dev/kvm",
+        );
+        return;
+    }
+    let k = kernel();
+    for (spec, needle) in [
+        (
+            "isa-debug-exit,iobase=0x3fa",
+            "--device isa-debug-exit: ports 0x3fa-0x3fd overlap COM1 (ports 0x3f8-0x3ff)",
+        ),
+        (
+            "isa-debug-exit,iobase=0x50f,iosize=2",
+            "ports 0x50f-0x510 overlap fw_cfg (ports 0x510-0x511)",
+        ),
+        (
+            "isa-debug-exit,iobase=0xcfc,iosize=1",
+            "overlap PCI configuration (ports 0xcf8-0xcff)",
+        ),
+        (
+            "isa-debug-exit,iobase=0xd000",
+            "overlap the PCI I/O window (ports 0xc000-0xffff)",
+        ),
+    ] {
+        let o = run(
+            &["run", "--kernel", &k, "--memory", "32M", "--device", spec],
+            T,
+        );
+        assert_user_error(&o, needle);
+    }
+}
+
+#[test]
 fn bench_bad_flags_are_one_line() {
     let o = run(&["bench", "--models", "virtio,ne2k"], T);
     assert_user_error(
@@ -784,4 +905,134 @@ fn bench_bad_flags_are_one_line() {
     assert_user_error(&o, "--reps");
     let o = run(&["bench", "--against", "firecracker"], T);
     assert_user_error(&o, "see tapir bench --help");
+    let o = run(&["bench", "--against", "qemu,firecracker"], T);
+    assert_user_error(&o, "see tapir bench --help");
+    // vhost-net serves virtio over a tap or a macvtap only.
+    let o = run(
+        &[
+            "bench",
+            "--against",
+            "qemu-vhost",
+            "--models",
+            "e1000",
+            "--net",
+            "tap",
+        ],
+        T,
+    );
+    assert_user_error(&o, "--against qemu-vhost: vhost-net is for --models virtio");
+    let o = run(
+        &["bench", "--baseline", "/nonexistent/tapir", "--net", "tap"],
+        T,
+    );
+    assert_user_error(&o, "--baseline /nonexistent/tapir: not an executable file");
+}
+
+/// Bad `--disk` values and images: one line each, before KVM is touched.
+#[test]
+fn disk_is_validated_with_one_line_errors() {
+    let o = run(&["run", "--disk", "help"], T);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.stdout.contains("PATH[,ro][,id=NAME]"), "{}", o.stdout);
+    let k = kernel();
+    let odd = scratch("odd.img");
+    std::fs::write(&odd, vec![0u8; 1000]).unwrap();
+    let good = scratch("good.img");
+    std::fs::write(&good, vec![0u8; 4096]).unwrap();
+    let dir = scratch("a-dir");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (odd, good, dir) = (
+        odd.to_str().unwrap().to_string(),
+        good.to_str().unwrap().to_string(),
+        dir.to_str().unwrap().to_string(),
+    );
+    for (spec, needle) in [
+        (
+            "/nonexistent-tapir-dir/root.img".to_string(),
+            "--disk disk0: cannot open '/nonexistent-tapir-dir/root.img': No such file or directory",
+        ),
+        (dir.clone(), "is a directory, not a disk image"),
+        (odd.clone(), "is 1000 bytes, not a multiple of 512"),
+        (format!("{good},rw"), "--disk: unknown option 'rw'"),
+        (format!("{good},id=a/b"), "--disk: invalid id 'a/b'"),
+        (",ro".to_string(), "--disk: no image path"),
+    ] {
+        let o = run(&["run", "--kernel", &k, "--disk", &spec], T);
+        assert_user_error(&o, needle);
+    }
+    let o = run(
+        &[
+            "run",
+            "--kernel",
+            &k,
+            "--disk",
+            &good,
+            "--disk",
+            &good,
+            "--disk",
+            &format!("{good},id=disk1"),
+        ],
+        T,
+    );
+    assert_user_error(&o, "two disks are named 'disk1'");
+}
+
+/// A file tapir may only read, given without `ro`: one line that says
+/// what to add. Root may write anything: checked as 'nobody'.
+#[test]
+fn a_read_only_image_needs_ro() {
+    let img = if common::can_run_as_nobody() {
+        common::copy_for_nobody(&tapir_testkernel::elf_path(), 0o444)
+    } else {
+        use std::os::unix::fs::PermissionsExt;
+        let p = scratch("ro.img");
+        std::fs::write(&p, vec![0u8; 4096]).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o444)).unwrap();
+        if std::fs::OpenOptions::new().write(true).open(&p).is_ok() {
+            tapir_test_support::skipped(
+                "cli::a_read_only_image_needs_ro",
+                "this user may write a mode 0444 file and cannot switch to 'nobody'",
+            );
+            return;
+        }
+        p
+    };
+    let k = kernel();
+    let args = ["run", "--kernel", &k, "--disk", img.to_str().unwrap()];
+    let o = if common::can_run_as_nobody() {
+        common::run_as_nobody(&args, T)
+    } else {
+        run(&args, T)
+    };
+    assert_user_error(&o, "is read-only for tapir: add ,ro");
+}
+
+/// Disks on a running VM (the test kernel does not drive them): the
+/// devices, their threads and their seccomp filters start, and the VM ends
+/// normally.
+#[test]
+fn a_vm_with_disks_runs() {
+    let a = scratch("run-a.img");
+    std::fs::write(&a, vec![0u8; 1 << 20]).unwrap();
+    let b = scratch("run-b.img");
+    std::fs::write(&b, vec![0u8; 4096]).unwrap();
+    let o = run(
+        &[
+            "run",
+            "--kernel",
+            &kernel(),
+            "--memory",
+            "32M",
+            "--cmdline",
+            "test=basic",
+            "--serial",
+            "none",
+            "--disk",
+            a.to_str().unwrap(),
+            "--disk",
+            &format!("{},ro,id=second", b.to_str().unwrap()),
+        ],
+        T,
+    );
+    assert_eq!(o.code, 0, "{}", o.stderr);
 }

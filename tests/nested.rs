@@ -520,6 +520,14 @@ fn two_nics_with_given_macs_and_slots() {
     net_scenario("net_two_nics");
 }
 
+/// Two virtio-blk disks (tests/nested/disk-scenarios.sh): ext4 read and
+/// written through virtio_blk, the write found in the image afterwards,
+/// discard, serial numbers, and a read-only disk the guest cannot write.
+#[test]
+fn virtio_blk_ext4_disks_read_write_and_read_only() {
+    net_scenario("disk_ext4");
+}
+
 /// net=user as uid 65534: DHCP lease, gateway and relayed ping, DNS through
 /// 10.0.2.3, a 10 MiB download by name, 200 concurrent connections, and a
 /// host port forward into the guest (tests/nested/user-scenarios.sh).

@@ -52,7 +52,7 @@ summary() {
 trap summary EXIT
 
 step "packages"
-tapir_ensure_packages qemu-system-x86 linux-image-amd64 busybox-static iperf3 kmod cpio xz-utils iproute2 util-linux acpica-tools dnsmasq-base python3
+tapir_ensure_packages qemu-system-x86 linux-image-amd64 busybox-static iperf3 kmod cpio xz-utils iproute2 util-linux acpica-tools dnsmasq-base python3 tcpdump e2fsprogs
 command -v cargo >/dev/null || tapir_die "cargo not found: install the Rust toolchain (rustup) first"
 echo "KVM: $(tapir_kvm_mode)"
 

@@ -158,7 +158,7 @@ fn unmapped_mmio_reads_all_ones_and_the_vm_survives() {
 fn unclaimed_port_reads_all_ones_with_a_warning() {
     let o = tk(&["--memory", "32M"], "test=pio-unmapped");
     assert_pass(&o);
-    assert!(o.stderr.contains("port read 0x510"), "stderr: {}", o.stderr);
+    assert!(o.stderr.contains("port read 0x530"), "stderr: {}", o.stderr);
 }
 
 #[test]
@@ -373,6 +373,26 @@ fn control_socket_lists_nics_sets_links_and_quits() {
     );
     assert!(lines[1].ends_with(&pcap), "{}", lines[1]);
     assert!(!lines[0].contains("pcap"), "{}", lines[0]);
+    // The same, machine-readable: one JSON object; and one NIC's.
+    let json = ctl(&["info", "--json"]);
+    assert_eq!(json.code, 0, "{}", json.stderr);
+    let v: serde_json::Value = serde_json::from_str(json.stdout.trim()).unwrap();
+    let lan = &v["nics"][1];
+    assert_eq!(
+        (&lan["name"], &lan["model"], &lan["backend"], &lan["link"]),
+        (&"lan".into(), &"e1000".into(), &"user".into(), &"up".into())
+    );
+    assert_eq!(lan["counters"]["tx_frames"], 0, "{lan}");
+    assert_eq!(lan["drops"]["rx_dropped"], 0, "{lan}");
+    assert_eq!(lan["pcap"]["records"], 0, "{lan}");
+    assert!(v["nics"][0]["pcap"].is_null(), "{v}");
+    // The guest printed on the serial port: port writes reached tapir.
+    assert!(v["vcpu_exits"]["io_out"].as_u64().unwrap() > 0, "{v}");
+    let stats = ctl(&["stats", "lan"]);
+    assert_eq!(stats.code, 0, "{}", stats.stderr);
+    let one: serde_json::Value = serde_json::from_str(stats.stdout.trim()).unwrap();
+    assert_eq!(one["mac"], "52:54:00:00:00:42", "{one}");
+    assert_eq!(one["interrupts"]["msi"], 0, "{one}");
     // A capture started and stopped at run time: tapir ctl opens the file
     // and passes it (the main thread's filter lets it receive it).
     let run_time = dir.join("net0.pcap");
@@ -401,6 +421,20 @@ fn control_socket_lists_nics_sets_links_and_quits() {
     assert_eq!(
         common::error_lines(&stop.stderr),
         vec!["tapir: pcap stop: NIC 'net0' has no capture running"]
+    );
+    // With a size limit: FILE.1 is made (a capture of no frames) beside
+    // FILE, and the capture runs; a bad limit is one line.
+    let rotating = dir.join("rot.pcap");
+    let start = ctl(&["pcap", "net0", "start", rotating.to_str().unwrap(), "64K"]);
+    assert_eq!(start.code, 0, "{}", start.stderr);
+    for p in [rotating.clone(), dir.join("rot.pcap.1")] {
+        assert_eq!(std::fs::metadata(&p).unwrap().len(), 24, "{}", p.display());
+    }
+    assert_eq!(ctl(&["pcap", "net0", "stop"]).code, 0);
+    let bad = ctl(&["pcap", "net0", "start", rotating.to_str().unwrap(), "1K"]);
+    assert_eq!(
+        common::error_lines(&bad.stderr),
+        vec!["tapir: pcap start: MAX '1K' is not a size of at least 4096 bytes (e.g. 64K, 10M)"]
     );
     let off = ctl(&["set_link", "lan", "off"]);
     assert_eq!((off.code, off.stdout.as_str()), (0, ""), "{}", off.stderr);
@@ -487,4 +521,181 @@ fn seccomp_off_runs_without_filters_and_says_so() {
         "{}",
         o.stderr
     );
+}
+
+/// Boots the 32-bit multiboot guest (`kernel`) with a module: the guest
+/// checks the entry state, the information structure, the memory map, the
+/// command line (the kernel's file name first) and module 0 against what
+/// its command line says, like kvm-unit-tests reads its environment from
+/// module 0.
+fn multiboot(kernel: &std::path::Path, mem_mib: u32, expect_mem_mib: u32) -> Outcome {
+    let dir = std::env::temp_dir().join(format!("tapir-mb-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let module = dir.join(format!(
+        "env-{}",
+        kernel.file_name().unwrap().to_string_lossy()
+    ));
+    let contents = "NR_CPUS=1\nMEMSIZE=32\nTAPIR_MODULE_OK\n";
+    std::fs::write(&module, contents).unwrap();
+    let (kernel, module) = (kernel.to_str().unwrap(), module.to_str().unwrap());
+    let cmdline = format!(
+        "kernel={kernel} mem_mib={expect_mem_mib} module={module} module_len={}",
+        contents.len()
+    );
+    let memory = format!("{mem_mib}M");
+    run(
+        &[
+            "run",
+            "--kernel",
+            kernel,
+            "--initrd",
+            module,
+            "--memory",
+            &memory,
+            "--cmdline",
+            &cmdline,
+        ],
+        T,
+    )
+}
+
+#[test]
+fn boots_multiboot_elf() {
+    let o = multiboot(&tapir_testkernel::multiboot_elf_path(), 32, 32);
+    assert_pass(&o);
+    assert!(o.stdout.contains("boot=multiboot"), "{}", o.stdout);
+    assert!(!o.stdout.contains("MULTIBOOT: BAD"), "{}", o.stdout);
+}
+
+#[test]
+fn boots_multiboot_aout_kludge() {
+    let o = multiboot(&tapir_testkernel::multiboot_bin_path(), 64, 64);
+    assert_pass(&o);
+    assert!(o.stdout.contains("boot=multiboot"), "{}", o.stdout);
+}
+
+#[test]
+fn a_broken_multiboot_promise_is_caught_by_the_guest() {
+    let o = multiboot(&tapir_testkernel::multiboot_elf_path(), 32, 64);
+    assert!(
+        o.stdout.contains("MULTIBOOT: BAD mem_upper"),
+        "{}",
+        o.stdout
+    );
+    assert!(o.stdout.contains("TESTKERNEL: FAIL"), "{}", o.stdout);
+}
+
+// ---- what tiny test kernels need (docs/test-kernels.md) ----------------
+
+fn scratch_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("tapir-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn fw_cfg_reports_signature_memory_and_cpus() {
+    let o = tk(
+        &["--cpus", "2", "--memory", "64M"],
+        "test=fw-cfg expect_cpus=2 expect_mem_mib=64",
+    );
+    assert_pass(&o);
+    assert!(
+        o.stdout
+            .contains("FW_CFG: signature=QEMU id=0x1 ram_size=0x4000000 nb_cpus=2 max_cpus=2"),
+        "{}",
+        o.stdout
+    );
+}
+
+#[test]
+fn debug_exit_ends_tapir_with_the_guests_status() {
+    // Default ports (0xf4, 4 wide), a 4-byte write: (0x10 << 1) | 1.
+    let o = tk(
+        &["--memory", "32M", "--device", "isa-debug-exit"],
+        "test=debug-exit debug_exit_value=0x10",
+    );
+    assert_eq!(o.code, 33, "stdout:\n{}\nstderr:\n{}", o.stdout, o.stderr);
+    assert!(
+        o.stderr
+            .contains("tapir: guest wrote 0x10 to isa-debug-exit (exit status 33)"),
+        "{}",
+        o.stderr
+    );
+    // QEMU's own default ports, a byte write at the range's second port.
+    let o = tk(
+        &[
+            "--memory",
+            "32M",
+            "--device",
+            "isa-debug-exit,iobase=0x501,iosize=2",
+        ],
+        "test=debug-exit debug_exit_value=2 debug_exit_port=0x502 debug_exit_width=1",
+    );
+    assert_eq!(o.code, 5, "stderr:\n{}", o.stderr);
+    // A 2-byte write; only the status's low 8 bits survive.
+    let o = tk(
+        &["--memory", "32M", "--device", "isa-debug-exit,iobase=244"],
+        "test=debug-exit debug_exit_value=0x17f debug_exit_width=2",
+    );
+    assert_eq!(o.code, 255, "stderr:\n{}", o.stderr);
+    // Without the device the port is unclaimed: the guest goes on and
+    // reports that nothing happened.
+    let o = tk(
+        &["--memory", "32M"],
+        "test=debug-exit debug_exit_value=0x10",
+    );
+    assert_eq!(o.code, 0, "stderr:\n{}", o.stderr);
+    assert!(
+        o.stdout
+            .contains("TESTKERNEL: FAIL debug-exit write did not stop the VM"),
+        "{}",
+        o.stdout
+    );
+}
+
+#[test]
+fn timeout_stops_an_idle_guest_and_cleans_up() {
+    let sock = scratch_dir("timeout").join("ctl.sock");
+    let o = tk(
+        &[
+            "--memory",
+            "32M",
+            "--timeout",
+            "2s",
+            "--control-socket",
+            sock.to_str().unwrap(),
+        ],
+        "test=halt",
+    );
+    assert_eq!(o.code, 124, "stderr:\n{}", o.stderr);
+    assert!(o.stdout.contains("HALTING"), "{}", o.stdout);
+    let lines: Vec<&str> = o.stderr.lines().filter(|l| l.contains("timeout")).collect();
+    assert_eq!(
+        lines,
+        ["tapir: guest stopped after --timeout 2s"],
+        "{}",
+        o.stderr
+    );
+    assert!(
+        o.elapsed >= Duration::from_secs(2) && o.elapsed < Duration::from_secs(30),
+        "took {:?}",
+        o.elapsed
+    );
+    assert!(!sock.exists(), "control socket removed as on a normal stop");
+    // A guest that ends first is not affected.
+    let o = tk(&["--memory", "32M", "--timeout", "1m"], "test=basic");
+    assert_pass(&o);
+}
+
+#[test]
+fn serial_logfile_gets_exactly_what_stdout_got() {
+    let log = scratch_dir("serial-log").join("console.log");
+    let spec = format!("stdio,logfile={}", log.display());
+    let o = tk(&["--memory", "32M", "--serial", &spec], "test=fw-cfg");
+    assert_pass(&o);
+    assert!(o.stdout.contains("FW_CFG: signature=QEMU"), "{}", o.stdout);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(text, o.stdout);
+    let _ = std::fs::remove_file(&log);
 }

@@ -7,7 +7,8 @@
 #
 # Usage: resources/fuzz/run.sh [--secs S] [TARGET...]
 #   --secs S   seconds per target (default 60)
-#   TARGET     some of: e1000 rtl8139 rtl8139cp virtio_net nic_arg net_user
+#   TARGET     some of: e1000 rtl8139 rtl8139cp virtio_net virtio_blk nic_arg
+#              net_user
 #              (default all)
 # Needs the nightly toolchain (rustup) and cargo-fuzz, which it installs
 # from crates.io when missing. Where either cannot be had, every target is
@@ -27,12 +28,12 @@ targets=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --secs) secs=${2:?--secs needs a number}; shift 2 ;;
-        -h | --help) sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         -*) tapir_die "unknown option $1" ;;
         *) targets+=("$1"); shift ;;
     esac
 done
-[ ${#targets[@]} -gt 0 ] || targets=(e1000 rtl8139 rtl8139cp virtio_net nic_arg net_user)
+[ ${#targets[@]} -gt 0 ] || targets=(e1000 rtl8139 rtl8139cp virtio_net virtio_blk nic_arg net_user)
 
 not_run() {
     local t

@@ -18,7 +18,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 # Modules wanted in the guest (their dependencies are added automatically);
 # ones that are built into the kernel are skipped.
-GUEST_MODULES=(virtio_pci virtio_mmio virtio_net e1000 e1000e igb 8139too 8139cp af_packet)
+GUEST_MODULES=(virtio_pci virtio_mmio virtio_net virtio_blk ext4 e1000 e1000e igb 8139too 8139cp af_packet)
 
 [ "$#" -eq 0 ] || tapir_die "takes no arguments (usage: build-guest.sh)"
 

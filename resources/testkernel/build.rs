@@ -1,7 +1,9 @@
 //! Compiles the freestanding test guest in `guest/` with the system C
 //! compiler (GCC; `CC` overrides it) and links two images into `OUT_DIR`:
 //! `testkernel.elf` (Linux 64-bit boot protocol) and `testkernel-pvh.elf`
-//! (the same program plus a PVH ELF note).
+//! (the same program plus a PVH ELF note). A separate 32-bit program in
+//! `guest/multiboot/` becomes `testkernel-mb.elf` (multiboot, i386 ELF) and
+//! `testkernel-mb.bin` (multiboot flat binary with the a.out kludge).
 
 use std::env;
 use std::ffi::OsString;
@@ -21,6 +23,7 @@ const C_SOURCES: &[&str] = &[
     "irq.c",
     "nic.c",
     "hostile.c",
+    "qemu_devices.c",
     "virtio_net.c",
     "e1000.c",
     "rtl8139.c",
@@ -49,6 +52,29 @@ const CFLAGS: &[&str] = &[
     "-fno-unwind-tables",
     "-fno-common",
     // keep GCC from turning the memset/memcpy loops into calls to themselves
+    "-fno-tree-loop-distribute-patterns",
+    "-Wall",
+    "-Wextra",
+];
+
+/// Sources of the 32-bit multiboot guest (in `guest/multiboot/`).
+const MB_SOURCES: &[&str] = &["head.S", "main.c", "kernel.ld"];
+
+/// Flags for the 32-bit multiboot guest's sources.
+const MB_CFLAGS: &[&str] = &[
+    "-m32",
+    "-std=gnu11",
+    "-O2",
+    "-ffreestanding",
+    "-nostdlib",
+    "-fno-pic",
+    "-fno-pie",
+    "-mgeneral-regs-only",
+    "-fno-stack-protector",
+    "-fcf-protection=none",
+    "-fno-asynchronous-unwind-tables",
+    "-fno-unwind-tables",
+    "-fno-common",
     "-fno-tree-loop-distribute-patterns",
     "-Wall",
     "-Wextra",
@@ -122,6 +148,7 @@ fn main() {
     let src = manifest.join("guest");
 
     println!("cargo:rerun-if-env-changed=CC");
+    println!("cargo:rerun-if-env-changed=OBJCOPY");
     println!("cargo:rerun-if-changed=src/elf_check.rs");
     let all_files = C_SOURCES
         .iter()
@@ -130,6 +157,9 @@ fn main() {
         .chain([&PVH_NOTE_ASM, &LINKER_SCRIPT]);
     for f in all_files {
         println!("cargo:rerun-if-changed=guest/{f}");
+    }
+    for f in MB_SOURCES {
+        println!("cargo:rerun-if-changed=guest/multiboot/{f}");
     }
 
     let cc = compiler();
@@ -194,6 +224,62 @@ fn main() {
         }
         run(&mut link, &format!("linking {image}"));
         verify(&elf, pvh);
+    }
+
+    build_multiboot(&cc, &src.join("multiboot"), &obj_dir, &out);
+}
+
+/// Builds the 32-bit multiboot guest twice: an i386 ELF, and a flat binary
+/// whose header carries the a.out-kludge address fields.
+fn build_multiboot(cc: &(OsString, Vec<OsString>), src: &Path, obj_dir: &Path, out: &Path) {
+    let compile = |name: &str, obj: &str, defines: &[&str]| -> PathBuf {
+        let obj = obj_dir.join(obj);
+        run(
+            cc_command(cc)
+                .args(MB_CFLAGS)
+                .args(defines)
+                .arg("-c")
+                .arg(src.join(name))
+                .arg("-o")
+                .arg(&obj),
+            &format!("compiling guest/multiboot/{name}"),
+        );
+        obj
+    };
+    let main = compile("main.c", "mb-main.o", &[]);
+    for (image, kludge) in [
+        ("testkernel-mb.elf", false),
+        ("testkernel-mb-aout.elf", true),
+    ] {
+        let head = if kludge {
+            compile("head.S", "mb-head-aout.o", &["-DAOUT_KLUDGE"])
+        } else {
+            compile("head.S", "mb-head.o", &[])
+        };
+        let elf = out.join(image);
+        run(
+            cc_command(cc)
+                .args(["-m32", "-nostdlib", "-static", "-no-pie"])
+                .args(["-Wl,--build-id=none", "-Wl,-z,max-page-size=0x1000"])
+                .args(["-Wl,-z,noexecstack", "-Wl,--orphan-handling=error"])
+                .arg(format!("-Wl,-T,{}", src.join("kernel.ld").display()))
+                .arg("-o")
+                .arg(&elf)
+                .arg(&head)
+                .arg(&main),
+            &format!("linking {image}"),
+        );
+        if kludge {
+            let bin = out.join("testkernel-mb.bin");
+            let objcopy = env::var_os("OBJCOPY").unwrap_or_else(|| "objcopy".into());
+            run(
+                Command::new(objcopy)
+                    .args(["-O", "binary"])
+                    .arg(&elf)
+                    .arg(&bin),
+                "making testkernel-mb.bin with objcopy",
+            );
+        }
     }
 }
 

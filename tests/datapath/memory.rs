@@ -101,8 +101,11 @@ pub fn run(cell: &Cell) -> Run {
         cpus: 1,
         memory: GUEST_MEMORY << 20,
         serial: SerialConfig::File(serial.clone()),
+        serial_log: None,
+        timeout: None,
         nics: vec![spec],
         devices: vec![],
+        disks: vec![],
         allow_emulation: false,
         control_socket: None,
         // The threads the VM starts filter themselves; this thread goes on

@@ -14,7 +14,9 @@
 #   net_bridge    two guests on one L1 bridge (net=bridge) plus a namespace
 #                 host on a veth port: guest<->guest and host->guest pings.
 #   net_vlan      a NIC with vlan=100 on an existing tap: only VLAN 100 of
-#                 the tap reaches the guest, untagged and VLAN 300 do not.
+#                 the tap reaches the guest, untagged and VLAN 300 do not;
+#                 its pcap= capture has the ping and a TCP handshake, tagged,
+#                 and as many frames as the NIC's counters say.
 #   net_two_nics  two NICs with fixed MACs and PCI slots 5 and 6, each
 #                 pinging its own tap (two subnets).
 # Variants with another NIC model: scenario_net_tap_e1000, ..._rtl8139 (the
@@ -348,6 +350,29 @@ net__ping() {
     printf '%s\n' "${n:-0}"
 }
 
+# net__fetch_sha NS URL PID [TRIES]: fetches URL from inside namespace NS
+# (busybox wget, at most 240 s a try, TRIES tries, default 1) and prints
+# the sha256 of what came, or "none". After a failed try it logs the NICs'
+# counters and gives up when the guest is hung (net__guest_hung; PID is the
+# VMM's `timeout` process).
+net__fetch_sha() {
+    local in_ns=$1 url=$2 vmm=$3 tries=${4:-1} i f="$WORK/$name.fetch"
+    for ((i = 1; i <= tries; i++)); do
+        echo "+ (in $in_ns) wget $url (try $i)" >>"$l1log"
+        if ip netns exec "$in_ns" timeout 240 busybox wget -q -O "$f" "$url" >>"$l1log" 2>&1; then
+            sha256sum <"$f" | cut -d' ' -f1
+            rm -f "$f"
+            return 0
+        fi
+        net__nic_info "fetch of $url failed"
+        net__guest_hung "$name" "$log" "$vmm" && break
+        sleep 1
+    done
+    rm -f "$f"
+    echo none
+    return 1
+}
+
 # net__bye NS IP PID: tells the guest at IP to finish (its bye_listen/
 # bye_wait). When that fails, it stops the VMM (SIGTERM to PID, the
 # `timeout` process) instead of waiting for the guest's own time limit.
@@ -499,20 +524,7 @@ scenario_net_tap() {
         net__check tap_configured "$v" 1
         if net__wait_log "$log" 'NET: (g2h ready|g2h FAIL|done)' 400 "$pid" &&
             grep -q 'NET: g2h ready' "$log"; then
-            v=0
-            for _ in 1 2 3; do
-                if net__l1 timeout 240 busybox wget -q -O "$WORK/$name.g2h" http://192.168.100.2:8080/g2h.bin; then
-                    v=1
-                    break
-                fi
-                net__nic_info "g2h fetch failed"
-                # A hung guest will not answer a second try either.
-                net__guest_hung "$name" "$log" "$pid" && break
-                sleep 1
-            done
-            rsum=none
-            [ "$v" = 0 ] || rsum=$(sha256sum <"$WORK/$name.g2h" | cut -d' ' -f1)
-            rm -f "$WORK/$name.g2h"
+            rsum=$(net__fetch_sha "$ns" http://192.168.100.2:8080/g2h.bin "$pid" 3)
             net__kv g2h_sha256_received "$rsum"
             net__check host_ping_recv "$(net__ping "$ns" 192.168.100.2 3 10)" 3
             v=0
@@ -678,6 +690,59 @@ scenario_net_bridge() {
 
 # --- net_vlan ------------------------------------------------------------------
 
+# net__pcap_counts NIC FILE: checks that the capture FILE holds one record
+# per frame that crossed NIC's backend seam: tx_frames + rx_frames +
+# rx_dropped + rx_link_down (every frame read from the backend is captured,
+# the ones the VLAN filter drops too; no GSO here) equals pcap.records in
+# one `tapir ctl stats NIC`, and tcpdump reads as many from FILE. L1 and
+# the guest send frames of their own now and then (IPv6), so it counts
+# between two equal snapshots, trying up to 20 times.
+net__pcap_counts() {
+    local nic=$1 file=$2 a b n="" i v ok=0
+    for ((i = 0; i < 20; i++)); do
+        a=$(timeout 10 "$TAPIR" ctl "$NET_CTL" stats "$nic" 2>>"$l1log")
+        n=$(tcpdump -nn -r "$file" 2>>"$l1log" | wc -l)
+        b=$(timeout 10 "$TAPIR" ctl "$NET_CTL" stats "$nic" 2>>"$l1log")
+        [ -n "$a" ] && [ "$a" = "$b" ] && { ok=1; break; }
+        sleep 1
+    done
+    printf '+ tapir ctl stats %s (quiet=%s): %s\n' "$nic" "$ok" "$b" >>"$l1log"
+    v=$(python3 -c 'import json, sys
+n = json.loads(sys.argv[1])
+c, d = n["counters"], n["drops"]
+print(c["tx_frames"] + c["rx_frames"] + d["rx_dropped"] + d["rx_link_down"], n["pcap"]["records"])' "$b" 2>>"$l1log")
+    net__kv pcap_frames_by_counters "${v% *}"
+    net__kv pcap_records "${v#* }"
+    net__kv pcap_tcpdump_records "$n"
+    [ "$ok" = 1 ] && [ -n "$v" ] && [ "${v% *}" = "${v#* }" ] && [ "${v#* }" -gt 0 ] && i=1 || i=0
+    net__check pcap_records_match_counters "$i" 1
+    [ "$ok" = 1 ] && [ -n "$v" ] && [ "$n" = "${v#* }" ] && i=1 || i=0
+    net__check pcap_file_matches_records "$i" 1
+}
+
+# net__pcap_frames FILE: after the VMM exited, what tcpdump reads in FILE:
+# the guest's ping of 192.168.200.1 and L1's TCP connection to the guest's
+# port 9001 (the bye), each frame tagged with VLAN 100 and from or to the
+# guest's MAC ($mac). Prints nothing; records pcap_* checks.
+net__pcap_frames() {
+    local lines v
+    lines=$(tcpdump -nn -e -r "$1" 2>>"$l1log")
+    printf '%s\n' "$lines" >"$OUT/$name.tcpdump"
+    net__pcap_seen() { # KEY ERE
+        v=0
+        grep -E "$2" <<<"$lines" | grep -q ': vlan 100, p ' && v=1
+        net__check "$1" "$v" 1
+    }
+    net__pcap_seen pcap_ping_request "^[0-9:.]+ $mac > .* 192\.168\.200\.2 > 192\.168\.200\.1: ICMP echo request"
+    net__pcap_seen pcap_ping_reply " > $mac, .* 192\.168\.200\.1 > 192\.168\.200\.2: ICMP echo reply"
+    net__pcap_seen pcap_tcp_syn " > $mac, .* 192\.168\.200\.1\.[0-9]+ > 192\.168\.200\.2\.9001: Flags \[S\],"
+    net__pcap_seen pcap_tcp_synack "^[0-9:.]+ $mac > .* 192\.168\.200\.2\.9001 > 192\.168\.200\.1\.[0-9]+: Flags \[S\.\],"
+    net__pcap_seen pcap_tcp_ack " > $mac, .* 192\.168\.200\.1\.[0-9]+ > 192\.168\.200\.2\.9001: Flags \[\.\],"
+    # Nothing untagged from the guest: tapir tags every frame it sends.
+    v=$(grep -E "^[0-9:.]+ $mac > " <<<"$lines" | grep -vc ': vlan 100, p ')
+    net__check pcap_untagged_from_guest "$v" 0
+}
+
 net__guest_vlan() { # MAC
     printf 'MAC=%s\n' "$1"
     net__guest_lib
@@ -711,13 +776,20 @@ EOF
 #   guest_ping_vlan300_recv=0 host_ping_vlan100_recv=3
 #   host_ping_untagged_recv=0 host_ping_vlan300_recv=0 bye_sent=1
 #   guest_done=1 rc=0 failed=none ok=1
+#   tapir only (the NIC has pcap=; net__pcap_counts, net__pcap_frames):
+#   pcap_records_match_counters=1 pcap_file_matches_records=1
+#   pcap_ping_request=1 pcap_ping_reply=1 pcap_tcp_syn=1 pcap_tcp_synack=1
+#   pcap_tcp_ack=1 pcap_untagged_from_guest=0; OUT/NAME.pcap, OUT/NAME.tcpdump
 scenario_net_vlan() {
     local name res l1log ns start fails
     net__setup net_vlan || return 0
-    local tap=tvl0 mac=52:54:00:20:00:01 log=$OUT/$name.log pid="" rc=125 v nic ok=1
+    local tap=tvl0 mac=52:54:00:20:00:01 log=$OUT/$name.log pid="" rc=125 v nic ok=1 pcap=""
     if [ "${VMM_IMPL:-tapir}" = tapir ]; then
         net__l1 ip tuntap add dev "$tap" mode tap || ok=0
-        nic="net=tap,ifname=$tap,mac=$mac,vlan=100"
+        # With a capture (docs/pcap.md), checked against the NIC's counters
+        # and read back with tcpdump.
+        pcap=$WORK/$name.pcap
+        nic="net=tap,ifname=$tap,mac=$mac,vlan=100,pcap=$pcap"
     else
         { net__l1 ip tuntap add dev tvq0 mode tap &&
             net__l1 ip link add tvbr type bridge vlan_filtering 1 &&
@@ -754,6 +826,7 @@ scenario_net_vlan() {
             net__check host_ping_vlan100_recv "$(net__ping "$ns" 192.168.200.2 3 10)" 3
             net__check host_ping_untagged_recv "$(net__ping "$ns" 192.168.201.2 3 6)" 0
             net__check host_ping_vlan300_recv "$(net__ping "$ns" 192.168.203.2 3 6)" 0
+            [ -z "$pcap" ] || net__pcap_counts net0 "$pcap"
             v=0
             net__bye "$ns" 192.168.200.2 "$pid" && v=1
             net__check bye_sent "$v" 1
@@ -774,6 +847,10 @@ scenario_net_vlan() {
     v=0
     grep -q 'NET: done' "$log" && v=1
     net__check guest_done "$v" 1
+    if [ -n "$pcap" ]; then
+        net__pcap_frames "$pcap"
+        cp "$pcap" "$OUT/" 2>/dev/null
+    fi
     net__finish "$rc"
 }
 

@@ -192,14 +192,7 @@ scenario_net_passthrough() {
         pt__check_macvtaps "$(pt__tapir_pid "$pid")" bridge:4 \
             52:54:00:cc:00:01 52:54:00:cc:00:02 52:54:00:cc:00:03 52:54:00:cc:00:04
         for n in 1 2 3 4; do
-            echo "+ (in $hns) wget http://192.168.13$n.2:8080/g2h$n.bin" >>"$l1log"
-            if ip netns exec "$hns" timeout 120 busybox wget -q -O "$WORK/$name.g2h" \
-                "http://192.168.13$n.2:8080/g2h$n.bin" >>"$l1log" 2>&1; then
-                rsum[n]=$(sha256sum <"$WORK/$name.g2h" | cut -d' ' -f1)
-            else
-                net__nic_info "nic$n: g2h fetch failed"
-            fi
-            rm -f "$WORK/$name.g2h"
+            rsum[n]=$(net__fetch_sha "$hns" "http://192.168.13$n.2:8080/g2h$n.bin" "$pid")
             net__check "hostns_ping_nic${n}_recv" "$(net__ping "$hns" "192.168.13$n.2" 3 10)" 3
         done
         v=0

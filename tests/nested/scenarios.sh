@@ -70,6 +70,9 @@ CONSOLE="${TAPIR_CONSOLE:-console=ttyS0 quiet}"
 # Direct attach through a macvtap (net_passthrough*).
 # shellcheck source=tests/nested/passthrough-scenarios.sh
 . "$HERE/passthrough-scenarios.sh"
+# virtio-blk disks with ext4 (disk_*).
+# shellcheck source=tests/nested/disk-scenarios.sh
+. "$HERE/disk-scenarios.sh"
 # A whole NIC of L1 assigned to the guest through VFIO (vfio_*).
 # shellcheck source=tests/nested/vfio-scenarios.sh
 . "$HERE/vfio-scenarios.sh"
@@ -151,7 +154,7 @@ ALL="up_poweroff up_reboot elf_pvh console_input sigterm smp2_poweroff
      net_tap net_tap_e1000 net_tap_rtl8139 net_tap_8139too net_vlan
      net_two_nics net_bridge net_user net_user_e1000 net_user_rtl8139
      net_user_restrict net_link net_passthrough net_passthrough_modes
-     vfio_e1000e vfio_e1000e_intx"
+     vfio_e1000e vfio_e1000e_intx disk_ext4"
 if [ "$LIST_ONLY" = 1 ]; then
     # shellcheck disable=SC2086 # one name per word
     printf '%s\n' $ALL

@@ -142,12 +142,7 @@ say \"irq lines \$(grep -E 'eth|e1000' /proc/interrupts | tr -s ' ' | paste -sd'
         pid=$REPLY
         if net__wait_log "$log" 'NET: (g2h ready|g2h FAIL|done)' 400 "$pid" &&
             grep -q 'NET: g2h ready' "$log"; then
-            if net__l1 timeout 240 busybox wget -q -O "$WORK/$name.g2h" http://192.168.100.2:8080/g2h.bin; then
-                rsum=$(sha256sum <"$WORK/$name.g2h" | cut -d' ' -f1)
-            else
-                net__guest_hung "$name" "$log" "$pid"
-            fi
-            rm -f "$WORK/$name.g2h"
+            rsum=$(net__fetch_sha "$ns" http://192.168.100.2:8080/g2h.bin "$pid")
             net__check host_ping_recv "$(net__ping "$ns" 192.168.100.2 3 10)" 3
             v=0
             net__bye "$ns" 192.168.100.2 "$pid" && v=1

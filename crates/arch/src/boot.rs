@@ -35,13 +35,14 @@ use crate::layout::{
     ACPI_SIZE, ACPI_START, CMDLINE_MAX_SIZE, CMDLINE_START, HIGH_RAM_START, HIMEM_START,
     LOW_RAM_END, MMIO_HOLE_START, PCI_ECAM_SIZE, PCI_ECAM_START, PVH_INFO_START, ZERO_PAGE_START,
 };
+use crate::multiboot;
 
 /// e820 type of usable RAM.
 pub const E820_RAM: u32 = 1;
 /// e820 type of reserved (not usable) memory.
 pub const E820_RESERVED: u32 = 2;
 
-const PAGE_SIZE: u64 = 0x1000;
+pub(crate) const PAGE_SIZE: u64 = 0x1000;
 const MIB: u64 = 1 << 20;
 
 // Linux boot protocol (Documentation/arch/x86/boot.rst).
@@ -72,13 +73,14 @@ const HEAP_END_PTR: u16 = 0xfe00 - 0x200;
 const SYNTHETIC_KERNEL_ALIGNMENT: u32 = 0x20_0000;
 
 // ELF (only the bits we look at before handing the file to linux-loader).
-const ELF_MAGIC: &[u8; 4] = b"\x7fELF";
+pub(crate) const ELF_MAGIC: &[u8; 4] = b"\x7fELF";
 const ELF_HEADER_SIZE: usize = 64;
-const ELF_PHDR_SIZE: usize = 56;
+pub(crate) const ELF_PHDR_SIZE: usize = 56;
+pub(crate) const ELFCLASS32: u8 = 1;
 const ELFCLASS64: u8 = 2;
 const ELFDATA2LSB: u8 = 1;
 const EM_X86_64: u16 = 62;
-const PT_LOAD: u32 = 1;
+pub(crate) const PT_LOAD: u32 = 1;
 
 /// `hvm_start_info.magic` ("xEn3" with the top bit of each byte cleared).
 const XEN_HVM_START_MAGIC: u32 = 0x336e_c578;
@@ -91,8 +93,8 @@ pub enum BootError {
     /// The kernel file could not be read.
     #[error("cannot read kernel image: {0}")]
     ReadKernel(#[source] io::Error),
-    /// The kernel file is neither ELF nor a bzImage.
-    #[error("not a kernel image (neither ELF nor bzImage)")]
+    /// The kernel file is neither ELF, a bzImage nor a multiboot image.
+    #[error("not a kernel image (neither ELF, bzImage nor multiboot)")]
     NotAKernel,
     /// ELF, but not for this architecture/class.
     #[error("ELF kernel is not x86_64/64-bit")]
@@ -184,6 +186,27 @@ pub enum BootError {
     /// The initrd lies where the boot protocol cannot describe it.
     #[error("initrd at {0:#x} is above 4 GiB")]
     InitrdAbove4G(u64),
+    /// A multiboot header whose checksum is wrong.
+    #[error("multiboot header at file offset {0:#x} has a bad checksum")]
+    MultibootChecksum(usize),
+    /// A multiboot header that requires what tapir cannot provide.
+    #[error(
+        "multiboot kernel requires features tapir does not provide \
+         (header flag bits {0:#x}; tapir supports bits 0-2 and 16)"
+    )]
+    MultibootUnsupportedFlags(u32),
+    /// A multiboot image that is not ELF and has no address fields.
+    #[error("multiboot kernel is not ELF and has no load addresses (header flag bit 16)")]
+    MultibootNoAddresses,
+    /// The a.out-kludge address fields of a multiboot header contradict each other.
+    #[error("multiboot header address fields are invalid: {0}")]
+    MultibootBadAddresses(&'static str),
+    /// A 32-bit ELF multiboot kernel for another machine than i386.
+    #[error("multiboot ELF kernel is not a 32-bit x86 (i386) ELF")]
+    MultibootElfNot386,
+    /// The multiboot information, memory map and module list overflow their area.
+    #[error("multiboot information structure overflows its area (module string too long?)")]
+    MultibootInfoTooLarge,
     /// Writing a boot structure to guest memory failed.
     #[error("cannot write {what} to guest memory: {source}")]
     GuestMemory {
@@ -218,6 +241,9 @@ pub enum KernelKind {
     ElfLinux64,
     /// ELF with a PVH note: 32-bit protected-mode PVH entry.
     ElfPvh,
+    /// Multiboot v1 image (32-bit ELF or a.out kludge): 32-bit protected-mode
+    /// entry with `EAX` = 0x2BADB002 and `EBX` the multiboot information.
+    Multiboot,
 }
 
 /// What [`load_kernel`] put into guest memory.
@@ -226,8 +252,8 @@ pub struct LoadedKernel {
     /// Which image/boot protocol.
     pub kind: KernelKind,
     /// Where the boot vCPU starts: the 64-bit entry for [`KernelKind::BzImage`]
-    /// and [`KernelKind::ElfLinux64`], the 32-bit PVH entry for
-    /// [`KernelKind::ElfPvh`].
+    /// and [`KernelKind::ElfLinux64`], the 32-bit entry for
+    /// [`KernelKind::ElfPvh`] and [`KernelKind::Multiboot`].
     pub entry: GuestAddress,
     /// Lowest guest-physical address of the loaded image.
     pub load_addr: GuestAddress,
@@ -283,12 +309,12 @@ pub fn e820_entries(mem_size: u64) -> Vec<E820Entry> {
     entries
 }
 
-fn align_up(value: u64, align: u64) -> Option<u64> {
+pub(crate) fn align_up(value: u64, align: u64) -> Option<u64> {
     debug_assert!(align.is_power_of_two());
     Some(value.checked_add(align - 1)? & !(align - 1))
 }
 
-fn mem_error(what: &'static str) -> impl FnOnce(GuestMemoryError) -> BootError {
+pub(crate) fn mem_error(what: &'static str) -> impl FnOnce(GuestMemoryError) -> BootError {
     move |source| BootError::GuestMemory { what, source }
 }
 
@@ -300,7 +326,7 @@ fn low_ram_end<M: GuestMemoryBackend>(mem: &M) -> u64 {
 }
 
 /// Fails unless `[start, end)` is guest RAM.
-fn check_fits<M: GuestMemoryBackend>(mem: &M, start: u64, end: u64) -> Result<()> {
+pub(crate) fn check_fits<M: GuestMemoryBackend>(mem: &M, start: u64, end: u64) -> Result<()> {
     let fits = end >= start
         && usize::try_from(end - start)
             .map(|len| mem.check_range(GuestAddress(start), len))
@@ -316,7 +342,7 @@ fn check_fits<M: GuestMemoryBackend>(mem: &M, start: u64, end: u64) -> Result<()
 }
 
 /// Reads as much of `buf` as the file has from offset 0; returns the count.
-fn read_prefix(file: &File, buf: &mut [u8]) -> io::Result<usize> {
+pub(crate) fn read_prefix(file: &File, buf: &mut [u8]) -> io::Result<usize> {
     let mut done = 0;
     while done < buf.len() {
         match file.read_at(&mut buf[done..], done as u64) {
@@ -329,36 +355,48 @@ fn read_prefix(file: &File, buf: &mut [u8]) -> io::Result<usize> {
     Ok(done)
 }
 
-fn u16_at(b: &[u8], off: usize) -> u16 {
+pub(crate) fn u16_at(b: &[u8], off: usize) -> u16 {
     u16::from_le_bytes([b[off], b[off + 1]])
 }
 
-fn u32_at(b: &[u8], off: usize) -> u32 {
+pub(crate) fn u32_at(b: &[u8], off: usize) -> u32 {
     u32::from_le_bytes(b[off..off + 4].try_into().unwrap())
 }
 
-fn u64_at(b: &[u8], off: usize) -> u64 {
+pub(crate) fn u64_at(b: &[u8], off: usize) -> u64 {
     u64::from_le_bytes(b[off..off + 8].try_into().unwrap())
 }
 
-/// Loads a kernel image (ELF `vmlinux` or bzImage) into guest memory.
+/// Loads a kernel image (ELF `vmlinux`, bzImage or multiboot) into guest
+/// memory.
 ///
-/// ELF kernels are loaded at their program headers' physical addresses; a
-/// PVH note makes it [`KernelKind::ElfPvh`]. bzImages are loaded at
-/// `code32_start` (1 MiB) and checked for a usable 64-bit boot protocol and
-/// for enough memory to decompress themselves.
+/// The formats are tried in QEMU's order of precedence: a 64-bit ELF is
+/// loaded at its program headers' physical addresses (a PVH note makes it
+/// [`KernelKind::ElfPvh`]) unless it has no PVH note and a multiboot header
+/// with address fields, which QEMU boots as multiboot; a bzImage is loaded at `code32_start` (1 MiB)
+/// and checked for a usable 64-bit boot protocol and for enough memory to
+/// decompress itself; anything else with a multiboot v1 header in its first
+/// 8 KiB is loaded as [`KernelKind::Multiboot`] (see [`crate::multiboot`]).
 pub fn load_kernel<M: GuestMemoryBackend>(mem: &M, kernel_file: &mut File) -> Result<LoadedKernel> {
     let file_len = kernel_file.metadata().map_err(BootError::ReadKernel)?.len();
-    let mut head = [0u8; SETUP_HEADER_END];
+    let mut head = vec![0u8; SETUP_HEADER_END.max(multiboot::HEADER_SEARCH_LEN)];
     let n = read_prefix(kernel_file, &mut head).map_err(BootError::ReadKernel)?;
     let head = &head[..n];
+    let is_elf = head.starts_with(ELF_MAGIC);
 
-    if head.starts_with(ELF_MAGIC) {
-        load_elf(mem, kernel_file, file_len)
-    } else if head.len() >= HDRS_OFFSET + 4 && u32_at(head, HDRS_OFFSET) == HDRS_MAGIC {
-        load_bzimage(mem, kernel_file, head, file_len)
-    } else {
-        Err(BootError::NotAKernel)
+    if is_elf && head.get(4) != Some(&ELFCLASS32) {
+        return match multiboot::elf64_header(kernel_file, file_len, head) {
+            Some(header) => multiboot::load(mem, kernel_file, file_len, head, &header),
+            None => load_elf(mem, kernel_file, file_len),
+        };
+    }
+    if head.len() >= HDRS_OFFSET + 4 && u32_at(head, HDRS_OFFSET) == HDRS_MAGIC {
+        return load_bzimage(mem, kernel_file, head, file_len);
+    }
+    match multiboot::find_header(head)? {
+        Some(header) => multiboot::load(mem, kernel_file, file_len, head, &header),
+        None if is_elf => Err(BootError::ElfNotX86_64),
+        None => Err(BootError::NotAKernel),
     }
 }
 
@@ -748,7 +786,7 @@ pub fn configure_pvh_boot<M: GuestMemoryBackend>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::io::Write;
     use std::path::PathBuf;
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -761,9 +799,9 @@ mod tests {
     const GIB: u64 = 1 << 30;
 
     /// A file in the temp directory, removed on drop.
-    struct TempFile {
+    pub(crate) struct TempFile {
         path: PathBuf,
-        file: File,
+        pub(crate) file: File,
     }
 
     impl TempFile {
@@ -783,7 +821,7 @@ mod tests {
             TempFile { path, file }
         }
 
-        fn with_contents(bytes: &[u8]) -> Self {
+        pub(crate) fn with_contents(bytes: &[u8]) -> Self {
             let mut t = Self::new();
             t.file.write_all(bytes).unwrap();
             t
@@ -802,13 +840,13 @@ mod tests {
         }
     }
 
-    fn guest_memory(size: u64) -> GuestMemoryMmap {
+    pub(crate) fn guest_memory(size: u64) -> GuestMemoryMmap {
         GuestMemoryMmap::from_ranges(&ram_regions(size)).unwrap()
     }
 
     /// A minimal x86_64 ELF executable: one PT_LOAD of `code` at `paddr`
     /// (plus 4 KiB of bss) and, optionally, a PVH note.
-    fn build_elf(paddr: u64, code: &[u8], pvh_entry: Option<u32>) -> Vec<u8> {
+    pub(crate) fn build_elf(paddr: u64, code: &[u8], pvh_entry: Option<u32>) -> Vec<u8> {
         const CODE_OFFSET: usize = 0x200;
         const NOTE_OFFSET: usize = 64 + 2 * 56;
         let phnum: u16 = if pvh_entry.is_some() { 2 } else { 1 };
@@ -865,7 +903,7 @@ mod tests {
     }
 
     /// The first 0x26c bytes of a bzImage: boot sector plus setup header.
-    fn bzimage_head(version: u16, loadflags: u8, xloadflags: u16) -> Vec<u8> {
+    pub(crate) fn bzimage_head(version: u16, loadflags: u8, xloadflags: u16) -> Vec<u8> {
         let mut img = vec![0u8; SETUP_HEADER_END];
         img[SETUP_HEADER_OFFSET] = 1; // setup_sects
         img[0x1fe..0x200].copy_from_slice(&BOOT_FLAG_MAGIC.to_le_bytes());
@@ -961,7 +999,7 @@ mod tests {
             assert!(matches!(err, BootError::NotAKernel), "{err:?}");
             assert_eq!(
                 err.to_string(),
-                "not a kernel image (neither ELF nor bzImage)"
+                "not a kernel image (neither ELF, bzImage nor multiboot)"
             );
         }
     }

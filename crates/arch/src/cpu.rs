@@ -1,7 +1,7 @@
 //! vCPU state at boot: CPUID topology, the boot MSR set, FPU, LAPIC LINT
 //! pins, and the register/segment/page-table state of the two entry modes
 //! (64-bit long mode for the Linux boot protocol, 32-bit flat protected mode
-//! for PVH).
+//! for PVH and multiboot).
 //!
 //! FPU state is set with `KVM_SET_FPU` only: some hosts tapir runs on have
 //! no `KVM_CAP_XSAVE`/`KVM_CAP_XCRS`.
@@ -520,14 +520,17 @@ pub fn setup_long_mode<M: GuestMemoryBackend>(
     vcpu.set_regs(&regs).map_err(kvm_error("KVM_SET_REGS"))
 }
 
-/// Puts the vCPU in 32-bit flat protected mode with paging off for the PVH
-/// entry: GDT (null, code32 at 0x8, data at 0x10, TSS at 0x18), an empty
-/// IDT, `EIP = entry`, `EBX = start_info`.
-pub fn setup_protected_mode_pvh<M: GuestMemoryBackend>(
+/// Puts the vCPU in 32-bit flat protected mode with paging off, the entry
+/// state shared by PVH and multiboot: GDT (null, flat code32 at 0x8, flat
+/// data at 0x10 in DS/ES/FS/GS/SS, TSS at 0x18), an empty IDT, interrupts
+/// off, `EIP = entry`, `EAX = eax` (multiboot's magic; PVH leaves it
+/// undefined) and `EBX = ebx` (the boot information structure).
+pub fn setup_protected_mode<M: GuestMemoryBackend>(
     mem: &M,
     vcpu: &VcpuFd,
     entry: u64,
-    start_info: u64,
+    eax: u32,
+    ebx: u32,
 ) -> Result<()> {
     let mut sregs = vcpu.get_sregs().map_err(kvm_error("KVM_GET_SREGS"))?;
     setup_descriptor_tables(mem, &mut sregs, GDT_CODE32)?;
@@ -540,7 +543,8 @@ pub fn setup_protected_mode_pvh<M: GuestMemoryBackend>(
     let regs = kvm_regs {
         rflags: RFLAGS_RESERVED,
         rip: entry,
-        rbx: start_info,
+        rax: eax.into(),
+        rbx: ebx.into(),
         ..Default::default()
     };
     vcpu.set_regs(&regs).map_err(kvm_error("KVM_SET_REGS"))
@@ -918,13 +922,13 @@ mod tests {
     }
 
     #[test]
-    fn pvh_protected_mode_vcpu_state() {
+    fn protected_mode_vcpu_state() {
         let Some((_kvm, vm, mem)) = test_vm() else {
             return;
         };
         let mut vcpu = vm.create_vcpu(0).unwrap();
         const ENTRY: u64 = 0x10_0000;
-        setup_protected_mode_pvh(&mem, &vcpu, ENTRY, 0x6000).unwrap();
+        setup_protected_mode(&mem, &vcpu, ENTRY, 0x2bad_b002, 0x6000).unwrap();
         setup_fpu(&vcpu).unwrap();
 
         let sregs = vcpu.get_sregs().unwrap();
@@ -935,6 +939,7 @@ mod tests {
         assert_eq!((sregs.ds.selector, sregs.ds.db), (0x10, 1));
         let regs = vcpu.get_regs().unwrap();
         assert_eq!((regs.rip, regs.rbx, regs.rflags), (ENTRY, 0x6000, 2));
+        assert_eq!(regs.rax, 0x2bad_b002);
 
         // Run 32-bit code: read the byte EBX points at, report it, halt.
         mem.write_obj(0x77u8, GuestAddress(0x6000)).unwrap();

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! 0x0000_0500  GDT                      0x0000_6000  PVH start_info (+ memmap)
+//!                                       or multiboot info (+ mmap, modules)
 //! 0x0000_0520  IDT                      0x0000_7000  Linux boot_params (zero page)
 //! 0x0000_8ff0  initial stack top        0x0000_9000  PML4, then PDPT, PD x4 (identity 4 GiB)
 //! 0x0002_0000  kernel command line      0x000e_0000  ACPI tables (RSDP first)
@@ -17,6 +18,10 @@ pub const GDT_START: u64 = 0x500;
 pub const IDT_START: u64 = 0x520;
 /// PVH `hvm_start_info`, followed by its memory map table.
 pub const PVH_INFO_START: u64 = 0x6000;
+/// Multiboot information structure, followed by its memory map, module
+/// list and strings, up to [`ZERO_PAGE_START`]. The same page as
+/// [`PVH_INFO_START`]: a guest boots with one protocol only.
+pub const MULTIBOOT_INFO_START: u64 = PVH_INFO_START;
 /// Linux `boot_params` (the "zero page").
 pub const ZERO_PAGE_START: u64 = 0x7000;
 /// Initial stack pointer for the boot vCPU.

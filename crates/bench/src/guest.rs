@@ -1,5 +1,5 @@
 //! The guest's side: the scenario script the default guest's /init runs
-//! (as in resources/bench/net.sh, plus a TCP echo port and a ping), and the
+//! (its address, a TCP echo port, pings, iperf3's server), and the
 //! small newc cpio that carries it, appended to the guest's initramfs.
 
 use crate::plan::Net;

@@ -7,10 +7,11 @@
 //! Modules: [`plan`] (cells and the alternating order), [`runner`]
 //! (spawning VMMs, the network namespace, measuring), [`parse`] (iperf3
 //! JSON, ping, /proc, perf), [`stats`], [`output`] (table, JSON) and
-//! [`svg`] (the chart), [`notes`] ("guest sees"), [`guest`] (the guest's
+//! [`svg`] (the chart), [`netns`] (the network namespaces), [`notes`] ("guest sees"), [`guest`] (the guest's
 //! script), [`place`] (where it runs: here, or in the nested L1 VM).
 
 pub mod guest;
+pub mod netns;
 pub mod notes;
 pub mod output;
 pub mod parse;
@@ -49,8 +50,15 @@ pub enum Error {
         tool: &'static str,
         package: &'static str,
     },
-    #[error("--net tap needs root here (a network namespace with a tap in it); run as root, or use --net user")]
-    TapNeedsRoot,
+    #[error("--net {net} needs root here ({what}); run as root, or use --net user")]
+    NetNeedsRoot {
+        net: &'static str,
+        what: &'static str,
+    },
+    #[error("/dev/vhost-net is missing here (modprobe vhost_net failed); qemu-vhost needs it: leave it out of --against")]
+    NoVhostNet,
+    #[error("--baseline {0}: not an executable file")]
+    Baseline(PathBuf),
     #[error("the benchmark needs root here (its network namespace); run as root")]
     NeedsRoot,
     #[error("guest file {0} is missing (resources/guest/build-guest.sh builds it; or give --kernel and --initrd)")]
@@ -90,7 +98,16 @@ pub struct Options {
     pub nets: Vec<Net>,
     pub reps: u32,
     pub secs: u32,
-    pub against_qemu: bool,
+    /// The VMMs measured against tapir: qemu, qemu-vhost.
+    pub against: Vec<Vmm>,
+    /// Another tapir binary, measured as column "baseline".
+    pub baseline: Option<PathBuf>,
+    /// Keep the logs and the results (`DIR/results.json`) in DIR.
+    pub keep: Option<PathBuf>,
+    /// vCPUs of the nested L1 VM (tapir-nested's default when None).
+    pub l1_cpus: Option<u32>,
+    /// Also count VM exits by reason with perf (into the logs).
+    pub exit_detail: bool,
     pub json: Option<PathBuf>,
     pub chart: Option<PathBuf>,
     pub kernel: Option<PathBuf>,
@@ -108,12 +125,56 @@ pub struct Options {
 }
 
 impl Options {
+    /// The columns, in the table's order.
     pub fn vmms(&self) -> Vec<Vmm> {
-        if self.against_qemu {
-            vec![Vmm::Tapir, Vmm::Qemu]
-        } else {
-            vec![Vmm::Tapir]
+        plan::vmms(self.baseline.is_some(), &self.against)
+    }
+
+    /// Every run of the plan, in order.
+    pub fn runs(&self) -> Vec<Run> {
+        plan::runs(
+            &plan::cells(&self.models, &self.nets),
+            &self.vmms(),
+            self.reps,
+        )
+    }
+
+    /// Whether a QEMU column is measured.
+    pub fn against_qemu(&self) -> bool {
+        !self.against.is_empty()
+    }
+
+    /// What can be told wrong before anything boots.
+    pub fn check(&self) -> Result<(), Error> {
+        if self.reps == 0 {
+            return Err(Error::BadValue {
+                flag: "--reps",
+                why: "must be at least 1",
+            });
         }
+        if self.secs == 0 {
+            return Err(Error::BadValue {
+                flag: "--secs",
+                why: "must be at least 1",
+            });
+        }
+        if self.against.contains(&Vmm::QemuVhost)
+            && !self.runs().iter().any(|r| r.vmm == Vmm::QemuVhost)
+        {
+            return Err(Error::BadValue {
+                flag: "--against qemu-vhost",
+                why: "vhost-net is for --models virtio over --net tap or passthrough only",
+            });
+        }
+        if let Some(b) = &self.baseline {
+            use std::os::unix::fs::PermissionsExt;
+            let exec = std::fs::metadata(b)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+            if !exec {
+                return Err(Error::Baseline(b.clone()));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -237,6 +298,9 @@ pub struct Meta {
     pub exits_method: String,
     pub secs: u32,
     pub reps: u32,
+    /// The `--baseline` binary, when one was measured.
+    #[serde(default)]
+    pub baseline: String,
 }
 
 /// Everything measured.
@@ -253,40 +317,47 @@ pub struct Results {
 /// writes `--json` and `--chart`. Returns the exit status: 0 when every
 /// run was measured completely, 1 when some figure is missing.
 pub fn main(opts: &Options) -> Result<u8, Error> {
-    if opts.reps == 0 {
-        return Err(Error::BadValue {
-            flag: "--reps",
-            why: "must be at least 1",
-        });
-    }
-    if opts.secs == 0 {
-        return Err(Error::BadValue {
-            flag: "--secs",
-            why: "must be at least 1",
-        });
-    }
     let results = match &opts.report {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
+            // A --keep DIR holds its results as DIR/results.json.
+            let path = if path.is_dir() {
+                path.join("results.json")
+            } else {
+                path.clone()
+            };
+            let text = std::fs::read_to_string(&path)
                 .map_err(|e| Error::io(format!("--report {}", path.display()), e))?;
             serde_json::from_str(&text).map_err(|e| Error::Parse {
                 what: "--report's results",
                 why: e.to_string(),
             })?
         }
-        None => place::measure(opts)?,
+        None => {
+            opts.check()?;
+            place::measure(opts)?
+        }
     };
     if opts.results_out.is_some() {
         runner::checkpoint(opts, &results)?;
         return Ok(0);
     }
-    let against_qemu =
-        opts.against_qemu || results.runs.iter().any(|r| r.run.vmm == plan::Vmm::Qemu);
-    print!("{}", output::table(&results, against_qemu));
-    if let Some(path) = &opts.json {
+    print!("{}", output::table(&results));
+    let keep = opts
+        .keep
+        .as_ref()
+        .filter(|_| opts.report.is_none())
+        .map(|d| d.join("results.json"));
+    for path in opts.json.iter().chain(keep.iter()) {
         let text = output::json(&results)?;
         std::fs::write(path, text)
-            .map_err(|e| Error::io(format!("--json {}", path.display()), e))?;
+            .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+    }
+    if let Some(dir) = opts.keep.as_ref().filter(|_| keep.is_some()) {
+        println!(
+            "kept: the logs and results.json (tapir bench --report {}) in {}",
+            dir.display(),
+            dir.display()
+        );
     }
     if let Some(path) = &opts.chart {
         let text = svg::chart(&results);

@@ -36,7 +36,7 @@ fn pairs(results: &Results) -> Vec<(Cell, Vmm)> {
             out.push((r.run.cell, r.run.vmm));
         }
     }
-    // Cells in first-run order, tapir before qemu within each.
+    // Cells in first-run order, the VMMs in the columns' order within each.
     let mut cells: Vec<Cell> = Vec::new();
     for (c, _) in &out {
         if !cells.contains(c) {
@@ -45,7 +45,7 @@ fn pairs(results: &Results) -> Vec<(Cell, Vmm)> {
     }
     let mut sorted = Vec::new();
     for c in cells {
-        for v in [Vmm::Tapir, Vmm::Qemu] {
+        for v in Vmm::ALL {
             if out.contains(&(c, v)) {
                 sorted.push((c, v));
             }
@@ -104,9 +104,13 @@ fn figure(s: Option<&Summary>) -> String {
 
 const LABEL_W: usize = 30;
 const COL_W: usize = 22;
+const RATIO_W: usize = 11;
 
-/// The table printed on stdout.
-pub fn table(results: &Results, against_qemu: bool) -> String {
+/// The table printed on stdout: per cell one column per VMM that ran
+/// there and one ratio, tapir/X, per other VMM; under it, with a QEMU
+/// column, what the guest sees differently.
+pub fn table(results: &Results) -> String {
+    let against_qemu = results.runs.iter().any(|r| r.run.vmm.is_qemu());
     let m = &results.meta;
     let mut t = String::new();
     let _ = writeln!(
@@ -116,8 +120,15 @@ pub fn table(results: &Results, against_qemu: bool) -> String {
     );
     let _ = writeln!(t, "  ran on:  {}", m.ran_on);
     let _ = writeln!(t, "  tapir:   {}", m.tapir);
+    if !m.baseline.is_empty() {
+        let _ = writeln!(t, "  baseline: {}", m.baseline);
+    }
     if against_qemu {
-        let _ = writeln!(t, "  qemu:    {} (-accel kvm -cpu host, vhost=off)", m.qemu);
+        let _ = writeln!(
+            t,
+            "  qemu:    {} (-accel kvm -cpu host; qemu: vhost=off, qemu-vhost: vhost=on)",
+            m.qemu
+        );
     }
     let _ = writeln!(t, "  iperf3:  {}", m.iperf3);
     let _ = writeln!(
@@ -141,14 +152,17 @@ pub fn table(results: &Results, against_qemu: bool) -> String {
     for cell in cells {
         let cols: Vec<&CellSummary> = sums.iter().filter(|s| s.cell == cell).collect();
         let tapir = cols.iter().find(|s| s.vmm == Vmm::Tapir);
-        let qemu = cols.iter().find(|s| s.vmm == Vmm::Qemu);
+        let others: Vec<&&CellSummary> = match tapir {
+            Some(_) => cols.iter().filter(|s| s.vmm != Vmm::Tapir).collect(),
+            None => Vec::new(),
+        };
         t.push('\n');
         let mut head = format!("{:<LABEL_W$}", cell.label());
         for c in &cols {
             let _ = write!(head, " {:>COL_W$}", c.vmm.name());
         }
-        if tapir.is_some() && qemu.is_some() {
-            let _ = write!(head, " {:>11}", "tapir/qemu");
+        for o in &others {
+            let _ = write!(head, " {:>RATIO_W$}", format!("tapir/{}", o.vmm.name()));
         }
         let _ = writeln!(t, "{}", head.trim_end());
         let mut line = format!("{:<LABEL_W$}", "  runs complete");
@@ -161,18 +175,23 @@ pub fn table(results: &Results, against_qemu: bool) -> String {
             for c in &cols {
                 let _ = write!(line, " {:>COL_W$}", figure(c.get(metric)));
             }
-            if let (Some(a), Some(b)) = (tapir, qemu) {
+            for (a, b) in tapir
+                .iter()
+                .flat_map(|a| others.iter().map(move |b| (a, b)))
+            {
                 let ratio = match (a.get(metric), b.get(metric)) {
                     (Some(a), Some(b)) if b.median != 0.0 => format!("{:.2}", a.median / b.median),
                     _ => "n/a".into(),
                 };
-                let _ = write!(line, " {ratio:>11}");
+                let w = RATIO_W.max(b.vmm.name().len() + "tapir/".len());
+                let _ = write!(line, " {ratio:>w$}");
             }
             let _ = writeln!(t, "{}", line.trim_end());
         }
-        if against_qemu {
+        let vmms: Vec<Vmm> = cols.iter().map(|c| c.vmm).collect();
+        if vmms.iter().any(|v| v.is_qemu()) {
             let _ = writeln!(t, "  guest sees (tapir vs QEMU):");
-            for l in guest_sees(cell) {
+            for l in guest_sees(cell, &vmms) {
                 let _ = writeln!(t, "    {l}");
             }
         }
@@ -200,7 +219,7 @@ pub fn table(results: &Results, against_qemu: bool) -> String {
     }
     let _ = writeln!(
         t,
-        "\nhigher is better for throughput and packet rates; lower for latency, exits and CPU (ratios: tapir/qemu)"
+        "\nhigher is better for throughput and packet rates; lower for latency, exits and CPU (ratios: tapir/X)"
     );
     t
 }
@@ -291,6 +310,7 @@ pub(crate) mod tests {
                 exits_method: "none".into(),
                 secs: 2,
                 reps: 2,
+                baseline: String::new(),
             },
             runs,
             notes: vec!["the nested L1 VM was lost after run 3 of 8".into()],
@@ -315,7 +335,7 @@ pub(crate) mod tests {
 
     #[test]
     fn table_rows_ratios_notes_failures() {
-        let t = table(&sample(), true);
+        let t = table(&sample());
         let line = |start: &str, after: &str| -> String {
             let from = t.find(after).unwrap();
             t[from..]
@@ -341,7 +361,73 @@ pub(crate) mod tests {
         let head = t.lines().find(|l| l.starts_with("virtio/user")).unwrap();
         assert!(head.contains("tapir") && head.contains("qemu") && head.contains("tapir/qemu"));
         // Without qemu: no notes.
-        assert!(!table(&sample(), false).contains("guest sees"));
+        let mut r = sample();
+        r.runs.retain(|r| r.run.vmm == Vmm::Tapir);
+        let t = table(&r);
+        assert!(!t.contains("guest sees") && !t.contains("tapir/qemu"));
+    }
+
+    /// The sample's virtio/user cell as virtio/tap with a baseline and a
+    /// qemu-vhost column added (made-up figures).
+    fn with_baseline_and_vhost() -> Results {
+        let mut r = sample();
+        r.runs.retain(|r| r.run.cell.model == Model::Virtio);
+        let mut extra = Vec::new();
+        for run in &mut r.runs {
+            run.run.cell.net = Net::Passthrough;
+            for (vmm, f) in [(Vmm::Baseline, 0.5), (Vmm::QemuVhost, 4.0)] {
+                if run.run.vmm == Vmm::Tapir {
+                    let mut x = run.clone();
+                    x.run.vmm = vmm;
+                    x.metrics.tcp_h2g_mbps = x.metrics.tcp_h2g_mbps.map(|v| v * f);
+                    extra.push(x);
+                }
+            }
+        }
+        // Measured first: the table still puts them in column order.
+        extra.extend(r.runs);
+        r.runs = extra;
+        r.meta.baseline = "/tmp/old/tapir".into();
+        r
+    }
+
+    #[test]
+    fn baseline_first_vhost_last_ratios_for_each() {
+        let r = with_baseline_and_vhost();
+        let t = table(&r);
+        let head = t
+            .lines()
+            .find(|l| l.starts_with("virtio/passthrough"))
+            .unwrap();
+        let words: Vec<&str> = head.split_whitespace().collect();
+        assert_eq!(
+            words,
+            [
+                "virtio/passthrough",
+                "baseline",
+                "tapir",
+                "qemu",
+                "qemu-vhost",
+                "tapir/baseline",
+                "tapir/qemu",
+                "tapir/qemu-vhost"
+            ]
+        );
+        // tapir 215, baseline 107.5, qemu 115, qemu-vhost 860.
+        let l = t
+            .lines()
+            .find(|l| l.trim_start().starts_with("TCP host->guest"))
+            .unwrap();
+        assert!(
+            l.trim_end().ends_with("2.00        1.87             0.25"),
+            "{l}"
+        );
+        assert!(t.contains("  baseline: /tmp/old/tapir\n"));
+        assert!(t.contains("qemu-vhost: the kernel's vhost-net worker"));
+        assert!(t.contains("backend:    both a macvtap"));
+        let s = summaries(&r);
+        let order: Vec<Vmm> = s.iter().map(|s| s.vmm).collect();
+        assert_eq!(order, Vmm::ALL);
     }
 
     #[test]

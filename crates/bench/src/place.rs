@@ -197,10 +197,11 @@ fn uname() -> String {
         .map(|u| {
             let node = u.nodename().to_string_lossy().into_owned();
             let kernel = u.release().to_string_lossy().into_owned();
+            let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
             if node.is_empty() || node == "(none)" {
-                format!("kernel {kernel}")
+                format!("kernel {kernel}, {cpus} CPU(s)")
             } else {
-                format!("{node}, kernel {kernel}")
+                format!("{node}, kernel {kernel}, {cpus} CPU(s)")
             }
         })
         .unwrap_or_else(|_| "?".into())
@@ -217,7 +218,7 @@ fn nested(opts: &Options) -> Result<Results, Error> {
             package: "iperf3",
         });
     }
-    if opts.against_qemu && !runner::have("qemu-system-x86_64") {
+    if opts.against_qemu() && !runner::have("qemu-system-x86_64") {
         return Err(Error::MissingTool {
             tool: "qemu-system-x86_64",
             package: "qemu-system-x86",
@@ -226,9 +227,12 @@ fn nested(opts: &Options) -> Result<Results, Error> {
     let nested = resource("resources/nested/tapir-nested")?;
     let (kernel, initrd) = guest_files(opts)?;
     let exe = std::env::current_exe().map_err(|e| Error::io("finding tapir's own binary", e))?;
-    let out = std::env::temp_dir().join(format!("tapir-bench-{}", std::process::id()));
+    let out = match &opts.keep {
+        Some(k) => k.clone(),
+        None => std::env::temp_dir().join(format!("tapir-bench-{}", std::process::id())),
+    };
     fs::create_dir_all(&out).map_err(|e| Error::io(format!("creating {}", out.display()), e))?;
-    let total = opts.models.len() * opts.nets.len() * opts.vmms().len() * opts.reps as usize;
+    let total = opts.runs().len();
     let l1 = L1 {
         opts,
         nested: &nested,
@@ -273,6 +277,9 @@ fn nested(opts: &Options) -> Result<Results, Error> {
         }
     }
     r.meta.tapir = exe.display().to_string();
+    if let Some(n) = opts.l1_cpus {
+        r.meta.ran_on += &format!(" (--l1-cpus {n})");
+    }
     Ok(r)
 }
 
@@ -350,13 +357,19 @@ impl L1<'_> {
         let results = self.out.join("results.json");
         let _ = fs::remove_file(&results);
         let _ = fs::remove_file(self.out.join("progress"));
-        let runs = opts.models.len() * opts.nets.len() * opts.vmms().len() * opts.reps as usize;
+        let runs = opts.runs().len();
         let timeout = 600 + runs.saturating_sub(skip) as u64 * (360 + 6 * u64::from(opts.secs));
         let mut cmd = Command::new(self.nested);
         cmd.arg("--out")
             .arg(self.out)
-            .args(["--timeout", &timeout.to_string()])
-            .arg("--share")
+            .args(["--timeout", &timeout.to_string()]);
+        if let Some(n) = opts.l1_cpus {
+            cmd.args(["--cpus", &n.to_string()]);
+        }
+        if let Some(b) = &opts.baseline {
+            cmd.arg("--share").arg(b);
+        }
+        cmd.arg("--share")
             .arg(self.exe)
             .arg("--share")
             .arg(self.kernel)
@@ -393,8 +406,17 @@ impl L1<'_> {
             .arg(self.initrd)
             .args(["--in-l1", "--results-out", "/run/out/results.json"])
             .args(["--skip-runs", &skip.to_string()]);
-        if opts.against_qemu {
-            cmd.args(["--against", "qemu"]);
+        if !opts.against.is_empty() {
+            let list: Vec<&str> = opts.against.iter().map(|v| v.name()).collect();
+            cmd.args(["--against", &list.join(",")]);
+        }
+        if let Some(b) = &opts.baseline {
+            // L1 runs the command in this working directory, but say it whole.
+            cmd.arg("--baseline")
+                .arg(b.canonicalize().unwrap_or_else(|_| b.clone()));
+        }
+        if opts.exit_detail {
+            cmd.arg("--exit-detail");
         }
         let log = fs::File::create(log_path)
             .map_err(|e| Error::io(format!("creating {}", log_path.display()), e))?;

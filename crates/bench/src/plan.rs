@@ -35,38 +35,63 @@ impl Model {
     }
 }
 
-/// A backend: user-mode NAT or a tap.
+/// A backend: user-mode NAT, a tap, or a macvtap (direct attach to a
+/// veth whose far end is the "namespace host").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Net {
     User,
     Tap,
+    Passthrough,
 }
 
 impl Net {
-    pub const ALL: [Net; 2] = [Net::User, Net::Tap];
+    pub const ALL: [Net; 3] = [Net::User, Net::Tap, Net::Passthrough];
 
     pub fn name(self) -> &'static str {
         match self {
             Net::User => "user",
             Net::Tap => "tap",
+            Net::Passthrough => "passthrough",
         }
     }
 }
 
-/// Which VMM boots the guest.
+/// Which VMM boots the guest: this tapir, another tapir binary
+/// (`--baseline`), QEMU with vhost off, QEMU with vhost on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Vmm {
+    Baseline,
     Tapir,
     Qemu,
+    #[serde(rename = "qemu-vhost")]
+    QemuVhost,
 }
 
 impl Vmm {
+    /// Every VMM in the order of the table's columns.
+    pub const ALL: [Vmm; 4] = [Vmm::Baseline, Vmm::Tapir, Vmm::Qemu, Vmm::QemuVhost];
+
     pub fn name(self) -> &'static str {
         match self {
+            Vmm::Baseline => "baseline",
             Vmm::Tapir => "tapir",
             Vmm::Qemu => "qemu",
+            Vmm::QemuVhost => "qemu-vhost",
+        }
+    }
+
+    pub fn is_qemu(self) -> bool {
+        matches!(self, Vmm::Qemu | Vmm::QemuVhost)
+    }
+
+    /// Whether this VMM has a column in `cell`: vhost-net serves virtio
+    /// over a tap (a macvtap's /dev/tapN is one), not libslirp.
+    pub fn serves(self, cell: Cell) -> bool {
+        match self {
+            Vmm::QemuVhost => cell.model == Model::Virtio && cell.net != Net::User,
+            _ => true,
         }
     }
 }
@@ -124,14 +149,41 @@ pub fn parse_models(s: &str) -> Result<Vec<Model>, Error> {
     )
 }
 
-/// `--net user,tap`.
+/// `--net user,tap,passthrough`.
 pub fn parse_nets(s: &str) -> Result<Vec<Net>, Error> {
     parse_list(
         "--net",
         s,
         |w| Net::ALL.into_iter().find(|n| n.name() == w),
-        "user, tap",
+        "user, tap, passthrough",
     )
+}
+
+/// `--against qemu,qemu-vhost`.
+pub fn parse_against(s: &str) -> Result<Vec<Vmm>, Error> {
+    parse_list(
+        "--against",
+        s,
+        |w| {
+            [Vmm::Qemu, Vmm::QemuVhost]
+                .into_iter()
+                .find(|v| v.name() == w)
+        },
+        "qemu, qemu-vhost",
+    )
+}
+
+/// The columns: the baseline (when given), tapir, then the VMMs it is
+/// measured against, always in [`Vmm::ALL`]'s order.
+pub fn vmms(baseline: bool, against: &[Vmm]) -> Vec<Vmm> {
+    Vmm::ALL
+        .into_iter()
+        .filter(|v| match v {
+            Vmm::Baseline => baseline,
+            Vmm::Tapir => true,
+            _ => against.contains(v),
+        })
+        .collect()
 }
 
 /// The cells, models outer and backends inner, in the order given.
@@ -142,14 +194,19 @@ pub fn cells(models: &[Model], nets: &[Net]) -> Vec<Cell> {
         .collect()
 }
 
-/// Every run in the order it happens. Repetition 1 goes through the
+/// Every run in the order it happens (a VMM only in the cells it
+/// [serves](Vmm::serves)). Repetition 1 goes through the
 /// (cell, VMM) pairs front to back, repetition 2 back to front, and so on:
 /// whatever drifts on the host during the benchmark (another job, a warm
 /// cache) falls on every pair alike.
 pub fn runs(cells: &[Cell], vmms: &[Vmm], reps: u32) -> Vec<Run> {
     let pairs: Vec<(Cell, Vmm)> = cells
         .iter()
-        .flat_map(|&c| vmms.iter().map(move |&v| (c, v)))
+        .flat_map(|&c| {
+            vmms.iter()
+                .filter(move |v| v.serves(c))
+                .map(move |&v| (c, v))
+        })
         .collect();
     let mut out = Vec::with_capacity(pairs.len() * reps as usize);
     for rep in 1..=reps {
@@ -215,5 +272,68 @@ mod tests {
             l,
             ["virtio/user", "virtio/tap", "rtl8139/user", "rtl8139/tap"]
         );
+    }
+
+    #[test]
+    fn columns_in_table_order() {
+        let a = parse_against("qemu-vhost,qemu").unwrap();
+        assert_eq!(
+            vmms(true, &a),
+            [Vmm::Baseline, Vmm::Tapir, Vmm::Qemu, Vmm::QemuVhost]
+        );
+        assert_eq!(vmms(false, &[]), [Vmm::Tapir]);
+        assert_eq!(vmms(false, &[Vmm::QemuVhost]), [Vmm::Tapir, Vmm::QemuVhost]);
+        let e = parse_against("qemu,kvmtool").unwrap_err().to_string();
+        assert!(e.contains("kvmtool") && e.contains("qemu-vhost"), "{e}");
+        assert_eq!(parse_nets("passthrough").unwrap(), [Net::Passthrough]);
+    }
+
+    #[test]
+    fn vhost_only_for_virtio_over_a_tap_or_macvtap() {
+        let c = cells(
+            &[Model::Virtio, Model::E1000],
+            &[Net::User, Net::Tap, Net::Passthrough],
+        );
+        let v = vmms(false, &[Vmm::Qemu, Vmm::QemuVhost]);
+        let r = runs(&c, &v, 1);
+        let vhost: Vec<String> = r
+            .iter()
+            .filter(|r| r.vmm == Vmm::QemuVhost)
+            .map(|r| r.cell.label())
+            .collect();
+        assert_eq!(vhost, ["virtio/tap", "virtio/passthrough"]);
+        // Every cell has tapir and qemu.
+        assert_eq!(r.iter().filter(|r| r.vmm == Vmm::Qemu).count(), 6);
+        assert_eq!(r.len(), 6 + 6 + 2);
+    }
+
+    #[test]
+    fn baseline_alternates_with_the_rest() {
+        let c = cells(&[Model::Virtio], &[Net::Tap]);
+        let v = vmms(true, &[Vmm::Qemu]);
+        let names: Vec<String> = runs(&c, &v, 2)
+            .iter()
+            .map(|r| format!("{}:{}", r.rep, r.vmm.name()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "1:baseline",
+                "1:tapir",
+                "1:qemu",
+                "2:qemu",
+                "2:tapir",
+                "2:baseline"
+            ]
+        );
+    }
+
+    #[test]
+    fn vmm_names_round_trip_in_json() {
+        for v in Vmm::ALL {
+            let j = serde_json::to_string(&v).unwrap();
+            assert_eq!(j, format!("\"{}\"", v.name()));
+            assert_eq!(serde_json::from_str::<Vmm>(&j).unwrap(), v);
+        }
     }
 }

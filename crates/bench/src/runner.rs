@@ -1,22 +1,24 @@
-//! Running the benchmark where /dev/kvm boots Linux: a network namespace
-//! (with a tap for `--net tap`), one VMM per run with the guest's scenario,
+//! Running the benchmark where /dev/kvm boots Linux: network namespaces
+//! ([`crate::netns`]), one VMM per run with the guest's scenario,
 //! and the measurements: iperf3 (TCP and UDP each way), TCP
 //! request/response, the guest's pings, CPU time and VM exits.
 
+use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use nix::sched::CloneFlags;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::guest::{self, BYE_PORT, ECHO_PORT, GUEST_IP, GUEST_MAC, HOST_IP, IPERF_PORT, TAP};
+use crate::guest::{self, BYE_PORT, ECHO_PORT, GUEST_IP, GUEST_MAC, IPERF_PORT, TAP};
+use crate::netns::{Macvtap, Netns, PT_PARENT};
 use crate::parse;
-use crate::plan::{self, Net, Run, Vmm};
+use crate::plan::{Cell, Net, Run, Vmm};
 use crate::stats::percentile;
 use crate::{Error, Meta, Metrics, Options, Results, RunResult};
 
@@ -109,88 +111,6 @@ fn first_line(prog: &str, arg: &str) -> String {
         .unwrap_or_else(|| "?".into())
 }
 
-/// The benchmark's network namespace; deleted on drop.
-pub struct Netns {
-    pub name: String,
-}
-
-impl Netns {
-    fn ip(args: &[&str]) -> Result<(), Error> {
-        let out = Command::new("ip")
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| Error::io("running ip", e))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(Error::Command {
-                what: "setting up the network namespace",
-                detail: format!(
-                    "ip {}: {}",
-                    args.join(" "),
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ),
-            })
-        }
-    }
-
-    /// A namespace with lo up, and the tap (192.168.150.1/24) when asked.
-    pub fn create(with_tap: bool) -> Result<Netns, Error> {
-        let name = format!("tapir-bench-{}", std::process::id());
-        Self::ip(&["netns", "add", &name])?;
-        let ns = Netns { name };
-        let n = ns.name.as_str();
-        Self::ip(&["-n", n, "link", "set", "lo", "up"])?;
-        if with_tap {
-            Self::ip(&["-n", n, "tuntap", "add", "dev", TAP, "mode", "tap"])?;
-            Self::ip(&["-n", n, "addr", "add", &format!("{HOST_IP}/24"), "dev", TAP])?;
-            Self::ip(&["-n", n, "link", "set", TAP, "up"])?;
-        }
-        Ok(ns)
-    }
-
-    /// Runs `f` on a thread that has entered the namespace (sockets it
-    /// opens live there).
-    pub fn run<T: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> Result<T, Error> + Send + 'static,
-    ) -> Result<T, Error> {
-        let path = PathBuf::from("/run/netns").join(&self.name);
-        let handle = std::thread::spawn(move || {
-            let fd = File::open(&path)
-                .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
-            nix::sched::setns(&fd, CloneFlags::CLONE_NEWNET)
-                .map_err(|e| Error::io("entering the network namespace", e.into()))?;
-            f()
-        });
-        handle.join().unwrap_or_else(|_| {
-            Err(Error::Command {
-                what: "a namespace thread",
-                detail: "panicked".into(),
-            })
-        })
-    }
-
-    /// `ip netns exec NS PROG ARGS...`.
-    fn command(&self, prog: &str) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.name, prog]);
-        c
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        if Self::ip(&["-n", &self.name, "link", "del", TAP]).is_err() {
-            log::debug!("no tap to delete in {}", self.name);
-        }
-        if let Err(e) = Self::ip(&["netns", "del", &self.name]) {
-            log::warn!("{e}");
-        }
-    }
-}
-
 /// What a run needs from its surroundings.
 pub struct Bench<'a> {
     pub opts: &'a Options,
@@ -238,11 +158,7 @@ pub fn measure_here(
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<Results, Error> {
     if !nix::unistd::geteuid().is_root() {
-        return Err(if opts.nets.contains(&Net::Tap) {
-            Error::TapNeedsRoot
-        } else {
-            Error::NeedsRoot
-        });
+        return Err(needs_root(&opts.nets));
     }
     for (tool, package) in [
         ("iperf3", "iperf3"),
@@ -253,11 +169,15 @@ pub fn measure_here(
             return Err(Error::MissingTool { tool, package });
         }
     }
-    if opts.against_qemu && !have("qemu-system-x86_64") {
+    if opts.against_qemu() && !have("qemu-system-x86_64") {
         return Err(Error::MissingTool {
             tool: "qemu-system-x86_64",
             package: "qemu-system-x86",
         });
+    }
+    let runs = opts.runs();
+    if runs.iter().any(|r| r.vmm == Vmm::QemuVhost) && !vhost_net() {
+        return Err(Error::NoVhostNet);
     }
     for f in [kernel, initrd] {
         if !f.is_file() {
@@ -265,9 +185,10 @@ pub fn measure_here(
         }
     }
     let tapir = std::env::current_exe().map_err(|e| Error::io("finding tapir's own binary", e))?;
-    let work = match &opts.results_out {
-        Some(r) => r.with_file_name("logs"),
-        None => std::env::temp_dir().join(format!("tapir-bench-{}", std::process::id())),
+    let work = match (&opts.results_out, &opts.keep) {
+        (Some(r), _) => r.with_file_name("logs"),
+        (None, Some(k)) => k.join("logs"),
+        (None, None) => std::env::temp_dir().join(format!("tapir-bench-{}", std::process::id())),
     };
     fs::create_dir_all(&work).map_err(|e| Error::io(format!("creating {}", work.display()), e))?;
     // The guest's initramfs with the scenario, one per backend.
@@ -287,7 +208,7 @@ pub fn measure_here(
         .map(|v| v as f64)
         .unwrap_or(100.0);
     let exits = exits_method();
-    let ns = Netns::create(opts.nets.contains(&Net::Tap))?;
+    let ns = Netns::create(&opts.nets)?;
     let bench = Bench {
         opts,
         tapir: tapir.clone(),
@@ -301,7 +222,7 @@ pub fn measure_here(
     let meta = Meta {
         ran_on,
         tapir: tapir.display().to_string(),
-        qemu: if opts.against_qemu {
+        qemu: if opts.against_qemu() {
             first_line("qemu-system-x86_64", "--version")
         } else {
             "-".into()
@@ -311,9 +232,12 @@ pub fn measure_here(
         exits_method: exits.name().into(),
         secs: opts.secs,
         reps: opts.reps,
+        baseline: opts
+            .baseline
+            .as_ref()
+            .map(|b| b.display().to_string())
+            .unwrap_or_default(),
     };
-    let cells = plan::cells(&opts.models, &opts.nets);
-    let runs = plan::runs(&cells, &opts.vmms(), opts.reps);
     let start = Instant::now();
     let guess = Duration::from_secs(60 + 5 * u64::from(opts.secs));
     let mut results = Results {
@@ -346,6 +270,32 @@ pub fn measure_here(
         log::warn!("cannot remove {}: {e}", images.display());
     }
     Ok(results)
+}
+
+/// The one-line error for a benchmark that is not root here.
+pub fn needs_root(nets: &[Net]) -> Error {
+    if nets.contains(&Net::Passthrough) {
+        Error::NetNeedsRoot {
+            net: "passthrough",
+            what: "a veth pair in two network namespaces, macvtaps on it",
+        }
+    } else if nets.contains(&Net::Tap) {
+        Error::NetNeedsRoot {
+            net: "tap",
+            what: "a network namespace with a tap in it",
+        }
+    } else {
+        Error::NeedsRoot
+    }
+}
+
+/// Whether /dev/vhost-net is there (after `modprobe vhost_net`).
+fn vhost_net() -> bool {
+    let dev = Path::new("/dev/vhost-net");
+    if !dev.exists() {
+        quiet(Command::new("modprobe").arg("vhost_net"));
+    }
+    dev.exists()
 }
 
 /// Writes the results so far to `--results-out`, if given (atomically:
@@ -386,9 +336,23 @@ impl Vm {
         l.chars().take(160).collect()
     }
 
+    /// CPU ticks of the VMM's process and of its vhost-PID kernel threads
+    /// (vhost workers are kernel threads before Linux 6.4, the VMM's own
+    /// threads from 6.4 on).
     fn ticks(&self) -> Option<u64> {
-        let s = fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
-        parse::proc_stat_ticks(&s).ok()
+        let pid = self.child.id();
+        let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let own = parse::proc_stat_ticks(&s).ok()?;
+        let vhost = format!("vhost-{pid}");
+        let mut workers = 0;
+        for e in fs::read_dir("/proc").ok()?.flatten() {
+            let p = e.path();
+            if fs::read_to_string(p.join("comm")).is_ok_and(|c| c.trim() == vhost) {
+                let s = fs::read_to_string(p.join("stat")).unwrap_or_default();
+                workers += parse::proc_stat_ticks(&s).unwrap_or(0);
+            }
+        }
+        Some(own + workers)
     }
 }
 
@@ -401,9 +365,67 @@ impl Drop for Vm {
     }
 }
 
-/// An exit counter running over one transfer.
+/// `--exit-detail`: perf's counts of VM exits by SVM exit code (NPF 0x400:
+/// MMIO and faults, MSR 0x7c, INTR 0x60, VINTR 0x64, HLT 0x78, IOIO 0x7b;
+/// VMX reasons are other numbers), MMIO writes and reads (a read counts
+/// twice), x2APIC EOI, TSC-deadline and ICR writes, MSR reads, timer
+/// (vector 0xec) and re-injected interrupts, exits to user space, injected
+/// and raised interrupts. Counts only: perf record trips on the VMM's
+/// namespaces.
+const EXIT_DETAIL: [(&str, &str); 15] = [
+    ("kvm:kvm_exit", "exit_reason == 0x400"),
+    ("kvm:kvm_exit", "exit_reason == 0x7c"),
+    ("kvm:kvm_exit", "exit_reason == 0x60"),
+    ("kvm:kvm_exit", "exit_reason == 0x64"),
+    ("kvm:kvm_exit", "exit_reason == 0x78"),
+    ("kvm:kvm_exit", "exit_reason == 0x7b"),
+    ("kvm:kvm_mmio", "type == 2"),
+    ("kvm:kvm_mmio", "type != 2"),
+    ("kvm:kvm_msr", "ecx == 0x80b"),
+    ("kvm:kvm_msr", "ecx == 0x6e0"),
+    ("kvm:kvm_msr", "ecx == 0x830"),
+    ("kvm:kvm_msr", "write == 0"),
+    ("kvm:kvm_inj_virq", "vector == 0xec"),
+    ("kvm:kvm_inj_virq", "reinjected == 1"),
+    (
+        "kvm:kvm_userspace_exit,kvm:kvm_inj_virq,kvm:kvm_msr,kvm:kvm_set_irq",
+        "",
+    ),
+];
+
+/// `perf stat` of the [`EXIT_DETAIL`] events of process `pid` into `out`.
+pub fn exit_detail_args(pid: u32, out: &Path) -> Vec<OsString> {
+    let mut v: Vec<OsString> = ["stat", "-x,", "-o"].map(OsString::from).into();
+    v.push(out.into());
+    v.extend(["-p".into(), pid.to_string().into()]);
+    for (event, filter) in EXIT_DETAIL {
+        v.extend(["-e".into(), event.into()]);
+        if !filter.is_empty() {
+            v.extend(["--filter".into(), filter.into()]);
+        }
+    }
+    v
+}
+
+fn spawn_perf(args: &[OsString]) -> Option<Child> {
+    Command::new("perf")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()
+}
+
+fn stop_perf(c: &mut Child) {
+    let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGINT);
+    let _ = c.wait();
+}
+
+/// An exit counter running over one transfer (with `--exit-detail`'s
+/// counts beside it).
 enum ExitCount {
-    Perf(Child, PathBuf),
+    Perf(Child, PathBuf, Option<Child>),
     Debugfs(Option<u64>),
     None,
 }
@@ -413,24 +435,22 @@ fn debugfs_exits() -> Option<u64> {
 }
 
 impl ExitCount {
-    fn start(method: ExitsMethod, vm: &Vm, out: PathBuf) -> ExitCount {
+    fn start(method: ExitsMethod, vm: &Vm, out: PathBuf, detail: Option<PathBuf>) -> ExitCount {
         match method {
             ExitsMethod::Perf => {
-                let child = Command::new("perf")
-                    .args(["stat", "-e", "kvm:kvm_exit", "-x,", "-p"])
-                    .arg(vm.child.id().to_string())
-                    .arg("-o")
-                    .arg(&out)
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn();
-                match child {
-                    Ok(c) => {
+                let pid = vm.child.id();
+                let args: Vec<OsString> = ["stat", "-e", "kvm:kvm_exit", "-x,", "-p"]
+                    .map(OsString::from)
+                    .into_iter()
+                    .chain([pid.to_string().into(), "-o".into(), out.clone().into()])
+                    .collect();
+                match spawn_perf(&args) {
+                    Some(c) => {
+                        let d = detail.and_then(|d| spawn_perf(&exit_detail_args(pid, &d)));
                         std::thread::sleep(Duration::from_millis(500));
-                        ExitCount::Perf(c, out)
+                        ExitCount::Perf(c, out, d)
                     }
-                    Err(_) => ExitCount::None,
+                    None => ExitCount::None,
                 }
             }
             ExitsMethod::Debugfs => ExitCount::Debugfs(debugfs_exits()),
@@ -440,9 +460,11 @@ impl ExitCount {
 
     fn stop(self) -> Option<u64> {
         match self {
-            ExitCount::Perf(mut c, out) => {
-                let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGINT);
-                let _ = c.wait();
+            ExitCount::Perf(mut c, out, detail) => {
+                stop_perf(&mut c);
+                if let Some(mut d) = detail {
+                    stop_perf(&mut d);
+                }
                 parse::perf_exits(&fs::read_to_string(out).ok()?)
             }
             ExitCount::Debugfs(before) => Some(debugfs_exits()?.checked_sub(before?)?),
@@ -455,89 +477,30 @@ impl Bench<'_> {
     /// The address the host side reaches the guest's servers at.
     fn target_ip(&self, net: Net) -> IpAddr {
         match net {
-            Net::Tap => IpAddr::V4(guest::GUEST_IPV4),
+            Net::Tap | Net::Passthrough => IpAddr::V4(guest::GUEST_IPV4),
             Net::User => IpAddr::V4(Ipv4Addr::LOCALHOST),
         }
     }
 
     fn target(&self, net: Net) -> &'static str {
         match net {
-            Net::Tap => GUEST_IP,
+            Net::Tap | Net::Passthrough => GUEST_IP,
             Net::User => "127.0.0.1",
         }
     }
 
-    fn vmm_command(&self, run: &Run) -> Command {
-        let cell = run.cell;
-        let initrd = self.images.join(format!("initrd-{}", cell.net.name()));
-        match run.vmm {
-            Vmm::Tapir => {
-                let nic = match cell.net {
-                    Net::Tap => format!("model={},net=tap,ifname={TAP},mac={GUEST_MAC}", cell.model.name()),
-                    Net::User => format!(
-                        "model={},net=user,mac={GUEST_MAC},hostfwd=tcp::{IPERF_PORT}-:{IPERF_PORT},\
-                         hostfwd=udp::{IPERF_PORT}-:{IPERF_PORT},hostfwd=tcp::{BYE_PORT}-:{BYE_PORT},\
-                         hostfwd=tcp::{ECHO_PORT}-:{ECHO_PORT}",
-                        cell.model.name()
-                    ),
-                };
-                let mut c = self.ns.command(&self.tapir.to_string_lossy());
-                c.arg("run")
-                    .arg("--kernel")
-                    .arg(&self.kernel)
-                    .arg("--initrd")
-                    .arg(&initrd)
-                    .args(["--memory", &format!("{}M", guest::MEM_MIB), "--cpus", "1"])
-                    .args(["--cmdline", guest::CMDLINE, "--nic", &nic]);
-                c
-            }
-            Vmm::Qemu => {
-                let netdev = match cell.net {
-                    Net::Tap => format!("tap,id=n0,ifname={TAP},script=no,downscript=no,vhost=off"),
-                    Net::User => {
-                        let f =
-                            |p: &str, port: u16| format!(",hostfwd={p}:127.0.0.1:{port}-:{port}");
-                        format!(
-                            "user,id=n0{}{}{}{}",
-                            f("tcp", IPERF_PORT),
-                            f("udp", IPERF_PORT),
-                            f("tcp", BYE_PORT),
-                            f("tcp", ECHO_PORT)
-                        )
-                    }
-                };
-                let mut c = self.ns.command("qemu-system-x86_64");
-                c.args([
-                    "-accel",
-                    "kvm",
-                    "-cpu",
-                    "host",
-                    "-m",
-                    &guest::MEM_MIB.to_string(),
-                ])
-                .args([
-                    "-smp",
-                    "1",
-                    "-nographic",
-                    "-no-reboot",
-                    "-nodefaults",
-                    "-serial",
-                    "stdio",
-                ])
-                .arg("-kernel")
-                .arg(&self.kernel)
-                .arg("-initrd")
-                .arg(&initrd)
-                .args(["-append", guest::CMDLINE])
-                .arg("-device")
-                .arg(format!(
-                    "{},netdev=n0,romfile=,mac={GUEST_MAC}",
-                    cell.model.qemu_device()
-                ))
-                .args(["-netdev", &netdev]);
-                c
-            }
-        }
+    /// The VMM's command, run in the VMMs' namespace; `fd`: QEMU's
+    /// macvtap for `--net passthrough`.
+    fn vmm_command(&self, run: &Run, fd: Option<RawFd>) -> Command {
+        let initrd = self.images.join(format!("initrd-{}", run.cell.net.name()));
+        let bin = match run.vmm {
+            Vmm::Baseline => self.opts.baseline.as_deref().unwrap_or(&self.tapir),
+            _ => &self.tapir,
+        };
+        let argv = vmm_argv(run, bin, &self.kernel, &initrd, fd);
+        let mut c = self.ns.command(&argv[0].to_string_lossy());
+        c.args(&argv[1..]);
+        c
     }
 
     fn tag(run: &Run) -> String {
@@ -579,8 +542,14 @@ impl Bench<'_> {
         };
         let out = File::create(log).map_err(log_err)?;
         let err = out.try_clone().map_err(log_err)?;
+        // QEMU's macvtap over passthrough (tapir makes its own); declared
+        // before the VM, so it goes after it.
+        let mut macvtap: Option<Macvtap> = None;
+        if run.vmm.is_qemu() && run.cell.net == Net::Passthrough {
+            macvtap = Some(self.ns.qemu_macvtap().map_err(RunError::Macvtap)?);
+        }
         let child = self
-            .vmm_command(run)
+            .vmm_command(run, macvtap.as_ref().and_then(Macvtap::fd))
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -589,6 +558,10 @@ impl Bench<'_> {
                 vmm: run.vmm.name(),
                 source,
             })?;
+        // QEMU has its copy of the macvtap's descriptor; the next VMM must not.
+        if let Some(m) = &mut macvtap {
+            m.close();
+        }
         let mut vm = Vm {
             child,
             log: log.to_path_buf(),
@@ -617,8 +590,16 @@ impl Bench<'_> {
                 ("h2g", "TCP h2g")
             };
             let t0 = vm.ticks();
-            let count =
-                ExitCount::start(self.exits, &vm, self.work.join(format!("{tag}-{dir}.perf")));
+            let detail = self
+                .opts
+                .exit_detail
+                .then(|| self.work.join(format!("{tag}-{dir}.exits")));
+            let count = ExitCount::start(
+                self.exits,
+                &vm,
+                self.work.join(format!("{tag}-{dir}.perf")),
+                detail,
+            );
             let r = self.iperf(run.cell.net, &format!("{tag}-tcp-{dir}"), reverse, false);
             let e = count.stop();
             let t1 = vm.ticks();
@@ -682,7 +663,8 @@ impl Bench<'_> {
             }
         }
         let addr = SocketAddr::new(self.target_ip(run.cell.net), ECHO_PORT);
-        match self.ns.run(move || request_response(addr)) {
+        let client = self.ns.client(run.cell.net);
+        match Netns::run_in(client, move || request_response(addr)) {
             Ok(rtts) => {
                 m.tcp_rr_p50_us = percentile(&rtts, 50.0);
                 m.tcp_rr_p99_us = percentile(&rtts, 99.0);
@@ -691,7 +673,7 @@ impl Bench<'_> {
         }
         // Tell the guest to power off, and give it a minute.
         let bye = SocketAddr::new(self.target_ip(run.cell.net), BYE_PORT);
-        let _ = self.ns.run(move || {
+        let _ = Netns::run_in(client, move || {
             let mut s = TcpStream::connect_timeout(&bye, Duration::from_secs(10))
                 .map_err(|e| Error::io("bye", e))?;
             s.write_all(b"bye\n").map_err(|e| Error::io("bye", e))
@@ -738,7 +720,7 @@ impl Bench<'_> {
     /// One iperf3 client run in the namespace; its JSON, or why not.
     fn iperf(&self, net: Net, name: &str, reverse: bool, udp: bool) -> Result<String, RunError> {
         let secs = self.opts.secs;
-        let mut c = self.ns.command("timeout");
+        let mut c = Netns::command_in(self.ns.client(net), "timeout");
         c.arg((secs + 60).to_string()).args([
             "iperf3",
             "-c",
@@ -768,6 +750,117 @@ impl Bench<'_> {
         }
         Ok(json)
     }
+}
+
+/// tapir's `--nic` for `cell`.
+fn tapir_nic(cell: Cell) -> String {
+    let m = cell.model.name();
+    match cell.net {
+        Net::Tap => format!("model={m},net=tap,ifname={TAP},mac={GUEST_MAC}"),
+        Net::Passthrough => format!("model={m},net=passthrough,host={PT_PARENT},mac={GUEST_MAC}"),
+        Net::User => format!(
+            "model={m},net=user,mac={GUEST_MAC},hostfwd=tcp::{IPERF_PORT}-:{IPERF_PORT},\
+             hostfwd=udp::{IPERF_PORT}-:{IPERF_PORT},hostfwd=tcp::{BYE_PORT}-:{BYE_PORT},\
+             hostfwd=tcp::{ECHO_PORT}-:{ECHO_PORT}"
+        ),
+    }
+}
+
+/// QEMU's `-netdev` for `cell`: vhost on for qemu-vhost; over
+/// passthrough the macvtap's descriptor `fd` (none: -1, which QEMU
+/// refuses with a line of its own).
+fn qemu_netdev(cell: Cell, vhost: bool, fd: Option<RawFd>) -> String {
+    let vh = if vhost { "on" } else { "off" };
+    match cell.net {
+        Net::Tap => format!("tap,id=n0,ifname={TAP},script=no,downscript=no,vhost={vh}"),
+        Net::Passthrough => format!("tap,id=n0,fd={},vhost={vh}", fd.unwrap_or(-1)),
+        Net::User => {
+            let f = |p: &str, port: u16| format!(",hostfwd={p}:127.0.0.1:{port}-:{port}");
+            format!(
+                "user,id=n0{}{}{}{}",
+                f("tcp", IPERF_PORT),
+                f("udp", IPERF_PORT),
+                f("tcp", BYE_PORT),
+                f("tcp", ECHO_PORT)
+            )
+        }
+    }
+}
+
+/// The program and arguments that boot `run`'s guest: `tapir` (this
+/// binary, or the baseline's) or QEMU.
+pub fn vmm_argv(
+    run: &Run,
+    tapir: &Path,
+    kernel: &Path,
+    initrd: &Path,
+    fd: Option<RawFd>,
+) -> Vec<OsString> {
+    let cell = run.cell;
+    let mut v: Vec<OsString> = Vec::new();
+    let strs = |v: &mut Vec<OsString>, args: &[&str]| v.extend(args.iter().map(OsString::from));
+    match run.vmm {
+        Vmm::Tapir | Vmm::Baseline => {
+            let mem = format!("{}M", guest::MEM_MIB);
+            v.extend([tapir.into(), "run".into(), "--kernel".into(), kernel.into()]);
+            v.extend(["--initrd".into(), initrd.into()]);
+            strs(
+                &mut v,
+                &["--memory", &mem, "--cpus", "1", "--cmdline", guest::CMDLINE],
+            );
+            strs(&mut v, &["--nic", &tapir_nic(cell)]);
+        }
+        Vmm::Qemu | Vmm::QemuVhost => {
+            let mem = guest::MEM_MIB.to_string();
+            strs(
+                &mut v,
+                &[
+                    "qemu-system-x86_64",
+                    "-accel",
+                    "kvm",
+                    "-cpu",
+                    "host",
+                    "-m",
+                    &mem,
+                ],
+            );
+            strs(
+                &mut v,
+                &[
+                    "-smp",
+                    "1",
+                    "-nographic",
+                    "-no-reboot",
+                    "-nodefaults",
+                    "-serial",
+                    "stdio",
+                ],
+            );
+            v.extend([
+                "-kernel".into(),
+                kernel.into(),
+                "-initrd".into(),
+                initrd.into(),
+            ]);
+            let device = format!(
+                "{},netdev=n0,romfile=,mac={GUEST_MAC}",
+                cell.model.qemu_device()
+            );
+            let netdev = qemu_netdev(cell, run.vmm == Vmm::QemuVhost, fd);
+            strs(
+                &mut v,
+                &[
+                    "-append",
+                    guest::CMDLINE,
+                    "-device",
+                    &device,
+                    "-netdev",
+                    &netdev,
+                ],
+            );
+        }
+    }
+    v
 }
 
 /// Why one run (a VMM, a cell, a repetition) has no figures, or lacks
@@ -828,6 +921,9 @@ pub enum RunError {
         /// What it said.
         stderr: String,
     },
+    /// QEMU's macvtap could not be made (`--net passthrough`).
+    #[error("cannot set up QEMU's macvtap: {0}")]
+    Macvtap(Error),
     /// A measurement's output could not be read, or its connection failed.
     #[error(transparent)]
     Bench(#[from] Error),
@@ -902,5 +998,90 @@ mod tests {
              did not exit within 60 s of the guest being told to power off; killed"
         );
         assert!(RunError::NotReady.to_string().contains(guest::READY));
+    }
+
+    fn argv(vmm: Vmm, net: Net, fd: Option<RawFd>) -> Vec<String> {
+        let run = Run {
+            cell: Cell {
+                model: crate::plan::Model::Virtio,
+                net,
+            },
+            vmm,
+            rep: 1,
+        };
+        vmm_argv(
+            &run,
+            Path::new("/b/tapir"),
+            Path::new("/k"),
+            Path::new("/i"),
+            fd,
+        )
+        .into_iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect()
+    }
+
+    fn after<'a>(v: &'a [String], flag: &str) -> &'a str {
+        let i = v.iter().position(|a| a == flag).unwrap();
+        &v[i + 1]
+    }
+
+    /// Over passthrough, tapir attaches its own macvtap to the veth; QEMU
+    /// takes the descriptor of the one the benchmark made, vhost off or on.
+    #[test]
+    fn passthrough_command_lines() {
+        let t = argv(Vmm::Tapir, Net::Passthrough, None);
+        assert_eq!(t[..2], ["/b/tapir", "run"]);
+        assert_eq!(
+            after(&t, "--nic"),
+            "model=virtio,net=passthrough,host=tbv0,mac=52:54:00:15:00:02"
+        );
+        let q = argv(Vmm::Qemu, Net::Passthrough, Some(7));
+        assert_eq!(q[0], "qemu-system-x86_64");
+        assert_eq!(after(&q, "-netdev"), "tap,id=n0,fd=7,vhost=off");
+        assert_eq!(
+            after(&q, "-device"),
+            "virtio-net-pci,netdev=n0,romfile=,mac=52:54:00:15:00:02"
+        );
+        let v = argv(Vmm::QemuVhost, Net::Passthrough, Some(9));
+        assert_eq!(after(&v, "-netdev"), "tap,id=n0,fd=9,vhost=on");
+        let v = argv(Vmm::QemuVhost, Net::Tap, None);
+        assert_eq!(
+            after(&v, "-netdev"),
+            "tap,id=n0,ifname=tbn0,script=no,downscript=no,vhost=on"
+        );
+        let q = argv(Vmm::Qemu, Net::User, None);
+        assert!(after(&q, "-netdev").starts_with("user,id=n0,hostfwd=tcp:127.0.0.1:5201-:5201"));
+        // The baseline is another tapir binary with the same arguments.
+        let b = argv(Vmm::Baseline, Net::Tap, None);
+        assert_eq!(b, argv(Vmm::Tapir, Net::Tap, None));
+        assert_eq!(
+            after(&b, "--nic"),
+            "model=virtio,net=tap,ifname=tbn0,mac=52:54:00:15:00:02"
+        );
+    }
+
+    #[test]
+    fn exit_detail_counts_with_filters() {
+        let a: Vec<String> = exit_detail_args(42, Path::new("/l/x.exits"))
+            .into_iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(a[..6], ["stat", "-x,", "-o", "/l/x.exits", "-p", "42"]);
+        assert_eq!(a.iter().filter(|a| *a == "-e").count(), EXIT_DETAIL.len());
+        assert_eq!(
+            a.iter().filter(|a| *a == "--filter").count(),
+            EXIT_DETAIL.len() - 1
+        );
+        assert_eq!(after(&a, "--filter"), "exit_reason == 0x400");
+    }
+
+    #[test]
+    fn root_errors_name_the_backend() {
+        let e = needs_root(&[Net::User, Net::Passthrough]).to_string();
+        assert!(e.starts_with("--net passthrough needs root"), "{e}");
+        let e = needs_root(&[Net::Tap]).to_string();
+        assert!(e.starts_with("--net tap needs root"), "{e}");
+        assert!(matches!(needs_root(&[Net::User]), Error::NeedsRoot));
     }
 }

@@ -1,10 +1,16 @@
-//! `--device` specifications: `vfio-pci,host=0000:01:00.0[,addr=SLOT]`.
+//! `--device` specifications: `vfio-pci,host=0000:01:00.0[,addr=SLOT]` and
+//! `isa-debug-exit[,iobase=0xf4,iosize=4]`.
 //!
 //! The first token is the device kind (or `help`); the rest are
-//! `key=value`:
+//! `key=value`. For vfio-pci:
 //! - `host=` the host PCI function, `DDDD:BB:DD.F` (or `BB:DD.F`, domain 0)
 //! - `addr=` the guest PCI slot, hex as in QEMU (`addr=5`, `addr=0x1f`,
 //!   `addr=05.0`), 1..1f
+//!
+//! For isa-debug-exit (a guest write of V ends tapir with status
+//! `(V << 1) | 1`):
+//! - `iobase=` first I/O port, `0x` hex or decimal (default 0xf4)
+//! - `iosize=` number of ports, at least 1 (default 4)
 
 use std::fmt;
 use std::str::FromStr;
@@ -43,6 +49,9 @@ pub enum DeviceSpecError {
     /// Two `--device`s name one host function.
     #[error("--device: host {0} is assigned twice")]
     DuplicateHost(PciAddress),
+    /// A device kind a VM can have only one of, given twice.
+    #[error("--device: only one {0} is allowed")]
+    OnlyOne(&'static str),
 }
 
 /// A host PCI function address: domain, bus, device (slot), function.
@@ -111,11 +120,54 @@ pub struct VfioPciSpec {
     pub slot: Option<u8>,
 }
 
+/// `isa-debug-exit`: the I/O ports whose writes end the VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DebugExitSpec {
+    /// First port.
+    pub iobase: u16,
+    /// Number of ports (at least 1; the range ends by 0xffff).
+    pub iosize: u16,
+}
+
+impl Default for DebugExitSpec {
+    fn default() -> Self {
+        Self {
+            iobase: DEBUG_EXIT_IOBASE,
+            iosize: DEBUG_EXIT_IOSIZE,
+        }
+    }
+}
+
+/// `isa-debug-exit`'s default `iobase=` (kvm-unit-tests' port).
+pub const DEBUG_EXIT_IOBASE: u16 = 0xf4;
+/// `isa-debug-exit`'s default `iosize=`.
+pub const DEBUG_EXIT_IOSIZE: u16 = 4;
+
 /// One `--device`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeviceSpec {
     /// `vfio-pci`: device assignment.
     VfioPci(VfioPciSpec),
+    /// `isa-debug-exit`: guest-chosen exit status.
+    DebugExit(DebugExitSpec),
+}
+
+impl DeviceSpec {
+    /// The assignment, when this is a `vfio-pci`.
+    pub fn as_vfio_pci(&self) -> Option<&VfioPciSpec> {
+        match self {
+            DeviceSpec::VfioPci(v) => Some(v),
+            DeviceSpec::DebugExit(_) => None,
+        }
+    }
+
+    /// The port range, when this is an `isa-debug-exit`.
+    pub fn as_debug_exit(&self) -> Option<&DebugExitSpec> {
+        match self {
+            DeviceSpec::DebugExit(d) => Some(d),
+            DeviceSpec::VfioPci(_) => None,
+        }
+    }
 }
 
 /// A parsed `--device` argument: a device, or a request for the listing.
@@ -128,10 +180,82 @@ pub enum DeviceArg {
 }
 
 /// The device kinds, with their keys, for `--device help`.
-pub const DEVICE_KINDS: &[(&str, &str)] = &[(
-    "vfio-pci",
-    "assign a host PCI function bound to vfio-pci: host=DDDD:BB:DD.F (required), addr=SLOT (guest PCI slot, hex 1..1f)",
-)];
+pub const DEVICE_KINDS: &[(&str, &str)] = &[
+    (
+        "vfio-pci",
+        "assign a host PCI function bound to vfio-pci: host=DDDD:BB:DD.F (required), addr=SLOT (guest PCI slot, hex 1..1f)",
+    ),
+    (
+        "isa-debug-exit",
+        "a guest write of V to these ports ends tapir with exit status (V << 1) | 1 (low 8 bits): \
+         iobase=PORT (0x hex or decimal, default 0xf4), iosize=N (ports, default 4)",
+    ),
+];
+
+/// A port number or count: `0x` hex or decimal, below 0x10000.
+fn parse_port_number(key: &'static str, v: &str) -> Result<u32, DeviceSpecError> {
+    let bad = || DeviceSpecError::BadValue {
+        key,
+        value: v.into(),
+        why: "expected a number, 0x hex or decimal, below 0x10000",
+    };
+    let (digits, radix) = match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
+        Some(h) => (h, 16),
+        None => (v, 10),
+    };
+    if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
+        return Err(bad());
+    }
+    let n = u32::from_str_radix(digits, radix).map_err(|_| bad())?;
+    if n > 0xffff {
+        return Err(bad());
+    }
+    Ok(n)
+}
+
+fn parse_debug_exit<'a>(
+    tokens: impl Iterator<Item = &'a str>,
+) -> Result<DebugExitSpec, DeviceSpecError> {
+    let mut spec = DebugExitSpec::default();
+    let mut seen: Vec<&str> = Vec::new();
+    for tok in tokens {
+        let (k, v) = tok
+            .split_once('=')
+            .ok_or_else(|| DeviceSpecError::NotKeyValue(tok.to_string()))?;
+        if seen.contains(&k) {
+            return Err(DeviceSpecError::Duplicate(k.to_string()));
+        }
+        seen.push(k);
+        match k {
+            "iobase" => spec.iobase = parse_port_number("iobase", v)? as u16,
+            "iosize" => {
+                let n = parse_port_number("iosize", v)?;
+                if n == 0 {
+                    return Err(DeviceSpecError::BadValue {
+                        key: "iosize",
+                        value: v.into(),
+                        why: "at least 1 port",
+                    });
+                }
+                spec.iosize = n as u16;
+            }
+            _ => {
+                return Err(DeviceSpecError::UnknownKey {
+                    kind: "isa-debug-exit",
+                    key: k.to_string(),
+                })
+            }
+        }
+    }
+    if spec.iobase as u32 + spec.iosize as u32 > 0x10000 {
+        return Err(DeviceSpecError::BadValue {
+            key: "iosize",
+            value: spec.iosize.to_string(),
+            why: "the ports would run past 0xffff",
+        });
+    }
+    Ok(spec)
+}
 
 fn parse_slot(v: &str) -> Result<u8, DeviceSpecError> {
     let bad = || DeviceSpecError::BadValue {
@@ -160,6 +284,11 @@ impl FromStr for DeviceArg {
             "" => return Err(DeviceSpecError::Empty),
             "help" => return Ok(DeviceArg::Help),
             "vfio-pci" => {}
+            "isa-debug-exit" => {
+                return Ok(DeviceArg::Device(DeviceSpec::DebugExit(parse_debug_exit(
+                    tokens,
+                )?)))
+            }
             other => return Err(DeviceSpecError::UnknownKind(other.to_string())),
         }
         let mut host = None;
@@ -195,15 +324,19 @@ impl FromStr for DeviceArg {
     }
 }
 
-/// Checks a VM's devices together: one host function is assigned once.
+/// Checks a VM's devices together: one host function is assigned once;
+/// one isa-debug-exit at most. (Port conflicts with the machine's own
+/// devices are found when the VM is built.)
 pub fn check_devices(devices: &[DeviceSpec]) -> Result<(), DeviceSpecError> {
     let mut hosts: Vec<PciAddress> = Vec::new();
-    for d in devices {
-        let DeviceSpec::VfioPci(v) = d;
+    for v in devices.iter().filter_map(DeviceSpec::as_vfio_pci) {
         if hosts.contains(&v.host) {
             return Err(DeviceSpecError::DuplicateHost(v.host));
         }
         hosts.push(v.host);
+    }
+    if devices.iter().filter_map(DeviceSpec::as_debug_exit).count() > 1 {
+        return Err(DeviceSpecError::OnlyOne("isa-debug-exit"));
     }
     Ok(())
 }
@@ -215,8 +348,80 @@ mod tests {
     fn dev(s: &str) -> VfioPciSpec {
         match s.parse::<DeviceArg>().unwrap() {
             DeviceArg::Device(DeviceSpec::VfioPci(v)) => v,
-            DeviceArg::Help => panic!("help"),
+            other => panic!("{other:?}"),
         }
+    }
+
+    fn debug_exit(s: &str) -> DebugExitSpec {
+        match s.parse::<DeviceArg>().unwrap() {
+            DeviceArg::Device(DeviceSpec::DebugExit(d)) => d,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn debug_exit_defaults_hex_and_decimal() {
+        assert_eq!(
+            debug_exit("isa-debug-exit"),
+            DebugExitSpec {
+                iobase: 0xf4,
+                iosize: 4
+            }
+        );
+        assert_eq!(
+            debug_exit("isa-debug-exit,iobase=0x501,iosize=2"),
+            DebugExitSpec {
+                iobase: 0x501,
+                iosize: 2
+            }
+        );
+        assert_eq!(
+            debug_exit("isa-debug-exit,iosize=1,iobase=244"),
+            DebugExitSpec {
+                iobase: 0xf4,
+                iosize: 1
+            }
+        );
+        assert_eq!(
+            debug_exit("isa-debug-exit,iobase=0xfffc,iosize=4").iobase,
+            0xfffc
+        );
+    }
+
+    #[test]
+    fn debug_exit_bad_values() {
+        assert_eq!(
+            err("isa-debug-exit,iosize=0").to_string(),
+            "--device: invalid iosize '0': at least 1 port"
+        );
+        assert_eq!(
+            err("isa-debug-exit,iobase=0x10000").to_string(),
+            "--device: invalid iobase '0x10000': expected a number, 0x hex or decimal, below 0x10000"
+        );
+        for bad in ["", "f4", "-1", "+4", "0x", "0x+4", "1.5", "99999999999"] {
+            let e = err(&format!("isa-debug-exit,iobase={bad}"));
+            assert!(
+                matches!(e, DeviceSpecError::BadValue { key: "iobase", .. }),
+                "{bad}: {e:?}"
+            );
+        }
+        assert_eq!(
+            err("isa-debug-exit,iobase=0xfffe,iosize=4").to_string(),
+            "--device: invalid iosize '4': the ports would run past 0xffff"
+        );
+        assert_eq!(
+            err("isa-debug-exit,host=01:00.0").to_string(),
+            "--device: unknown key 'host' for isa-debug-exit (see --device help)"
+        );
+        assert_eq!(
+            err("isa-debug-exit,iosize=1,iosize=2").to_string(),
+            "--device: 'iosize' given more than once"
+        );
+        let one = DeviceSpec::DebugExit(DebugExitSpec::default());
+        assert_eq!(
+            check_devices(&[one.clone(), one]).unwrap_err().to_string(),
+            "--device: only one isa-debug-exit is allowed"
+        );
     }
 
     fn err(s: &str) -> DeviceSpecError {

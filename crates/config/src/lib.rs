@@ -5,14 +5,19 @@
 //! malformed request.
 
 pub mod device;
+pub mod disk;
+pub mod duration;
 pub mod nic;
 pub mod size;
 
 use std::path::PathBuf;
 
 pub use device::{
-    check_devices, DeviceArg, DeviceSpec, DeviceSpecError, PciAddress, VfioPciSpec, DEVICE_KINDS,
+    check_devices, DebugExitSpec, DeviceArg, DeviceSpec, DeviceSpecError, PciAddress, VfioPciSpec,
+    DEVICE_KINDS,
 };
+pub use disk::{check_disks, DiskArg, DiskSpec, DiskSpecError, DISK_HELP};
+pub use duration::{DurationError, UserDuration};
 pub use nic::{
     BackendSpec, MacAddr, MacvtapMode, NicArg, NicModel, NicSpec, NicSpecError, PcapSpec,
 };
@@ -33,7 +38,7 @@ pub enum SerialConfig {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SerialError {
     /// Unknown form.
-    #[error("invalid --serial '{0}': expected stdio, file:PATH or none")]
+    #[error("invalid --serial '{}': expected stdio, stdio,logfile=PATH, file:PATH or none", .0.escape_debug())]
     Invalid(String),
 }
 
@@ -48,6 +53,36 @@ impl std::str::FromStr for SerialConfig {
                 _ => Err(SerialError::Invalid(s.to_string())),
             },
         }
+    }
+}
+
+/// The `--serial` flag: where COM1 goes and, with `stdio,logfile=PATH`,
+/// a file that also gets every byte of the guest's output (a CI log).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SerialArg {
+    /// Where COM1 goes.
+    pub dest: SerialConfig,
+    /// A copy of the output.
+    pub logfile: Option<PathBuf>,
+}
+
+impl std::str::FromStr for SerialArg {
+    type Err = SerialError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        // Only after stdio: a file:PATH may itself contain commas.
+        if let Some(rest) = s.strip_prefix("stdio,") {
+            return match rest.strip_prefix("logfile=") {
+                Some(p) if !p.is_empty() => Ok(SerialArg {
+                    dest: SerialConfig::Stdio,
+                    logfile: Some(PathBuf::from(p)),
+                }),
+                _ => Err(SerialError::Invalid(s.to_string())),
+            };
+        }
+        Ok(SerialArg {
+            dest: s.parse()?,
+            logfile: None,
+        })
     }
 }
 
@@ -85,6 +120,9 @@ impl std::str::FromStr for SeccompMode {
     }
 }
 
+/// Exit status when `--timeout` stops the guest (as coreutils' timeout).
+pub const TIMEOUT_EXIT_STATUS: i32 = 124;
+
 /// Largest vCPU count tapir accepts (LAPIC ids stay below the IOAPIC id).
 pub const MAX_VCPUS: u8 = 254;
 
@@ -103,10 +141,17 @@ pub struct VmConfig {
     pub memory: u64,
     /// COM1 routing.
     pub serial: SerialConfig,
+    /// A file that also gets COM1's output (`--serial stdio,logfile=`).
+    pub serial_log: Option<PathBuf>,
+    /// Stop the guest after this long (`--timeout`); exit status
+    /// [`TIMEOUT_EXIT_STATUS`].
+    pub timeout: Option<UserDuration>,
     /// Network interfaces.
     pub nics: Vec<NicSpec>,
-    /// Other devices (`--device`: VFIO device assignment).
+    /// Other devices (`--device`: VFIO device assignment, isa-debug-exit).
     pub devices: Vec<DeviceSpec>,
+    /// Disks (`--disk`: virtio-blk).
+    pub disks: Vec<DiskSpec>,
     /// Run guests that PVM can only emulate (Linux bzImages) anyway.
     pub allow_emulation: bool,
     /// Where to serve the control socket (`tapir ctl`), if anywhere.
@@ -118,6 +163,45 @@ pub struct VmConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn serial_forms() {
+        let arg = |s: &str| s.parse::<SerialArg>();
+        assert_eq!(
+            arg("stdio"),
+            Ok(SerialArg {
+                dest: SerialConfig::Stdio,
+                logfile: None
+            })
+        );
+        assert_eq!(
+            arg("stdio,logfile=/tmp/a,b.log"),
+            Ok(SerialArg {
+                dest: SerialConfig::Stdio,
+                logfile: Some("/tmp/a,b.log".into())
+            })
+        );
+        assert_eq!(
+            arg("file:/tmp/x,y").unwrap().dest,
+            SerialConfig::File("/tmp/x,y".into())
+        );
+        assert_eq!(arg("none").unwrap().dest, SerialConfig::None);
+        for bad in [
+            "stdio,logfile=",
+            "stdio,log=x",
+            "stdio,",
+            "file:",
+            "tty",
+            "",
+        ] {
+            assert_eq!(
+                arg(bad).unwrap_err().to_string(),
+                format!(
+                    "invalid --serial '{bad}': expected stdio, stdio,logfile=PATH, file:PATH or none"
+                )
+            );
+        }
+    }
 
     #[test]
     fn seccomp_is_on_or_off() {

@@ -2,7 +2,8 @@
 //!
 //! Devices are plain state machines: they see register accesses through
 //! [`BusDevice`] and reach the outside world (interrupt lines, the VM's
-//! power state) only through injected traits from [`irq`] and [`power`].
+//! power state, a guest-requested exit) only through injected traits from
+//! [`irq`], [`power`] and [`debug_exit`].
 
 pub mod bus;
 pub mod irq;
@@ -16,5 +17,7 @@ pub use power::{PowerEvent, PowerSink};
 pub use sync::lock;
 pub use timer::Timer;
 pub mod acpi_pm;
+pub mod debug_exit;
+pub mod fw_cfg;
 pub mod i8042;
 pub mod serial;

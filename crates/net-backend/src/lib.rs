@@ -27,7 +27,9 @@ pub use hdr::{NetHdr, NET_HDR_LEN};
 pub use macvtap::MacvtapBackend;
 pub use memory::{MemoryBackend, MemoryPeer};
 pub use offload::OffloadError;
-pub use pcap::{PcapBackend, PcapControl, PcapCounters, PcapError, PcapStats, PcapWriter};
+pub use pcap::{
+    PcapBackend, PcapControl, PcapCounters, PcapError, PcapFiles, PcapStats, PcapWriter,
+};
 pub use tap::{TapBackend, TapConfig};
 
 use std::io;

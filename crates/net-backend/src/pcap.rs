@@ -15,10 +15,11 @@
 //! would take the file past the limit, the file becomes `FILE.1` (replacing
 //! the older one) and a new `FILE` starts with a fresh header.
 //!
-//! Everything that needs opening is opened by [`PcapWriter::create`], on the
-//! thread that builds the VM, or by the control socket's client
-//! ([`PcapWriter::from_file`], started through [`PcapControl`]): the NIC
-//! worker thread may not open files (docs/seccomp.md). Rotation therefore never opens a file: both `FILE` and
+//! Everything that needs opening is opened by [`PcapFiles::open`], on the
+//! thread that builds the VM, or by the control socket's client, which
+//! passes the descriptors ([`PcapFiles::from_fds`], started through
+//! [`PcapControl`]): the NIC worker thread may not open files
+//! (docs/seccomp.md). Rotation therefore never opens a file: both `FILE` and
 //! `FILE.1` are held open from the start, and a rotation empties the older
 //! one (`ftruncate`), writes a header into it and swaps the two names in
 //! one `renameat2(RENAME_EXCHANGE)`.
@@ -30,7 +31,7 @@
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
 use std::io::{self, IoSlice, Write};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -83,6 +84,22 @@ pub enum PcapError {
     /// The descriptor given for a capture is not a regular file.
     #[error("pcap file '{}' is not a regular file (a pipe or device could hold up the NIC)", .path.display())]
     NotRegular {
+        /// Its name.
+        path: PathBuf,
+    },
+    /// The control socket passed the wrong number of descriptors.
+    #[error("pcap file '{}': {got} descriptors came with the command, {want} expected", .path.display())]
+    Descriptors {
+        /// The capture file.
+        path: PathBuf,
+        /// 1, or 3 with a size limit.
+        want: usize,
+        /// How many came.
+        got: usize,
+    },
+    /// A file given for a capture is not open for appending.
+    #[error("pcap file '{}' is not open for appending (O_APPEND)", .path.display())]
+    NotAppend {
         /// Its name.
         path: PathBuf,
     },
@@ -271,90 +288,195 @@ fn create_file(path: &Path) -> Result<File, PcapError> {
     Ok(f)
 }
 
-impl PcapWriter {
+/// The open files of a capture that has not started: `FILE` and, with a
+/// size limit, `FILE.1` and the directory both are in. Whoever may open
+/// files opens them ([`PcapFiles::open`]): the thread that builds the VM,
+/// or `tapir ctl`, which passes the descriptors ([`PcapFiles::fds`]) over
+/// the control socket, where tapir takes them back
+/// ([`PcapFiles::from_fds`]).
+#[derive(Debug)]
+pub struct PcapFiles {
+    path: PathBuf,
+    file: File,
+    spare: Option<Spare>,
+}
+
+/// `FILE` and `FILE.1`'s names in the directory of `path`, and that
+/// directory's path.
+fn names(path: &Path) -> Result<(CString, CString, &Path), PcapError> {
+    let not_a_file = || PcapError::NotAFile {
+        path: path.to_path_buf(),
+    };
+    let name = path.file_name().ok_or_else(not_a_file)?;
+    let mut name1 = name.to_os_string();
+    name1.push(".1");
+    let dir_path = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let cstr = |s: &std::ffi::OsStr| CString::new(s.as_bytes()).map_err(|_| not_a_file());
+    Ok((cstr(name)?, cstr(&name1)?, dir_path))
+}
+
+impl PcapFiles {
     /// Creates (or empties) `path` and writes its header. With `max`, also
     /// creates `path.1` the same way (an empty capture until the first
-    /// rotation) and checks that the file system can swap the two names.
-    /// Both are opened with `O_NOFOLLOW`: a symbolic link is refused.
-    pub fn create(path: &Path, max: Option<u64>) -> Result<PcapWriter, PcapError> {
+    /// rotation), opens their directory and checks that the file system
+    /// can swap the two names. Both files are opened for appending, with
+    /// `O_NOFOLLOW`: a symbolic link is refused.
+    pub fn open(path: &Path, max: Option<u64>) -> Result<PcapFiles, PcapError> {
         let file = create_file(path)?;
         let spare = match max {
             None => None,
-            Some(max) => Some(Self::spare(path, max)?),
+            Some(max) => {
+                let (name, name1, dir_path) = names(path)?;
+                let dir = File::open(dir_path).map_err(|source| PcapError::Create {
+                    path: dir_path.to_path_buf(),
+                    source,
+                })?;
+                let spare = Spare {
+                    max,
+                    file: create_file(
+                        &dir_path.join(std::ffi::OsStr::from_bytes(name1.as_bytes())),
+                    )?,
+                    dir,
+                    name,
+                    name1,
+                };
+                // Swapped and swapped back: each file keeps its name.
+                let no_exchange = |source| PcapError::NoExchange {
+                    path: path.to_path_buf(),
+                    source,
+                };
+                spare.exchange().map_err(no_exchange)?;
+                spare.exchange().map_err(no_exchange)?;
+                Some(spare)
+            }
         };
-        Ok(PcapWriter {
+        Ok(PcapFiles {
             path: path.to_path_buf(),
-            files: Some(Files {
-                file,
-                size: FILE_HEADER_LEN as u64,
-                spare,
-            }),
-            buf: Vec::with_capacity(BATCH + 65_562 + RECORD_HEADER_LEN),
-            stats: PcapStats::default(),
-            counters: Arc::default(),
+            file,
+            spare,
         })
     }
 
-    /// A capture into `file`, already open for writing and empty (the
-    /// control socket's `pcap NIC start`: its client opens the file, as
-    /// tapir's threads may not once they run); `path` is what messages
-    /// call it. Writes the header. No rotation. Anything but a regular
-    /// file is refused (a pipe could block the NIC's worker).
-    pub fn from_file(file: File, path: PathBuf) -> Result<PcapWriter, PcapError> {
+    /// The descriptors to pass: `FILE`, then with a limit `FILE.1` and the
+    /// directory.
+    pub fn fds(&self) -> Vec<BorrowedFd<'_>> {
+        let mut v = vec![self.file.as_fd()];
+        if let Some(s) = &self.spare {
+            v.push(s.file.as_fd());
+            v.push(s.dir.as_fd());
+        }
+        v
+    }
+
+    /// The size limit, if any.
+    pub fn max(&self) -> Option<u64> {
+        self.spare.as_ref().map(|s| s.max)
+    }
+
+    /// The files [`PcapFiles::fds`] passed, taken back: one descriptor
+    /// without `max`, three with it; `path` is `FILE`'s absolute name
+    /// (rotation swaps the names in the directory). Each file must be a
+    /// regular file open for appending (a pipe could hold up the NIC's
+    /// worker; rotation writes headers at the start), the directory a
+    /// directory. A file still empty gets its header.
+    pub fn from_fds(
+        path: PathBuf,
+        max: Option<u64>,
+        fds: Vec<OwnedFd>,
+    ) -> Result<PcapFiles, PcapError> {
+        let want = if max.is_some() { 3 } else { 1 };
+        if fds.len() != want {
+            return Err(PcapError::Descriptors {
+                path,
+                want,
+                got: fds.len(),
+            });
+        }
+        let mut fds = fds.into_iter().map(File::from);
+        let file = Self::checked(&path, fds.next())?;
+        let spare = match max {
+            None => None,
+            Some(max) => {
+                let (name, name1, _) = names(&path)?;
+                let file = Self::checked(&path, fds.next())?;
+                let dir = fds
+                    .next()
+                    .ok_or_else(|| PcapError::NotRegular { path: path.clone() })?;
+                let is_dir = dir.metadata().is_ok_and(|m| m.is_dir());
+                if !is_dir {
+                    return Err(PcapError::NotRegular { path });
+                }
+                Some(Spare {
+                    max,
+                    file,
+                    dir,
+                    name,
+                    name1,
+                })
+            }
+        };
+        Ok(PcapFiles { path, file, spare })
+    }
+
+    /// `file`, if it is a regular file open for appending, with a header.
+    fn checked(path: &Path, file: Option<File>) -> Result<File, PcapError> {
+        let not_regular = || PcapError::NotRegular {
+            path: path.to_path_buf(),
+        };
+        let mut file = file.ok_or_else(not_regular)?;
         let err = |source| PcapError::Create {
-            path: path.clone(),
+            path: path.to_path_buf(),
             source,
         };
         let meta = file.metadata().map_err(err)?;
         if !meta.file_type().is_file() {
-            return Err(PcapError::NotRegular { path });
+            return Err(not_regular());
         }
-        let mut file = file;
-        file.write_all(&file_header()).map_err(err)?;
+        // SAFETY: F_GETFL on a descriptor this File owns reads its flags
+        // and touches no memory.
+        let flags = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETFL) };
+        if flags < 0 {
+            return Err(err(io::Error::last_os_error()));
+        }
+        if flags & libc::O_APPEND == 0 {
+            return Err(PcapError::NotAppend {
+                path: path.to_path_buf(),
+            });
+        }
+        if meta.len() == 0 {
+            file.write_all(&file_header()).map_err(err)?;
+        }
+        Ok(file)
+    }
+}
+
+impl PcapWriter {
+    /// [`PcapFiles::open`], then a capture into them.
+    pub fn create(path: &Path, max: Option<u64>) -> Result<PcapWriter, PcapError> {
+        Self::from_files(PcapFiles::open(path, max)?)
+    }
+
+    /// A capture into files already open (see [`PcapFiles`]); it appends
+    /// to `FILE` from its current size.
+    pub fn from_files(files: PcapFiles) -> Result<PcapWriter, PcapError> {
+        let PcapFiles { path, file, spare } = files;
+        let size = file
+            .metadata()
+            .map_err(|source| PcapError::Create {
+                path: path.clone(),
+                source,
+            })?
+            .len();
         Ok(PcapWriter {
             path,
-            files: Some(Files {
-                file,
-                size: FILE_HEADER_LEN as u64,
-                spare: None,
-            }),
+            files: Some(Files { file, size, spare }),
             buf: Vec::with_capacity(BATCH + 65_562 + RECORD_HEADER_LEN),
             stats: PcapStats::default(),
             counters: Arc::default(),
         })
-    }
-
-    fn spare(path: &Path, max: u64) -> Result<Spare, PcapError> {
-        let not_a_file = || PcapError::NotAFile {
-            path: path.to_path_buf(),
-        };
-        let name = path.file_name().ok_or_else(not_a_file)?;
-        let mut name1 = name.to_os_string();
-        name1.push(".1");
-        let dir_path = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        let dir = File::open(dir_path).map_err(|source| PcapError::Create {
-            path: dir_path.to_path_buf(),
-            source,
-        })?;
-        let cstr = |s: &std::ffi::OsStr| CString::new(s.as_bytes()).map_err(|_| not_a_file());
-        let spare = Spare {
-            max,
-            file: create_file(&dir_path.join(&name1))?,
-            dir,
-            name: cstr(name)?,
-            name1: cstr(&name1)?,
-        };
-        // Swapped and swapped back: each file keeps its name.
-        let no_exchange = |source| PcapError::NoExchange {
-            path: path.to_path_buf(),
-            source,
-        };
-        spare.exchange().map_err(no_exchange)?;
-        spare.exchange().map_err(no_exchange)?;
-        Ok(spare)
     }
 
     /// The capture file's path.

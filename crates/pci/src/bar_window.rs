@@ -38,6 +38,8 @@ struct Decoder {
 /// The BAR that decodes an access.
 pub(crate) struct BarTarget {
     pub(crate) device: SharedPciDevice,
+    /// The slot of the device (for its access counters).
+    pub(crate) slot: u8,
     pub(crate) index: u8,
     /// Offset of the access inside the BAR.
     pub(crate) offset: u64,
@@ -90,10 +92,11 @@ impl BarMap {
         let len = len as u64;
         map.range(..=(addr, u8::MAX, u8::MAX))
             .rev()
-            .find_map(|(&(base, _, index), d)| {
+            .find_map(|(&(base, slot, index), d)| {
                 let offset = addr - base;
                 (offset < d.size && len <= d.size - offset).then(|| BarTarget {
                     device: d.device.clone(),
+                    slot,
                     index,
                     offset,
                 })
@@ -136,13 +139,17 @@ impl PciBarWindow {
 impl BusDevice for PciBarWindow {
     fn read(&self, base: u64, offset: u64, data: &mut [u8]) {
         match self.target(base, offset, data.len()) {
-            Some(t) => lock(&t.device).read_bar(t.index, t.offset, data),
+            Some(t) => {
+                self.state.counters(t.slot).bar(false);
+                lock(&t.device).read_bar(t.index, t.offset, data)
+            }
             None => data.fill(0xff),
         }
     }
 
     fn write(&self, base: u64, offset: u64, data: &[u8]) {
         if let Some(t) = self.target(base, offset, data.len()) {
+            self.state.counters(t.slot).bar(true);
             lock(&t.device).write_bar(t.index, t.offset, data);
         }
     }

@@ -59,6 +59,7 @@ pub mod bar;
 pub mod bar_window;
 pub mod config_access;
 pub mod configuration;
+pub mod counters;
 pub mod device;
 pub mod host_bridge;
 pub mod intx;
@@ -71,6 +72,7 @@ pub use config_access::{
     PciConfigIo, PciConfigMmio, ECAM_BUS_SIZE, PCI_CONFIG_ADDRESS_PORT, PCI_CONFIG_IO_SIZE,
 };
 pub use configuration::{PciConfigError, PciConfiguration, PciHeader};
+pub use counters::{AccessCounters, AccessSnapshot};
 pub use device::{PciDevice, SharedPciDevice};
 pub use host_bridge::PciHostBridge;
 pub use intx::{Intx, IntxPin};

@@ -15,6 +15,7 @@ use crate::config_access::{PciConfigIo, PciConfigMmio, ECAM_BUS_SIZE};
 use crate::configuration::{
     decode_access, PciConfigError, PCI_BAR0, PCI_COMMAND, PCI_INTERRUPT_LINE_NONE,
 };
+use crate::counters::AccessCounters;
 use crate::device::SharedPciDevice;
 use crate::host_bridge::PciHostBridge;
 use crate::intx::IntxPin;
@@ -129,6 +130,8 @@ pub struct BarAllocation {
 pub(crate) struct SegmentState {
     devices: RwLock<Vec<Option<SharedPciDevice>>>,
     bars: RwLock<BarMap>,
+    /// One per slot, whether populated or not.
+    counters: Vec<Arc<AccessCounters>>,
 }
 
 /// Whether a config write of `len` bytes at `offset` touches the command
@@ -140,6 +143,11 @@ fn touches_decode(offset: u16, len: usize) -> bool {
 }
 
 impl SegmentState {
+    /// The access counters of `slot` (which is below [`PCI_NUM_SLOTS`]).
+    pub(crate) fn counters(&self, slot: u8) -> &AccessCounters {
+        &self.counters[usize::from(slot)]
+    }
+
     fn function(&self, bus: u8, device: u8, function: u8) -> Option<(u8, SharedPciDevice)> {
         if bus != 0 || function != 0 {
             return None;
@@ -158,7 +166,8 @@ impl SegmentState {
     ) {
         let target = self.function(bus, device, function);
         match target {
-            Some((_, dev)) if decode_access(usize::from(offset), data.len()).is_some() => {
+            Some((slot, dev)) if decode_access(usize::from(offset), data.len()).is_some() => {
+                self.counters(slot).config(false);
                 lock(&dev).read_config(offset, data);
             }
             _ => data.fill(0xff),
@@ -172,6 +181,7 @@ impl SegmentState {
         if decode_access(usize::from(offset), data.len()).is_none() {
             return;
         }
+        self.counters(slot).config(true);
         let mut d = lock(&dev);
         let change = d.write_config(offset, data);
         if let Some(change) = &change {
@@ -258,6 +268,9 @@ impl PciSegment {
         let state = Arc::new(SegmentState {
             devices: RwLock::new(devices),
             bars: RwLock::new(BarMap::default()),
+            counters: (0..PCI_NUM_SLOTS)
+                .map(|_| Arc::new(AccessCounters::default()))
+                .collect(),
         });
         Ok(Self {
             config,
@@ -313,6 +326,12 @@ impl PciSegment {
     /// The device in `slot`, if any.
     pub fn device(&self, slot: u8) -> Option<SharedPciDevice> {
         read(&self.state.devices).get(usize::from(slot))?.clone()
+    }
+
+    /// The counters of the guest's accesses to `slot` (configuration space
+    /// and BARs), `None` for a slot number beyond the bus.
+    pub fn access_counters(&self, slot: u8) -> Option<Arc<AccessCounters>> {
+        self.state.counters.get(usize::from(slot)).cloned()
     }
 
     fn check_slot(slot: u8) -> Result<(), PciError> {

@@ -40,6 +40,9 @@ pub enum ThreadKind {
     Vcpu,
     /// A NIC worker thread: frames between a NIC model and its backend.
     NicWorker,
+    /// A disk worker thread: virtio-blk requests between guest memory and
+    /// the disk image.
+    DiskWorker,
     /// The main thread: the event loop (console, control socket, signals,
     /// INTx resampling) and teardown.
     Main,
@@ -47,13 +50,20 @@ pub enum ThreadKind {
 
 impl ThreadKind {
     /// Every kind.
-    pub const ALL: [ThreadKind; 3] = [ThreadKind::Vcpu, ThreadKind::NicWorker, ThreadKind::Main];
+    pub const ALL: [ThreadKind; 4] = [
+        ThreadKind::Vcpu,
+        ThreadKind::NicWorker,
+        ThreadKind::DiskWorker,
+        ThreadKind::Main,
+    ];
 
-    /// The kind's name in messages: `vcpu`, `nic-worker`, `main`.
+    /// The kind's name in messages: `vcpu`, `nic-worker`, `disk-worker`,
+    /// `main`.
     pub fn name(self) -> &'static str {
         match self {
             ThreadKind::Vcpu => "vcpu",
             ThreadKind::NicWorker => "nic-worker",
+            ThreadKind::DiskWorker => "disk-worker",
             ThreadKind::Main => "main",
         }
     }
@@ -244,11 +254,21 @@ mod tests {
             .unwrap()
             .get(&libc::SYS_renameat2)
             .is_some_and(|r| r.len() == 1));
-        for kind in [ThreadKind::Vcpu, ThreadKind::Main] {
+        for kind in [ThreadKind::Vcpu, ThreadKind::DiskWorker, ThreadKind::Main] {
             assert!(!rules::rules(kind)
                 .unwrap()
                 .contains_key(&libc::SYS_renameat2));
         }
+        // Disk workers open nothing and make no sockets.
+        assert!(!rules::rules(ThreadKind::DiskWorker)
+            .unwrap()
+            .contains_key(&libc::SYS_socket));
+        // fallocate only punches holes (discard): it never grows or
+        // shrinks an image.
+        assert!(rules::rules(ThreadKind::DiskWorker)
+            .unwrap()
+            .get(&libc::SYS_fallocate)
+            .is_some_and(|r| r.len() == 1));
     }
 
     #[test]

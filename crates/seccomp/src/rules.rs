@@ -261,6 +261,37 @@ fn nic_worker() -> Result<Vec<Entry>, BackendError> {
     Ok(v)
 }
 
+/// A disk worker thread: waits on its epoll set (the queue's kick and its
+/// stop; made, like the eventfds, by the vCPU thread whose DRIVER_OK
+/// activates the disk), moves request data between guest memory and the image with
+/// pread64/pwrite64, makes it durable with fdatasync (a flush request),
+/// punches holes with fallocate (a discard request: only
+/// PUNCH_HOLE|KEEP_SIZE) and raises interrupts (irqfd writes,
+/// KVM_SIGNAL_MSI).
+fn disk_worker() -> Result<Vec<Entry>, BackendError> {
+    use ioctls::*;
+    let mut v = common()?;
+    v.extend(
+        [
+            libc::SYS_epoll_wait,
+            libc::SYS_epoll_pwait,
+            libc::SYS_pread64,
+            libc::SYS_pwrite64,
+            libc::SYS_preadv,
+            libc::SYS_pwritev,
+            libc::SYS_fdatasync,
+        ]
+        .map(allow),
+    );
+    v.push(allow_arg(
+        libc::SYS_fallocate,
+        1,
+        &[(libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE) as u64],
+    )?);
+    v.push(allow_arg(libc::SYS_ioctl, 1, &[KVM_SIGNAL_MSI])?);
+    Ok(v)
+}
+
 /// The main thread: the event loop (stop and signal eventfds, INTx
 /// resampling, console input, the control socket's clients), then
 /// teardown (kicking and joining the vCPUs, unregistering ioeventfds,
@@ -309,6 +340,7 @@ pub(crate) fn entries(kind: ThreadKind) -> Result<Vec<Entry>, BackendError> {
     match kind {
         ThreadKind::Vcpu => vcpu(),
         ThreadKind::NicWorker => nic_worker(),
+        ThreadKind::DiskWorker => disk_worker(),
         ThreadKind::Main => main_thread(),
     }
 }

@@ -37,6 +37,41 @@ pub fn file_writer(path: &Path) -> io::Result<File> {
     File::create(path)
 }
 
+/// Writes every byte to `out` and a copy to `log` (`--serial
+/// stdio,logfile=`). The log gets the bytes even when `out` refuses them
+/// (a closed stdout), so a CI job keeps the whole output; a failing log
+/// is reported once and then left alone.
+pub struct TeeWriter<W: Write, L: Write> {
+    out: W,
+    log: Option<L>,
+}
+
+impl<W: Write, L: Write> TeeWriter<W, L> {
+    /// A writer to `out` with a copy to `log`.
+    pub fn new(out: W, log: L) -> Self {
+        Self {
+            out,
+            log: Some(log),
+        }
+    }
+}
+
+impl<W: Write, L: Write> Write for TeeWriter<W, L> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if let Some(log) = &mut self.log {
+            if let Err(e) = log.write_all(buf).and_then(|_| log.flush()) {
+                log::warn!("serial log file: {e}; no longer writing it");
+                self.log = None;
+            }
+        }
+        self.out.write_all(buf)?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
 /// Puts a terminal into raw input mode and restores it on drop.
 pub struct RawTerminal {
     fd: BorrowedFd<'static>,
@@ -205,5 +240,51 @@ impl MutEventSubscriber for ConsoleInput {
         {
             self.set_stdin_watch(ops, false);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Takes `room` bytes, then refuses.
+    struct Limited {
+        got: Vec<u8>,
+        room: usize,
+    }
+    impl Write for Limited {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.got.len() + buf.len() > self.room {
+                return Err(io::ErrorKind::BrokenPipe.into());
+            }
+            self.got.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn tee_copies_every_byte_even_when_the_output_fails() {
+        let out = Limited {
+            got: Vec::new(),
+            room: 3,
+        };
+        let mut t = TeeWriter::new(out, Vec::new());
+        t.write_all(b"abc").unwrap();
+        assert!(t.write_all(b"de").is_err());
+        assert_eq!(t.out.got, b"abc");
+        assert_eq!(t.log.as_deref(), Some(&b"abcde"[..]));
+        // A failing log stops being written; the output goes on.
+        let log = Limited {
+            got: Vec::new(),
+            room: 1,
+        };
+        let mut t = TeeWriter::new(Vec::new(), log);
+        t.write_all(b"xy").unwrap();
+        t.write_all(b"z").unwrap();
+        assert_eq!(t.out, b"xyz");
+        assert!(t.log.is_none());
     }
 }

@@ -13,6 +13,7 @@
 //! replaced; a live one is an error.
 
 pub mod command;
+pub mod json;
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -34,7 +35,7 @@ pub const MAX_CONNECTIONS: usize = 8;
 /// Unread reply bytes after which a client is dropped.
 pub const MAX_PENDING_OUTPUT: usize = 64 * 1024;
 /// Descriptors a client may have passed and not used yet (`pcap NAME
-/// start` takes one); more are closed.
+/// start` takes one, or three with a size limit); more are closed.
 pub const MAX_FDS: usize = 4;
 
 /// Room for the control message of one `recvmsg`: [`MAX_FDS`]
@@ -90,31 +91,40 @@ fn recv_with_fds(s: &UnixStream, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::
     Ok(n as usize)
 }
 
-/// `sendmsg(2)` of all of `bytes` on `s`, with `fd` passed (SCM_RIGHTS)
-/// along with them.
-fn send_with_fd(s: &UnixStream, bytes: &[u8], fd: BorrowedFd<'_>) -> io::Result<()> {
+/// `sendmsg(2)` of all of `bytes` on `s`, with `fds` (at most
+/// [`MAX_FDS`]) passed (SCM_RIGHTS) along with them.
+fn send_with_fds(s: &UnixStream, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+    if fds.len() > MAX_FDS {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "too many descriptors for one command",
+        ));
+    }
     let mut cmsg: CmsgBuf = [0; 8];
     let mut iov = libc::iovec {
         iov_base: bytes.as_ptr() as *mut libc::c_void,
         iov_len: bytes.len(),
     };
+    let size = (fds.len() * std::mem::size_of::<RawFd>()) as u32;
     // SAFETY: plain data, as in `recv_with_fds`.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
     msg.msg_control = cmsg.as_mut_ptr().cast();
     // SAFETY: CMSG_SPACE is arithmetic.
-    msg.msg_controllen = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
-    // SAFETY: the buffer has room for one header with one descriptor
-    // (CMSG_SPACE(4) = 24 <= 64 bytes); CMSG_FIRSTHDR is inside it.
+    msg.msg_controllen = unsafe { libc::CMSG_SPACE(size) } as usize;
+    // SAFETY: the buffer has room for one header with MAX_FDS descriptors
+    // (CMSG_SPACE(16) = 32 <= 64 bytes); CMSG_FIRSTHDR is inside it, and
+    // the descriptors are written within CMSG_LEN(size) of it.
     unsafe {
         let c = libc::CMSG_FIRSTHDR(&msg);
         (*c).cmsg_level = libc::SOL_SOCKET;
         (*c).cmsg_type = libc::SCM_RIGHTS;
-        (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as usize;
-        libc::CMSG_DATA(c)
-            .cast::<RawFd>()
-            .write_unaligned(fd.as_raw_fd());
+        (*c).cmsg_len = libc::CMSG_LEN(size) as usize;
+        let data = libc::CMSG_DATA(c).cast::<RawFd>();
+        for (i, fd) in fds.iter().enumerate() {
+            data.add(i).write_unaligned(fd.as_raw_fd());
+        }
     }
     // SAFETY: `msg` points at live buffers with their true lengths; the
     // kernel only reads them.
@@ -122,7 +132,7 @@ fn send_with_fd(s: &UnixStream, bytes: &[u8], fd: BorrowedFd<'_>) -> io::Result<
     if n < 0 {
         return Err(io::Error::last_os_error());
     }
-    // The descriptor went with the first byte; the rest, if any, plainly.
+    // The descriptors went with the first byte; the rest, if any, plainly.
     (&*s).write_all(&bytes[n as usize..])
 }
 
@@ -408,15 +418,16 @@ impl MutEventSubscriber for ControlServer {
 /// The client side: sends `command` to the socket at `path` and returns
 /// the data lines of the reply, or the error message of its status line.
 pub fn request(path: &Path, command: &str, timeout: Duration) -> Result<Vec<String>, String> {
-    request_with_fd(path, command, None, timeout)
+    request_with_fds(path, command, &[], timeout)
 }
 
-/// [`request`], with `fd` passed along with the command (SCM_RIGHTS):
-/// `pcap NAME start FILE` needs FILE open.
-pub fn request_with_fd(
+/// [`request`], with `fds` passed along with the command (SCM_RIGHTS):
+/// `pcap NAME start FILE [MAX]` needs FILE (and FILE.1 and their
+/// directory) open.
+pub fn request_with_fds(
     path: &Path,
     command: &str,
-    fd: Option<BorrowedFd<'_>>,
+    fds: &[BorrowedFd<'_>],
     timeout: Duration,
 ) -> Result<Vec<String>, String> {
     if command.contains('\n') || command.len() > MAX_LINE {
@@ -432,9 +443,10 @@ pub fn request_with_fd(
     s.set_read_timeout(Some(timeout)).map_err(to)?;
     s.set_write_timeout(Some(timeout)).map_err(to)?;
     let line = format!("{command}\n");
-    match fd {
-        Some(fd) => send_with_fd(&s, line.as_bytes(), fd).map_err(to)?,
-        None => s.write_all(line.as_bytes()).map_err(to)?,
+    if fds.is_empty() {
+        s.write_all(line.as_bytes()).map_err(to)?;
+    } else {
+        send_with_fds(&s, line.as_bytes(), fds).map_err(to)?;
     }
     let _ = s.shutdown(std::net::Shutdown::Write);
     let mut reply = String::new();

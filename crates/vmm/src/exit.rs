@@ -6,6 +6,8 @@
 //! | 1 | tapir's own error (bad input, host failure, a thread that could not install its seccomp filter) |
 //! | 2 | the guest died (triple fault, KVM internal error, failed entry) |
 //! | 128+N | tapir was stopped by signal N (SIGINT 130, SIGTERM 143) |
+//! | (V << 1) \| 1 | the guest wrote V to `--device isa-debug-exit` (low 8 bits: 1, 3, ..., 255) |
+//! | 124 | `--timeout` ran out |
 //! | 159 | a thread made a syscall its seccomp filter refuses (not an [`ExitReason`]: tapir-seccomp's SIGSYS handler exits at once) |
 
 use std::fmt::Write as _;
@@ -37,6 +39,10 @@ pub enum ExitReason {
     /// A thread could not install its seccomp filter (the message says
     /// which and why); it stopped before touching guest input.
     Seccomp(String),
+    /// The guest wrote this value to the isa-debug-exit ports.
+    DebugExit(u32),
+    /// `--timeout` ran out (the duration as the user wrote it).
+    Timeout(String),
 }
 
 impl ExitReason {
@@ -50,6 +56,8 @@ impl ExitReason {
             ExitReason::GuestDied { .. } => 2,
             ExitReason::Seccomp(_) => 1,
             ExitReason::Signal(s) => 128 + s,
+            ExitReason::DebugExit(v) => tapir_devices::debug_exit::exit_status(*v) as i32,
+            ExitReason::Timeout(_) => tapir_config::TIMEOUT_EXIT_STATUS,
         }
     }
 
@@ -65,6 +73,11 @@ impl ExitReason {
             ExitReason::Quit => "quit from the console (Ctrl-A x)".into(),
             ExitReason::ControlQuit => "stopped by 'quit' on the control socket".into(),
             ExitReason::Seccomp(msg) => msg.clone(),
+            ExitReason::DebugExit(v) => format!(
+                "guest wrote {v:#x} to isa-debug-exit (exit status {})",
+                self.exit_code()
+            ),
+            ExitReason::Timeout(d) => format!("guest stopped after --timeout {d}"),
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Interrupt lines backed by KVM irqfds.
 
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
 use kvm_ioctls::VmFd;
 use tapir_devices::{EdgeIrq, LevelIrq};
@@ -41,6 +42,8 @@ pub struct IrqfdLevel {
     trigger: EventFd,
     resample: EventFd,
     level: AtomicBool,
+    /// Times the device raised the line (low to high).
+    raised: Arc<AtomicU64>,
 }
 
 impl IrqfdLevel {
@@ -54,7 +57,14 @@ impl IrqfdLevel {
             trigger,
             resample,
             level: AtomicBool::new(false),
+            raised: Arc::default(),
         })
+    }
+
+    /// Counts the times the device raised the line (low to high; the
+    /// re-assertions after an EOI are not counted).
+    pub fn raised(&self) -> Arc<AtomicU64> {
+        self.raised.clone()
     }
 
     /// The fd the event loop watches.
@@ -77,6 +87,7 @@ impl LevelIrq for IrqfdLevel {
     fn set_level(&self, high: bool) -> io::Result<()> {
         let was = self.level.swap(high, Ordering::SeqCst);
         if high && !was {
+            self.raised.fetch_add(1, Ordering::Relaxed);
             self.trigger.write(1)?;
         }
         Ok(())

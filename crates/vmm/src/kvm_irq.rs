@@ -2,6 +2,7 @@
 //! traits: MSI delivery and ioeventfd registration.
 
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use kvm_bindings::kvm_msi;
@@ -17,12 +18,21 @@ fn kvm_err(e: kvm_ioctls::Error) -> io::Error {
 /// Sends MSIs with KVM_SIGNAL_MSI.
 pub struct KvmMsi {
     vm: Arc<VmFd>,
+    sent: Arc<AtomicU64>,
 }
 
 impl KvmMsi {
     /// An MSI sender for `vm`.
     pub fn new(vm: Arc<VmFd>) -> Self {
-        Self { vm }
+        Self {
+            vm,
+            sent: Arc::default(),
+        }
+    }
+
+    /// Counts the messages sent (KVM accepted them).
+    pub fn sent(&self) -> Arc<AtomicU64> {
+        self.sent.clone()
     }
 }
 
@@ -34,7 +44,9 @@ impl MsiSender for KvmMsi {
             data: msg.data,
             ..Default::default()
         };
-        self.vm.signal_msi(m).map(|_| ()).map_err(kvm_err)
+        self.vm.signal_msi(m).map_err(kvm_err)?;
+        self.sent.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 }
 

@@ -10,6 +10,7 @@
 
 pub mod console;
 pub mod control;
+pub mod disk;
 pub mod exit;
 pub mod host;
 pub mod irq;
@@ -24,6 +25,7 @@ mod vm;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
+use tapir_devices::debug_exit::DebugExitSink;
 use tapir_devices::{PowerEvent, PowerSink};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -38,6 +40,8 @@ pub struct VmControl {
     reason: Mutex<Option<ExitReason>>,
     stopping: AtomicBool,
     exit_evt: EventFd,
+    /// The vCPUs' exits to user space.
+    pub exits: vcpu::ExitCounters,
 }
 
 impl VmControl {
@@ -46,6 +50,7 @@ impl VmControl {
             reason: Mutex::new(None),
             stopping: AtomicBool::new(false),
             exit_evt: EventFd::new(EFD_NONBLOCK)?,
+            exits: vcpu::ExitCounters::default(),
         })
     }
 
@@ -95,6 +100,12 @@ impl PowerSink for VmControl {
             PowerEvent::PowerOff => self.power_off(),
             PowerEvent::Reset => self.reset(),
         }
+    }
+}
+
+impl DebugExitSink for VmControl {
+    fn debug_exit(&self, value: u32) {
+        self.stop(ExitReason::DebugExit(value))
     }
 }
 

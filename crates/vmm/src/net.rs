@@ -20,7 +20,7 @@ use tapir_pci::{intx_gsi, IntxPin, SharedPciDevice};
 use tapir_virtio::VirtioPciDevice;
 use vm_memory::GuestMemoryMmap;
 
-use crate::control::command::NicEntry;
+use crate::control::command::{DeviceCounters, NicEntry};
 use crate::irq::IrqfdLevel;
 use crate::kvm_irq::{KvmIoEvents, KvmMsi};
 use crate::pci::PciPlatform;
@@ -245,6 +245,7 @@ pub fn add_nics(
         })?);
         // virtio's transport registers its ioeventfds once BAR 0 has an address.
         let mut virtio = None;
+        let mut msi_sent = Arc::default();
         let setup_err = |source| NetError::Irq {
             nic: name.clone(),
             source,
@@ -255,11 +256,13 @@ pub fn add_nics(
                     .map_err(setup_err)?;
                 let (link, stats) = (device.link(), device.stats());
                 let vectors = spec.vectors.unwrap_or(DEFAULT_VIRTIO_VECTORS);
+                let msi = KvmMsi::new(vm.clone());
+                msi_sent = msi.sent();
                 let transport = VirtioPciDevice::new(
                     device,
                     mem.clone(),
                     vectors,
-                    Arc::new(KvmMsi::new(vm.clone())),
+                    Arc::new(msi),
                     intx.clone(),
                     Arc::new(KvmIoEvents::new(vm.clone())),
                 )
@@ -310,6 +313,14 @@ pub fn add_nics(
                 .register_ioevents()
                 .map_err(|e| pci_err(e.to_string()))?;
         }
+        let device_counters = DeviceCounters {
+            access: pci
+                .segment()
+                .access_counters(slot)
+                .ok_or_else(|| pci_err(format!("slot {slot} has no counters")))?,
+            intx: intx.raised(),
+            msi: msi_sent,
+        };
         out.push(Nic {
             intx,
             entry: NicEntry {
@@ -320,6 +331,7 @@ pub fn add_nics(
                 link,
                 stats,
                 pcap,
+                device: device_counters,
             },
             link: host_link,
         });

@@ -1,6 +1,6 @@
 //! vCPU threads: the KVM_RUN loop and its explicit run state.
 
-use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -123,9 +123,47 @@ pub fn spawn(
     })
 }
 
+/// The vCPUs' exits to user space, by kind, summed over the vCPUs (the
+/// control socket's `info --json`). Exits KVM handles itself are not seen.
+#[derive(Debug, Default)]
+pub struct ExitCounters {
+    io_in: AtomicU64,
+    io_out: AtomicU64,
+    mmio_read: AtomicU64,
+    mmio_write: AtomicU64,
+    other: AtomicU64,
+}
+
+impl ExitCounters {
+    fn count(&self, exit: &Result<VcpuExit<'_>, kvm_ioctls::Error>) {
+        let c = match exit {
+            Ok(VcpuExit::IoIn(..)) => &self.io_in,
+            Ok(VcpuExit::IoOut(..)) => &self.io_out,
+            Ok(VcpuExit::MmioRead(..)) => &self.mmio_read,
+            Ok(VcpuExit::MmioWrite(..)) => &self.mmio_write,
+            _ => &self.other,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Every counter with its name, in a fixed order.
+    pub fn snapshot(&self) -> [(&'static str, u64); 5] {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        [
+            ("io_in", g(&self.io_in)),
+            ("io_out", g(&self.io_out)),
+            ("mmio_read", g(&self.mmio_read)),
+            ("mmio_write", g(&self.mmio_write)),
+            ("other", g(&self.other)),
+        ]
+    }
+}
+
 fn run_loop(id: u8, vcpu: &mut VcpuFd, buses: &Buses, control: &VmControl) {
     while !control.stopping() {
-        let died = match vcpu.run() {
+        let exit = vcpu.run();
+        control.exits.count(&exit);
+        let died = match exit {
             Ok(VcpuExit::IoIn(port, data)) => {
                 if !buses.pio.read(port.into(), data) && !expected_probe(port) {
                     report_unclaimed(id, "port read", port.into(), data.len());

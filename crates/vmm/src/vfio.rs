@@ -13,7 +13,7 @@ use kvm_bindings::{
     KVM_IRQCHIP_PIC_SLAVE, KVM_IRQ_ROUTING_IRQCHIP, KVM_IRQ_ROUTING_MSI,
 };
 use kvm_ioctls::VmFd;
-use tapir_config::DeviceSpec;
+use tapir_config::{DeviceSpec, VfioPciSpec};
 use tapir_pci::segment::{PCI_INTX_GSI_BASE, PCI_INTX_GSI_COUNT};
 use tapir_pci::{MsiMessage, SharedPciDevice};
 use tapir_vfio::host::{self, HostVfio, RamRegion};
@@ -292,6 +292,7 @@ pub fn add_devices(
     pci: &mut PciPlatform,
     specs: &[DeviceSpec],
 ) -> Result<Vec<Assigned>, VfioError> {
+    let specs: Vec<&VfioPciSpec> = specs.iter().filter_map(DeviceSpec::as_vfio_pci).collect();
     if specs.is_empty() {
         return Ok(Vec::new());
     }
@@ -310,8 +311,7 @@ pub fn add_devices(
     let mapper: Arc<dyn MemoryMapper> =
         Arc::new(KvmMemorySlots::new(vm.clone(), mem.num_regions() as u32));
     let mut out = Vec::with_capacity(specs.len());
-    for spec in specs {
-        let DeviceSpec::VfioPci(v) = spec;
+    for v in specs {
         let host = v.host.to_string();
         let pci_err = |source| VfioError::Pci {
             host: host.clone(),

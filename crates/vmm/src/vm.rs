@@ -12,9 +12,11 @@ use kvm_bindings::{
     kvm_pit_config, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
 };
 use kvm_ioctls::{Cap, Kvm, VmFd};
-use tapir_arch::{acpi, boot, cpu, firmware, layout};
+use tapir_arch::{acpi, boot, cpu, firmware, layout, multiboot};
 use tapir_config::{SeccompMode, SerialConfig, VmConfig};
 use tapir_devices::acpi_pm::{AcpiPm, REGISTER_BLOCK_LEN};
+use tapir_devices::debug_exit::DebugExit;
+use tapir_devices::fw_cfg::{self, FwCfg, FwCfgInfo};
 use tapir_devices::i8042::I8042;
 use tapir_devices::serial::{SerialDevice, SerialMetrics};
 use tapir_devices::Bus;
@@ -25,7 +27,7 @@ use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRe
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use crate::console::{self, ConsoleInput, RawTerminal, StdoutWriter};
+use crate::console::{self, ConsoleInput, RawTerminal, StdoutWriter, TeeWriter};
 use crate::control::command::NicEntry;
 use crate::control::{ControlError, ControlServer};
 use crate::host::{self, HostError, KvmKind};
@@ -90,6 +92,16 @@ pub enum VmmError {
     /// Device set-up.
     #[error("device set-up: {0}")]
     Device(String),
+    /// A device's ports overlap the machine's own.
+    #[error("--device {kind}: ports {first:#x}-{last:#x} overlap {other} (ports {other_first:#x}-{other_last:#x})")]
+    PortConflict {
+        kind: &'static str,
+        first: u64,
+        last: u64,
+        other: &'static str,
+        other_first: u64,
+        other_last: u64,
+    },
     /// A Linux bzImage on PVM would crawl for many minutes and then die.
     #[error("refusing to boot a Linux bzImage: /dev/kvm here is PVM (kvm_pvm), which runs unmodified guests under \
              instruction emulation, where Linux takes many minutes to decompress and then dies (cmpxchg16b, xrstor); \
@@ -98,6 +110,9 @@ pub enum VmmError {
     /// A network interface could not be created.
     #[error(transparent)]
     Net(#[from] net::NetError),
+    /// A disk could not be set up.
+    #[error(transparent)]
+    Disk(#[from] crate::disk::DiskError),
     /// A `--device` could not be assigned.
     #[error(transparent)]
     Vfio(#[from] crate::vfio::VfioError),
@@ -250,6 +265,7 @@ fn build_platform(
     kvm: Kvm,
     config: &VmConfig,
     open_backend: &mut BackendOpener<'_>,
+    disks: Vec<crate::disk::OpenedDisk>,
     filters: &Filters,
 ) -> Result<Vm, VmmError> {
     let vm = Arc::new(kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?);
@@ -276,19 +292,21 @@ fn build_platform(
     let metrics = Arc::new(SerialMetrics::new(Box::new(move || {
         let _ = space.write(1);
     })));
-    let out: Box<dyn Write + Send> = match &config.serial {
+    let open_out = |what, p: &PathBuf| {
+        console::file_writer(p).map_err(|source| VmmError::OpenFile {
+            what,
+            path: p.clone(),
+            source,
+        })
+    };
+    let mut out: Box<dyn Write + Send> = match &config.serial {
         SerialConfig::Stdio => Box::new(StdoutWriter),
-        SerialConfig::File(p) => {
-            Box::new(
-                console::file_writer(p).map_err(|source| VmmError::OpenFile {
-                    what: "serial output file",
-                    path: p.clone(),
-                    source,
-                })?,
-            )
-        }
+        SerialConfig::File(p) => Box::new(open_out("serial output file", p)?),
         SerialConfig::None => Box::new(std::io::sink()),
     };
+    if let Some(p) = &config.serial_log {
+        out = Box::new(TeeWriter::new(out, open_out("serial log file", p)?));
+    }
     let com1_irq = Arc::new(IrqfdEdge::new(&vm, layout::COM1_IRQ).map_err(io_err("COM1 irqfd"))?);
     let serial = Arc::new(SerialDevice::new(com1_irq, metrics, out));
     let dev_err = |e: tapir_devices::BusError| VmmError::Device(e.to_string());
@@ -312,8 +330,22 @@ fn build_platform(
     )
     .map_err(dev_err)?;
 
+    // fw_cfg, always there as on QEMU's x86 machines (docs/test-kernels.md).
+    let fw_cfg = FwCfg::new(FwCfgInfo {
+        ram_size: config.memory,
+        nb_cpus: config.cpus.into(),
+        max_cpus: config.cpus.into(),
+    });
+    pio.insert(
+        fw_cfg::PORT_BASE.into(),
+        fw_cfg::PORT_LEN.into(),
+        Arc::new(fw_cfg),
+    )
+    .map_err(dev_err)?;
+
     // PCI root complex on bus 0.
     let mut pci = PciPlatform::new(&mut pio, &mut mmio).map_err(VmmError::Device)?;
+    add_debug_exit(&mut pio, config, &control)?;
     let nic_threads = filters.nic_threads(&control);
     let nics = net::add_nics(
         &vm,
@@ -323,10 +355,18 @@ fn build_platform(
         open_backend,
         &nic_threads,
     )?;
-    let level_irqs = nics.iter().map(|n| n.intx.clone()).collect();
+    let mut level_irqs: Vec<_> = nics.iter().map(|n| n.intx.clone()).collect();
     let links = nics.iter().filter_map(|n| n.link.clone()).collect();
     let nics = nics.into_iter().map(|n| n.entry).collect();
     let assigned = crate::vfio::add_devices(&vm, &mem, &mut pci, &config.devices)?;
+    // After the devices that may name their slot (addr=).
+    level_irqs.extend(crate::disk::add_disks(
+        &vm,
+        &mem,
+        &mut pci,
+        disks,
+        &filters.disk_threads(&control),
+    )?);
 
     let rsdp = acpi::create_acpi_tables(
         &mem,
@@ -354,10 +394,70 @@ fn build_platform(
     })
 }
 
+/// The machine's own port ranges (name, first port, length), for the
+/// message when a `--device` overlaps one.
+const PLATFORM_PORTS: &[(&str, u64, u64)] = &[
+    ("the i8042", layout::I8042_DATA_PORT, 5),
+    ("COM1", layout::COM1_PORT, 8),
+    ("fw_cfg", fw_cfg::PORT_BASE as u64, fw_cfg::PORT_LEN as u64),
+    (
+        "the ACPI PM registers",
+        layout::ACPI_SLEEP_CONTROL_PORT,
+        REGISTER_BLOCK_LEN,
+    ),
+    (
+        "PCI configuration",
+        layout::PCI_CONFIG_IO_START,
+        layout::PCI_CONFIG_IO_SIZE,
+    ),
+    (
+        "the PCI I/O window",
+        layout::PCI_IO_START,
+        layout::PCI_IO_SIZE,
+    ),
+];
+
+/// `--device isa-debug-exit`, if given: after the machine's own port
+/// devices, so that an overlap names the one it hits.
+fn add_debug_exit(
+    pio: &mut Bus,
+    config: &VmConfig,
+    control: &Arc<VmControl>,
+) -> Result<(), VmmError> {
+    let Some(spec) = config.devices.iter().find_map(|d| d.as_debug_exit()) else {
+        return Ok(());
+    };
+    let (base, len) = (u64::from(spec.iobase), u64::from(spec.iosize));
+    let device = Arc::new(DebugExit::new(control.clone()));
+    pio.insert(base, len, device).map_err(|e| {
+        match PLATFORM_PORTS
+            .iter()
+            .find(|(_, b, l)| base < b + l && *b < base + len)
+        {
+            Some(&(other, b, l)) => VmmError::PortConflict {
+                kind: "isa-debug-exit",
+                first: base,
+                last: base + len - 1,
+                other,
+                other_first: b,
+                other_last: b + l - 1,
+            },
+            None => VmmError::Device(format!("isa-debug-exit: {e}")),
+        }
+    })
+}
+
 /// Where the boot vCPU starts.
 enum Start {
-    Linux64 { rip: u64 },
-    Pvh { eip: u64 },
+    Linux64 {
+        rip: u64,
+    },
+    /// 32-bit flat protected mode (PVH, multiboot).
+    Protected32 {
+        eip: u64,
+        eax: u32,
+        ebx: u32,
+    },
 }
 
 /// The loaded guest's entry and what it is.
@@ -386,6 +486,9 @@ fn load_guest(vm: &Vm, config: &VmConfig) -> Result<Entry, VmmError> {
         }
         None => None,
     };
+    if kernel.kind == boot::KernelKind::Multiboot {
+        return configure_multiboot(vm, config, &kernel, initrd);
+    }
     let cmdline_size = boot::write_cmdline(&vm.mem, &config.cmdline).map_err(VmmError::Cmdline)?;
     let is_linux_bzimage = kernel.kind == boot::KernelKind::BzImage;
     let start = match kernel.kind {
@@ -393,8 +496,10 @@ fn load_guest(vm: &Vm, config: &VmConfig) -> Result<Entry, VmmError> {
             let cmdline = GuestAddress(layout::CMDLINE_START);
             boot::configure_pvh_boot(&vm.mem, cmdline, initrd, vm.rsdp, config.memory)
                 .map_err(VmmError::Boot)?;
-            Start::Pvh {
+            Start::Protected32 {
                 eip: kernel.entry.0,
+                eax: 0,
+                ebx: layout::PVH_INFO_START as u32,
             }
         }
         _ => {
@@ -415,6 +520,47 @@ fn load_guest(vm: &Vm, config: &VmConfig) -> Result<Entry, VmmError> {
     Ok(Entry {
         start,
         is_linux_bzimage,
+    })
+}
+
+/// Multiboot: the command line starts with the kernel's file name (as GRUB
+/// and QEMU pass it) and the initrd is module 0.
+fn configure_multiboot(
+    vm: &Vm,
+    config: &VmConfig,
+    kernel: &boot::LoadedKernel,
+    initrd: Option<(GuestAddress, usize)>,
+) -> Result<Entry, VmmError> {
+    let kernel_name = config.kernel.to_string_lossy();
+    let cmdline = multiboot::command_line(&kernel_name, &config.cmdline);
+    boot::write_cmdline(&vm.mem, &cmdline).map_err(VmmError::Cmdline)?;
+    let module_name = config
+        .initrd
+        .as_ref()
+        .map(|p| p.to_string_lossy())
+        .unwrap_or_default();
+    let modules: Vec<multiboot::Module> = initrd
+        .map(|(addr, size)| multiboot::Module {
+            addr,
+            size,
+            string: &module_name,
+        })
+        .into_iter()
+        .collect();
+    multiboot::configure_multiboot_boot(
+        &vm.mem,
+        GuestAddress(layout::CMDLINE_START),
+        &modules,
+        config.memory,
+    )
+    .map_err(VmmError::Boot)?;
+    Ok(Entry {
+        start: Start::Protected32 {
+            eip: kernel.entry.0,
+            eax: multiboot::BOOTLOADER_MAGIC,
+            ebx: layout::MULTIBOOT_INFO_START as u32,
+        },
+        is_linux_bzimage: false,
     })
 }
 
@@ -447,9 +593,8 @@ fn create_vcpus(
                     cpu::setup_long_mode(&vm.mem, &vcpu, *rip, layout::ZERO_PAGE_START)
                         .map_err(e)?
                 }
-                Start::Pvh { eip } => {
-                    cpu::setup_protected_mode_pvh(&vm.mem, &vcpu, *eip, layout::PVH_INFO_START)
-                        .map_err(e)?
+                Start::Protected32 { eip, eax, ebx } => {
+                    cpu::setup_protected_mode(&vm.mem, &vcpu, *eip, *eax, *ebx).map_err(e)?
                 }
             }
         }
@@ -464,6 +609,7 @@ fn create_vcpus(
 struct Filters {
     vcpu: Option<Arc<Filter>>,
     nic_worker: Option<Arc<Filter>>,
+    disk_worker: Option<Arc<Filter>>,
     main: Option<Arc<Filter>>,
 }
 
@@ -474,6 +620,7 @@ impl Filters {
             SeccompMode::On | SeccompMode::SpawnedThreads => Filters {
                 vcpu: Some(filter(ThreadKind::Vcpu)?),
                 nic_worker: Some(filter(ThreadKind::NicWorker)?),
+                disk_worker: Some(filter(ThreadKind::DiskWorker)?),
                 main: match mode {
                     SeccompMode::On => Some(filter(ThreadKind::Main)?),
                     _ => None,
@@ -484,6 +631,7 @@ impl Filters {
                 Filters {
                     vcpu: None,
                     nic_worker: None,
+                    disk_worker: None,
                     main: None,
                 }
             }
@@ -498,6 +646,22 @@ impl Filters {
         };
         let control = control.clone();
         WorkerThreads::new(Arc::new(move || {
+            filter.apply().map_err(|e| {
+                control.stop(ExitReason::Seccomp(e.to_string()));
+                e.into()
+            })
+        }))
+    }
+}
+
+impl Filters {
+    /// Where the disk worker threads come from: as [`Filters::nic_threads`].
+    fn disk_threads(&self, control: &Arc<VmControl>) -> tapir_block::DiskThreads {
+        let Some(filter) = self.disk_worker.clone() else {
+            return tapir_block::DiskThreads::default();
+        };
+        let control = control.clone();
+        tapir_block::DiskThreads::new(Arc::new(move || {
             filter.apply().map_err(|e| {
                 control.stop(ExitReason::Seccomp(e.to_string()));
                 e.into()
@@ -571,10 +735,11 @@ pub fn run_with_backends(
     if let Some(p) = &config.initrd {
         open("initrd", p)?;
     }
+    let disks = crate::disk::open_disks(&config.disks)?;
     let filters = Filters::new(config.seccomp)?;
     let kvm = host::open_kvm()?;
     let base_kvm = host::open_kvm()?;
-    let vm = build_platform(kvm, config, open_backend, &filters)?;
+    let vm = build_platform(kvm, config, open_backend, disks, &filters)?;
     let entry = load_guest(&vm, config)?;
     let vcpus = create_vcpus(&base_kvm, &vm, config, &entry)?;
 
@@ -641,8 +806,24 @@ pub fn run_with_backends(
             return Err(e.into());
         }
     }
+    // --timeout stops the VM the way a signal does: through VmControl,
+    // then the same teardown below.
+    let deadline = config
+        .timeout
+        .as_ref()
+        .map(|t| (Instant::now() + t.duration, t.to_string()));
     while !vm.control.stopping() {
-        if let Err(e) = em.run_with_timeout(500) {
+        let mut wait_ms = 500;
+        if let Some((at, text)) = &deadline {
+            let left = at.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                vm.control.stop(ExitReason::Timeout(text.clone()));
+                continue;
+            }
+            // Rounded up, so that the loop does not spin in its last ms.
+            wait_ms = wait_ms.min(left.as_millis() as i32 + 1);
+        }
+        if let Err(e) = em.run_with_timeout(wait_ms) {
             if !matches!(e, event_manager::Error::Epoll(ref errno) if errno.errno() == libc::EINTR)
             {
                 eprintln!("tapir: event loop error: {e:?}");

@@ -9,7 +9,7 @@
 #define MAX_CMDLINE 4096
 #define MAX_MEMMAP 128
 #define UNMAPPED_MMIO 0xd0000000ul
-#define UNMAPPED_PORT 0x0510
+#define UNMAPPED_PORT 0x0530
 
 NORETURN void kmain(u32 kind, u64 info, u64 entry_rflags);
 NORETURN void exception_handler(const u64 *frame);
@@ -545,6 +545,8 @@ void kmain(u32 kind, u64 info, u64 entry_rflags)
 		test_nic();
 	if (word_is(t, tl, "hostile"))
 		test_hostile();
+	if (word_is(t, tl, "fw-cfg"))
+		test_fw_cfg();
 
 	/* The remaining modes do not end in PASS; stop here if anything failed. */
 	if (failures)
@@ -559,6 +561,8 @@ void kmain(u32 kind, u64 info, u64 entry_rflags)
 		test_triple_fault();
 	if (word_is(t, tl, "halt"))
 		test_halt();
+	if (word_is(t, tl, "debug-exit"))
+		test_debug_exit();
 	kputs("TESTKERNEL: FAIL unknown-test ");
 	print_bounded(t, tl);
 	kputs("\n");

@@ -35,6 +35,26 @@ pub fn pvh_elf_path() -> PathBuf {
     Path::new(env!("OUT_DIR")).join("testkernel-pvh.elf")
 }
 
+/// Path of `testkernel-mb.elf`, a separate 32-bit program (sources in
+/// `guest/multiboot/`) as an i386 ELF with a multiboot v1 header (flags:
+/// page-aligned modules, memory information), linked and loaded at 2 MiB.
+///
+/// It checks the multiboot entry state (EAX 0x2BADB002, EBX the
+/// information structure, flat 32-bit protected mode, paging and interrupts
+/// off), its `.data` and zeroed `.bss`, and the information structure
+/// against its command line (see `guest/multiboot/main.c`), prints
+/// `TESTKERNEL: PASS` or `TESTKERNEL: FAIL: ...` on COM1 and powers off.
+pub fn multiboot_elf_path() -> PathBuf {
+    Path::new(env!("OUT_DIR")).join("testkernel-mb.elf")
+}
+
+/// Path of `testkernel-mb.bin`: the program of [`multiboot_elf_path`] as a
+/// flat binary (no ELF headers) whose multiboot header sets flag bit 16 and
+/// gives the load, bss and entry addresses (the "a.out kludge").
+pub fn multiboot_bin_path() -> PathBuf {
+    Path::new(env!("OUT_DIR")).join("testkernel-mb.bin")
+}
+
 #[cfg(test)]
 mod tests {
     use super::elf_check::{check_image, LOAD_ADDR};

@@ -312,16 +312,15 @@ fn captures_start_and_stop_at_run_time() {
         peer.take().unwrap();
     };
     send(&mut b, 0);
-    // Opened as the control socket's client does: not by path here.
+    // Passed as the control socket's client does: by descriptor.
     let open = |name: &str| {
         let p = d.join(name);
         let f = OpenOptions::new()
-            .write(true)
+            .append(true)
             .create(true)
-            .truncate(true)
             .open(&p)
             .unwrap();
-        PcapWriter::from_file(f, p).unwrap()
+        PcapWriter::from_files(PcapFiles::from_fds(p, None, vec![f.into()]).unwrap()).unwrap()
     };
     control.start(open("a"));
     let (shown, counters) = control.current().unwrap();
@@ -346,12 +345,77 @@ fn captures_start_and_stop_at_run_time() {
     };
     assert_eq!(fills("a"), [1, 2]);
     assert_eq!(fills("b"), [3]);
-    // Only regular files.
-    let fifo = std::fs::File::open("/dev/null").unwrap();
+    // Only regular files, open for appending, as many as the limit wants.
+    let from = |fds: Vec<File>, max| {
+        let fds = fds.into_iter().map(OwnedFd::from).collect();
+        PcapFiles::from_fds(d.join("c"), max, fds)
+    };
+    let dev_null = || File::options().append(true).open("/dev/null").unwrap();
     assert!(matches!(
-        PcapWriter::from_file(fifo, "/dev/null".into()),
+        from(vec![dev_null()], None),
         Err(PcapError::NotRegular { .. })
     ));
+    let plain = File::create(d.join("c")).unwrap();
+    assert!(matches!(
+        from(vec![plain], None),
+        Err(PcapError::NotAppend { .. })
+    ));
+    let app = |n: &str| {
+        File::options()
+            .append(true)
+            .create(true)
+            .open(d.join(n))
+            .unwrap()
+    };
+    assert!(matches!(
+        from(vec![app("c")], Some(4096)),
+        Err(PcapError::Descriptors {
+            want: 3,
+            got: 1,
+            ..
+        })
+    ));
+    assert!(matches!(
+        from(vec![app("c"), app("c.1"), app("x")], Some(4096)),
+        Err(PcapError::NotRegular { .. })
+    ));
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+/// A rotating capture whose files came as descriptors (the control
+/// socket's `pcap NAME start FILE MAX`) rotates like one opened by path.
+#[test]
+fn a_rotating_capture_from_descriptors_rotates() {
+    let d = std::env::temp_dir().join(format!("tapir-pcap-fds-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    let path = d.join("r.pcap");
+    // What tapir ctl does: open (headers written, exchange checked) ...
+    let opened = PcapFiles::open(&path, Some(1000)).unwrap();
+    assert_eq!(opened.max(), Some(1000));
+    // ... and pass duplicates of the descriptors.
+    let fds = opened
+        .fds()
+        .iter()
+        .map(|fd| fd.try_clone_to_owned().unwrap())
+        .collect();
+    drop(opened);
+    let files = PcapFiles::from_fds(path.clone(), Some(1000), fds).unwrap();
+    let mut w = PcapWriter::from_files(files).unwrap();
+    for i in 0..40u8 {
+        w.push(Duration::from_secs(u64::from(i)), &[&[i; 100]]);
+        w.flush();
+    }
+    let s = w.stats();
+    assert!(s.rotations >= 2 && !s.stopped, "{s:?}");
+    for p in [path.clone(), d.join("r.pcap.1")] {
+        let size = std::fs::metadata(&p).unwrap().len();
+        assert!(size <= 1000, "{}: {size}", p.display());
+        assert!(!read(&p).unwrap().records.is_empty());
+    }
+    // The newest record is in FILE.
+    let last = read(&path).unwrap().records.last().unwrap().data[0];
+    assert_eq!(last, 39);
     std::fs::remove_dir_all(&d).unwrap();
 }
 

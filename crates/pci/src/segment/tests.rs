@@ -5,6 +5,7 @@ use tapir_devices::BusDevice;
 use super::*;
 use crate::bar::{BarChange, PciBar};
 use crate::configuration::{PciConfiguration, PciHeader, PCI_COMMAND_IO, PCI_COMMAND_MEMORY};
+use crate::counters::AccessSnapshot;
 use crate::device::PciDevice;
 
 const IO: (u64, u64) = (0xc000, 0x4000);
@@ -628,4 +629,45 @@ fn front_ends_are_shared_across_threads() {
         h.join().unwrap();
     }
     assert_eq!(dev.lock().unwrap().writes.len(), 400);
+}
+
+#[test]
+fn accesses_are_counted_per_slot_and_unclaimed_ones_are_not() {
+    let mut seg = segment();
+    add(&mut seg, 1);
+    add(&mut seg, 2);
+    let (c1, c2) = (
+        seg.access_counters(1).unwrap(),
+        seg.access_counters(2).unwrap(),
+    );
+    assert!(seg.access_counters(PCI_NUM_SLOTS).is_none());
+    ecam_write32(&seg, 1, 0x04, u32::from(PCI_COMMAND_MEMORY));
+    let _ = ecam_read32(&seg, 1, 0x00);
+    let _ = ecam_read32(&seg, 2, 0x00);
+    let mmio = seg.mmio_bar_window();
+    let mut d = [0u8; 4];
+    mmio.read(MMIO32.0, 0x10, &mut d);
+    mmio.write(MMIO32.0, 0x10, &[1; 4]);
+    mmio.write(MMIO32.0, 0x14, &[1; 4]);
+    // Slot 2 does not decode yet: its BARs see nothing, and nothing counts.
+    mmio.write(MMIO32.0 + 0x1000, 0, &[2]);
+    // An empty slot's configuration space: not counted either.
+    let _ = ecam_read32(&seg, 3, 0x00);
+    assert_eq!(
+        c1.snapshot(),
+        AccessSnapshot {
+            bar_reads: 1,
+            bar_writes: 2,
+            config_reads: 1,
+            config_writes: 1,
+        }
+    );
+    assert_eq!(
+        c2.snapshot(),
+        AccessSnapshot {
+            config_reads: 1,
+            ..AccessSnapshot::default()
+        }
+    );
+    assert_eq!(c1.snapshot().named()[1], ("bar_writes", 2));
 }

@@ -36,6 +36,7 @@ fn nics() -> Vec<NicEntry> {
         link: LinkHandle::new(Carrier::new(), Arc::new(NoNotify)),
         stats: Arc::new(NicStats::default()),
         pcap: Arc::default(),
+        device: Default::default(),
     }]
 }
 
@@ -116,12 +117,13 @@ fn pcap_start_gets_its_file_over_the_socket() {
     let path = scratch("pcap");
     let r = Running::start(&path);
     let cap = path.with_file_name("net0.pcap");
-    let f = std::fs::File::create(&cap).unwrap();
+    let f = std::fs::File::options()
+        .append(true)
+        .create(true)
+        .open(&cap)
+        .unwrap();
     let line = format!("pcap net0 start {}", cap.display());
-    assert_eq!(
-        request_with_fd(&path, &line, Some(f.as_fd()), T),
-        Ok(vec![])
-    );
+    assert_eq!(request_with_fds(&path, &line, &[f.as_fd()], T), Ok(vec![]));
     drop(f);
     // The header, written by the server into the file it was passed.
     assert_eq!(std::fs::read(&cap).unwrap()[..4], [0x4d, 0x3c, 0xb2, 0xa1]);
@@ -134,13 +136,23 @@ fn pcap_start_gets_its_file_over_the_socket() {
     assert!(!request(&path, "info", T).unwrap()[0].contains("pcap"));
     let e = request(&path, &line, T).unwrap_err();
     assert!(
-        e.starts_with("pcap start: no file came with the command"),
+        e.starts_with("pcap start: 0 descriptors came with the command, 1 needed"),
         "{e}"
     );
     // A pipe is refused: it could block the NIC's worker.
     let (rd, _wr) = std::os::unix::net::UnixStream::pair().unwrap();
-    let e = request_with_fd(&path, &line, Some(rd.as_fd()), T).unwrap_err();
+    let e = request_with_fds(&path, &line, &[rd.as_fd()], T).unwrap_err();
     assert!(e.contains("is not a regular file"), "{e}");
+    // With a size limit: FILE, FILE.1 and their directory, as tapir ctl
+    // opens them (tapir_net_backend::PcapFiles::open).
+    let files = tapir_net_backend::PcapFiles::open(&cap, Some(4096)).unwrap();
+    let line = format!("pcap net0 start {} 4096", cap.display());
+    assert_eq!(request_with_fds(&path, &line, &files.fds(), T), Ok(vec![]));
+    let e = request_with_fds(&path, &line, &files.fds()[..1], T).unwrap_err();
+    assert!(
+        e.starts_with("pcap start: 1 descriptors came with the command, 3 needed"),
+        "{e}"
+    );
     drop(r);
 }
 
