@@ -204,6 +204,20 @@ pub enum BootError {
     /// A 32-bit ELF multiboot kernel for another machine than i386.
     #[error("multiboot ELF kernel is not a 32-bit x86 (i386) ELF")]
     MultibootElfNot386,
+    /// A multiboot segment below 1 MiB outside the conventional memory
+    /// tapir leaves free there.
+    #[error(
+        "multiboot segment {start:#x}-{end:#x} is below 1 MiB outside the free conventional \
+         memory ({free}): tapir keeps its boot data there, or it is not RAM"
+    )]
+    MultibootLowMemory {
+        /// First byte.
+        start: u64,
+        /// One past the last byte.
+        end: u64,
+        /// The free ranges, for the message.
+        free: &'static str,
+    },
     /// The multiboot information, memory map and module list overflow their area.
     #[error("multiboot information structure overflows its area (module string too long?)")]
     MultibootInfoTooLarge,

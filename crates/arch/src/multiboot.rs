@@ -34,7 +34,8 @@ use crate::boot::{
     LoadedKernel, Result, ELFCLASS32, ELF_MAGIC, ELF_PHDR_SIZE, PT_LOAD,
 };
 use crate::layout::{
-    HIMEM_START, LOW_RAM_END, MMIO_HOLE_START, MULTIBOOT_INFO_START, ZERO_PAGE_START,
+    CMDLINE_MAX_SIZE, CMDLINE_START, HIMEM_START, LOW_RAM_END, MMIO_HOLE_START,
+    MULTIBOOT_INFO_START, ZERO_PAGE_START,
 };
 
 /// The header is searched for in this many bytes at the start of the file.
@@ -275,9 +276,7 @@ pub fn load<M: GuestMemoryBackend>(
                 s.file_offset, s.file_size
             )));
         }
-        if s.addr < HIMEM_START {
-            return Err(BootError::KernelLoadAddress(s.addr));
-        }
+        check_low(s.addr, s.mem_end)?;
         check_fits(mem, s.addr, s.mem_end)?;
     }
     let load_start = segments.iter().map(|s| s.addr).min();
@@ -438,6 +437,32 @@ pub struct Module<'a> {
     pub size: usize,
     /// Its string (QEMU passes the file name).
     pub string: &'a str,
+}
+
+/// The conventional memory (below 1 MiB) a multiboot image may occupy:
+/// above tapir's GDT, IDT and multiboot information (which end below
+/// [`ZERO_PAGE_START`]; the zero page itself is Linux's), outside the
+/// command line's area, below the EBDA and BIOS area ([`LOW_RAM_END`]).
+/// kvm-unit-tests' `realmode` test is linked at 0x8000, as QEMU allows.
+const LOW_FREE: [(u64, u64); 2] = [
+    (ZERO_PAGE_START, CMDLINE_START),
+    (CMDLINE_START + CMDLINE_MAX_SIZE as u64, LOW_RAM_END),
+];
+
+/// [`LOW_FREE`] in words, for the error.
+const LOW_FREE_TEXT: &str = "0x7000-0x1ffff and 0x30000-0x9fbff";
+
+/// Checks that a segment `[start, end)` that begins below 1 MiB lies in
+/// one range of [`LOW_FREE`].
+fn check_low(start: u64, end: u64) -> Result<()> {
+    if start >= HIMEM_START || LOW_FREE.iter().any(|&(lo, hi)| start >= lo && end <= hi) {
+        return Ok(());
+    }
+    Err(BootError::MultibootLowMemory {
+        start,
+        end,
+        free: LOW_FREE_TEXT,
+    })
 }
 
 /// Writes the multiboot information at [`MULTIBOOT_INFO_START`], followed by
