@@ -820,6 +820,7 @@ fn test_kernel_flags_are_validated_with_one_line_errors() {
             "the ports would run past 0xffff",
         ),
         ("--device", "isa-debug-exit,port=1", "unknown key 'port'"),
+        ("--device", "pc-testdev,irq=1", "unknown key 'irq'"),
         (
             "--timeout",
             "0",
@@ -854,8 +855,37 @@ fn test_kernel_flags_are_validated_with_one_line_errors() {
         T,
     );
     assert_user_error(&o, "only one isa-debug-exit is allowed");
+    let o = run(
+        &[
+            "run",
+            "--kernel",
+            &k,
+            "--device",
+            "pc-testdev",
+            "--device",
+            "pc-testdev",
+        ],
+        T,
+    );
+    assert_user_error(&o, "only one pc-testdev is allowed");
+    // pc-testdev's ports and isa-debug-exit's must not overlap.
+    let o = run(
+        &[
+            "run",
+            "--kernel",
+            &k,
+            "--device",
+            "pc-testdev",
+            "--device",
+            "isa-debug-exit,iobase=0xe2,iosize=2",
+        ],
+        T,
+    );
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert_eq!(common::error_lines(&o.stderr).len(), 1, "{}", o.stderr);
     let o = run(&["run", "--device", "help"], T);
     assert!(o.stdout.contains("isa-debug-exit"), "{}", o.stdout);
+    assert!(o.stdout.contains("pc-testdev"), "{}", o.stdout);
 }
 
 #[test]

@@ -219,7 +219,8 @@ run_vmm() {
     cmdline="$*"
     if [ "$which" = tapir ]; then
         cmd=("$tapir" run --kernel "$kernel" --initrd "$envfile" "--cmdline=$cmdline"
-            --cpus "$smp" --memory "$tapir_mem" --device "isa-debug-exit,iobase=0xf4,iosize=4")
+            --cpus "$smp" --memory "$tapir_mem" --device pc-testdev
+            --device "isa-debug-exit,iobase=0xf4,iosize=4")
     else
         cmd=("$qemu" --no-reboot -nodefaults -global kvm-pit.lost_tick_policy=discard
             -device pc-testdev -device "isa-debug-exit,iobase=0xf4,iosize=0x4"

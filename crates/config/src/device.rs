@@ -150,6 +150,8 @@ pub enum DeviceSpec {
     VfioPci(VfioPciSpec),
     /// `isa-debug-exit`: guest-chosen exit status.
     DebugExit(DebugExitSpec),
+    /// `pc-testdev`: QEMU's x86 test device (kvm-unit-tests).
+    PcTestdev,
 }
 
 impl DeviceSpec {
@@ -157,7 +159,7 @@ impl DeviceSpec {
     pub fn as_vfio_pci(&self) -> Option<&VfioPciSpec> {
         match self {
             DeviceSpec::VfioPci(v) => Some(v),
-            DeviceSpec::DebugExit(_) => None,
+            DeviceSpec::DebugExit(_) | DeviceSpec::PcTestdev => None,
         }
     }
 
@@ -165,7 +167,7 @@ impl DeviceSpec {
     pub fn as_debug_exit(&self) -> Option<&DebugExitSpec> {
         match self {
             DeviceSpec::DebugExit(d) => Some(d),
-            DeviceSpec::VfioPci(_) => None,
+            DeviceSpec::VfioPci(_) | DeviceSpec::PcTestdev => None,
         }
     }
 }
@@ -189,6 +191,11 @@ pub const DEVICE_KINDS: &[(&str, &str)] = &[
         "isa-debug-exit",
         "a guest write of V to these ports ends tapir with exit status (V << 1) | 1 (low 8 bits): \
          iobase=PORT (0x hex or decimal, default 0xf4), iosize=N (ports, default 4)",
+    ),
+    (
+        "pc-testdev",
+        "QEMU's x86 test device for kvm-unit-tests: a scratch register at port 0xe0, interrupt \
+         lines at ports 0x2000+N, scratch memory at 0xff000000 (64 KiB); no keys",
     ),
 ];
 
@@ -289,6 +296,15 @@ impl FromStr for DeviceArg {
                     tokens,
                 )?)))
             }
+            "pc-testdev" => {
+                return match tokens.next() {
+                    None => Ok(DeviceArg::Device(DeviceSpec::PcTestdev)),
+                    Some(tok) => Err(DeviceSpecError::UnknownKey {
+                        kind: "pc-testdev",
+                        key: tok.split('=').next().unwrap_or(tok).to_string(),
+                    }),
+                }
+            }
             other => return Err(DeviceSpecError::UnknownKind(other.to_string())),
         }
         let mut host = None;
@@ -325,7 +341,7 @@ impl FromStr for DeviceArg {
 }
 
 /// Checks a VM's devices together: one host function is assigned once;
-/// one isa-debug-exit at most. (Port conflicts with the machine's own
+/// one isa-debug-exit and one pc-testdev at most. (Port conflicts with the machine's own
 /// devices are found when the VM is built.)
 pub fn check_devices(devices: &[DeviceSpec]) -> Result<(), DeviceSpecError> {
     let mut hosts: Vec<PciAddress> = Vec::new();
@@ -337,6 +353,14 @@ pub fn check_devices(devices: &[DeviceSpec]) -> Result<(), DeviceSpecError> {
     }
     if devices.iter().filter_map(DeviceSpec::as_debug_exit).count() > 1 {
         return Err(DeviceSpecError::OnlyOne("isa-debug-exit"));
+    }
+    if devices
+        .iter()
+        .filter(|d| matches!(d, DeviceSpec::PcTestdev))
+        .count()
+        > 1
+    {
+        return Err(DeviceSpecError::OnlyOne("pc-testdev"));
     }
     Ok(())
 }
@@ -357,6 +381,27 @@ mod tests {
             DeviceArg::Device(DeviceSpec::DebugExit(d)) => d,
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn pc_testdev_has_no_keys_and_comes_once() {
+        assert_eq!(
+            "pc-testdev".parse::<DeviceArg>(),
+            Ok(DeviceArg::Device(DeviceSpec::PcTestdev))
+        );
+        assert_eq!(
+            "pc-testdev,iobase=1".parse::<DeviceArg>(),
+            Err(DeviceSpecError::UnknownKey {
+                kind: "pc-testdev",
+                key: "iobase".into()
+            })
+        );
+        let two = [DeviceSpec::PcTestdev, DeviceSpec::PcTestdev];
+        assert_eq!(
+            check_devices(&two),
+            Err(DeviceSpecError::OnlyOne("pc-testdev"))
+        );
+        assert_eq!(check_devices(&two[..1]), Ok(()));
     }
 
     #[test]

@@ -20,4 +20,5 @@ pub mod acpi_pm;
 pub mod debug_exit;
 pub mod fw_cfg;
 pub mod i8042;
+pub mod pc_testdev;
 pub mod serial;

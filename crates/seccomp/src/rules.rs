@@ -74,6 +74,14 @@ pub mod ioctls {
         0x6a,
         std::mem::size_of::<kvm_bindings::kvm_irq_routing>(),
     );
+    /// `KVM_IRQ_LINE`: pc-testdev's interrupt-line ports (a vCPU's port
+    /// write sets a line's level).
+    pub const KVM_IRQ_LINE: u64 = ioc(
+        WRITE,
+        KVMIO,
+        0x61,
+        std::mem::size_of::<kvm_bindings::kvm_irq_level>(),
+    );
     /// `KVM_IRQFD`: an assigned device's vector irqfd, (un)registered
     /// when the guest (un)masks it.
     pub const KVM_IRQFD: u64 = ioc(
@@ -212,6 +220,7 @@ fn vcpu() -> Result<Vec<Entry>, BackendError> {
             KVM_SET_GSI_ROUTING,
             KVM_IRQFD,
             VFIO_DEVICE_SET_IRQS,
+            KVM_IRQ_LINE,
         ],
     )?);
     Ok(v)

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use kvm_bindings::kvm_msi;
 use kvm_ioctls::{IoEventAddress, NoDatamatch, VmFd};
+use tapir_devices::pc_testdev::IrqLines;
 use tapir_pci::{MsiMessage, MsiSender};
 use tapir_virtio::IoEventRegistry;
 use vmm_sys_util::eventfd::EventFd;
@@ -75,5 +76,26 @@ impl IoEventRegistry for KvmIoEvents {
         self.vm
             .unregister_ioevent(fd, &IoEventAddress::Mmio(addr), NoDatamatch)
             .map_err(kvm_err)
+    }
+}
+
+/// Sets interrupt lines with KVM_IRQ_LINE (the in-kernel PIC and I/O APIC;
+/// pc-testdev's interrupt-line ports).
+pub struct KvmIrqLines {
+    vm: Arc<VmFd>,
+}
+
+impl KvmIrqLines {
+    /// Lines of `vm`.
+    pub fn new(vm: Arc<VmFd>) -> Self {
+        Self { vm }
+    }
+}
+
+impl IrqLines for KvmIrqLines {
+    fn set_line(&self, line: u32, high: bool) {
+        if let Err(e) = self.vm.set_irq_line(line, high) {
+            log::warn!("KVM_IRQ_LINE {line} {high}: {e}");
+        }
     }
 }

@@ -163,7 +163,17 @@ fn run_loop(id: u8, vcpu: &mut VcpuFd, buses: &Buses, control: &VmControl) {
     while !control.stopping() {
         let exit = vcpu.run();
         control.exits.count(&exit);
+        let mut string_io = false;
         let died = match exit {
+            // `rep ins`/`rep outs`: several accesses in one exit.
+            Ok(VcpuExit::IoIn(_, data)) if data.len() > MAX_PIO_SIZE => {
+                string_io = true;
+                None
+            }
+            Ok(VcpuExit::IoOut(_, data)) if data.len() > MAX_PIO_SIZE => {
+                string_io = true;
+                None
+            }
             Ok(VcpuExit::IoIn(port, data)) => {
                 if !buses.pio.read(port.into(), data) && !expected_probe(port) {
                     report_unclaimed(id, "port read", port.into(), data.len());
@@ -209,9 +219,48 @@ fn run_loop(id: u8, vcpu: &mut VcpuFd, buses: &Buses, control: &VmControl) {
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => None,
             Err(e) => Some(format!("KVM_RUN failed: {e}")),
         };
+        if string_io {
+            string_pio(id, vcpu, buses);
+        }
         if let Some(reason) = died {
             control.guest_died(id, reason, dump_registers(vcpu));
             break;
+        }
+    }
+}
+
+/// The widest single port access (`in`/`out` of a dword).
+const MAX_PIO_SIZE: usize = 4;
+
+/// A string instruction's port I/O (`rep insb`, `rep outsw`, ...): KVM
+/// hands over `count` accesses of `size` bytes in one exit, which kvm-ioctls
+/// shows as one slice; each access goes to the bus on its own, as the
+/// instruction made them.
+fn string_pio(id: u8, vcpu: &mut VcpuFd, buses: &Buses) {
+    let run = vcpu.get_kvm_run();
+    // SAFETY: the last exit was KVM_EXIT_IO (this is only called for one),
+    // so `io` is the union's active member; it is plain data.
+    let io = unsafe { run.__bindgen_anon_1.io };
+    let (size, count) = (usize::from(io.size), io.count as usize);
+    if !matches!(size, 1 | 2 | 4) {
+        return;
+    }
+    let base = (run as *mut kvm_bindings::kvm_run).cast::<u8>();
+    // SAFETY: KVM placed `count` accesses of `size` bytes at `data_offset`
+    // inside the vCPU's kvm_run mapping, which lives as long as `vcpu`
+    // (kvm-ioctls builds the same slice for VcpuExit::IoIn/IoOut); nothing
+    // else refers to it until the next KVM_RUN.
+    let data =
+        unsafe { std::slice::from_raw_parts_mut(base.add(io.data_offset as usize), size * count) };
+    let port = u64::from(io.port);
+    for access in data.chunks_mut(size) {
+        let claimed = if u32::from(io.direction) == kvm_bindings::KVM_EXIT_IO_IN {
+            buses.pio.read(port, access)
+        } else {
+            buses.pio.write(port, access)
+        };
+        if !claimed && !expected_probe(io.port) {
+            report_unclaimed(id, "string port access", port, size);
         }
     }
 }

@@ -18,6 +18,7 @@ use tapir_devices::acpi_pm::{AcpiPm, REGISTER_BLOCK_LEN};
 use tapir_devices::debug_exit::DebugExit;
 use tapir_devices::fw_cfg::{self, FwCfg, FwCfgInfo};
 use tapir_devices::i8042::I8042;
+use tapir_devices::pc_testdev;
 use tapir_devices::serial::{SerialDevice, SerialMetrics};
 use tapir_devices::Bus;
 use tapir_net_backend::macvtap::MacvtapLink;
@@ -346,6 +347,7 @@ fn build_platform(
     // PCI root complex on bus 0.
     let mut pci = PciPlatform::new(&mut pio, &mut mmio).map_err(VmmError::Device)?;
     add_debug_exit(&mut pio, config, &control)?;
+    add_pc_testdev(&mut pio, &mut mmio, config, &vm)?;
     let nic_threads = filters.nic_threads(&control);
     let nics = net::add_nics(
         &vm,
@@ -416,6 +418,42 @@ const PLATFORM_PORTS: &[(&str, u64, u64)] = &[
         layout::PCI_IO_SIZE,
     ),
 ];
+
+/// `--device pc-testdev`, if given: its ports and its scratch memory.
+fn add_pc_testdev(
+    pio: &mut Bus,
+    mmio: &mut Bus,
+    config: &VmConfig,
+    vm: &Arc<VmFd>,
+) -> Result<(), VmmError> {
+    if !config
+        .devices
+        .iter()
+        .any(|d| matches!(d, tapir_config::DeviceSpec::PcTestdev))
+    {
+        return Ok(());
+    }
+    let err = |e: tapir_devices::BusError| VmmError::Device(format!("pc-testdev: {e}"));
+    pio.insert(
+        pc_testdev::IO_PORT.into(),
+        pc_testdev::IO_LEN.into(),
+        Arc::new(pc_testdev::TestdevPorts::default()),
+    )
+    .map_err(err)?;
+    let lines = Arc::new(crate::kvm_irq::KvmIrqLines::new(vm.clone()));
+    pio.insert(
+        pc_testdev::IRQ_PORT_BASE.into(),
+        pc_testdev::IRQ_LINES.into(),
+        Arc::new(pc_testdev::TestdevIrqLines::new(lines)),
+    )
+    .map_err(err)?;
+    mmio.insert(
+        pc_testdev::IORAM_BASE,
+        pc_testdev::IORAM_LEN,
+        Arc::new(pc_testdev::TestdevIoram::default()),
+    )
+    .map_err(err)
+}
 
 /// `--device isa-debug-exit`, if given: after the machine's own port
 /// devices, so that an overlap names the one it hits.
