@@ -699,3 +699,23 @@ fn serial_logfile_gets_exactly_what_stdout_got() {
     assert_eq!(text, o.stdout);
     let _ = std::fs::remove_file(&log);
 }
+
+/// `--device pc-testdev`: string instructions on its scratch port (KVM
+/// gives several accesses in one exit; tapir must split them) and its
+/// scratch memory; without the device the guest sees nothing there.
+#[test]
+fn pc_testdev_string_io_and_scratch_memory() {
+    let o = tk(
+        &["--memory", "32M", "--device", "pc-testdev"],
+        "test=pc-testdev",
+    );
+    assert_pass(&o);
+    assert!(
+        o.stdout
+            .contains("PC_TESTDEV: string-io last=0x68 word=0x4444 ioram=0xdeadbeef"),
+        "{}",
+        o.stdout
+    );
+    let o = tk(&["--memory", "32M"], "test=pc-testdev");
+    assert!(o.stdout.contains("TESTKERNEL: FAIL"), "{}", o.stdout);
+}

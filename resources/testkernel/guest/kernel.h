@@ -159,6 +159,7 @@ NORETURN void test_hostile(void); /* hostile.c */
 /* test=fw-cfg and test=debug-exit (qemu_devices.c). */
 NORETURN void test_fw_cfg(void);
 NORETURN void test_debug_exit(void);
+NORETURN void test_pc_testdev(void);
 
 /* Installs a 64-bit interrupt gate (main.c). */
 void idt_set_gate(u8 vector, u64 handler);

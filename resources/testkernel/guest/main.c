@@ -547,6 +547,8 @@ void kmain(u32 kind, u64 info, u64 entry_rflags)
 		test_hostile();
 	if (word_is(t, tl, "fw-cfg"))
 		test_fw_cfg();
+	if (word_is(t, tl, "pc-testdev"))
+		test_pc_testdev();
 
 	/* The remaining modes do not end in PASS; stop here if anything failed. */
 	if (failures)

@@ -76,3 +76,51 @@ NORETURN void test_debug_exit(void)
 	settle();
 	fatal("debug-exit write did not stop the VM");
 }
+
+/*
+ * QEMU's pc-testdev (tapir --device pc-testdev): string instructions on its
+ * scratch port 0xe0, which KVM hands to the VMM as several accesses in one
+ * exit, and its scratch memory at 0xff000000 behind MMIO exits.
+ */
+#define TESTDEV_PORT 0xe0
+#define TESTDEV_IORAM 0xff000000ul
+
+NORETURN void test_pc_testdev(void)
+{
+	static const char out[] = "abcdefgh";
+	static const u16 words[4] = {0x1111, 0x2222, 0x3333, 0x4444};
+	u8 in[16];
+	const void *src = out;
+	void *dst = in;
+	u64 n = sizeof(out) - 1;
+
+	/* rep outsb: eight byte writes; the register keeps the last. */
+	__asm__ volatile("cld; rep outsb" : "+S"(src), "+c"(n) : "d"((u16)TESTDEV_PORT) : "memory");
+	u8 last = inb(TESTDEV_PORT);
+	if (last != 'h')
+		fail("pc-testdev after rep outsb: port 0xe0 reads 0x%x, expected 'h' (0x68)", last);
+	/* rep insb: sixteen byte reads, each the register's first byte. */
+	n = sizeof(in);
+	__asm__ volatile("cld; rep insb" : "+D"(dst), "+c"(n) : "d"((u16)TESTDEV_PORT) : "memory");
+	for (u32 i = 0; i < sizeof(in); i++)
+		if (in[i] != 'h') {
+			fail("pc-testdev rep insb: byte %u is 0x%x, expected 'h'", i, in[i]);
+			break;
+		}
+	/* rep outsw: four word writes; the register's low word is the last. */
+	src = words;
+	n = 4;
+	__asm__ volatile("cld; rep outsw" : "+S"(src), "+c"(n) : "d"((u16)TESTDEV_PORT) : "memory");
+	u16 w = inw(TESTDEV_PORT);
+	if (w != 0x4444)
+		fail("pc-testdev after rep outsw: port 0xe0 reads 0x%x, expected 0x4444", w);
+	/* The scratch memory reads back through MMIO. */
+	volatile u32 *ioram = (volatile u32 *)(TESTDEV_IORAM + 0x10);
+	*ioram = 0xdeadbeef;
+	u32 back = *ioram;
+	if (back != 0xdeadbeef)
+		fail("pc-testdev memory at 0x%lx reads 0x%x, expected 0xdeadbeef",
+		     TESTDEV_IORAM + 0x10, back);
+	kprintf("PC_TESTDEV: string-io last=0x%x word=0x%x ioram=0x%x\n", last, w, back);
+	finish();
+}
