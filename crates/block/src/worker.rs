@@ -11,52 +11,44 @@
 use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::{mpsc, Arc};
-use std::thread::JoinHandle;
 
+use tapir_devices::{DeviceThreads, JobThread};
 use tapir_virtio::{VirtioInterrupt, VirtioInterruptType};
+
+pub use tapir_devices::ThreadStart;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::queue::BlockQueue;
 
-/// What a disk's thread runs first, before it touches guest memory or the
-/// disk. An error ends the thread (logged): the disk then serves nothing.
-pub type ThreadStart =
-    Arc<dyn Fn() -> Result<(), Box<dyn std::error::Error + Send + Sync>> + Send + Sync>;
-
-/// Where disk threads come from: the VMM's [`ThreadStart`], or nothing to
-/// run first (the default: tests).
-#[derive(Clone, Default)]
-pub struct DiskThreads {
-    start: Option<ThreadStart>,
-}
-
-impl std::fmt::Debug for DiskThreads {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DiskThreads")
-            .field("start", &self.start.is_some())
-            .finish()
-    }
-}
+/// Where disk threads come from (a [`DeviceThreads`]): the VMM's
+/// [`ThreadStart`], or nothing to run first (the default: tests).
+#[derive(Clone, Debug, Default)]
+pub struct DiskThreads(DeviceThreads);
 
 impl DiskThreads {
     /// Threads that run `start` first.
     pub fn new(start: ThreadStart) -> DiskThreads {
-        DiskThreads { start: Some(start) }
+        DiskThreads(DeviceThreads::new(start))
     }
 
     /// Starts the thread (`<name>-blk`) of the disk `name`.
     pub fn spawn(&self, name: &str) -> io::Result<DiskThread> {
-        let (jobs, queue) = mpsc::channel::<Job>();
-        let start = self.start.clone();
         let disk = name.to_string();
-        let thread = std::thread::Builder::new()
-            .name(format!("{name}-blk"))
-            .spawn(move || thread_main(&disk, start, queue))?;
-        Ok(DiskThread {
-            jobs: Some(jobs),
-            thread: Some(thread),
-        })
+        let thread = self.0.spawn(
+            format!("{name}-blk"),
+            format!("disk {name}"),
+            "the disk serves no requests",
+            move |mut job: Job| match run(&mut job) {
+                Ok(()) => log::debug!("disk {disk}: worker stopped"),
+                Err(e) => {
+                    log::error!(
+                        "disk {disk}: worker stopped: {e}; the disk serves no more requests"
+                    )
+                }
+            },
+        )?;
+        Ok(DiskThread(thread))
     }
 }
 
@@ -72,25 +64,6 @@ struct Job {
     index: u16,
     /// Dropped when the job ends.
     _done: mpsc::Sender<()>,
-}
-
-fn thread_main(disk: &str, start: Option<ThreadStart>, queue: mpsc::Receiver<Job>) {
-    if let Some(start) = start {
-        if let Err(e) = start() {
-            log::error!(
-                "disk {disk}: the disk thread could not start: {e}; the disk serves no requests"
-            );
-            return;
-        }
-    }
-    while let Ok(mut job) = queue.recv() {
-        match run(&mut job) {
-            Ok(()) => log::debug!("disk {disk}: worker stopped"),
-            Err(e) => {
-                log::error!("disk {disk}: worker stopped: {e}; the disk serves no more requests")
-            }
-        }
-    }
 }
 
 const KICK: u64 = 0;
@@ -131,10 +104,7 @@ fn serve(job: &mut Job) {
 
 /// A disk's thread. Dropping it ends the thread once its worker (if any)
 /// is stopped: drop the [`WorkerHandle`] first.
-pub struct DiskThread {
-    jobs: Option<mpsc::Sender<Job>>,
-    thread: Option<JoinHandle<()>>,
-}
+pub struct DiskThread(JobThread<Job>);
 
 impl DiskThread {
     /// Runs `queue` (queue `index`, kicked through `kick`) on this thread
@@ -165,20 +135,10 @@ impl DiskThread {
             index,
             _done: done,
         };
-        self.jobs
-            .as_ref()
-            .and_then(|jobs| jobs.send(job).ok())
-            .ok_or_else(|| io::Error::other("the disk's thread has ended"))?;
+        self.0
+            .send(job)
+            .map_err(|_| io::Error::other("the disk's thread has ended"))?;
         Ok(WorkerHandle { kill, stopped })
-    }
-}
-
-impl Drop for DiskThread {
-    fn drop(&mut self) {
-        drop(self.jobs.take());
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

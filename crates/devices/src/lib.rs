@@ -13,6 +13,7 @@ pub mod timer;
 
 pub use bus::{Bus, BusDevice, BusError};
 pub use irq::{EdgeIrq, LevelIrq};
+pub use job_thread::{DeviceThreads, JobThread, ThreadStart};
 pub use power::{PowerEvent, PowerSink};
 pub use sync::lock;
 pub use timer::Timer;
@@ -20,5 +21,6 @@ pub mod acpi_pm;
 pub mod debug_exit;
 pub mod fw_cfg;
 pub mod i8042;
+pub mod job_thread;
 pub mod pc_testdev;
 pub mod serial;

@@ -334,8 +334,8 @@ fn a_thread_whose_start_fails_runs_no_worker() {
         logged("startfail"),
         vec![(
             Level::Error,
-            "NIC startfail: the worker thread could not start: no filter for you; the NIC moves \
-             no frames"
+            "NIC startfail: its thread could not start: no filter for you; the NIC moves no \
+             frames"
                 .to_string()
         )]
     );

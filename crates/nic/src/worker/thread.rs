@@ -1,67 +1,46 @@
 //! The threads NIC workers run on.
 //!
-//! A NIC gets its worker thread when it is created, on the thread that
-//! builds the VM, and keeps it for its whole life; workers run on it one
-//! after another. virtio-net builds its worker only when the guest's
-//! driver sets DRIVER_OK, on a vCPU thread: with a thread of its own from
-//! the start, the worker neither runs on that vCPU thread nor inherits
-//! what a thread gives the threads it creates (its seccomp filter: a vCPU
-//! thread's would then also apply to the worker, and a vCPU thread would
-//! need to be allowed to create threads).
-//!
-//! What the thread runs first, before any worker, is up to the VMM
-//! ([`WorkerThreads::new`]): it installs the thread's seccomp filter
-//! there. The nic crate only runs what it is given.
+//! A NIC gets its worker thread (a [`tapir_devices::job_thread`]) when it
+//! is created and keeps it for its whole life; workers run on it one after
+//! another. virtio-net builds its worker only when the guest's driver sets
+//! DRIVER_OK, on a vCPU thread, which therefore neither runs the worker
+//! nor lends it its seccomp filter.
 
 use std::io;
-use std::sync::{mpsc, Arc};
-use std::thread::JoinHandle;
+use std::sync::mpsc;
 
+use tapir_devices::{DeviceThreads, JobThread};
 use tapir_net_backend::NetBackend;
 use vmm_sys_util::eventfd::EventFd;
 
 use super::NetWorker;
 
-/// What a NIC's worker thread runs first, before it touches guest memory
-/// or the backend. An error ends the thread (logged): no worker runs on
-/// it, and the NIC moves no frames.
-pub type ThreadStart =
-    Arc<dyn Fn() -> Result<(), Box<dyn std::error::Error + Send + Sync>> + Send + Sync>;
+pub use tapir_devices::ThreadStart;
 
-/// Where NIC worker threads come from: the VMM's [`ThreadStart`], or
-/// nothing to run first (the default: tests, tools).
-#[derive(Clone, Default)]
-pub struct WorkerThreads {
-    start: Option<ThreadStart>,
-}
-
-impl std::fmt::Debug for WorkerThreads {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WorkerThreads")
-            .field("start", &self.start.is_some())
-            .finish()
-    }
-}
+/// Where NIC worker threads come from (a [`DeviceThreads`]): the VMM's
+/// [`ThreadStart`], or nothing to run first (the default: tests, tools).
+#[derive(Clone, Debug, Default)]
+pub struct WorkerThreads(DeviceThreads);
 
 impl WorkerThreads {
     /// Threads that run `start` first.
     pub fn new(start: ThreadStart) -> WorkerThreads {
-        WorkerThreads { start: Some(start) }
+        WorkerThreads(DeviceThreads::new(start))
     }
 
     /// Starts the worker thread (`<name>-net`) of the NIC `name`: it runs
     /// the [`ThreadStart`], then the workers it is given.
     pub fn spawn(&self, name: &str) -> io::Result<WorkerThread> {
-        let (jobs, queue) = mpsc::channel::<Job>();
-        let start = self.start.clone();
-        let nic = name.to_string();
-        let thread = std::thread::Builder::new()
-            .name(format!("{name}-net"))
-            .spawn(move || thread_main(&nic, start, queue))?;
-        Ok(WorkerThread {
-            jobs: Some(jobs),
-            thread: Some(thread),
-        })
+        let thread = self.0.spawn(
+            format!("{name}-net"),
+            format!("NIC {name}"),
+            "the NIC moves no frames",
+            |Job { mut worker, done }: Job| {
+                worker.run_logged();
+                let _ = done.send(worker.backend);
+            },
+        )?;
+        Ok(WorkerThread(thread))
     }
 }
 
@@ -71,27 +50,9 @@ struct Job {
     done: mpsc::Sender<Box<dyn NetBackend>>,
 }
 
-fn thread_main(nic: &str, start: Option<ThreadStart>, queue: mpsc::Receiver<Job>) {
-    if let Some(start) = start {
-        if let Err(e) = start() {
-            log::error!(
-                "NIC {nic}: the worker thread could not start: {e}; the NIC moves no frames"
-            );
-            return;
-        }
-    }
-    while let Ok(Job { mut worker, done }) = queue.recv() {
-        worker.run_logged();
-        let _ = done.send(worker.backend);
-    }
-}
-
 /// A NIC's worker thread. Dropping it ends the thread once its worker
 /// (if any) is stopped: drop the [`WorkerHandle`] first.
-pub struct WorkerThread {
-    jobs: Option<mpsc::Sender<Job>>,
-    thread: Option<JoinHandle<()>>,
-}
+pub struct WorkerThread(JobThread<Job>);
 
 impl WorkerThread {
     /// Runs `worker` on this thread until the returned handle stops it.
@@ -99,10 +60,9 @@ impl WorkerThread {
     pub fn run(&self, worker: NetWorker) -> io::Result<WorkerHandle> {
         let kill = worker.kill.try_clone()?;
         let (done, backend) = mpsc::channel();
-        self.jobs
-            .as_ref()
-            .and_then(|jobs| jobs.send(Job { worker, done }).ok())
-            .ok_or_else(|| io::Error::other("the NIC's worker thread has ended"))?;
+        self.0
+            .send(Job { worker, done })
+            .map_err(|_| io::Error::other("the NIC's worker thread has ended"))?;
         Ok(WorkerHandle {
             kill,
             backend,
@@ -116,16 +76,6 @@ impl WorkerThread {
         let mut handle = self.run(worker)?;
         handle.thread = Some(self);
         Ok(handle)
-    }
-}
-
-impl Drop for WorkerThread {
-    fn drop(&mut self) {
-        // Closing the queue ends the thread after its current worker.
-        drop(self.jobs.take());
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 
