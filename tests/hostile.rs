@@ -218,7 +218,9 @@ fn attack(model: Model, case: &str) -> Attack {
         polled.unwrap_or_else(|e| panic!("control socket during the attack: {e}"));
     assert!(polls > 0, "the control socket was never polled");
     let rss_after_kib = rss_kib(pid);
-    let info = control(&sock_path, "info").unwrap_or_else(|e| panic!("control socket after: {e}"));
+    // The guest's "done" can come before the NIC's worker has handled its
+    // last frames: read the counters once they stop changing.
+    let info = settled_info(&sock_path);
     let hostile_info = info
         .lines()
         .find(|l| l.contains("hostile"))
@@ -260,6 +262,21 @@ fn attack(model: Model, case: &str) -> Attack {
     Attack {
         stderr: out.stderr,
         hostile_info,
+    }
+}
+
+/// `info` once two replies 50 ms apart are the same (at most 10 s).
+fn settled_info(path: &Path) -> String {
+    let get = || control(path, "info").unwrap_or_else(|e| panic!("control socket after: {e}"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = get();
+    loop {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = get();
+        if now == last || Instant::now() > deadline {
+            return now;
+        }
+        last = now;
     }
 }
 
