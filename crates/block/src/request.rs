@@ -121,8 +121,11 @@ impl Stream {
                 return None;
             }
             let n = (b.len - offset).min(len);
+            // A buffer the guest placed at the top of the address space
+            // wraps: such a piece gets an address that is never RAM (the
+            // access then fails) instead of a wrapped one that may be.
             let piece = Buf {
-                addr: GuestAddress(b.addr.0 + offset as u64),
+                addr: GuestAddress(b.addr.0.checked_add(offset as u64).unwrap_or(u64::MAX)),
                 len: n,
             };
             offset = 0;
