@@ -125,7 +125,7 @@ impl Stream {
             // wraps: such a piece gets an address that is never RAM (the
             // access then fails) instead of a wrapped one that may be.
             let piece = Buf {
-                addr: GuestAddress(b.addr.0.checked_add(offset as u64).unwrap_or(u64::MAX)),
+                addr: GuestAddress(b.addr.0.saturating_add(offset as u64)),
                 len: n,
             };
             offset = 0;
