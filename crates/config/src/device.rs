@@ -220,19 +220,28 @@ fn parse_port_number(key: &'static str, v: &str) -> Result<u32, DeviceSpecError>
     Ok(n)
 }
 
+/// `key=value` tokens as (key, value); an error for a token without `=`
+/// or a key given twice.
+fn key_values<'a>(
+    tokens: impl Iterator<Item = &'a str>,
+) -> impl Iterator<Item = Result<(&'a str, &'a str), DeviceSpecError>> {
+    let mut seen: Vec<&'a str> = Vec::new();
+    tokens.map(move |tok| match tok.split_once('=') {
+        None => Err(DeviceSpecError::NotKeyValue(tok.to_string())),
+        Some((k, _)) if seen.contains(&k) => Err(DeviceSpecError::Duplicate(k.to_string())),
+        Some((k, v)) => {
+            seen.push(k);
+            Ok((k, v))
+        }
+    })
+}
+
 fn parse_debug_exit<'a>(
     tokens: impl Iterator<Item = &'a str>,
 ) -> Result<DebugExitSpec, DeviceSpecError> {
     let mut spec = DebugExitSpec::default();
-    let mut seen: Vec<&str> = Vec::new();
-    for tok in tokens {
-        let (k, v) = tok
-            .split_once('=')
-            .ok_or_else(|| DeviceSpecError::NotKeyValue(tok.to_string()))?;
-        if seen.contains(&k) {
-            return Err(DeviceSpecError::Duplicate(k.to_string()));
-        }
-        seen.push(k);
+    for kv in key_values(tokens) {
+        let (k, v) = kv?;
         match k {
             "iobase" => spec.iobase = parse_port_number("iobase", v)? as u16,
             "iosize" => {
@@ -309,15 +318,8 @@ impl FromStr for DeviceArg {
         }
         let mut host = None;
         let mut slot = None;
-        let mut seen: Vec<&str> = Vec::new();
-        for tok in tokens {
-            let (k, v) = tok
-                .split_once('=')
-                .ok_or_else(|| DeviceSpecError::NotKeyValue(tok.to_string()))?;
-            if seen.contains(&k) {
-                return Err(DeviceSpecError::Duplicate(k.to_string()));
-            }
-            seen.push(k);
+        for kv in key_values(tokens) {
+            let (k, v) = kv?;
             match k {
                 "host" => host = Some(v.parse::<PciAddress>()?),
                 "addr" => slot = Some(parse_slot(v)?),
